@@ -1,0 +1,1 @@
+"""Thin Qt widgets over the core. Imported only by napari (through the manifest)."""

@@ -1,0 +1,243 @@
+"""Configuration dataclasses: the network, augmentation and training parameters.
+
+Every field is documented; the same text is shown in the widgets' tooltips and in
+``docs/parameters.md``. The dataclasses are frozen: derive a changed copy with
+:func:`dataclasses.replace`. ``to_dict`` / ``from_dict`` give a JSON-able form that is
+stored inside model files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+__all__ = [
+    "ModelConfig",
+    "AugmentConfig",
+    "TrainConfig",
+    "MODEL_PRESETS",
+    "model_preset",
+]
+
+
+def _to_dict(obj) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`napari_unet.UNet`.
+
+    The defaults are the network of Ronneberger et al. (2015): 4 poolings, 64 -> 1024
+    channels, unpadded convolutions (572 x 572 in -> 388 x 388 out), 23 conv layers.
+    """
+
+    in_channels: int = 1
+    """Number of image channels (1 for gray, 3 for RGB, C for a multichannel image)."""
+    n_classes: int = 2
+    """Number of output classes, background included (2 = background + cell)."""
+    depth: int = 4
+    """Number of 2x2 max-poolings in the contracting path (the paper uses 4)."""
+    base_channels: int = 64
+    """Channels of the first level; each level doubles them (the paper uses 64)."""
+    padding: Literal["valid", "same"] = "valid"
+    """"valid": unpadded convolutions as in the paper (output smaller than input, used with
+    overlap-tile prediction); "same": zero-padded convolutions (output = input size)."""
+    batch_norm: bool = False
+    """Batch normalization after each convolution (not in the paper; helps with Adam)."""
+    dropout: float = 0.0
+    """Drop-out probability at the end of the contracting path (the paper uses 0.5)."""
+
+    def __post_init__(self):
+        if int(self.in_channels) < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
+        if int(self.n_classes) < 2:
+            raise ValueError(f"n_classes must be >= 2 (background + one class), got {self.n_classes}")
+        if int(self.depth) < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if int(self.base_channels) < 1:
+            raise ValueError(f"base_channels must be >= 1, got {self.base_channels}")
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f'padding must be "valid" or "same", got {self.padding!r}')
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # the paper's network: ~31.0 M parameters, 572 -> 388
+    "paper": ModelConfig(depth=4, base_channels=64, dropout=0.5),
+    # a small network that trains usefully fast on a laptop CPU
+    "fast": ModelConfig(depth=3, base_channels=16, dropout=0.0),
+    # for tests and smoke runs only
+    "tiny": ModelConfig(depth=2, base_channels=4, dropout=0.0),
+}
+
+
+def model_preset(name: str, **overrides) -> ModelConfig:
+    """Return the named preset (``"paper"``, ``"fast"`` or ``"tiny"``), with fields overridden."""
+    try:
+        base = MODEL_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown network preset {name!r}; choose one of {sorted(MODEL_PRESETS)}") from None
+    return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random transformations applied to every training tile (image, target and weights alike)."""
+
+    enabled: bool = True
+    """Master switch: False trains on the raw tiles."""
+    elastic: bool = True
+    """Elastic deformation: random displacements on a coarse grid, smoothly interpolated."""
+    elastic_grid: int = 3
+    """Number of control points per axis of the coarse displacement grid (the paper: 3x3)."""
+    elastic_sigma: float = 10.0
+    """Standard deviation of the control-point displacements in pixels (the paper: 10)."""
+    rotate90: bool = True
+    """Random multiples of 90 degree rotations."""
+    flip: bool = True
+    """Random horizontal / vertical flips."""
+    rotation_degrees: float = 10.0
+    """Maximum free rotation in degrees (uniform in +-rotation_degrees); 0 switches it off."""
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    """Range of the random isotropic scale factor."""
+    shift_pixels: float = 8.0
+    """Maximum random shift in pixels."""
+    gamma_range: tuple[float, float] = (0.8, 1.25)
+    """Range of the random gamma applied to the (normalized) gray values."""
+    contrast_range: tuple[float, float] = (0.8, 1.2)
+    """Range of the random contrast factor."""
+    brightness: float = 0.1
+    """Maximum random brightness offset (in normalized intensity units)."""
+    noise_std: float = 0.03
+    """Maximum standard deviation of the additive Gaussian noise (normalized units)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AugmentConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that steers :func:`napari_unet.train`."""
+
+    mode: Literal["instances", "classes"] = "instances"
+    """"instances": annotations 1 = background, 2, 3, ... = one id per cell (touching cells get
+    separated); "classes": annotations 1..K are classes (1 = background)."""
+    preset: str = "fast"
+    """Network preset: "paper" (the paper's 31 M parameter net, for a GPU) or "fast" (CPU)."""
+    model: ModelConfig | None = None
+    """Explicit architecture; overrides ``preset`` when given."""
+    n_classes: int | None = None
+    """Number of classes in class mode (default: the largest annotated id); 2 in instance mode."""
+    iterations: int | None = 2000
+    """Number of training iterations (None: limited by ``time_limit_s`` alone)."""
+    time_limit_s: float | None = None
+    """Stop after this many seconds (None: limited by ``iterations`` alone)."""
+    tile_shape: tuple[int, int] | None = None
+    """Network input tile (Y, X) for training; None picks a valid size for the preset."""
+    batch_size: int = 4
+    """Tiles per iteration."""
+    optimizer: Literal["sgd", "adam"] = "adam"
+    """"sgd": the paper's SGD with high momentum; "adam": Adam, robust for small networks."""
+    learning_rate: float | None = None
+    """Step size; None picks a good default for the optimizer (SGD 0.01, Adam 1e-3)."""
+    momentum: float = 0.99
+    """SGD momentum (the paper uses 0.99)."""
+    weight_decay: float = 0.0
+    """L2 weight decay."""
+    lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
+    """Learning-rate schedule over the iteration budget."""
+    w0: float = 10.0
+    """Weight of the border term between touching cells (the paper: 10)."""
+    sigma: float = 5.0
+    """Width of the border term in pixels (the paper: about 5)."""
+    class_weights: Any = "balanced"
+    """"balanced" (inverse class frequency among annotated pixels), None (all 1) or one weight per class."""
+    gap: bool = True
+    """Instance mode: turn pixels where two different cells touch into a 1-px background gap."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Data augmentation parameters."""
+    normalize_low: float = 1.0
+    """Lower percentile mapped to 0 by the per-image normalization."""
+    normalize_high: float = 99.8
+    """Upper percentile mapped to 1 by the per-image normalization."""
+    validation_fraction: float = 0.1
+    """Fraction of the annotated pixels held out to report validation loss and IoU (0 = none)."""
+    device: str | None = None
+    """"cuda", "mps", "cpu" or None (the fastest available)."""
+    seed: int = 0
+    """Random seed: training on the CPU is reproducible for a fixed seed."""
+    checkpoint_dir: str | None = None
+    """Folder for checkpoints (None: no checkpoints)."""
+    checkpoint_every_s: float = 300.0
+    """Seconds between checkpoints."""
+    log_every: int = 1
+    """Yield a progress event every N iterations."""
+    validate_every: int = 25
+    """Compute the validation loss and IoU every N iterations."""
+
+    def __post_init__(self):
+        if self.mode not in ("instances", "classes"):
+            raise ValueError(f'mode must be "instances" or "classes", got {self.mode!r}')
+        if self.iterations is None and self.time_limit_s is None:
+            raise ValueError("give iterations, time_limit_s or both: training needs a budget")
+        if self.iterations is not None and int(self.iterations) < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.time_limit_s is not None and float(self.time_limit_s) <= 0:
+            raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f'optimizer must be "sgd" or "adam", got {self.optimizer!r}')
+        if not 0.0 <= float(self.validation_fraction) < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.model is None and self.preset not in MODEL_PRESETS:
+            raise ValueError(f"unknown network preset {self.preset!r}; choose one of {sorted(MODEL_PRESETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        if isinstance(data.get("augment"), dict):
+            data["augment"] = AugmentConfig.from_dict(data["augment"])
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig.from_dict(data["model"])
+        return _from_dict(cls, data)

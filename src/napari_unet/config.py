@@ -211,6 +211,16 @@ class TrainConfig:
     """Yield a progress event every N iterations."""
     validate_every: int = 25
     """Compute the validation loss and IoU every N iterations."""
+    validation_block: int = 32
+    """Side in pixels of the square blocks of annotated pixels held out for validation."""
+    preview_every: int = 50
+    """Predict the preview region (if one is set) every N iterations (0 = never)."""
+    class_names: tuple[str, ...] | None = None
+    """Names of the output classes, background first (default: "background", "cell" /
+    "class 2", ...)."""
+    mixed_precision: bool = True
+    """On CUDA, train in mixed precision (bfloat16 where supported, else float16 with loss
+    scaling); MPS and CPU always train in float32."""
 
     def __post_init__(self):
         if self.mode not in ("instances", "classes"):
@@ -227,6 +237,14 @@ class TrainConfig:
             raise ValueError(f'optimizer must be "sgd" or "adam", got {self.optimizer!r}')
         if not 0.0 <= float(self.validation_fraction) < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if int(self.log_every) < 1 or int(self.validate_every) < 1:
+            raise ValueError(f"log_every and validate_every must be >= 1, got {self.log_every}, {self.validate_every}")
+        if int(self.preview_every) < 0:
+            raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
+        if int(self.validation_block) < 1:
+            raise ValueError(f"validation_block must be >= 1, got {self.validation_block}")
+        if self.checkpoint_every_s is not None and float(self.checkpoint_every_s) <= 0:
+            raise ValueError(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
         if self.model is None and self.preset not in MODEL_PRESETS:
             raise ValueError(f"unknown network preset {self.preset!r}; choose one of {sorted(MODEL_PRESETS)}")
 

@@ -1,0 +1,81 @@
+"""The package: a core importable without Qt, a valid npe2 manifest, every python_name importable."""
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "src" / "napari_unet"
+CORE_MODULES = [
+    p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_") and p.stem not in {"cli"}
+]
+GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "vispy")
+
+
+def test_core_imports_without_qt_or_napari():
+    code = (
+        "import sys, json, importlib\n"
+        "import napari_unet\n"
+        "light = 'torch' not in sys.modules\n"
+        f"for m in {CORE_MODULES!r}:\n"
+        "    importlib.import_module('napari_unet.' + m)\n"
+        "for name in napari_unet.__all__:\n"
+        "    try:\n"
+        "        getattr(napari_unet, name)\n"
+        "    except (ImportError, AttributeError) as e:\n"
+        "        print('missing', name, e, file=sys.stderr)\n"
+        "print(json.dumps({'light': light, 'modules': sorted(sys.modules)}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    loaded = {m.split(".")[0] for m in info["modules"]}
+    assert not loaded & set(GUI_MODULES), f"core pulled in GUI modules: {sorted(loaded & set(GUI_MODULES))}"
+    assert info["light"], "`import napari_unet` must not import torch (the Plugins menu must open fast)"
+    assert "missing" not in r.stderr, r.stderr
+
+
+def test_public_names_resolve():
+    import napari_unet
+
+    for name in napari_unet.__all__:
+        assert getattr(napari_unet, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        napari_unet.nope
+
+
+def test_manifest_is_valid_and_named_as_distribution():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_distribution("napari-scribble-unet")
+    assert manifest.name == "napari-scribble-unet"
+    top = ROOT / "napari.yaml"
+    assert top.resolve() == (PACKAGE / "napari.yaml").resolve(), "top-level napari.yaml must link to the package's"
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert {"Annotate", "Train", "Predict", "Batch predict"} <= widgets
+    assert {s.key for s in manifest.contributions.sample_data} == {"touching_cells", "nuclei"}
+
+
+def test_every_python_name_in_the_manifest_imports():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_file(PACKAGE / "napari.yaml")
+    names = [c.python_name for c in manifest.contributions.commands if c.python_name]
+    assert len(names) >= 6
+    for python_name in names:
+        module, _, attr = python_name.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        assert callable(obj), python_name
+
+
+def test_sample_data_commands_return_layer_data():
+    from napari_unet import _sample_data
+
+    for fn in (_sample_data.touching_cells, _sample_data.nuclei):
+        layers = fn()
+        kinds = [kind for _, _, kind in layers]
+        assert kinds == ["image", "labels", "labels"]
+        image, gt, annotations = (data for data, _, _ in layers)
+        assert image.shape == gt.shape == annotations.shape
+        assert layers[2][1]["name"] == layers[0][1]["name"] + " annotations"

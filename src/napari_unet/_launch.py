@@ -15,10 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     import napari
 
     viewer = napari.Viewer(title="napari-unet")
+    viewer.window.resize(1500, 950)
     if args.sample != "none":
         viewer.open_sample("napari-scribble-unet", args.sample)
+    docks = {}
     for name in ("Annotate", "Train", "Predict", "Batch predict"):
-        viewer.window.add_plugin_dock_widget("napari-scribble-unet", name, tabify=name != "Annotate")
+        docks[name], _ = viewer.window.add_plugin_dock_widget("napari-scribble-unet", name, tabify=name != "Annotate")
+    docks["Train"].raise_()
     if args.screenshot:
         from qtpy.QtCore import QTimer
 

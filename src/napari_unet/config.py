@@ -97,8 +97,11 @@ class ModelConfig:
 MODEL_PRESETS: dict[str, ModelConfig] = {
     # the paper's network: ~31.0 M parameters, 572 -> 388
     "paper": ModelConfig(depth=4, base_channels=64, dropout=0.5),
-    # a small network that trains usefully fast on a laptop CPU
-    "fast": ModelConfig(depth=3, base_channels=16, dropout=0.0),
+    # a small network that trains usefully fast on a laptop CPU: zero-padded ("same") convolutions
+    # make every pixel of a 128 x 128 training tile count in the loss (a valid net of this depth
+    # keeps ~28 % of a 188 tile), and batch norm makes Adam converge in a few hundred iterations
+    # (without it: object F1 0.16 vs 0.78 after 300 iterations on the synthetic sample)
+    "fast": ModelConfig(depth=3, base_channels=16, padding="same", batch_norm=True, dropout=0.0),
     # for tests and smoke runs only
     "tiny": ModelConfig(depth=2, base_channels=4, dropout=0.0),
 }
@@ -143,6 +146,17 @@ class AugmentConfig:
     """Maximum random brightness offset (in normalized intensity units)."""
     noise_std: float = 0.03
     """Maximum standard deviation of the additive Gaussian noise (normalized units)."""
+
+    def __post_init__(self):
+        if int(self.elastic_grid) < 2:
+            raise ValueError(f"elastic_grid must be >= 2 control points per axis, got {self.elastic_grid}")
+        for name in ("elastic_sigma", "rotation_degrees", "shift_pixels", "brightness", "noise_std"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("scale_range", "gamma_range", "contrast_range"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or not 0 < float(value[0]) <= float(value[1]):
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -211,6 +225,8 @@ class TrainConfig:
     """Yield a progress event every N iterations."""
     validate_every: int = 25
     """Compute the validation loss and IoU every N iterations."""
+    validation_tiles: int = 16
+    """At most this many (un-augmented) tiles over the held-out pixels make the validation set."""
     validation_block: int = 32
     """Side in pixels of the square blocks of annotated pixels held out for validation."""
     preview_every: int = 50

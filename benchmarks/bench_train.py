@@ -1,0 +1,277 @@
+"""Training benchmarks: accuracy vs CPU training time, and iterations/s per preset.
+
+Part 1 (``--part accuracy``): the default CPU preset trained for 1, 2, 5 (and 10) minutes on
+  (a) the synthetic touching-cells sample with its sparse annotation (~2 % of the pixels),
+      scored on the training image itself (the interactive use: paint, segment the same image)
+      and on a fresh synthetic image (seed + 1) it never saw;
+  (b) the real nuclei sample (6 slices; ~9 complete nuclei + background strokes painted on
+      2 of them, < 5 % of the pixels), scored on all 6 slices.
+  Pixel IoU of the foreground, object precision / recall / F1 (instances matched one-to-one at
+  IoU >= 0.5), and touching ground-truth pairs that come out as two objects. Baselines on the
+  same strokes: Otsu + connected components, and scikit-image's random-forest trainable
+  segmentation (``skimage.future.fit_segmenter``, needs scikit-learn) + connected components.
+
+Part 2 (``--part speed``): iterations/s of each preset at its default tile and batch size with
+  augmentation on, and the split of one iteration into tile sampling + augmentation vs the
+  network's forward + backward + optimizer step.
+
+The training budget is counted by default in process CPU time divided by the number of
+threads (``--clock cpu``): on a machine shared with other jobs this is what the same run gets on
+2 free cores; the ``train_s`` column is the wall time it really took. ``--clock wall`` counts wall time.
+
+Run (2 CPU threads, as on a laptop)::
+
+    python benchmarks/bench_train.py --threads 2                      # both parts, 1/2/5 min
+    python benchmarks/bench_train.py --part accuracy --minutes 1,2,5,10
+    python benchmarks/bench_train.py --part speed --presets tiny,fast,paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+
+def _scores(gt, pred, per_plane: bool):
+    from napari_unet.metrics import match_instances, pixel_iou, separated_pairs
+    from napari_unet.samples import touching_pairs
+
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    planes = range(gt.shape[0]) if per_plane else [None]
+    tp = fp = fn = sep = pairs = 0
+    for z in planes:
+        g = gt if z is None else gt[z]
+        p = pred if z is None else pred[z]
+        s = match_instances(g, p)
+        tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
+        a, b = separated_pairs(g, p, touching_pairs(g))
+        sep, pairs = sep + a, pairs + b
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    return {"iou": pixel_iou(gt, pred), "f1": f1, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+            "sep": sep, "pairs": pairs}
+
+
+def _row(dataset, method, seconds, s):
+    print(f"{dataset:<22} {method:<26} {seconds:7.1f} {s['iou']:7.3f} {s['f1']:6.3f} {s['precision']:6.3f} "
+          f"{s['recall']:6.3f} {s['sep']:4d}/{s['pairs']:<4d}", flush=True)
+
+
+def _header():
+    print(f"{'dataset':<22} {'method':<26} {'train_s':>7} {'pixIoU':>7} {'F1':>6} {'prec':>6} {'recall':>6} sep/pairs")
+
+
+def _otsu(image, per_plane):
+    from scipy import ndimage as ndi
+    from skimage.filters import gaussian, threshold_otsu
+
+    planes = image if per_plane else image[None]
+    out = np.zeros(planes.shape, np.int32)
+    offset = 0
+    for z, plane in enumerate(planes):
+        smooth = gaussian(plane.astype(np.float32), 1.0, preserve_range=True)
+        labels, n = ndi.label(smooth > threshold_otsu(smooth))
+        out[z] = np.where(labels > 0, labels + offset, 0)
+        offset += n
+    return out if per_plane else out[0]
+
+
+def _random_forest(image, annotations, per_plane):
+    """fit_segmenter on the painted strokes (1 = background, cells -> class 2) + connected components."""
+    from functools import partial
+
+    from scipy import ndimage as ndi
+    from skimage.feature import multiscale_basic_features
+    from skimage.future import fit_segmenter, predict_segmenter
+    from sklearn.ensemble import RandomForestClassifier
+
+    planes = image if per_plane else image[None]
+    anns = annotations if per_plane else annotations[None]
+    features_fn = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16)
+    feats = [features_fn(p.astype(np.float32)) for p in planes]
+    training = np.zeros(anns.shape, np.uint8)
+    training[anns == 1] = 1
+    training[anns >= 2] = 2
+    annotated = [z for z in range(len(planes)) if training[z].any()]
+    clf = RandomForestClassifier(n_estimators=50, n_jobs=2, max_depth=10, max_samples=0.05, random_state=0)
+    t0 = time.perf_counter()
+    # fit on all annotated planes at once: stack their features side by side
+    stacked_f = np.concatenate([feats[z] for z in annotated], axis=1)
+    stacked_l = np.concatenate([training[z] for z in annotated], axis=1)
+    clf = fit_segmenter(stacked_l, stacked_f, clf)
+    fit_s = time.perf_counter() - t0
+    out = np.zeros(planes.shape, np.int32)
+    offset = 0
+    for z in range(len(planes)):
+        classes = predict_segmenter(feats[z], clf)
+        labels, n = ndi.label(classes == 2)
+        out[z] = np.where(labels > 0, labels + offset, 0)
+        offset += n
+    return (out if per_plane else out[0]), fit_s
+
+
+def _predict_labels(model, image, axes):
+    from napari_unet.postprocess import to_labels
+    from napari_unet.tiling import predict_stack, predict_tiled
+
+    if axes == "YX":
+        probs = predict_tiled(model, image)
+    else:
+        probs = predict_stack(model, image, axes=axes)
+    return to_labels(probs, mode="instances")
+
+
+def accuracy(args):
+    from napari_unet.config import TrainConfig
+    from napari_unet.samples import load_nuclei, make_touching_cells
+    from napari_unet.train import Trainer
+
+    datasets = []
+    if "synthetic" in args.datasets:
+        image, inst, ann = make_touching_cells((args.size, args.size), seed=0)
+        test_image, test_inst, _ = make_touching_cells((args.size, args.size), seed=1)
+        print(f"synthetic: {image.shape}, {100 * (ann > 0).mean():.2f}% annotated, {int(ann.max()) - 1} cells painted, "
+              f"{int(inst.max())} cells")
+        datasets.append(("synthetic", image, inst, ann, "YX", [("synthetic (same image)", image, inst),
+                                                                ("synthetic (new image)", test_image, test_inst)]))
+    if "nuclei" in args.datasets:
+        image, inst, ann = load_nuclei()
+        print(f"nuclei: {image.shape}, {100 * (ann > 0).mean():.2f}% annotated "
+              f"({100 * (ann[ann.reshape(len(ann), -1).any(1)] > 0).mean():.2f}% of the annotated slices)")
+        datasets.append(("nuclei", image, inst, ann, "ZYX", [("nuclei (6 slices)", image, inst)]))
+    _header()
+    for name, image, inst, ann, axes, evals in datasets:
+        per_plane = axes != "YX"
+        for label, img, gt in evals:
+            _row(label, "Otsu + components", 0.0, _scores(gt, _otsu(img, per_plane), per_plane))
+        if args.baselines:
+            try:
+                import sklearn  # noqa: F401
+            except ImportError:
+                print(f"{name:<22} random forest: skipped (scikit-learn is not installed)")
+            else:
+                for label, img, gt in evals:
+                    if img is image:
+                        labels, fit_s = _random_forest(image, ann, per_plane)
+                    else:  # the classifier is trained on the training image only
+                        labels, fit_s = _random_forest_transfer(image, ann, img, per_plane)
+                    _row(label, "fit_segmenter (RF)", fit_s, _scores(gt, labels, per_plane))
+        for minutes in args.minutes:
+            config = dataclasses.replace(TrainConfig(), iterations=None, time_limit_s=60.0 * minutes, seed=args.seed,
+                                         device="cpu")
+            trainer = Trainer([image], [ann], config=config, axes=axes)
+            if args.clock == "cpu":
+                # a shared machine: budget in process CPU time / threads (= wall time on free cores)
+                trainer.clock = lambda: time.process_time() / args.threads
+            t0 = time.perf_counter()
+            for _ in trainer.run():
+                pass
+            train_s = time.perf_counter() - t0
+            for label, img, gt in evals:
+                labels = _predict_labels(trainer.model, img, axes)
+                _row(label, f"U-Net fast {minutes:g} min ({trainer.iteration} it)", train_s,
+                     _scores(gt, labels, per_plane))
+
+
+def _random_forest_transfer(train_image, train_ann, image, per_plane):
+    from functools import partial
+
+    from scipy import ndimage as ndi
+    from skimage.feature import multiscale_basic_features
+    from skimage.future import fit_segmenter, predict_segmenter
+    from sklearn.ensemble import RandomForestClassifier
+
+    features_fn = partial(multiscale_basic_features, intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16)
+    training = np.zeros(train_ann.shape, np.uint8)
+    training[train_ann == 1] = 1
+    training[train_ann >= 2] = 2
+    clf = RandomForestClassifier(n_estimators=50, n_jobs=2, max_depth=10, max_samples=0.05, random_state=0)
+    t0 = time.perf_counter()
+    clf = fit_segmenter(training, features_fn(train_image.astype(np.float32)), clf)
+    fit_s = time.perf_counter() - t0
+    labels, _ = ndi.label(predict_segmenter(features_fn(image.astype(np.float32)), clf) == 2)
+    return labels, fit_s
+
+
+def speed(args):
+    import torch
+
+    from napari_unet.config import TrainConfig
+    from napari_unet.samples import make_touching_cells
+    from napari_unet.train import Trainer, weighted_cross_entropy
+
+    image, _, ann = make_touching_cells((512, 512), seed=0)
+    print(f"{'preset':<7} {'tile':>9} {'out':>9} {'batch':>5} {'params':>8} {'it/s':>7} {'px/s':>9} "
+          f"{'sample+aug ms':>13} {'net ms':>8} {'aug share':>9}")
+    for preset in args.presets:
+        n_it = {"paper": 2, "fast": 20, "tiny": 40}.get(preset, 10)
+        config = dataclasses.replace(TrainConfig(), preset=preset, iterations=n_it + 2, validation_fraction=0.0,
+                                     seed=0, device=args.device)
+        trainer = Trainer([image], [ann], config=config)
+        gen = trainer.run()
+        for _ in range(2):  # warm-up
+            next(gen)
+        t0 = time.perf_counter()
+        for event in gen:
+            if event.kind == "step" and event.iteration == n_it + 2:
+                break
+        it_s = n_it / (time.perf_counter() - t0)
+        # split one iteration: sampling + augmentation alone, then the network alone
+        sampler, dev = trainer.sampler, trainer.device
+        t0 = time.perf_counter()
+        for _ in range(n_it):
+            batch = sampler.sample(trainer.batch_size, device=dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        aug_ms = 1000 * (time.perf_counter() - t0) / n_it
+        model = trainer.model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        t0 = time.perf_counter()
+        for _ in range(n_it):
+            opt.zero_grad()
+            loss = weighted_cross_entropy(model(batch.image), batch.target, batch.weights)
+            loss.backward()
+            opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        net_ms = 1000 * (time.perf_counter() - t0) / n_it
+        n_params = sum(p.numel() for p in model.parameters())
+        out = trainer.output_shape
+        print(f"{preset:<7} {'x'.join(map(str, trainer.input_shape)):>9} {'x'.join(map(str, out)):>9} "
+              f"{trainer.batch_size:>5} {n_params / 1e6:7.2f}M {it_s:7.2f} {it_s * trainer.batch_size * out[0] * out[1]:9.0f} "
+              f"{aug_ms:13.1f} {net_ms:8.1f} {aug_ms / (aug_ms + net_ms):9.1%}", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["accuracy", "speed", "all"], default="all")
+    parser.add_argument("--minutes", default="1,2,5", help="training times for part 1 (comma-separated)")
+    parser.add_argument("--datasets", default="synthetic,nuclei")
+    parser.add_argument("--presets", default="tiny,fast,paper")
+    parser.add_argument("--size", type=int, default=512, help="synthetic image size")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2 = a laptop)")
+    parser.add_argument("--device", default="cpu", help="device for part 2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="training budget in process CPU time / threads (default; fair on a shared machine) or wall time")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
+    args = parser.parse_args(argv)
+    args.minutes = [float(m) for m in args.minutes.split(",") if m]
+    args.datasets = args.datasets.split(",")
+    args.presets = args.presets.split(",")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    if args.part in ("speed", "all"):
+        speed(args)
+    if args.part in ("accuracy", "all"):
+        accuracy(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""Headless command line: ``napari-unet train | predict | demo`` (also ``python -m napari_unet``).
+
+Examples
+--------
+Train on two images and their painted annotations (TIFF), five minutes on the CPU::
+
+    napari-unet train img1.tif img2.tif --annotations ann1.tif ann2.tif -o cells.unet --time-limit 5m
+
+Apply the model to every TIFF / zarr of a folder, writing labels (and probabilities)::
+
+    napari-unet predict -m cells.unet experiment/ -o results/ --probabilities
+
+Run the whole paint -> train -> predict loop on the synthetic sample, without a GUI::
+
+    napari-unet demo --out demo/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "ProgressBar", "write_png"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
+
+
+class CliError(Exception):
+    """A user error: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# progress bar (plain text, no dependency)
+
+
+def _format_seconds(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressBar:
+    """A one-line text progress bar on ``stream`` (stderr); redraws in place on a terminal,
+    prints a line every ``interval_s`` seconds otherwise (log files of cluster jobs)."""
+
+    def __init__(self, label: str = "", stream=None, width: int = 28, interval_s: float | None = None, enabled: bool = True):
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 10.0)
+        self._last = -1e9
+        self._open = False
+
+    def update(self, done: float, total: float | None, info: str = "", force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval_s:
+            return
+        self._last = now
+        if total:
+            frac = min(max(done / total, 0.0), 1.0)
+            filled = int(round(frac * self.width))
+            bar = "#" * filled + "." * (self.width - filled)
+            text = f"{self.label} [{bar}] {100 * frac:5.1f}% {info}"
+        else:
+            text = f"{self.label} {info}"
+        if self.tty:
+            self.stream.write("\r" + text[:200].ljust(79))
+            self._open = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self, message: str = "") -> None:
+        if not self.enabled:
+            return
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+        if message:
+            self.stream.write(message + "\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG writer (zlib only), for the demo's side-by-side picture
+
+
+def write_png(path, rgb: np.ndarray) -> Path:
+    """Write an ``(H, W, 3)`` uint8 image as PNG with the standard library alone."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"write_png expects an (H, W, 3) image, got {rgb.shape}")
+    h, w, _ = rgb.shape
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    from .io import atomic_write_bytes
+
+    return atomic_write_bytes(path, png)
+
+
+def _gray_rgb(image: np.ndarray) -> np.ndarray:
+    from .normalization import percentile_normalize
+
+    x = np.clip(percentile_normalize(np.asarray(image, dtype=np.float32), 1, 99.8), 0, 1)
+    return np.repeat((x * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _label_colors(n: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    colors = rng.integers(60, 256, size=(n + 1, 3)).astype(np.uint8)
+    colors[0] = 0
+    return colors
+
+
+def _overlay(base: np.ndarray, labels: np.ndarray, alpha: float = 0.55, background=None) -> np.ndarray:
+    labels = np.asarray(labels).astype(np.int64)
+    colors = _label_colors(int(labels.max()) if labels.size else 0)
+    if background is not None and labels.max() >= 1:
+        colors[1] = background
+    color = colors[labels].astype(np.float32)
+    out = base.astype(np.float32)
+    m = labels > 0
+    out[m] = (1 - alpha) * out[m] + alpha * color[m]
+    return out.astype(np.uint8)
+
+
+def side_by_side(image, annotations, labels, gap: int = 8) -> np.ndarray:
+    """RGB picture: image | image + annotations | image + predicted labels."""
+    gray = _gray_rgb(image)
+    panels = [gray, _overlay(gray, annotations, background=(40, 90, 255)), _overlay(gray, labels)]
+    h = gray.shape[0]
+    spacer = np.full((h, gap, 3), 255, np.uint8)
+    return np.concatenate([panels[0], spacer, panels[1], spacer, panels[2]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument helpers
+
+
+def _parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"5m"``, ``"1.5h"`` -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?|min)\s*", str(text).lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}; use seconds or e.g. 90s, 5m, 1.5h")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
+    return value
+
+
+def _parse_tile(text: str) -> tuple[int, int]:
+    parts = re.split(r"[x,]", text.lower())
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188")
+    return tuple(values)  # type: ignore[return-value]
+
+
+def _expand_inputs(inputs) -> list[Path]:
+    """Files, folders (their TIFF / zarr entries, sorted) and zarr folders -> image paths."""
+    from .io import _is_zarr_path
+
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise CliError(f"input not found: {path}")
+        if path.is_dir() and not _is_zarr_path(path):
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise CliError(f"folder {path} holds no .tif, .tiff or .zarr image")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read(path: Path, axes: str | None):
+    from .io import read_image
+
+    try:
+        data, found_axes = read_image(path)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    if axes is not None:
+        axes = axes.upper()
+        if len(axes) != data.ndim:
+            raise CliError(f"--axes {axes!r} has {len(axes)} letters but {path} has {data.ndim} dimensions {tuple(data.shape)}")
+        return data, axes
+    return data, found_axes
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model on images and their annotations",
+                       description="Train a U-Net on images and painted annotations (TIFF / zarr) and save a .unet model file.")
+    p.add_argument("images", nargs="+", help="image files (TIFF or zarr)")
+    p.add_argument("-a", "--annotations", nargs="+", required=True,
+                   help="annotation files, one per image in the same order (0 = not annotated, 1 = background, 2, 3, ... = cells or classes)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.unet)")
+    p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
+    p.add_argument("--preset", choices=["fast", "paper", "tiny"], default="fast",
+                   help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests)")
+    p.add_argument("--iterations", type=int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
+    p.add_argument("--time-limit", type=_parse_duration, default=None, help="stop after this long, e.g. 300, 90s, 5m, 1h")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per iteration")
+    p.add_argument("--tile", type=_parse_tile, default=None, help="training input tile, e.g. 188 or 188x188")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="adam (default) or sgd (the paper's, momentum 0.99)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
+    p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
+    p.add_argument("--validation-fraction", type=float, default=None, help="fraction of annotated pixels held out (default 0.1)")
+    p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: from the files)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--continue", dest="continue_from", default=None, help="continue training this model file")
+    p.add_argument("--checkpoint-dir", default=None, help="write checkpoints to this folder")
+    p.add_argument("--checkpoint-every", type=_parse_duration, default=None, help="time between checkpoints (default 5m)")
+    p.add_argument("--resume", default=None, help="resume from this checkpoint file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output model file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _train_config(args):
+    import dataclasses
+
+    from .config import TrainConfig
+
+    changes = {"mode": args.mode, "preset": args.preset}
+    if args.iterations is not None or args.time_limit is not None:
+        changes["iterations"] = args.iterations
+        changes["time_limit_s"] = args.time_limit
+    for name, value in (("batch_size", args.batch_size), ("tile_shape", args.tile), ("optimizer", args.optimizer),
+                        ("learning_rate", args.lr), ("validation_fraction", args.validation_fraction),
+                        ("device", args.device), ("seed", args.seed), ("checkpoint_dir", args.checkpoint_dir),
+                        ("checkpoint_every_s", args.checkpoint_every)):
+        if value is not None:
+            changes[name] = value
+    base = TrainConfig()
+    config = dataclasses.replace(base, **changes)
+    if args.no_augment:
+        config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, enabled=False))
+    return config
+
+
+def _training_loop(trainer, *, quiet: bool, label: str = "train") -> None:
+    bar = ProgressBar(label, enabled=not quiet)
+    cfg = trainer.config
+    last_val = ""
+    try:
+        for event in trainer.run():
+            if event.kind == "validation" and event.val_loss is not None:
+                last_val = f" val {event.val_loss:.3f} IoU {event.val_iou:.2f}"
+            if event.kind == "checkpoint":
+                logger.info("checkpoint written to %s", event.message)
+            if event.kind not in ("step", "validation", "done"):
+                continue
+            if cfg.iterations is not None:
+                done, total = event.iteration, cfg.iterations
+                if cfg.time_limit_s is not None:
+                    done, total = max(event.iteration / cfg.iterations, event.elapsed_s / cfg.time_limit_s), 1.0
+            else:
+                done, total = event.elapsed_s, cfg.time_limit_s
+            info = (f"it {event.iteration} loss {event.loss if event.loss is not None else float('nan'):.3f}{last_val} "
+                    f"{event.it_per_s or 0:.2f} it/s {_format_seconds(event.elapsed_s)} ETA {_format_seconds(event.eta_s)}")
+            bar.update(done, total, info, force=event.kind == "done")
+            if event.kind == "done":
+                bar.close(f"{label}: {event.message} after {event.iteration} iterations, {_format_seconds(event.elapsed_s)}")
+    except KeyboardInterrupt:
+        # Ctrl-C: end like stop(): the generator's cleanup keeps the best model
+        bar.close(f"{label}: interrupted; keeping the best model so far")
+
+
+def _cmd_train(args) -> int:
+    from .io import load_model, save_model
+    from .train import Trainer
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise CliError(f"{output} already exists; pass --overwrite to replace it")
+    if len(args.images) != len(args.annotations):
+        raise CliError(f"got {len(args.images)} image(s) but {len(args.annotations)} annotation file(s); give one per image")
+    if args.resume and args.continue_from:
+        raise CliError("give --resume or --continue, not both")
+    images, annotations, axes_list = [], [], []
+    for image_path, ann_path in zip(args.images, args.annotations):
+        image, axes = _read(Path(image_path), args.axes)
+        ann, ann_axes = _read(Path(ann_path), None)
+        images.append(np.asarray(image))
+        annotations.append(np.asarray(ann))
+        axes_list.append(axes)
+    config = _train_config(args)
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, images, annotations, config=config, axes=axes_list)
+        else:
+            model = load_model(args.continue_from) if args.continue_from else None
+            trainer = Trainer(images, annotations, config=config, model=model, axes=axes_list)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    if not args.quiet:
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+        print(f"training a {config.preset if config.model is None else 'custom'} U-Net ({n_params / 1e6:.2f} M parameters) "
+              f"on {trainer.device}, tile {trainer.input_shape} -> {trainer.output_shape}, batch {trainer.batch_size}",
+              file=sys.stderr)
+    _training_loop(trainer, quiet=args.quiet)
+    save_model(trainer.model, output)
+    if not args.quiet:
+        print(f"model written to {output}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="apply a model to images, folders or zarr arrays",
+                       description="Predict labels (and optionally probabilities) for TIFF / zarr images with a .unet model.")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, or zarr arrays")
+    p.add_argument("-m", "--model", required=True, help="model file (.unet)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--probabilities", action="store_true", help="also write the class probabilities (float32)")
+    p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="output format (default tif)")
+    p.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, CYX, ZYX, TZCYX (default: from the files)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
+    p.add_argument("--tile", type=_parse_tile, default=None, help="prediction input tile, e.g. 572 or 572x572")
+    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist (resume a batch job)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _canonical_order(array: np.ndarray, axes: str):
+    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]) if axes[i] in "TZCYX" else -1)
+    return np.transpose(array, order), "".join(axes[i] for i in order)
+
+
+def _cmd_predict(args) -> int:
+    from .io import load_model, write_image
+    from .postprocess import to_labels
+    from .tiling import iter_predict_stack
+
+    if args.overwrite and args.skip_existing:
+        raise CliError("give --overwrite or --skip-existing, not both")
+    paths = _expand_inputs(args.inputs)
+    outdir = Path(args.output)
+    suffix = ".zarr" if args.format == "zarr" else ".tif"
+    jobs = []
+    for path in paths:
+        outputs = {"labels": outdir / f"{_stem(path)}_labels{suffix}"}
+        if args.probabilities:
+            outputs["probabilities"] = outdir / f"{_stem(path)}_probabilities{suffix}"
+        existing = [o for o in outputs.values() if o.exists()]
+        if existing and args.skip_existing:
+            continue
+        if existing and not args.overwrite:
+            raise CliError(f"{existing[0]} already exists; pass --overwrite to replace outputs (or --skip-existing)")
+        jobs.append((path, outputs))
+    names = [_stem(p) for p in paths]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise CliError(f"several inputs would write the same output names: {dup}")
+    try:
+        model = load_model(args.model, device=args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    mode = model.metadata.get("mode", "instances")
+    in_channels = model.config.in_channels
+    for number, (path, outputs) in enumerate(jobs, 1):
+        data, axes = _read(path, args.axes)
+        if "C" not in axes and in_channels != 1:
+            raise CliError(f"{path}: the model needs {in_channels} channels but the image (axes {axes}) has none")
+        if "C" in axes and data.shape[axes.index("C")] != in_channels:
+            raise CliError(f"{path}: the model needs {in_channels} channel(s), the image has {data.shape[axes.index('C')]} (axes {axes})")
+        bar = ProgressBar(f"[{number}/{len(jobs)}] {path.name}", enabled=not args.quiet)
+        kwargs = {}
+        if args.tile is not None:
+            kwargs["tile_shape"] = args.tile
+        if args.batch_size is not None:
+            kwargs["batch_size"] = args.batch_size
+        gen = iter_predict_stack(model, data, axes=axes, device=args.device, **kwargs)
+        t0 = time.monotonic()
+        try:
+            while True:
+                done, total = next(gen)
+                bar.update(done, total, f"{done}/{total} tiles {_format_seconds(time.monotonic() - t0)}")
+        except StopIteration as stop:
+            probabilities = stop.value
+        labels = to_labels(probabilities, mode=mode)
+        out_axes = axes.replace("C", "")
+        write_image(outputs["labels"], labels, axes=out_axes, overwrite=args.overwrite)
+        if "probabilities" in outputs:
+            prob, prob_axes = _canonical_order(probabilities, "C" + out_axes)
+            write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=args.overwrite)
+        bar.close(f"{path.name}: {int(labels.max()) if mode == 'instances' else len(np.unique(labels))} "
+                  f"{'objects' if mode == 'instances' else 'classes'} -> {outputs['labels']}")
+    if not jobs and not args.quiet:
+        print("nothing to do: all outputs exist", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="paint -> train -> predict on the synthetic sample, headless",
+                       description="Train the fast network on the synthetic touching-cells sample and its sparse "
+                                   "annotation (~2%% of the pixels), predict a fresh image, score it and write the "
+                                   "prediction, the model and a side-by-side PNG.")
+    p.add_argument("--out", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
+    p.add_argument("--minutes", type=float, default=1.0, help="training time in minutes (default 1)")
+    p.add_argument("--long", action="store_true", help="train for 5 minutes (the benchmarked setting)")
+    p.add_argument("--size", type=int, default=384, help="size of the synthetic images (default 384)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training image (the test image uses seed + 1)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier demo outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    import dataclasses
+
+    from .config import TrainConfig
+    from .io import save_model, write_image
+    from .metrics import match_instances, pixel_iou, separated_pairs
+    from .postprocess import to_labels
+    from .samples import make_touching_cells, touching_pairs
+    from .tiling import predict_tiled
+    from .train import Trainer
+
+    out = Path(args.out)
+    names = {"model": out / "demo.unet", "prediction": out / "prediction_labels.tif",
+             "image": out / "test_image.tif", "annotations": out / "train_annotations.tif",
+             "train_image": out / "train_image.tif", "png": out / "demo.png"}
+    existing = [p for p in names.values() if p.exists()]
+    if existing and not args.overwrite:
+        raise CliError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
+    if args.size < 256:
+        raise CliError(f"--size must be >= 256 (smaller synthetic samples have too few painted strokes), got {args.size}")
+    minutes = 5.0 if args.long else float(args.minutes)
+    if minutes <= 0:
+        raise CliError(f"--minutes must be > 0, got {args.minutes}")
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+
+    shape = (args.size, args.size)
+    image, _, annotations = make_touching_cells(shape, seed=args.seed)
+    test_image, test_instances, _ = make_touching_cells(shape, seed=args.seed + 1)
+    painted = float((annotations > 0).mean())
+    say(f"1/3 annotate: synthetic {shape[0]}x{shape[1]} image, {int(annotations.max()) - 1} cells painted + "
+        f"background strokes ({100 * painted:.1f}% of the pixels)")
+    base = TrainConfig()
+    config = dataclasses.replace(base, preset="fast", iterations=None, time_limit_s=60.0 * minutes,
+                                 device=args.device, seed=args.seed)
+    try:
+        trainer = Trainer([image], [annotations], config=config)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{exc} (try a larger --size)") from None
+    say(f"2/3 train: fast U-Net on {trainer.device} for {minutes:g} min")
+    _training_loop(trainer, quiet=args.quiet, label="train")
+    say("3/3 predict: a new synthetic image (never seen in training)")
+    probabilities = predict_tiled(trainer.model, test_image, device=args.device)
+    labels = to_labels(probabilities, mode="instances")
+    scores = match_instances(test_instances, labels)
+    sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(trainer.model, names["model"])
+    write_image(names["train_image"], image, axes="YX", overwrite=args.overwrite)
+    write_image(names["annotations"], annotations, axes="YX", overwrite=args.overwrite)
+    write_image(names["image"], test_image, axes="YX", overwrite=args.overwrite)
+    write_image(names["prediction"], labels, axes="YX", overwrite=args.overwrite)
+    # left: training image, middle: its annotation, right: prediction on the new image
+    picture = np.concatenate([side_by_side(image, annotations, np.zeros_like(labels))[:, : 2 * shape[1] + 8],
+                              np.full((shape[0], 8, 3), 255, np.uint8),
+                              _overlay(_gray_rgb(test_image), labels)], axis=1)
+    write_png(names["png"], picture)
+    print(f"object F1 (IoU >= 0.5) {scores['f1']:.3f} (precision {scores['precision']:.3f}, recall {scores['recall']:.3f}), "
+          f"pixel IoU {pixel_iou(test_instances, labels):.3f}, touching pairs separated {sep}/{n_pairs}")
+    for key in ("png", "prediction", "model"):
+        print(f"{key}: {names[key]}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation from painted strokes, headless.")
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", metavar="{train,predict,demo}")
+    _add_train(sub)
+    _add_predict(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``napari-unet`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

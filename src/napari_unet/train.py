@@ -1,0 +1,820 @@
+"""Training: painted strokes -> a U-Net, as a generator of progress events.
+
+>>> trainer = Trainer([image], [annotations], config=TrainConfig(iterations=500))  # doctest: +SKIP
+>>> for event in trainer.run():                                                    # doctest: +SKIP
+...     print(event.iteration, event.loss)
+>>> save_model(trainer.model, "cells.unet")                                        # doctest: +SKIP
+
+The loss is the paper's pixel-wise softmax + cross-entropy, weighted by the weight map of
+:func:`napari_unet.make_targets` (class balance + the border term between touching cells).
+Unannotated pixels have weight 0 and contribute nothing, neither to the loss nor to the
+gradient. The weighted sum is divided by the sum of the weights in the batch (the usual
+"weighted mean"), so the loss scale does not depend on how much was painted.
+
+Validation holds out part of the annotated pixels (square blocks, so held-out pixels are not
+simply neighbours of training pixels), never trains on them, and reports the loss and the
+foreground IoU there. The best model by validation loss is kept (the last one without
+validation). Checkpoints are model files (:func:`napari_unet.load_model` reads them) with the
+optimizer state inside, written to a temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+
+from ._version import __version__
+from .config import ModelConfig, TrainConfig, model_preset
+
+__all__ = [
+    "Trainer",
+    "TrainEvent",
+    "TrainResult",
+    "train",
+    "weighted_cross_entropy",
+    "default_tile_shape",
+    "CHECKPOINT_NAME",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.unet"
+
+EventKind = Literal["step", "validation", "checkpoint", "preview", "done"]
+
+
+@dataclass
+class TrainEvent:
+    """One progress report from :meth:`Trainer.run`.
+
+    ``kind`` says what happened: ``"step"`` (an iteration finished), ``"validation"``
+    (``val_loss``/``val_iou`` fresh), ``"checkpoint"`` (``message`` holds the path),
+    ``"preview"`` (``preview`` holds ``(n_classes, Y, X)`` probabilities of the preview region)
+    or ``"done"`` (the last event; ``message`` says why training ended).
+    """
+
+    kind: EventKind
+    iteration: int
+    total_iterations: int | None
+    loss: float | None = None
+    val_loss: float | None = None
+    val_iou: float | None = None
+    it_per_s: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    preview: np.ndarray | None = None
+    message: str = ""
+    learning_rate: float | None = None
+    best_val_loss: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained ``model`` (best by validation loss) and its history."""
+
+    model: Any
+    history: list[dict] = field(default_factory=list)
+    stopped: bool = False
+
+
+def weighted_cross_entropy(logits, target, weights):
+    """Pixel-wise softmax + cross-entropy, weighted, divided by the sum of the weights.
+
+    Parameters
+    ----------
+    logits : torch.Tensor (B, K, H, W)
+    target : torch.Tensor (B, H, W) int64
+    weights : torch.Tensor (B, H, W) float
+        0 for unannotated pixels: they contribute neither to the loss nor to the gradient.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar; 0 (with a zero gradient) when no pixel has a weight.
+    """
+    import torch.nn.functional as F
+
+    if logits.shape[-2:] != target.shape[-2:]:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in size")
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    weights = weights.to(ce.dtype)
+    # where() rather than a product: a 0 weight must not let an inf/nan through
+    weighted = (ce * weights).where(weights > 0, ce.new_zeros(()))
+    return weighted.sum() / weights.sum().clamp_min(1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration helpers
+
+# training tile (network input) per preset; "valid" nets round up to the next valid size
+_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92)}
+
+
+def _model_config(config: TrainConfig, in_channels: int, n_classes: int) -> ModelConfig:
+    if config.model is not None:
+        return dataclasses.replace(config.model, in_channels=in_channels, n_classes=n_classes)
+    return model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
+
+
+def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, int]:
+    """The training input tile: ``config.tile_shape`` or the preset's, made valid for ``model``."""
+    wanted = None
+    if config is not None and config.tile_shape is not None:
+        wanted = tuple(int(t) for t in config.tile_shape)
+    if wanted is None:
+        preset = config.preset if config is not None and config.model is None else None
+        if preset in _PRESET_TILES:
+            wanted = _PRESET_TILES[preset]
+        else:
+            # an explicit architecture: the preset tile of the same depth, else 188
+            depth = model.config.depth
+            wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
+    return tuple(int(s) for s in model.valid_input_shape(wanted))
+
+
+def _learning_rate(config: TrainConfig) -> float:
+    if config.learning_rate is not None:
+        return float(config.learning_rate)
+    return 0.01 if config.optimizer == "sgd" else 1e-3
+
+
+def _schedule_factor(kind: str, progress: float) -> float:
+    """Learning-rate factor at ``progress`` in [0, 1] of the budget."""
+    progress = min(max(progress, 0.0), 1.0)
+    if kind == "constant":
+        return 1.0
+    if kind == "cosine":
+        # short linear warm-up, then cosine to 5 % of the base rate
+        warm = 0.02
+        if progress < warm:
+            return 0.1 + 0.9 * progress / warm
+        p = (progress - warm) / (1 - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
+    if kind == "step":
+        # divide by 10 at half and at three quarters of the budget
+        return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
+    raise ValueError(f'lr_schedule must be "constant", "cosine" or "step", got {kind!r}')
+
+
+def _as_list(value, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if value is None:
+        raise ValueError(f"{name} is required")
+    return [value]
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Train a U-Net on images with sparse annotations; :meth:`run` yields :class:`TrainEvent`.
+
+    Parameters
+    ----------
+    images : array or list of arrays
+        2D images ``(Y, X)`` / ``(C, Y, X)`` or stacks (``axes`` names them). Several images
+        may have different sizes.
+    annotations : array or list of arrays
+        One per image, the same shape without the channel axis: 0 = not annotated,
+        1 = background, 2, 3, ... = one id per cell (instance mode) or 1..K = classes.
+        Unannotated planes of a stack are skipped.
+    config : TrainConfig, optional
+        Everything else (mode, network preset, budget, optimizer, ...).
+    model : UNet, optional
+        Continue training these weights (the interactive loop: paint more, train on). Its
+        architecture and normalization are kept.
+    axes : str or list of str, optional
+        Axes of each image, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"TZCYX"``.
+    preview : array, optional
+        A 2D region ``(Y, X)`` or ``(C, Y, X)`` of raw image to predict every
+        ``config.preview_every`` iterations (see :meth:`set_preview`).
+
+    Raises
+    ------
+    ValueError
+        Before any training: mismatched shapes, no annotation, only one class painted, a model
+        whose channels or classes do not fit.
+    """
+
+    def __init__(self, images, annotations, *, config: TrainConfig | None = None, model=None, axes=None, preview=None):
+        import torch
+
+        from . import data as data_module
+        from .model import UNet
+        from .tiling import select_device
+
+        self.config = config if config is not None else TrainConfig()
+        if not isinstance(self.config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(self.config).__name__}")
+        cfg = self.config
+        images = _as_list(images, "images")
+        annotations = _as_list(annotations, "annotations")
+        if len(images) != len(annotations):
+            raise ValueError(f"got {len(images)} image(s) but {len(annotations)} annotation(s); give one annotation per image")
+        if not images:
+            raise ValueError("no images given")
+        if axes is None or isinstance(axes, str):
+            axes_list = [axes] * len(images)
+        else:
+            axes_list = list(axes)
+            if len(axes_list) != len(images):
+                raise ValueError(f"got {len(axes_list)} axes strings for {len(images)} images")
+        self._images = images
+        self._axes = axes_list
+        self._data = data_module
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._pending: dict[int, Any] = {}
+        self._preview = None
+        self.history: list[dict] = []
+        self.device = select_device(cfg.device)
+
+        # --- checks and training planes, all before any training
+        self.normalization = None
+        if model is not None and isinstance(getattr(model, "metadata", None), dict):
+            self.normalization = model.metadata.get("normalization")  # keep the model's normalization
+        annotations = [np.asarray(a) for a in annotations]
+        self._check_inputs(images, annotations, axes_list)
+        in_channels = self._planes_channels
+        if model is not None:
+            if not isinstance(model, UNet):
+                raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+            n_classes = model.config.n_classes
+            if model.config.in_channels != in_channels:
+                raise ValueError(
+                    f"the model takes {model.config.in_channels} channel(s) but the images have {in_channels}"
+                )
+            old_mode = (model.metadata or {}).get("mode")
+            if old_mode is not None and old_mode != cfg.mode:
+                raise ValueError(f"the model was trained in {old_mode!r} mode but config.mode is {cfg.mode!r}")
+            if self._max_class > n_classes:
+                raise ValueError(
+                    f"the annotations use {self._max_class} classes but the model predicts {n_classes}"
+                )
+        else:
+            n_classes = 2 if cfg.mode == "instances" else int(cfg.n_classes or max(self._max_class, 2))
+            if self._max_class > n_classes:
+                raise ValueError(f"the annotations use {self._max_class} classes but config.n_classes is {n_classes}")
+        self.n_classes = n_classes
+
+        # --- the model
+        if model is None:
+            torch.manual_seed(cfg.seed)
+            model = UNet.from_config(_model_config(cfg, in_channels, n_classes))
+            model.metadata = {}
+            self._previous_training = None
+        else:
+            model.metadata = dict(model.metadata or {})
+            self._previous_training = model.metadata.get("training")
+        self.normalization = self._norm_for_data()
+        self.model = model.to(self.device)
+        self.input_shape = default_tile_shape(self.model, cfg)
+        self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
+        self.batch_size = int(cfg.batch_size)
+        self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
+
+        # --- data: planes, targets, validation split, sampler
+        self._build_data(cfg.seed)
+        if preview is not None:
+            self.set_preview(preview)
+
+        # --- optimizer
+        self.base_lr = _learning_rate(cfg)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=self.base_lr, weight_decay=cfg.weight_decay)
+        self.iteration = 0
+        self._elapsed_before = 0.0
+        # the clock of time limits, it/s and ETA; a benchmark on a shared machine may swap in a
+        # CPU-time clock (e.g. ``lambda: time.process_time() / n_threads``)
+        self.clock: Callable[[], float] = time.perf_counter
+        self.best_val_loss: float | None = None
+        self.best_val_iou: float | None = None
+        self.best_iteration: int | None = None
+        self._best_state: dict | None = None
+        self.stopped = False
+        self._finished = False
+        self._amp_dtype = None
+        self._scaler = None
+        if self.device.type == "cuda" and cfg.mixed_precision:
+            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self._amp_dtype == torch.float16:
+                self._scaler = torch.amp.GradScaler("cuda")
+
+    # ------------------------------------------------------------------ inputs
+
+    def _slices(self, index: int, image, annotations, axes):
+        """Normalized annotated planes of one image and their annotations (ValueError on bad shapes)."""
+        try:
+            pairs = self._data.training_slices(image, annotations, axes=axes, normalization=self._norm_for_data())
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"image {index}: {exc}") from None
+        return [p for p, _ in pairs], [a for _, a in pairs]
+
+    def _check_inputs(self, images, annotations, axes_list):
+        """Shapes, channels and classes: raise ValueError before anything trains."""
+        self._plane_lists: list[list] = []
+        self._ann_lists: list[list] = []
+        for i, (image, ann, axes) in enumerate(zip(images, annotations, axes_list)):
+            planes, anns = self._slices(i, image, ann, axes)
+            self._plane_lists.append(planes)
+            self._ann_lists.append(anns)
+        channels = {int(p.shape[0]) for planes in self._plane_lists for p in planes}
+        if len(channels) > 1:
+            raise ValueError(f"all images must have the same number of channels, got {sorted(channels)}")
+        all_anns = [a for anns in self._ann_lists for a in anns]
+        if not all_anns:
+            raise ValueError(
+                "nothing is annotated: paint background (label 1) and "
+                + ("cells (labels 2, 3, ...)" if self.config.mode == "instances" else "at least two classes (labels 1..K)")
+            )
+        n_classes = self.config.n_classes if self.config.mode == "classes" else None
+        self._max_class = self._data.validate_annotations(all_anns, mode=self.config.mode, n_classes=n_classes)
+        self._planes_channels = channels.pop()
+
+    def _norm_for_data(self):
+        return dict(self.normalization) if getattr(self, "normalization", None) else {
+            "kind": "percentile", "low": float(self.config.normalize_low), "high": float(self.config.normalize_high)}
+
+    def _targets(self, ann):
+        cfg = self.config
+        return self._data.make_targets(
+            ann, mode=cfg.mode, n_classes=self.n_classes, gap=cfg.gap, w0=cfg.w0, sigma=cfg.sigma,
+            class_weights=cfg.class_weights,
+        )
+
+    def _build_data(self, seed: int):
+        """Targets for every annotated plane, the validation split and the tile sampler."""
+        cfg = self.config
+        self._planes = [p for planes in self._plane_lists for p in planes]
+        self._plane_keys = [(i, k, p.shape) for i, planes in enumerate(self._plane_lists) for k, p in enumerate(planes)]
+        targets = [self._targets(a) for al in self._ann_lists for a in al]
+        self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
+        self.sampler = self._data.TileSampler(
+            self._planes, targets, input_shape=self.input_shape, output_shape=self.output_shape,
+            augment=cfg.augment, seed=seed,
+        )
+        self.val_sampler = None
+        if cfg.validation_fraction > 0:
+            val = self.sampler.split_validation(cfg.validation_fraction, seed=seed + 1, block=cfg.validation_block)
+            if val.n_annotated > 0:
+                self.val_sampler = val
+            else:
+                logger.info("too little is annotated to hold out a validation set; training on everything")
+        self._refresh_validation()
+
+    def _refresh_validation(self):
+        self._val_batches = []
+        if self.val_sampler is not None and self.val_sampler.n_annotated > 0:
+            self._val_batches = self.val_sampler.fixed_batches(
+                max_tiles=self.config.validation_tiles, batch_size=self.batch_size, device=self.device)
+
+    def set_annotations(self, index: int, annotations) -> None:
+        """Swap in fresh annotations for image ``index`` (thread-safe; applied at the next iteration).
+
+        Shapes are checked at once (ValueError); the validation split keeps its held-out blocks,
+        and the best-model bookkeeping restarts, since the validation pixels changed.
+        """
+        if not 0 <= index < len(self._images):
+            raise IndexError(f"image index {index} out of range (0..{len(self._images) - 1})")
+        planes, anns = self._slices(index, self._images[index], np.asarray(annotations), self._axes[index])
+        with self._lock:
+            self._pending[index] = (planes, anns)
+
+    def _apply_pending(self):
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        for index, (planes, anns) in pending.items():
+            self._plane_lists[index] = planes
+            self._ann_lists[index] = anns
+        all_anns = [a for al in self._ann_lists for a in al]
+        n_classes = self.n_classes if self.config.mode == "classes" else None
+        try:
+            self._data.validate_annotations(all_anns, mode=self.config.mode, n_classes=n_classes)
+        except (ValueError, TypeError) as exc:
+            logger.warning("new annotations ignored for now: %s", exc)
+            return
+        keys = [(i, k, p.shape) for i, planes in enumerate(self._plane_lists) for k, p in enumerate(planes)]
+        if keys == self._plane_keys:
+            position = {(i, k): n for n, (i, k, _) in enumerate(keys)}
+            for index in pending:
+                for k, ann in enumerate(self._ann_lists[index]):
+                    self.sampler.set_targets(position[(index, k)], self._targets(ann))
+            self._refresh_validation()
+        else:  # annotated planes appeared or vanished: new sampler and split
+            self._build_data(self.config.seed + self.iteration)
+        targets = self.sampler.targets
+        self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
+        if self.val_sampler is not None:
+            self._n_annotated += int(sum(int(t.mask.sum()) for t in self.val_sampler.targets))
+        # the validation pixels changed: earlier losses and the model kept are not comparable
+        self.best_val_loss = self.best_val_iou = self.best_iteration = None
+        self._best_state = None
+        logger.info("annotations updated at iteration %d", self.iteration)
+
+    def set_preview(self, image_region) -> None:
+        """Predict this raw 2D region ``(Y, X)`` / ``(C, Y, X)`` every ``config.preview_every`` iterations."""
+        with self._lock:
+            self._preview = None if image_region is None else np.asarray(image_region)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end (thread-safe); it ends within about a second keeping the best model."""
+        self._stop_event.set()
+
+    @property
+    def total_iterations(self) -> int | None:
+        return None if self.config.iterations is None else int(self.config.iterations)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _progress(self, elapsed: float) -> float:
+        cfg = self.config
+        p = 0.0
+        if cfg.iterations is not None:
+            p = max(p, self.iteration / cfg.iterations)
+        if cfg.time_limit_s is not None:
+            p = max(p, elapsed / cfg.time_limit_s)
+        return p
+
+    def _budget_left(self, elapsed: float) -> bool:
+        cfg = self.config
+        if cfg.iterations is not None and self.iteration >= cfg.iterations:
+            return False
+        if cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s:
+            return False
+        return True
+
+    def _eta(self, elapsed: float, it_per_s: float | None) -> float | None:
+        cfg = self.config
+        etas = []
+        if cfg.iterations is not None and it_per_s:
+            etas.append(max(0.0, (cfg.iterations - self.iteration) / it_per_s))
+        if cfg.time_limit_s is not None:
+            etas.append(max(0.0, cfg.time_limit_s - elapsed))
+        return min(etas) if etas else None
+
+    def _step(self, batch) -> float:
+        import torch
+
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._amp_dtype is not None:
+            with torch.autocast(device_type="cuda", dtype=self._amp_dtype):
+                logits = self.model(batch.image)
+        else:
+            logits = self.model(batch.image)
+        loss = weighted_cross_entropy(logits, batch.target, batch.weights)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return float(loss.detach())
+
+    def run(self) -> Iterator[TrainEvent]:
+        """Train, yielding a :class:`TrainEvent` every ``config.log_every`` iterations and at
+        validations, previews and checkpoints; the last event has ``kind == "done"``.
+
+        Closing the generator early (or :meth:`stop`) also ends training and restores the best
+        model.
+        """
+        cfg = self.config
+        if self._finished:
+            raise RuntimeError("this Trainer has finished; make a new one (pass model=trainer.model to train on)")
+        t0 = self.clock()
+        last_checkpoint = t0
+        rate_t, rate_it = t0, self.iteration
+        it_per_s = None
+        loss = None
+        reason = "finished"
+        recent: list[float] = []
+        try:
+            while True:
+                elapsed = self._elapsed_before + self.clock() - t0
+                if self._stop_event.is_set():
+                    reason = "stopped"
+                    break
+                if not self._budget_left(elapsed):
+                    reason = "time limit reached" if (cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s) else "finished"
+                    break
+                self._apply_pending()
+                factor = _schedule_factor(cfg.lr_schedule, self._progress(elapsed))
+                lr = self.base_lr * factor
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = self.sampler.sample(self.batch_size, device=self.device)
+                loss = self._step(batch)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at iteration {self.iteration + 1}; lower the learning rate"
+                    )
+                self.iteration += 1
+                recent.append(loss)
+                now = self.clock()
+                elapsed = self._elapsed_before + now - t0
+                if now - rate_t >= 1.0 or it_per_s is None:
+                    it_per_s = (self.iteration - rate_it) / max(now - rate_t, 1e-9)
+                    rate_t, rate_it = now, self.iteration
+                record = {"iteration": self.iteration, "loss": loss, "learning_rate": lr, "elapsed_s": elapsed}
+                self.history.append(record)
+                event = dict(iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
+                             it_per_s=it_per_s, eta_s=self._eta(elapsed, it_per_s), elapsed_s=elapsed,
+                             learning_rate=lr, best_val_loss=self.best_val_loss)
+                if self.iteration % max(1, cfg.log_every) == 0:
+                    yield TrainEvent("step", **event)
+                last = not self._budget_left(elapsed)
+                if self._val_batches and (self.iteration % max(1, cfg.validate_every) == 0 or last):
+                    result = self._validate()
+                    if result is None:  # stopped during validation
+                        continue
+                    val_loss, val_iou = result
+                    record.update(val_loss=val_loss, val_iou=val_iou)
+                    event.update(best_val_loss=self.best_val_loss)
+                    yield TrainEvent("validation", val_loss=val_loss, val_iou=val_iou, **event)
+                if cfg.preview_every and self._preview is not None and (self.iteration % cfg.preview_every == 0 or last):
+                    probabilities = self._predict_preview()
+                    if probabilities is not None:
+                        yield TrainEvent("preview", preview=probabilities, **event)
+                if cfg.checkpoint_dir and self.clock() - last_checkpoint >= cfg.checkpoint_every_s:
+                    path = self.save_checkpoint(elapsed=elapsed)
+                    last_checkpoint = self.clock()
+                    yield TrainEvent("checkpoint", message=str(path), **event)
+        finally:
+            # also runs when the consumer closes the generator early
+            elapsed = self._elapsed_before + self.clock() - t0
+            if not self._finished:
+                self.stopped = reason == "stopped"
+                self._finish(elapsed)
+        message = reason
+        if self.best_iteration is not None:
+            message += f"; kept the model of iteration {self.best_iteration} (validation loss {self.best_val_loss:.4f})"
+        if cfg.checkpoint_dir:
+            self.save_checkpoint(elapsed=elapsed)
+        yield TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
+                         val_loss=self.best_val_loss, val_iou=self.best_val_iou, it_per_s=it_per_s, eta_s=0.0,
+                         elapsed_s=elapsed, message=message, best_val_loss=self.best_val_loss)
+
+    def _finish(self, elapsed: float):
+        self._finished = True
+        self._elapsed_before = elapsed
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        self.model.eval()
+        self._set_metadata(iterations=self.iteration, elapsed=elapsed)
+
+    # ------------------------------------------------------------------ validation / preview
+
+    def _validate(self):
+        """Loss and foreground IoU on the held-out pixels; keeps the best weights. None when stopped."""
+        import torch
+
+        total_loss, total_weight = 0.0, 0.0
+        inter = np.zeros(self.n_classes)
+        union = np.zeros(self.n_classes)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for batch in self._val_batches:
+                    if self._stop_event.is_set():
+                        return None
+                    if self._amp_dtype is not None:
+                        with torch.autocast(device_type="cuda", dtype=self._amp_dtype):
+                            logits = self.model(batch.image)
+                    else:
+                        logits = self.model(batch.image)
+                    logits = logits.float()
+                    w = batch.weights
+                    ce = torch.nn.functional.cross_entropy(logits, batch.target, reduction="none")
+                    total_loss += float((ce * w).where(w > 0, ce.new_zeros(())).sum())
+                    total_weight += float(w.sum())
+                    m = w > 0
+                    predicted = logits.argmax(1)[m]
+                    target = batch.target[m]
+                    for k in range(self.n_classes):
+                        p, t = predicted == k, target == k
+                        inter[k] += float((p & t).sum())
+                        union[k] += float((p | t).sum())
+        finally:
+            self.model.train()
+        val_loss = total_loss / max(total_weight, 1e-8)
+        fg = [k for k in range(1, self.n_classes) if union[k] > 0]
+        val_iou = float(np.mean([inter[k] / union[k] for k in fg])) if fg else float("nan")
+        if self.best_val_loss is None or val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            self.best_val_iou = val_iou
+            self.best_iteration = self.iteration
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return val_loss, val_iou
+
+    def _predict_tile(self):
+        # a prediction tile a few times the training tile: fast and within memory on a CPU
+        return tuple(int(s) for s in self.model.valid_input_shape(tuple(max(256, 2 * s) for s in self.input_shape)))
+
+    def _predict_preview(self):
+        import torch
+
+        from .tiling import iter_predict_tiled
+
+        with self._lock:
+            region = self._preview
+        if region is None:
+            return None
+        self.model.eval()
+        self._set_metadata(iterations=self.iteration, elapsed=None)
+        with torch.no_grad():
+            gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile())
+            try:
+                while True:
+                    next(gen)
+                    if self._stop_event.is_set():
+                        gen.close()
+                        return None
+            except StopIteration as stop:
+                return stop.value
+
+    # ------------------------------------------------------------------ metadata / checkpoints
+
+    def _set_metadata(self, *, iterations: int, elapsed: float | None):
+        cfg = self.config
+        meta = self.model.metadata
+        meta["mode"] = cfg.mode
+        if cfg.class_names is not None:
+            names = list(cfg.class_names)
+        elif meta.get("class_names") and len(meta["class_names"]) == self.n_classes:
+            names = list(meta["class_names"])
+        elif cfg.mode == "instances":
+            names = ["background", "cell"]
+        else:
+            names = ["background"] + [f"class {k}" for k in range(2, self.n_classes + 1)]
+        if len(names) != self.n_classes:
+            raise ValueError(f"config.class_names has {len(names)} names for {self.n_classes} classes")
+        meta["class_names"] = names
+        meta["normalization"] = dict(self.normalization)
+        meta["axes"] = "YX" if self.model.config.in_channels == 1 else "CYX"
+        meta["tile"] = {
+            "train_input_shape": list(self.input_shape),
+            "train_output_shape": list(self.output_shape),
+            "padding": self.model.config.padding,
+        }
+        if elapsed is None:
+            return
+        previous = self._previous_training or {}
+        meta["training"] = {
+            "iterations": int(iterations),
+            "total_iterations": int(previous.get("total_iterations", 0)) + int(iterations),
+            "elapsed_s": round(float(elapsed), 3),
+            "best_iteration": getattr(self, "best_iteration", None),
+            "best_val_loss": getattr(self, "best_val_loss", None),
+            "best_val_iou": getattr(self, "best_val_iou", None),
+            "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
+            "stopped": bool(getattr(self, "stopped", False)),
+            "n_images": len(self._images),
+            "n_annotated_pixels": int(getattr(self, "_n_annotated", 0)),
+            "device": str(self.device),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "package_version": __version__,
+            "continued_from": previous or None,
+            "config": cfg.to_dict(),
+        }
+
+    def save_checkpoint(self, path=None, *, elapsed: float | None = None) -> Path:
+        """Write model + optimizer + progress to ``path`` (default ``checkpoint_dir/checkpoint.unet``),
+        atomically. The file is also a model file that :func:`napari_unet.load_model` reads."""
+        from .io import atomic_write_bytes, model_to_bytes
+
+        if path is None:
+            if not self.config.checkpoint_dir:
+                raise ValueError("no path given and config.checkpoint_dir is not set")
+            path = Path(self.config.checkpoint_dir) / CHECKPOINT_NAME
+        elapsed = self._elapsed_before if elapsed is None else elapsed
+        self._set_metadata(iterations=self.iteration, elapsed=elapsed)
+        opt_state = self.optimizer.state_dict()
+        tensors, opt_json = {}, {"param_groups": opt_state["param_groups"], "state": {}}
+        for pid, state in opt_state["state"].items():
+            entry = {}
+            for key, value in state.items():
+                if hasattr(value, "detach"):
+                    tensors[f"{pid}.{key}"] = value
+                else:
+                    entry[key] = value
+            opt_json["state"][str(pid)] = entry
+        extra_tensors = {"optimizer": tensors} if tensors else {}
+        if self._best_state is not None:
+            extra_tensors["best"] = self._best_state
+        extra = {
+            "checkpoint": {
+                "iteration": self.iteration,
+                "elapsed_s": elapsed,
+                "config": self.config.to_dict(),
+                "optimizer": opt_json,
+                "best_val_loss": self.best_val_loss,
+                "best_val_iou": self.best_val_iou,
+                "best_iteration": self.best_iteration,
+                "history": self.history,
+                "previous_training": self._previous_training,
+            }
+        }
+        data = model_to_bytes(self.model, extra_json=extra, extra_tensors=extra_tensors)
+        return atomic_write_bytes(path, data)
+
+    @classmethod
+    def resume(cls, path, images, annotations, *, config: TrainConfig | None = None, axes=None, preview=None) -> "Trainer":
+        """A Trainer that continues a checkpoint written by :meth:`save_checkpoint`.
+
+        ``config`` replaces the stored one (e.g. to raise ``iterations``); the iteration count,
+        optimizer state, best model and history continue. The tile sampler restarts from a
+        seed derived from the iteration, so a resumed run is reproducible but not bit-identical
+        to an uninterrupted one.
+        """
+        import torch
+
+        from .io import ModelFileError, _load, _open_source
+
+        source, what = _open_source(path)
+        model, header, extra_tensors = _load(source, what, with_extra=True)
+        state = (header.get("extra") or {}).get("checkpoint")
+        if not state:
+            raise ModelFileError(f"{what} is a model file without training state; continue it with Trainer(..., model=load_model(path))")
+        if config is None:
+            config = TrainConfig.from_dict(state["config"])
+        config = dataclasses.replace(config, seed=int(config.seed) + int(state["iteration"]))
+        trainer = cls(images, annotations, config=config, model=model, axes=axes, preview=preview)
+        trainer._previous_training = state.get("previous_training")
+        trainer.iteration = int(state["iteration"])
+        trainer._elapsed_before = float(state["elapsed_s"])
+        trainer.history = list(state.get("history") or [])
+        trainer.best_val_loss = state.get("best_val_loss")
+        trainer.best_val_iou = state.get("best_val_iou")
+        trainer.best_iteration = state.get("best_iteration")
+        if "best" in extra_tensors:
+            trainer._best_state = {k: v.to(trainer.device) for k, v in extra_tensors["best"].items()}
+        opt_json = state["optimizer"]
+        tensors = extra_tensors.get("optimizer", {})
+        opt_state: dict = {"param_groups": opt_json["param_groups"], "state": {}}
+        for pid, entry in opt_json["state"].items():
+            s = dict(entry)
+            prefix = f"{pid}."
+            for name, value in tensors.items():
+                if name.startswith(prefix):
+                    s[name[len(prefix):]] = value
+            opt_state["state"][int(pid)] = s
+        try:
+            trainer.optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError) as exc:
+            raise ModelFileError(f"{what}: the optimizer state does not fit ({exc}); was config.optimizer changed?") from None
+        # restore the original seed in the stored config
+        trainer.config = dataclasses.replace(config, seed=int(config.seed) - int(state["iteration"]))
+        del torch
+        return trainer
+
+
+def train(images, annotations, *, config: TrainConfig | None = None, model=None,
+          progress: Callable[[int, int], Any] | None = None, axes=None, preview=None,
+          resume=None) -> TrainResult:
+    """Train a U-Net on sparse annotations; the blocking form of :class:`Trainer`.
+
+    Parameters
+    ----------
+    images, annotations, config, model, axes, preview
+        As for :class:`Trainer`.
+    progress : callable, optional
+        ``progress(done, total)`` after every iteration: iterations done and
+        ``config.iterations``; with only a time limit, seconds elapsed and ``time_limit_s``.
+    resume : path, optional
+        A checkpoint to continue (see :meth:`Trainer.resume`).
+
+    Returns
+    -------
+    TrainResult
+        ``model`` (the best by validation loss, with its metadata) and ``history``.
+    """
+    if resume is not None:
+        if model is not None:
+            raise ValueError("give model or resume, not both")
+        trainer = Trainer.resume(resume, images, annotations, config=config, axes=axes, preview=preview)
+    else:
+        trainer = Trainer(images, annotations, config=config, model=model, axes=axes, preview=preview)
+    cfg = trainer.config
+    for event in trainer.run():
+        if progress is not None and event.kind in ("step", "done"):
+            if cfg.iterations is not None:
+                progress(event.iteration, int(cfg.iterations))
+            else:
+                progress(int(min(event.elapsed_s, cfg.time_limit_s)), int(math.ceil(cfg.time_limit_s)))
+    return TrainResult(model=trainer.model, history=trainer.history, stopped=trainer.stopped)

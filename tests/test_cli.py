@@ -1,0 +1,115 @@
+"""`napari-unet train | predict | demo`, in-process (cli.main) and once as a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_unet import cli
+from napari_unet.io import load_model, read_image, write_image
+from napari_unet.samples import make_touching_cells
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
+    write_image(folder / "img.tif", image)
+    write_image(folder / "ann.tif", annotations)
+    model = folder / "m.unet"
+    code = cli.main(["train", str(folder / "img.tif"), "--annotations", str(folder / "ann.tif"), "-o", str(model),
+                     "--preset", "tiny", "--iterations", "3", "--batch-size", "2", "--device", "cpu", "-q"])
+    assert code == 0
+    return folder, image, annotations, model
+
+
+def test_train_writes_a_model_and_refuses_to_overwrite(files, capsys):
+    folder, image, annotations, model = files
+    net = load_model(model)
+    assert net.metadata["mode"] == "instances" and net.metadata["training"]["iterations"] == 3
+    code = cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(model),
+                     "--preset", "tiny", "--iterations", "1", "-q"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
+    folder, image, _, model = files
+    inputs = tmp_path / "inputs"
+    write_image(inputs / "a.tif", image)
+    write_image(inputs / "stack.tif", np.stack([image, image[::-1]]), axes="ZYX")
+    write_image(tmp_path / "z.zarr", image, axes="YX")
+    out = tmp_path / "out"
+    args = ["predict", "-m", str(model), str(inputs), str(tmp_path / "z.zarr"), "-o", str(out), "--probabilities", "-q",
+            "--device", "cpu"]
+    assert cli.main(args) == 0
+    labels, axes = read_image(out / "a_labels.tif")
+    assert axes == "YX" and labels.shape == image.shape
+    stack, axes = read_image(out / "stack_labels.tif")
+    assert axes == "ZYX" and stack.shape == (2, *image.shape)
+    prob, axes = read_image(out / "stack_probabilities.tif")
+    assert axes == "ZCYX" and prob.shape == (2, 2, *image.shape)
+    np.testing.assert_allclose(prob.sum(1), 1.0, atol=1e-4)
+    assert (out / "z_labels.tif").exists()
+    # never overwrite unless asked
+    assert cli.main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(args + ["--skip-existing"]) == 0
+    assert cli.main(args + ["--overwrite", "--format", "zarr"]) == 0
+    assert read_image(out / "a_labels.zarr")[1] == "YX"
+
+
+def test_bad_inputs_give_clear_errors_and_no_model(files, tmp_path, capsys):
+    folder, image, annotations, _ = files
+    one_class = tmp_path / "one.tif"
+    write_image(one_class, np.where(annotations > 0, 1, 0).astype(np.uint8))
+    out = tmp_path / "never.unet"
+    code = cli.main(["train", str(folder / "img.tif"), "-a", str(one_class), "-o", str(out), "--preset", "tiny", "-q"])
+    assert code == 2 and "only one class" in capsys.readouterr().err and not out.exists()
+    code = cli.main(["predict", "-m", str(tmp_path / "missing.unet"), str(folder / "img.tif"), "-o", str(tmp_path)])
+    assert code == 2 and "not found" in capsys.readouterr().err
+    bogus = tmp_path / "bogus.unet"
+    bogus.write_bytes(b"not a model")
+    code = cli.main(["predict", "-m", str(bogus), str(folder / "img.tif"), "-o", str(tmp_path)])
+    assert code == 2 and "not a napari-unet model file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(out),
+                  "--time-limit", "soon"])
+
+
+def test_demo_writes_prediction_model_and_picture(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--minutes", "0.03", "--size", "256", "-q", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "object F1" in printed
+    for name in ("demo.png", "prediction_labels.tif", "demo.unet"):
+        assert (out / name).exists()
+    png = (out / "demo.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert cli.main(["demo", "--out", str(out), "--minutes", "0.03", "-q"]) == 2  # no silent overwrite
+
+
+def test_png_writer_round_trip(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3)).astype(np.uint8)
+    path = cli.write_png(tmp_path / "x.png", rgb)
+    imageio = pytest.importorskip("imageio.v3")
+    np.testing.assert_array_equal(imageio.imread(path), rgb)
+
+
+def test_duration_parser():
+    assert cli._parse_duration("90") == 90
+    assert cli._parse_duration("5m") == 300
+    assert cli._parse_duration("1.5h") == 5400
+
+
+def test_console_entry_point_in_a_subprocess(files, tmp_path):
+    folder, _, _, model = files
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_unet", "predict", "-m", str(model), str(folder / "img.tif"), "-o",
+         str(tmp_path), "-q", "--device", "cpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "img_labels.tif").exists()

@@ -1,0 +1,247 @@
+"""The training loop: loss, events, stop / best model, continue, checkpoints, input checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.config import AugmentConfig, ModelConfig, TrainConfig
+from napari_unet.io import load_model
+from napari_unet.samples import make_touching_cells
+from napari_unet.train import Trainer, TrainEvent, train, weighted_cross_entropy
+
+NO_AUG = AugmentConfig(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image, instances, annotations = make_touching_cells((128, 128), seed=3, annotated_fraction=0.08)
+    return image, instances, annotations
+
+
+def tiny(**changes) -> TrainConfig:
+    base = TrainConfig(preset="tiny", iterations=6, batch_size=2, validate_every=2, device="cpu", seed=0,
+                       augment=NO_AUG, validation_fraction=0.2, validation_tiles=4)
+    return dataclasses.replace(base, **changes)
+
+
+def state_copy(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_falls_on_a_tiny_problem(sample):
+    image, _, annotations = sample
+    # batch norm: the 4-channel "tiny" net sits at ln 2 for a while, this one learns at once
+    config = tiny(iterations=20, learning_rate=1e-2, lr_schedule="constant", validation_fraction=0.0, batch_size=2,
+                  model=ModelConfig(depth=2, base_channels=8, batch_norm=True))
+    result = train([image], [annotations], config=config)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+
+
+def test_unannotated_pixels_do_not_change_the_gradient():
+    torch.manual_seed(0)
+    from napari_unet.model import UNet
+
+    net = UNet(depth=1, base_channels=4)
+    x = torch.randn(2, 1, 44, 44)
+    out_shape = net.output_shape((44, 44))
+    target = torch.randint(0, 2, (2, *out_shape))
+    weights = torch.rand(2, *out_shape)
+    weights[:, :, : out_shape[1] // 2] = 0  # the left half is not annotated
+
+    def grads(t):
+        net.zero_grad()
+        weighted_cross_entropy(net(x), t, weights).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    g1 = grads(target)
+    other = target.clone()
+    other[:, :, : out_shape[1] // 2] = 1 - other[:, :, : out_shape[1] // 2]  # change only unannotated targets
+    g2 = grads(other)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    # and a weight-0 pixel with an infinite loss does not poison the sum
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0, 0, 0] = float("inf")
+    loss = weighted_cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.long),
+                                  torch.tensor([[[0.0, 1.0], [1.0, 1.0]]]))
+    assert torch.isfinite(loss)
+    # nothing annotated: zero loss rather than a division by zero
+    assert float(weighted_cross_entropy(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long),
+                                        torch.zeros(1, 2, 2))) == 0.0
+
+
+def test_events_metadata_and_prediction(sample):
+    image, _, annotations = sample
+    trainer = Trainer([image], [annotations], config=tiny(preview_every=3), preview=image[:40, :50])
+    events = list(trainer.run())
+    kinds = [e.kind for e in events]
+    assert kinds.count("step") == 6 and kinds[-1] == "done" and "validation" in kinds
+    assert all(isinstance(e, TrainEvent) and e.total_iterations == 6 for e in events)
+    previews = [e for e in events if e.kind == "preview"]
+    assert previews and previews[0].preview.shape == (2, 40, 50)
+    np.testing.assert_allclose(previews[0].preview.sum(0), 1.0, atol=1e-4)
+    step = [e for e in events if e.kind == "step"][-1]
+    assert step.it_per_s > 0 and step.eta_s == pytest.approx(0.0) and step.loss > 0
+    meta = trainer.model.metadata
+    assert meta["mode"] == "instances" and meta["class_names"] == ["background", "cell"]
+    assert meta["normalization"] == {"kind": "percentile", "low": 1.0, "high": 99.8}
+    assert meta["tile"]["train_input_shape"] == list(trainer.input_shape)
+    assert meta["training"]["iterations"] == 6 and meta["training"]["config"]["preset"] == "tiny"
+    assert len(trainer.history) == 6 and "val_loss" in trainer.history[1]
+    from napari_unet.tiling import predict_tiled
+
+    probabilities = predict_tiled(trainer.model, image)  # raw image: the model normalizes it
+    assert probabilities.shape == (2, 128, 128)
+
+
+def test_deterministic_on_cpu(sample):
+    image, _, annotations = sample
+    config = tiny(iterations=4, augment=AugmentConfig())
+    a = train([image], [annotations], config=config).model
+    b = train([image], [annotations], config=config).model
+    assert same_state(a.state_dict(), b.state_dict())
+
+
+def test_continue_training_starts_from_the_given_weights(sample):
+    image, _, annotations = sample
+    first = train([image], [annotations], config=tiny(iterations=3)).model
+    before = state_copy(first)
+    trainer = Trainer([image], [annotations], config=tiny(iterations=2, learning_rate=1e-12, lr_schedule="constant",
+                                                          validation_fraction=0.0), model=first)
+    assert trainer.model is first
+    assert same_state(state_copy(trainer.model), before)
+    for _ in trainer.run():
+        pass
+    after = state_copy(trainer.model)
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in before)
+    assert trainer.model.metadata["training"]["total_iterations"] == 5
+    with pytest.raises(ValueError, match="mode"):
+        Trainer([image], [annotations], config=tiny(mode="classes"), model=first)
+
+
+def test_stop_keeps_the_best_model(sample):
+    image, _, annotations = sample
+    trainer = Trainer([image], [annotations], config=tiny(iterations=1000, validate_every=1, learning_rate=5e-2))
+    states = {}
+    for event in trainer.run():
+        if event.kind == "validation":
+            states[event.iteration] = (event.val_loss, state_copy(trainer.model))
+            if event.iteration >= 8:
+                trainer.stop()
+    assert trainer.stopped and event.kind == "done" and "stopped" in event.message
+    best_it = min(states, key=lambda k: states[k][0])
+    assert trainer.best_iteration == best_it
+    assert same_state(state_copy(trainer.model), states[best_it][1])
+
+
+def test_stop_from_another_thread_is_quick(sample):
+    image, _, annotations = sample
+    trainer = Trainer([image], [annotations], config=tiny(iterations=None, time_limit_s=60))
+    started = threading.Event()
+    done_at = []
+
+    def consume():
+        for event in trainer.run():
+            started.set()
+        done_at.append(time.perf_counter())
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert started.wait(30)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    trainer.stop()
+    thread.join(10)
+    assert not thread.is_alive() and done_at[0] - t0 < 1.0
+    assert trainer.stopped and not trainer.model.training
+
+
+def test_checkpoint_and_resume(sample, tmp_path):
+    image, _, annotations = sample
+    config = tiny(iterations=4, checkpoint_dir=str(tmp_path), checkpoint_every_s=1e-3, optimizer="adam")
+    trainer = Trainer([image], [annotations], config=config)
+    events = list(trainer.run())
+    assert any(e.kind == "checkpoint" for e in events)
+    path = tmp_path / "checkpoint.unet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.unet"]  # no temporary leftovers
+    assert load_model(path).config == trainer.model.config  # a checkpoint is also a model file
+
+    resumed = Trainer.resume(path, [image], [annotations], config=dataclasses.replace(config, iterations=7))
+    assert resumed.iteration == 4 and len(resumed.history) == 4
+    assert resumed.best_iteration == trainer.best_iteration
+    a, b = trainer.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+    last = list(resumed.run())[-1]
+    assert last.iteration == 7 and resumed.model.metadata["training"]["iterations"] == 7
+
+    plain = tmp_path / "plain.unet"
+    from napari_unet.io import save_model
+
+    save_model(trainer.model, plain)
+    with pytest.raises(ValueError, match="without training state"):
+        Trainer.resume(plain, [image], [annotations])
+
+
+def test_set_annotations_swaps_in_fresh_strokes(sample):
+    image, instances, annotations = sample
+    trainer = Trainer([image], [annotations], config=tiny(iterations=4, validation_fraction=0.0))
+    run = trainer.run()
+    next(run)
+    more = annotations.copy()
+    more[:10, :10] = 1  # more background painted
+    trainer.set_annotations(0, more)
+    for _ in run:
+        pass
+    assert trainer.sampler.n_annotated == int((more > 0).sum())
+    with pytest.raises(ValueError, match="shape"):
+        trainer.set_annotations(0, more[:-1])
+
+
+def test_class_mode(sample):
+    image, instances, _ = sample
+    classes = np.zeros(instances.shape, np.uint8)
+    classes[:20] = 1
+    classes[60:70][instances[60:70] > 0] = 2
+    classes[100:][instances[100:] > 0] = 3
+    result = train([image], [classes], config=tiny(mode="classes", iterations=2, class_names=("bg", "a", "b")))
+    assert result.model.config.n_classes == 3
+    assert result.model.metadata["class_names"] == ["bg", "a", "b"]
+
+
+def test_bad_inputs_fail_before_training(sample):
+    image, _, annotations = sample
+    config = tiny()
+    with pytest.raises(ValueError, match="shape"):
+        Trainer([image], [annotations[:-2]], config=config)
+    with pytest.raises(ValueError, match="annotat"):
+        Trainer([image], [np.zeros_like(annotations)], config=config)
+    with pytest.raises(ValueError, match="only one class"):
+        Trainer([image], [np.where(annotations > 0, 1, 0).astype(np.uint16)], config=config)
+    with pytest.raises(ValueError, match="2 image"):
+        Trainer([image, image], [annotations], config=config)
+    with pytest.raises(TypeError):
+        Trainer([image], [annotations.astype(np.float32)], config=config)
+    with pytest.raises(ValueError, match="channel"):
+        rgb = np.stack([image] * 3)
+        Trainer([rgb], [annotations], config=config, axes="CYX",
+                model=train([image], [annotations], config=tiny(iterations=1)).model)
+
+
+def test_progress_callback_and_time_limit(sample):
+    image, _, annotations = sample
+    calls = []
+    result = train([image], [annotations], config=tiny(iterations=None, time_limit_s=1.0),
+                   progress=lambda done, total: calls.append((done, total)))
+    assert calls and all(total == 1 for _, total in calls)
+    assert result.model.metadata["training"]["elapsed_s"] < 5

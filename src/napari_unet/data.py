@@ -561,16 +561,20 @@ class TileSampler:
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self._split = {"seed": int(seed), "block": block, "threshold": -1.0, "ranks": {}}
-        ranks, counts = [], []
+        ranks, counts, foreground = [], [], []
         for i, t in enumerate(self._targets):
             ny, nx = t.weights.shape
             grid = self._block_ranks(i)
             gy, gx = grid.shape
-            annotated = np.pad(t.weights > 0, ((0, gy * block - ny), (0, gx * block - nx)))
+            pad = ((0, gy * block - ny), (0, gx * block - nx))
+            annotated = np.pad(t.weights > 0, pad)
             per_block = annotated.reshape(gy, block, gx, block).sum((1, 3))
+            fg = np.pad((t.weights > 0) & (t.target > 0), pad).reshape(gy, block, gx, block).any((1, 3))
             ranks.append(grid[per_block > 0])
             counts.append(per_block[per_block > 0])
+            foreground.append(fg[per_block > 0])
         ranks_all, counts_all = np.concatenate(ranks), np.concatenate(counts)
+        fg_all = np.concatenate(foreground)
         if ranks_all.size < 2:
             logger.warning("split_validation: all annotations lie in one %d px square; nothing held out", block)
         else:
@@ -578,6 +582,12 @@ class TileSampler:
             cumulative = np.cumsum(counts_all[order])
             k = int(np.argmin(np.abs(cumulative - float(fraction) * cumulative[-1])))  # closest to the fraction
             k = min(k, ranks_all.size - 2)  # keep at least one square for training
+            # sparse annotations hold few cells: make sure validation sees some foreground too
+            # (otherwise its IoU is undefined and "best by validation loss" only rewards background)
+            if fg_all.sum() >= 2 and not fg_all[order[: k + 1]].any():
+                first_fg = int(np.flatnonzero(fg_all[order])[0])
+                if first_fg < ranks_all.size - 1:
+                    k = first_fg
             self._split["threshold"] = float(ranks_all[order][k])
         targets = list(self._targets)
         val = TileSampler(

@@ -1,0 +1,103 @@
+"""to_labels: class maps and instances from probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.postprocess import to_labels
+
+
+def _probabilities(mask: np.ndarray) -> np.ndarray:
+    cell = mask.astype(np.float32) * 0.8 + 0.1
+    return np.stack([1 - cell, cell])
+
+
+def _disks(shape, centers, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, bool)
+    for cy, cx in centers:
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
+    return mask
+
+
+def test_classes_is_the_argmax():
+    rng = np.random.default_rng(0)
+    p = rng.random((4, 20, 30)).astype(np.float32)
+    labels = to_labels(p, "classes")
+    assert labels.dtype == np.int32 and labels.shape == (20, 30)
+    np.testing.assert_array_equal(labels, p.argmax(0))
+    assert set(np.unique(labels)) == {0, 1, 2, 3}
+
+
+def test_instances_components_small_objects_and_ids():
+    mask = _disks((60, 80), [(15, 15), (40, 60)], 8)
+    mask[55:57, 5:7] = True  # 4 pixels: removed
+    labels = to_labels(_probabilities(mask), "instances", min_size=10)
+    assert labels.dtype == np.int32
+    assert sorted(np.unique(labels)) == [0, 1, 2]
+    assert labels[15, 15] != labels[40, 60]
+    assert labels[56, 6] == 0
+    assert len(np.unique(to_labels(_probabilities(mask), min_size=1))) == 4
+
+
+def test_split_merged_cells_by_distance():
+    mask = _disks((60, 90), [(30, 28), (30, 58)], 16)  # two touching cells, one component
+    p = _probabilities(mask)
+    assert to_labels(p, split=None).max() == 1
+    split = to_labels(p, split="distance")
+    assert split.max() == 2
+    assert split[30, 20] != split[30, 66] and split[30, 20] > 0 and split[30, 66] > 0
+    assert ((split > 0) == mask).all()  # the split keeps every cell pixel
+    # one round cell is not split
+    assert to_labels(_probabilities(_disks((60, 60), [(30, 30)], 15)), split="distance").max() == 1
+
+
+def test_split_by_probability_follows_the_valley():
+    mask = _disks((60, 90), [(30, 28), (30, 58)], 16)
+    yy, xx = np.mgrid[:60, :90]
+    peaks = np.maximum(np.exp(-((yy - 30) ** 2 + (xx - 28) ** 2) / 200), np.exp(-((yy - 30) ** 2 + (xx - 58) ** 2) / 200))
+    cell = np.where(mask, 0.55 + 0.4 * peaks, 0.1)  # high in each cell, a valley where they touch
+    p = np.stack([1 - cell, cell]).astype(np.float32)
+    labels = to_labels(p, split="probability")
+    assert labels.max() == 2 and labels[30, 20] != labels[30, 66]
+
+
+def test_stack_ids_are_unique_across_planes_and_threshold_mode():
+    mask = _disks((40, 40), [(10, 10), (28, 28)], 6)
+    p = np.stack([_probabilities(mask)] * 3, axis=1)  # (2, Z=3, Y, X)
+    labels = to_labels(p)
+    assert labels.shape == (3, 40, 40) and labels.dtype == np.int32
+    ids = [set(np.unique(plane)) - {0} for plane in labels]
+    assert all(len(s) == 2 for s in ids)
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])
+    assert sorted(set.union(*ids)) == list(range(1, 7))
+    # threshold on the cell probability (0.9 where cells are): a high threshold keeps nothing
+    assert to_labels(p, threshold=0.95).max() == 0
+    assert to_labels(p, threshold=0.5).max() == 6
+    out = np.zeros((3, 40, 40), np.int32)
+    assert to_labels(p, out=out) is out and out.max() == 6
+
+
+def test_cell_class_and_multiclass_instances():
+    mask = _disks((40, 40), [(20, 20)], 8)
+    p = np.zeros((3, 40, 40), np.float32)
+    p[0] = 1
+    p[:, mask] = [[0.1], [0.2], [0.7]]
+    assert to_labels(p, cell_class=1).max() == 0
+    assert to_labels(p, cell_class=2).max() == 1
+
+
+def test_errors_say_what_was_given():
+    with pytest.raises(ValueError, match=r"\(n_classes, \.\.\., Y, X\).*\(10, 10\)"):
+        to_labels(np.zeros((10, 10)))
+    with pytest.raises(ValueError, match="mode"):
+        to_labels(np.zeros((2, 4, 4)), "cells")
+    with pytest.raises(ValueError, match="split"):
+        to_labels(np.zeros((2, 4, 4)), split="watershed")
+    with pytest.raises(ValueError, match="cell_class.*got 5"):
+        to_labels(np.zeros((2, 4, 4)), cell_class=5)
+    with pytest.raises(ValueError, match="empty"):
+        to_labels(np.zeros((2, 0, 4)))
+    with pytest.raises(ValueError, match=r"out has shape \(4, 5\), expected \(4, 4\)"):
+        to_labels(np.zeros((2, 4, 4)), out=np.zeros((4, 5), np.int32))

@@ -1,13 +1,388 @@
-"""BatchPredictWidget (placeholder until the widget issue lands)."""
+"""BatchPredictWidget: run the model over every checked image layer (whole stacks).
+
+One worker thread goes through the layers in turn; each result reaches the viewer (a Labels layer
+named after its source) as soon as it is ready, and is optionally written to a folder as TIFF.
+Existing files are never overwritten without asking.
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+import logging
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import (
+    PREDICTION_SUFFIX,
+    DeviceCombo,
+    ask_model_path,
+    channels_last_to_first,
+    free_device_memory,
+    is_kind,
+    is_output_layer,
+    load_model_into,
+    model_holder,
+    notify_error,
+    notify_info,
+    notify_warning,
+    plain_error,
+    make_worker,
+    upsert_layer,
+)
+from .predict import OUTPUTS, check_model_fits
+
+logger = logging.getLogger(__name__)
+
+# per-layer progress is scaled into this many steps of the total bar
+_STEPS = 1000
+
+
+def output_path(folder, layer_name: str) -> Path:
+    """``folder/<layer name>_labels.tif`` with characters unsafe in file names replaced."""
+    safe = "".join(c if (c.isalnum() or c in "-_. ") else "_" for c in layer_name).strip() or "image"
+    return Path(folder) / f"{safe}_labels.tif"
+
+
+def batch_job(model, items, mode: str, device=None):
+    """Generator over ``items`` = [(name, data, axes, path or None), ...].
+
+    Yields ``("progress", fraction)`` and ``("result", name, labels, path, error)``; returns the
+    number of layers done.
+    """
+    from ..io import write_image
+    from ..postprocess import to_labels
+    from ..tiling import iter_predict_stack
+
+    n = len(items)
+    for i, (name, data, axes, path) in enumerate(items):
+        if axes.endswith("YXC"):
+            data, axes = channels_last_to_first(data, axes)
+        gen = iter_predict_stack(model, data, axes=axes, device=device)
+        try:
+            while True:
+                done, total = next(gen)
+                yield ("progress", (i + (done / total if total else 0.0)) / n)
+        except StopIteration as stop:
+            probabilities = stop.value
+        labels = to_labels(probabilities, mode=mode)
+        del probabilities
+        error = None
+        if path is not None:
+            out_axes = axes.replace("C", "")
+            try:
+                write_image(path, labels, axes=out_axes, overwrite=True)
+            except (OSError, ValueError) as exc:
+                error = plain_error(exc)
+        yield ("result", (name, labels, path, error))
+        yield ("progress", (i + 1) / n)
+    return n
 
 
 class BatchPredictWidget(QWidget):
+    """Predict every checked image layer with the current model (napari dock widget)."""
+
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.holder = model_holder(napari_viewer)
+        self.worker = None
+        self._sources: dict[str, object] = {}
+        self._n_results = 0
+
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("BatchPredictWidget: coming soon"))
+        self.model_label = QLabel(self.holder.description)
+        self.model_label.setWordWrap(True)
+        layout.addWidget(self.model_label)
+        self.load_button = QPushButton("Load model…")
+        self.load_button.clicked.connect(self.load_model)
+        layout.addWidget(self.load_button)
+
+        layout.addWidget(QLabel("<b>Images</b> (checked ones are predicted, whole stacks)"))
+        self.layer_list = QListWidget()
+        self.layer_list.setToolTip("Every open image layer; new layers are checked.")
+        self.layer_list.setMaximumHeight(160)
+        layout.addWidget(self.layer_list)
+        select = QHBoxLayout()
+        all_button = QPushButton("All")
+        all_button.clicked.connect(lambda: self._check_all(True))
+        none_button = QPushButton("None")
+        none_button.clicked.connect(lambda: self._check_all(False))
+        select.addWidget(all_button)
+        select.addWidget(none_button)
+        layout.addLayout(select)
+
+        form = QFormLayout()
+        self.output_combo = QComboBox()
+        for value, label in OUTPUTS:
+            self.output_combo.addItem(label, value)
+        form.addRow("output", self.output_combo)
+        self.device_combo = DeviceCombo()
+        form.addRow("device", self.device_combo)
+        self.save_check = QCheckBox("save as TIFF to")
+        self.save_check.setToolTip("Also write each result to '<folder>/<layer name>_labels.tif'.")
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self.choose_folder)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit)
+        folder_row.addWidget(browse)
+        form.addRow(self.save_check, folder_row)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Predict all checked")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, _STEPS)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        layout.addWidget(self.progress)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        events = napari_viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.moved):
+            emitter.connect(self._on_layers_changed)
+        for layer in napari_viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.holder.changed.connect(self._on_model_changed)
+        self._on_model_changed(self.holder.description)
+        self.refresh()
+        self._set_running(False)
+
+    # -- layer list -------------------------------------------------------------------------
+
+    def _on_layers_changed(self, event=None):
+        value = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and value is not None:
+            value.events.name.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, event=None):
+        unchecked = {
+            self.layer_list.item(i).text()
+            for i in range(self.layer_list.count())
+            if self.layer_list.item(i).checkState() != Qt.CheckState.Checked
+        }
+        self.layer_list.clear()
+        for layer in self.viewer.layers:
+            if not is_kind(layer, "image"):
+                continue
+            if is_output_layer(layer):
+                continue  # our own probability / uncertainty outputs
+            item = QListWidgetItem(layer.name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            item.setCheckState(Qt.CheckState.Unchecked if layer.name in unchecked else Qt.CheckState.Checked)
+            self.layer_list.addItem(item)
+
+    def _check_all(self, checked: bool):
+        for i in range(self.layer_list.count()):
+            self.layer_list.item(i).setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+
+    def checked_layers(self) -> list:
+        names = [
+            self.layer_list.item(i).text()
+            for i in range(self.layer_list.count())
+            if self.layer_list.item(i).checkState() == Qt.CheckState.Checked
+        ]
+        return [self.viewer.layers[name] for name in names if name in self.viewer.layers]
+
+    def set_checked(self, names) -> None:
+        names = set(names)
+        for i in range(self.layer_list.count()):
+            item = self.layer_list.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
+
+    # -- model / folder ---------------------------------------------------------------------
+
+    def _on_model_changed(self, description: str) -> None:
+        self.model_label.setText(f"Model: {description}")
+        model = self.holder.model
+        if model is not None:
+            index = self.output_combo.findData((model.metadata or {}).get("mode"))
+            if index >= 0:
+                self.output_combo.setCurrentIndex(index)
+
+    def load_model(self, path: str | None = None):
+        path = path or ask_model_path(self)
+        if not path:
+            return None
+        return load_model_into(self.holder, path, device=self.device_combo.device())
+
+    def choose_folder(self):
+        folder = QFileDialog.getExistingDirectory(self, "Save results to", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+            self.save_check.setChecked(True)
+
+    def _confirm_overwrite(self, existing: list[Path]) -> str:
+        """"overwrite", "skip" (keep those files, save the others) or "cancel"."""
+        names = "\n".join(f"  {p.name}" for p in existing[:10])
+        more = f"\n  … and {len(existing) - 10} more" if len(existing) > 10 else ""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Files exist")
+        box.setText(f"{len(existing)} result file(s) exist already:\n{names}{more}\n\nOverwrite them?")
+        box.setStandardButtons(
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
+        )
+        box.button(QMessageBox.StandardButton.No).setText("Keep them (save the others)")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        answer = box.exec()
+        if answer == QMessageBox.StandardButton.Yes:
+            return "overwrite"
+        if answer == QMessageBox.StandardButton.No:
+            return "skip"
+        return "cancel"
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def _set_running(self, running: bool):
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.load_button.setEnabled(not running)
+        self.layer_list.setEnabled(not running)
+
+    def run(self):
+        """Predict every checked layer in one worker; results become Labels layers."""
+        if self.is_running:
+            return
+        model = self.holder.model
+        if model is None:
+            notify_error("No model yet: train one (Train widget) or load a .unet file.")
+            return
+        layers = self.checked_layers()
+        if not layers:
+            notify_error("No image layer is checked: open images and check them in the list.")
+            return
+        items, problems = [], []
+        for layer in layers:
+            try:
+                axes = check_model_fits(model, layer)
+            except ValueError as exc:
+                problems.append(plain_error(exc))
+                continue
+            items.append([layer.name, layer.data, axes, None])
+        if problems:
+            notify_error("Cannot predict: " + "; ".join(problems))
+            return
+        if self.save_check.isChecked():
+            folder = self.folder_edit.text().strip()
+            if not folder:
+                notify_error("Choose a folder to save to (or uncheck 'save as TIFF').")
+                return
+            folder = Path(folder).expanduser()
+            if folder.exists() and not folder.is_dir():
+                notify_error(f"{folder} is a file, not a folder.")
+                return
+            paths = [output_path(folder, item[0]) for item in items]
+            if len(set(paths)) != len(paths):
+                notify_error("Two checked layers would be saved to the same file name; rename one of them.")
+                return
+            existing = [p for p in paths if p.exists()]
+            decision = self._confirm_overwrite(existing) if existing else "overwrite"
+            if decision == "cancel":
+                return
+            for item, path in zip(items, paths):
+                item[3] = None if (decision == "skip" and path.exists()) else path
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                notify_error(f"Cannot create the folder {folder}: {plain_error(exc)}")
+                return
+        self._sources = {layer.name: layer for layer in layers}
+        self._n_results = 0
+        self._saved: list[Path] = []
+        self.progress.setValue(0)
+        self.progress.setFormat(f"0 of {len(items)} images  %p%")
+        self.status_label.setText(f"Predicting {len(items)} image(s)…")
+        self._total = len(items)
+        self._set_running(True)
+        self.worker = make_worker(
+            batch_job(model, [tuple(item) for item in items], self.output_combo.currentData(),
+                      device=self.device_combo.device()),
+            yielded=self._on_yielded,
+            returned=self._on_returned,
+            errored=self._on_errored,
+            aborted=self._on_aborted,
+            finished=self._on_finished,
+        )
+        self.worker.start()
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+            self.progress.setFormat("cancelling…")
+
+    def _on_yielded(self, value):
+        kind, payload = value
+        if kind == "progress":
+            self.progress.setValue(int(_STEPS * payload))
+            return
+        name, labels, path, error = payload
+        self._n_results += 1
+        self.progress.setFormat(f"{self._n_results} of {self._total} images  %p%")
+        source = self._sources.get(name)
+        if source is not None and source in self.viewer.layers:
+            upsert_layer(self.viewer, name + PREDICTION_SUFFIX, "labels", labels, source_layer=source)
+        if error:
+            notify_warning(f"{name}: the result was not saved: {error}")
+        elif path is not None:
+            self._saved.append(path)
+
+    def _on_returned(self, n):
+        text = f"Predicted {self._n_results} image(s)."
+        if self._saved:
+            text += f" Saved {len(self._saved)} file(s) to {self._saved[0].parent}."
+        self.status_label.setText(text)
+        self.progress.setValue(_STEPS)
+        self.progress.setFormat("done")
+        notify_info(text)
+
+    def _on_errored(self, exc):
+        logger.error("batch prediction failed", exc_info=(type(exc), exc, exc.__traceback__))
+        notify_error(f"Batch prediction failed after {self._n_results} image(s): {plain_error(exc)}")
+        self.progress.setFormat("failed")
+
+    def _on_aborted(self):
+        self.progress.setFormat("cancelled")
+        self.status_label.setText(f"Cancelled after {self._n_results} image(s).")
+
+    def _on_finished(self):
+        self.worker = None
+        self._set_running(False)
+        free_device_memory()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt API
+        if self.worker is not None:
+            self.worker.quit()
+        super().closeEvent(event)

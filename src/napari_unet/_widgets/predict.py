@@ -1,13 +1,287 @@
-"""PredictWidget (placeholder until the widget issue lands)."""
+"""PredictWidget: image layer -> Labels layer (instances or classes) and a probability layer.
+
+The prediction runs in a napari thread worker over the core's generator forms
+(``iter_predict_tiled`` / ``iter_predict_stack``); results reach the layers on the main thread.
+Re-running updates the output layers instead of adding new ones.
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+import logging
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import (
+    PREDICTION_SUFFIX,
+    PROBABILITY_SUFFIX,
+    DeviceCombo,
+    LayerCombo,
+    ask_model_path,
+    channels_last_to_first,
+    current_plane_index,
+    free_device_memory,
+    image_axes,
+    is_kind,
+    load_model_into,
+    model_holder,
+    notify_error,
+    plain_error,
+    spatial_shape,
+    make_worker,
+    upsert_layer,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = [("instances", "cells (instances)"), ("classes", "classes")]
+SCOPES = [("slice", "current slice"), ("stack", "whole stack")]
+
+
+def check_model_fits(model, layer) -> str:
+    """The axes string of ``layer`` for ``model``; ValueError in plain words when it cannot fit."""
+    in_channels = int(model.config.in_channels)
+    axes = image_axes(layer, in_channels)
+    channels = int(layer.data.shape[axes.index("C")]) if "C" in axes else 1
+    if channels != in_channels:
+        raise ValueError(
+            f"the model takes {in_channels} channel(s) but {layer.name!r} has {channels} "
+            f"(shape {tuple(layer.data.shape)}{', RGB' if getattr(layer, 'rgb', False) else ''})"
+        )
+    return axes
+
+
+def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None):
+    """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
+
+    ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).
+    """
+    from ..postprocess import to_labels
+    from ..tiling import iter_predict_stack, iter_predict_tiled
+
+    if index is not None:
+        plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
+        plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
+        probabilities = yield from iter_predict_tiled(model, plane, device=device)
+    else:
+        data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
+        probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device)
+    labels = to_labels(probabilities, mode=mode)
+    result = {"labels": labels, "index": index, "probability": None}
+    if probability:
+        # probability of "not background" (cell, or any foreground class)
+        result["probability"] = (1.0 - probabilities[0]).astype(np.float32)
+    return result
 
 
 class PredictWidget(QWidget):
+    """Predict an image layer with the current model into a Labels layer (napari dock widget)."""
+
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.holder = model_holder(napari_viewer)
+        self.worker = None
+        self._target = None
+
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("PredictWidget: coming soon"))
+        group = QGroupBox("Model")
+        group_layout = QVBoxLayout(group)
+        self.model_label = QLabel(self.holder.description)
+        self.model_label.setWordWrap(True)
+        group_layout.addWidget(self.model_label)
+        self.load_button = QPushButton("Load model…")
+        self.load_button.setToolTip("Load a .unet model file (or train one in the Train widget).")
+        self.load_button.clicked.connect(self.load_model)
+        group_layout.addWidget(self.load_button)
+        layout.addWidget(group)
+
+        form = QFormLayout()
+        self.image_combo = LayerCombo(napari_viewer, "image", self)
+        self.image_combo.setToolTip("The image to segment (2D, a stack, a time series, RGB/multichannel).")
+        form.addRow("image", self.image_combo)
+        self.output_combo = QComboBox()
+        for value, label in OUTPUTS:
+            self.output_combo.addItem(label, value)
+        self.output_combo.setToolTip(
+            "cells (instances): one id per cell, touching cells separated.\n"
+            "classes: one value per class (0 = background)."
+        )
+        form.addRow("output", self.output_combo)
+        self.scope_combo = QComboBox()
+        for value, label in SCOPES:
+            self.scope_combo.addItem(label, value)
+        self.scope_combo.setToolTip("Predict the slice in view (fast, to check) or every slice of the stack.")
+        form.addRow("predict", self.scope_combo)
+        self.probability_check = QCheckBox("also add the probability layer")
+        self.probability_check.setToolTip("An Image layer with the probability of foreground (1 - background) per pixel.")
+        form.addRow(self.probability_check)
+        self.device_combo = DeviceCombo()
+        form.addRow("device", self.device_combo)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("idle")
+        layout.addWidget(self.progress)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self.holder.changed.connect(self._on_model_changed)
+        self._on_model_changed(self.holder.description)
+        self._set_running(False)
+
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def _set_running(self, running: bool) -> None:
+        self.predict_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.load_button.setEnabled(not running)
+
+    def _on_model_changed(self, description: str) -> None:
+        self.model_label.setText(description)
+        model = self.holder.model
+        if model is not None:
+            index = self.output_combo.findData((model.metadata or {}).get("mode"))
+            if index >= 0:
+                self.output_combo.setCurrentIndex(index)
+
+    def load_model(self, path: str | None = None):
+        path = path or ask_model_path(self)
+        if not path:
+            return None
+        return load_model_into(self.holder, path, device=self.device_combo.device())
+
+    def predict(self):
+        """Predict the chosen image (slice or stack) in a worker thread."""
+        if self.is_running:
+            return
+        image = self.image_combo.layer()
+        if image is None:
+            notify_error("No image layer to predict: open an image first.")
+            return
+        model = self.holder.model
+        if model is None:
+            notify_error("No model yet: train one (Train widget) or load a .unet file.")
+            return
+        try:
+            axes = check_model_fits(model, image)
+        except ValueError as exc:
+            notify_error(f"Cannot predict: {plain_error(exc)}")
+            return
+        n_leading = len(spatial_shape(image)) - 2
+        scope = self.scope_combo.currentData()
+        index = current_plane_index(self.viewer, image) if (scope == "slice" and n_leading > 0) else None
+        if n_leading == 0:
+            index = ()
+        mode = self.output_combo.currentData()
+        self._target = (image, index)
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("predicting… %p%")
+        what = f"slice {index}" if index else "the whole image" if n_leading == 0 else "the whole stack"
+        self.status_label.setText(f"Predicting {what} of {image.name!r}…")
+        self._set_running(True)
+        self.worker = make_worker(
+            predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
+                        device=self.device_combo.device()),
+            yielded=self._on_progress,
+            returned=self._on_returned,
+            errored=self._on_errored,
+            aborted=self._on_aborted,
+            finished=self._on_finished,
+        )
+        self.worker.start()
+
+    def cancel(self):
+        if self.worker is not None:
+            self.worker.quit()
+            self.progress.setFormat("cancelling…")
+
+    def _on_progress(self, value):
+        try:
+            done, total = value
+        except (TypeError, ValueError):
+            return
+        if total:
+            self.progress.setValue(int(1000 * done / total))
+
+    def _on_returned(self, result):
+        image, index = self._target
+        if image not in self.viewer.layers:
+            return
+        shape = spatial_shape(image)
+        labels = result["labels"]
+        self._write(image, PREDICTION_SUFFIX, "labels", labels, index, shape)
+        if result["probability"] is not None:
+            self._write(image, PROBABILITY_SUFFIX, "image", result["probability"], index, shape,
+                        colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=True)
+        n = len(np.unique(labels)) - (1 if np.any(labels == 0) else 0)
+        kind = "object(s)" if self.output_combo.currentData() == "instances" else "class(es)"
+        self.status_label.setText(f"{image.name + PREDICTION_SUFFIX!r}: {n} {kind}.")
+        self.progress.setValue(self.progress.maximum())
+        self.progress.setFormat("done")
+
+    def _write(self, image, suffix, kind, data, index, shape, **kwargs):
+        """Whole result -> update or add the layer; one plane -> write it into the layer."""
+        name = image.name + suffix
+        if index:  # one plane of a stack
+            existing = next((l for l in self.viewer.layers if l.name == name and is_kind(l, kind)), None)
+            if existing is not None and tuple(existing.data.shape) == shape:
+                plane = data.astype(existing.data.dtype, copy=False)
+                if kind == "labels" and np.issubdtype(existing.data.dtype, np.integer):
+                    # keep ids unique across slices: shift this plane past the others' ids
+                    rest = existing.data.copy()
+                    rest[index] = 0
+                    offset = int(rest.max())
+                    plane = np.where(plane > 0, plane + offset, 0).astype(existing.data.dtype) \
+                        if self.output_combo.currentData() == "instances" else plane
+                existing.data[index] = plane
+                existing.refresh()
+                return existing
+            full = np.zeros(shape, dtype=data.dtype)
+            full[index] = data
+            data = full
+        return upsert_layer(self.viewer, name, kind, data, source_layer=image, **kwargs)
+
+    def _on_errored(self, exc):
+        logger.error("prediction failed", exc_info=(type(exc), exc, exc.__traceback__))
+        notify_error(f"Prediction failed: {plain_error(exc)}")
+        self.progress.setFormat("failed")
+
+    def _on_aborted(self):
+        self.progress.setFormat("cancelled")
+        self.status_label.setText("Prediction cancelled.")
+
+    def _on_finished(self):
+        self.worker = None
+        self._set_running(False)
+        free_device_memory()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt API
+        if self.worker is not None:
+            self.worker.quit()
+        super().closeEvent(event)

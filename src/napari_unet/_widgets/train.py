@@ -1,13 +1,811 @@
-"""TrainWidget (placeholder until the widget issue lands)."""
+"""TrainWidget: train a U-Net on painted annotations, with a live preview of the visible slice.
+
+The training runs in a napari thread worker (a generator over the core's ``Trainer.run()``);
+everything that touches layers happens on the main thread, in the ``yielded`` callbacks. While
+it trains, the user keeps painting: painted annotations are handed to the trainer
+(``Trainer.set_annotations``) every few iterations.
+"""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+import copy
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import (
+    PREVIEW_SUFFIX,
+    UNCERTAINTY_SUFFIX,
+    WEIGHTS_SUFFIX,
+    DeviceCombo,
+    LossPlot,
+    annotation_problems,
+    ask_model_path,
+    channels_last_to_first,
+    current_plane_index,
+    describe_model,
+    device_label,
+    disconnect_all,
+    format_seconds,
+    free_device_memory,
+    image_axes,
+    is_kind,
+    is_output_layer,
+    load_model_into,
+    matching_annotations,
+    model_holder,
+    notify_error,
+    notify_info,
+    notify_warning,
+    plain_error,
+    spatial_shape,
+    make_worker,
+    upsert_layer,
+)
+
+logger = logging.getLogger(__name__)
+
+PRESETS = [
+    ("fast", "fast: small network (CPU friendly)"),
+    ("paper", "paper: the paper's 31 M parameter U-Net (GPU)"),
+    ("tiny", "tiny: smoke tests only"),
+]
+MODES = [("instances", "cells (instances)"), ("classes", "classes")]
+
+# hand freshly painted annotations to the trainer at most this often
+SYNC_EVERY_S = 1.0
+
+
+# ------------------------------------------------------------------------------------------
+# the job that runs in the worker thread (no Qt, no layers)
+
+
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """Normalized entropy (0 = certain, 1 = uniform) of ``(n_classes, ...)`` probabilities."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-7, 1.0)
+    n_classes = p.shape[0]
+    return (-(p * np.log(p)).sum(axis=0) / math.log(max(2, n_classes))).astype(np.float32)
+
+
+def predict_plane(model, plane: np.ndarray, device=None) -> np.ndarray:
+    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was."""
+    from ..tiling import predict_tiled
+
+    was_training = model.training
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = None
+    try:
+        return predict_tiled(model, plane, device=device)
+    finally:
+        model.train(was_training)
+
+
+class TrainJob:
+    """State shared between the widget (main thread) and the training generator (worker).
+
+    The main thread calls :meth:`set_preview_target`, :meth:`set_annotations` and :meth:`stop`
+    (the trainer's own methods are thread-safe); the worker runs :meth:`run`.
+    """
+
+    def __init__(self, images, annotations, axes, config, model, *, preview_target, weight_map, uncertainty):
+        self.images = images
+        self.annotations = annotations
+        self.axes = axes
+        self.config = config
+        self.model = model
+        self.preview_target = preview_target  # (pair index, plane index) or None
+        self.want_weight_map = weight_map
+        self.want_uncertainty = uncertainty
+        self.trainer = None
+        self.device = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def set_annotations(self, index: int, annotations: np.ndarray) -> None:
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.set_annotations(index, annotations)
+        self.annotations[index] = annotations
+
+    def preview_region(self, target):
+        """The raw plane ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index)."""
+        if target is None:
+            return None
+        pair, index = target
+        image, axes = self.images[pair], self.axes[pair]
+        plane = np.asarray(image[tuple(index)]) if index else np.asarray(image)
+        plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
+        return plane if plane_axes in ("YX", "CYX") else None
+
+    def set_preview_target(self, target) -> None:
+        self.preview_target = target
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.set_preview(self.preview_region(target))
+
+    def run(self):
+        """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
+        ``("preview", dict)``; returns the trainer (its model is the best one)."""
+        from ..train import Trainer
+
+        target = self.preview_target
+        trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes,
+                          preview=self.preview_region(target))
+        self.trainer = trainer
+        if self.stopping:
+            trainer.stop()
+        self.device = trainer.device
+        yield ("started", {"device": trainer.device})
+        for event in trainer.run():
+            if event.kind == "preview" and event.preview is not None:
+                yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
+            else:
+                yield ("progress", event)
+        # the kept (best) model, on the slice in view now
+        target = self.preview_target
+        region = self.preview_region(target)
+        if region is not None and trainer.iteration > 0:
+            probabilities = predict_plane(trainer.model, region, trainer.device)
+            yield ("preview", self.preview_layers(probabilities, target, trainer.iteration))
+        return trainer
+
+    def preview_layers(self, probabilities, target, iteration: int) -> dict:
+        """Labels (and optional uncertainty / weight map) of one previewed plane."""
+        from ..postprocess import to_labels
+
+        pair, index = target
+        out = {
+            "pair": pair,
+            "index": index,
+            "iteration": iteration,
+            "labels": to_labels(probabilities, mode=self.config.mode),
+        }
+        if self.want_uncertainty:
+            out["uncertainty"] = entropy_map(probabilities)
+        if self.want_weight_map:
+            from ..weights import weight_map
+
+            annotations = self.annotations[pair]
+            plane = np.asarray(annotations[tuple(index)]) if index else np.asarray(annotations)
+            if np.any(plane):
+                out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
+                                               mode=self.config.mode)
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# the widget
+
+
+class PairTable(QTableWidget):
+    """Image layers with a check box each and the annotation layer paired with them."""
+
+    def __init__(self, viewer, parent=None):
+        super().__init__(0, 2, parent)
+        self.viewer = viewer
+        self.setHorizontalHeaderLabels(["image", "annotations"])
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setVisible(False)
+        self.setToolTip(
+            "Images to train on (checked) and their annotation layers. By default every image that "
+            "has an annotation layer ('<image> annotations') is checked."
+        )
+        events = viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.moved):
+            emitter.connect(self._on_layers_changed)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_layers_changed(self, event=None):
+        value = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and value is not None:
+            value.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _state(self) -> dict[str, tuple[bool, str | None]]:
+        state = {}
+        for row in range(self.rowCount()):
+            item = self.item(row, 0)
+            combo = self.cellWidget(row, 1)
+            if item is None or combo is None:
+                continue
+            state[item.text()] = (item.checkState() == Qt.CheckState.Checked, combo.currentData())
+        return state
+
+    def refresh(self, event=None):
+        state = self._state()
+        images = [layer for layer in self.viewer.layers if is_kind(layer, "image") and not is_output_layer(layer)]
+        labels = [layer for layer in self.viewer.layers if is_kind(layer, "labels")]
+        self.setRowCount(len(images))
+        for row, image in enumerate(images):
+            item = QTableWidgetItem(image.name)
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
+            combo = QComboBox()
+            combo.addItem("(none)", None)
+            for layer in labels:  # all of them: a wrong shape is explained at Start
+                if not is_output_layer(layer):
+                    combo.addItem(layer.name, layer.name)
+            match = matching_annotations(self.viewer, image)
+            default = (match is not None, match.name if match is not None else None)
+            checked, chosen = state.get(image.name, default)
+            if (chosen is None or chosen not in self.viewer.layers) and match is not None:
+                # an annotation layer appeared for this image (e.g. created by Annotate)
+                checked, chosen = default
+            index = combo.findData(chosen) if chosen is not None else 0
+            combo.setCurrentIndex(max(0, index))
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.setItem(row, 0, item)
+            self.setCellWidget(row, 1, combo)
+        self._fit_height()
+
+    def _fit_height(self):
+        """As tall as its rows (1 to 4 visible), no empty space below."""
+        rows = min(max(self.rowCount(), 1), 4)
+        row_height = self.rowHeight(0) if self.rowCount() else self.verticalHeader().defaultSectionSize()
+        self.setFixedHeight(self.horizontalHeader().height() + rows * row_height + 2 * self.frameWidth())
+
+    def pairs(self) -> list[tuple[object, object]]:
+        """Checked ``(image layer, annotation layer or None)`` pairs."""
+        out = []
+        layers = {layer.name: layer for layer in self.viewer.layers}
+        for row in range(self.rowCount()):
+            item = self.item(row, 0)
+            combo = self.cellWidget(row, 1)
+            if item is None or item.checkState() != Qt.CheckState.Checked:
+                continue
+            image = layers.get(item.text())
+            labels = layers.get(combo.currentData()) if combo is not None and combo.currentData() else None
+            if image is not None:
+                out.append((image, labels))
+        return out
+
+    def set_checked(self, names) -> None:
+        names = set(names)
+        for row in range(self.rowCount()):
+            item = self.item(row, 0)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
 
 
 class TrainWidget(QWidget):
+    """Train a U-Net on the painted annotations of one or more images (napari dock widget)."""
+
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.holder = model_holder(napari_viewer)
+        self.worker = None
+        self.job: TrainJob | None = None
+        self._pairs: list = []
+        self._dirty: set[int] = set()
+        self._last_sync = 0.0
+        self._connections: list = []
+        self._started_at = 0.0
+
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("TrainWidget: coming soon"))
+        layout.addWidget(QLabel("<b>Train on</b> (image → annotations)"))
+        self.pair_table = PairTable(napari_viewer, self)
+        layout.addWidget(self.pair_table)
+
+        form = QFormLayout()
+        self.mode_combo = QComboBox()
+        for value, label in MODES:
+            self.mode_combo.addItem(label, value)
+        self.mode_combo.setToolTip(
+            "cells (instances): 1 = background, 2, 3, ... = one id per cell; touching cells are "
+            "separated.\nclasses: 1..K are classes (1 = background)."
+        )
+        form.addRow("annotations are", self.mode_combo)
+        self.preset_combo = QComboBox()
+        for value, label in PRESETS:
+            self.preset_combo.addItem(label, value)
+        self.preset_combo.setToolTip(
+            "fast: depth 3, 16 base channels, trains in minutes on a laptop CPU.\n"
+            "paper: the original U-Net (depth 4, 64 base channels, 31 M parameters): use a GPU.\n"
+            "tiny: depth 2, 4 channels, for smoke tests."
+        )
+        form.addRow("network", self.preset_combo)
+        self.iterations_spin = QSpinBox()
+        self.iterations_spin.setRange(0, 1_000_000)
+        self.iterations_spin.setSingleStep(100)
+        self.iterations_spin.setValue(2000)
+        self.iterations_spin.setSpecialValueText("no limit")
+        self.iterations_spin.setToolTip("Training iterations (0 = no limit: stop with the time limit or Stop).")
+        form.addRow("iterations", self.iterations_spin)
+        self.time_spin = QDoubleSpinBox()
+        self.time_spin.setRange(0, 24 * 60)
+        self.time_spin.setDecimals(1)
+        self.time_spin.setSuffix(" min")
+        self.time_spin.setSpecialValueText("no limit")
+        self.time_spin.setToolTip("Stop after this many minutes (0 = no limit). Training stops at whichever comes first.")
+        form.addRow("time limit", self.time_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 64)
+        self.batch_spin.setValue(4)
+        self.batch_spin.setToolTip("Tiles per iteration. Lower it when the GPU runs out of memory.")
+        form.addRow("batch size", self.batch_spin)
+        self.augment_check = QCheckBox("augment (elastic, flips, rotations, gray values)")
+        self.augment_check.setChecked(True)
+        self.augment_check.setToolTip("Random deformations of every training tile: essential with few annotations.")
+        form.addRow(self.augment_check)
+        self.device_combo = DeviceCombo()
+        form.addRow("device", self.device_combo)
+        self.preview_spin = QSpinBox()
+        self.preview_spin.setRange(1, 10_000)
+        self.preview_spin.setValue(25)
+        self.preview_spin.setSuffix(" iterations")
+        self.preview_spin.setToolTip("Predict the visible slice into the preview layer every N iterations.")
+        form.addRow("preview every", self.preview_spin)
+        self.weight_check = QCheckBox("show weight map")
+        self.weight_check.setToolTip(
+            "Add a layer with the loss weight of each annotated pixel of the visible slice: class "
+            "balance plus the border term that separates touching cells."
+        )
+        self.uncertainty_check = QCheckBox("show uncertainty")
+        self.uncertainty_check.setToolTip(
+            "Add a layer with the entropy of the prediction (bright = unsure): annotate there next."
+        )
+        checks = QHBoxLayout()
+        checks.addWidget(self.weight_check)
+        checks.addWidget(self.uncertainty_check)
+        form.addRow(checks)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train a new network from scratch on the checked images.")
+        self.start_button.clicked.connect(self.start)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Train further from the current model (trained or loaded).")
+        self.continue_button.clicked.connect(lambda: self.start(continue_training=True))
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop training (within about a second), keeping the best model so far.")
+        self.stop_button.clicked.connect(self.stop)
+        for button in (self.start_button, self.continue_button, self.stop_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        layout.addWidget(self.progress)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        self.loss_plot = LossPlot()
+        layout.addWidget(self.loss_plot)
+
+        group = QGroupBox("Model")
+        group_layout = QVBoxLayout(group)
+        self.model_label = QLabel(self.holder.description)
+        self.model_label.setWordWrap(True)
+        group_layout.addWidget(self.model_label)
+        model_buttons = QHBoxLayout()
+        self.save_button = QPushButton("Save model…")
+        self.save_button.setToolTip("Save the model (weights, architecture, normalization, classes) to a .unet file.")
+        self.save_button.clicked.connect(self.save_model)
+        self.load_button = QPushButton("Load model…")
+        self.load_button.setToolTip("Load a .unet model file (to predict with, or to continue training).")
+        self.load_button.clicked.connect(self.load_model)
+        model_buttons.addWidget(self.save_button)
+        model_buttons.addWidget(self.load_button)
+        group_layout.addLayout(model_buttons)
+        layout.addWidget(group)
+        layout.addStretch(1)
+
+        self.holder.changed.connect(self._on_model_changed)
+        napari_viewer.dims.events.current_step.connect(self._on_view_changed)
+        napari_viewer.layers.selection.events.active.connect(self._on_view_changed)
+        self._set_running(False)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def _set_running(self, running: bool) -> None:
+        has_model = self.holder.model is not None
+        self.start_button.setEnabled(not running)
+        self.continue_button.setEnabled(not running and has_model)
+        self.stop_button.setEnabled(running)
+        self.load_button.setEnabled(not running)
+        self.save_button.setEnabled(has_model)
+        for widget in (self.pair_table, self.mode_combo, self.preset_combo, self.batch_spin,
+                       self.augment_check, self.device_combo):
+            widget.setEnabled(not running)
+
+    def _on_model_changed(self, description: str) -> None:
+        self.model_label.setText(description)
+        self._set_running(self.is_running)
+
+    def train_config(self, continue_training: bool = False, model=None):
+        from ..config import AugmentConfig, TrainConfig, model_preset
+
+        iterations = self.iterations_spin.value() or None
+        minutes = self.time_spin.value()
+        time_limit = minutes * 60.0 if minutes > 0 else None
+        if iterations is None and time_limit is None:
+            raise ValueError("set an iteration count or a time limit: training needs a budget")
+        mode = self.mode_combo.currentData()
+        kwargs = dict(
+            mode=mode,
+            preset=self.preset_combo.currentData(),
+            iterations=iterations,
+            time_limit_s=time_limit,
+            batch_size=self.batch_spin.value(),
+            augment=AugmentConfig(enabled=self.augment_check.isChecked()),
+            device=self.device_combo.device(),
+            preview_every=self.preview_spin.value(),
+        )
+        if model is None:
+            in_channels, n_classes = self._channels_and_classes(mode)
+            kwargs["model"] = model_preset(kwargs["preset"], in_channels=in_channels, n_classes=n_classes)
+            if n_classes is not None and mode == "classes":
+                kwargs["n_classes"] = n_classes
+        else:
+            kwargs["model"] = model.config
+            if mode == "classes":
+                kwargs["n_classes"] = model.config.n_classes
+        return TrainConfig(**kwargs)
+
+    def _channels_and_classes(self, mode):
+        channels = set()
+        for image, _ in self._pairs:
+            axes = image_axes(image)
+            channels.add(int(image.data.shape[axes.index("C")]) if "C" in axes else 1)
+        if len(channels) > 1:
+            raise ValueError(f"the checked images have different channel counts {sorted(channels)}: train on one kind")
+        in_channels = channels.pop() if channels else 1
+        n_classes = 2
+        if mode == "classes":
+            n_classes = max(2, max(int(np.max(labels.data)) for _, labels in self._pairs))
+        return in_channels, n_classes
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def check_inputs(self) -> list[tuple[object, object]] | None:
+        """The checked pairs when they can train, else None (after a notification)."""
+        pairs = self.pair_table.pairs()
+        if not pairs:
+            if not any(is_kind(layer, "image") for layer in self.viewer.layers):
+                notify_error("No image layer: open an image and annotate it (Annotate widget) before training.")
+            else:
+                notify_error("Check at least one image (with an annotation layer) in the 'Train on' list.")
+            return None
+        mode = self.mode_combo.currentData()
+        errors, warnings_ = [], []
+        for image, labels in pairs:
+            e, w = annotation_problems(image, labels, mode)
+            errors += e
+            warnings_ += w
+        if errors:
+            notify_error("Cannot train: " + " ".join(errors))
+            return None
+        for message in warnings_:
+            notify_warning(message)
+        return pairs
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def start(self, continue_training: bool = False):
+        """Start training (a fresh network, or the current model when ``continue_training``)."""
+        if self.is_running:
+            return
+        pairs = self.check_inputs()
+        if pairs is None:
+            return
+        self._pairs = pairs
+        model = None
+        if continue_training:
+            if self.holder.model is None:
+                notify_error("There is no model to continue from: press Start, or load a model.")
+                return
+            # train a copy: the held model stays usable for prediction meanwhile
+            model = copy.deepcopy(self.holder.model)
+        try:
+            config = self.train_config(continue_training, model)
+            if model is not None:
+                self._check_model_fits(model, config)
+            images, axes = [], []
+            for image, _ in pairs:
+                a = image_axes(image, (model.config.in_channels if model is not None else config.model.in_channels))
+                data, a = channels_last_to_first(image.data, a) if a.endswith("YXC") else (image.data, a)
+                images.append(data)
+                axes.append(a)
+            annotations = [np.array(labels.data, copy=True) for _, labels in pairs]
+        except (ValueError, TypeError) as exc:
+            notify_error(f"Cannot train: {plain_error(exc)}")
+            return
+        self.job = TrainJob(
+            images, annotations, axes, config, model,
+            preview_target=self._preview_target(),
+            weight_map=self.weight_check.isChecked(),
+            uncertainty=self.uncertainty_check.isChecked(),
+        )
+        self._connect_annotation_layers(pairs)
+        self.loss_plot.clear()
+        self._dirty.clear()
+        self._warned = set()
+        self._last_validation = (None, None)
+        self._started_at = time.monotonic()
+        if config.iterations:
+            self.progress.setRange(0, int(config.iterations))
+        else:
+            self.progress.setRange(0, int(config.time_limit_s))
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self.status_label.setText("Preparing the training data…")
+        self._set_running(True)
+        self._continue = continue_training
+        self.worker = make_worker(
+            self.job.run(),
+            yielded=self._on_yielded,
+            returned=self._on_returned,
+            errored=self._on_errored,
+            finished=self._on_finished,
+        )
+        self.worker.start()
+
+    def _check_model_fits(self, model, config):
+        meta_mode = (model.metadata or {}).get("mode")
+        if meta_mode and meta_mode != config.mode:
+            raise ValueError(
+                f"the current model was trained on {meta_mode} but the annotations are set to {config.mode}"
+            )
+
+    def stop(self):
+        """Ask the trainer to stop; it ends within about a second, keeping the best model."""
+        if self.job is not None:
+            self.job.stop()
+            self.progress.setFormat("stopping…")
+            self.stop_button.setEnabled(False)
+
+    def _connect_annotation_layers(self, pairs):
+        disconnect_all(self._connections)
+        self._connections = []
+        for index, (_, labels) in enumerate(pairs):
+            def callback(event=None, index=index):
+                self._dirty.add(index)
+
+            for emitter in (labels.events.paint, labels.events.data):
+                emitter.connect(callback)
+                self._connections.append((emitter, callback))
+
+    def sync_annotations(self, force: bool = False) -> None:
+        """Hand freshly painted annotations to the trainer (main thread)."""
+        if self.job is None or not self._dirty:
+            return
+        if not force and time.monotonic() - self._last_sync < SYNC_EVERY_S:
+            return
+        for index in sorted(self._dirty):
+            image, labels = self._pairs[index]
+            errors, _ = annotation_problems(image, labels, self.job.config.mode)
+            if errors:
+                # keep training on the previous annotations until they are usable again
+                if index not in self._warned:
+                    self._warned.add(index)
+                    notify_warning("Still training on the previous annotations: " + " ".join(errors))
+                continue
+            self._warned.discard(index)
+            try:
+                self.job.set_annotations(index, np.array(labels.data, copy=True))
+            except (ValueError, TypeError) as exc:
+                notify_warning(f"The new annotations of {labels.name!r} were not used: {plain_error(exc)}")
+        self._dirty.clear()
+        self._last_sync = time.monotonic()
+
+    def _preview_target(self):
+        """(pair index, plane index) of the visible slice of the image being previewed."""
+        if not self._pairs:
+            return None
+        active = self.viewer.layers.selection.active
+        pair_index = 0
+        for i, (image, labels) in enumerate(self._pairs):
+            if active is not None and (active == image or active == labels):
+                pair_index = i
+                break
+        image = self._pairs[pair_index][0]
+        return pair_index, current_plane_index(self.viewer, image)
+
+    def _on_view_changed(self, event=None):
+        if self.job is not None:
+            target = self._preview_target()
+            if target != self.job.preview_target:
+                self.job.set_preview_target(target)
+
+    # -- worker callbacks (main thread) ------------------------------------------------------
+
+    def _on_yielded(self, value):
+        kind, payload = value
+        if kind == "started":
+            device = payload.get("device")
+            if device is not None:
+                self.status_label.setText(f"Training on {device_label(device)}…")
+        elif kind == "progress":
+            self._show_progress(payload)
+            self.sync_annotations()
+        elif kind == "preview":
+            self._show_preview(payload)
+
+    def _show_progress(self, event):
+        kind = getattr(event, "kind", "step")
+        iteration = int(getattr(event, "iteration", 0))
+        if kind == "step":
+            self.loss_plot.add(iteration, event.loss, None)
+        elif kind == "validation":
+            self.loss_plot.add(iteration, None, event.val_loss)
+            self._last_validation = (event.val_loss, event.val_iou)
+        config = self.job.config if self.job else None
+        if config is not None and config.iterations:
+            self.progress.setValue(min(iteration, self.progress.maximum()))
+            text = f"{iteration}/{config.iterations} it."
+        else:
+            self.progress.setValue(int(min(event.elapsed_s or 0, self.progress.maximum())))
+            text = f"{iteration} it."
+        if kind == "done":
+            self.progress.setValue(self.progress.maximum())
+            self.progress.setFormat(f"{text}  done")
+            if event.message:
+                self.status_label.setText(f"Training {event.message}.")
+            return
+        self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
+        parts = []
+        if event.loss is not None:
+            parts.append(f"loss {event.loss:.4f}")
+        val_loss, val_iou = getattr(self, "_last_validation", (None, None))
+        if val_loss is not None and math.isfinite(val_loss):
+            parts.append(f"validation {val_loss:.4f}")
+        if val_iou is not None and math.isfinite(val_iou):
+            parts.append(f"IoU {val_iou:.3f}")
+        if event.it_per_s:
+            parts.append(f"{event.it_per_s:.2f} it/s")
+        if self.job is not None and self.job.device is not None:
+            parts.append(device_label(self.job.device))
+        self.status_label.setText(" · ".join(parts))
+
+    def _show_preview(self, preview):
+        pair = preview["pair"]
+        if pair >= len(self._pairs):
+            return
+        image = self._pairs[pair][0]
+        if image not in self.viewer.layers:
+            return
+        index = tuple(preview["index"])
+        shape = spatial_shape(image)
+        self._update_plane_layer(image, PREVIEW_SUFFIX, "labels", preview["labels"], index, shape,
+                                 dtype=np.int32, opacity=0.5)
+        if "uncertainty" in preview:
+            self._update_plane_layer(image, UNCERTAINTY_SUFFIX, "image", preview["uncertainty"], index, shape,
+                                     dtype=np.float32, colormap="inferno", opacity=0.7,
+                                     contrast_limits=(0.0, 1.0))
+        if "weight_map" in preview:
+            weights = preview["weight_map"]
+            top = float(np.max(weights)) if weights.size else 1.0
+            self._update_plane_layer(image, WEIGHTS_SUFFIX, "image", weights, index, shape,
+                                     dtype=np.float32, colormap="viridis", opacity=0.7,
+                                     contrast_limits=(0.0, max(top, 1e-3)))
+
+    def _update_plane_layer(self, image, suffix, kind, plane, index, shape, dtype, **kwargs):
+        """Write one plane into the layer ``<image><suffix>`` (created at the image's full shape)."""
+        name = image.name + suffix
+        layer = next((l for l in self.viewer.layers if l.name == name and is_kind(l, kind)), None)
+        if layer is None or tuple(layer.data.shape) != shape:
+            data = np.zeros(shape, dtype=dtype)
+            data[index] = plane
+            return upsert_layer(self.viewer, name, kind, data, source_layer=image, **kwargs)
+        if index:
+            layer.data[index] = plane
+        else:
+            layer.data[...] = plane
+        if "contrast_limits" in kwargs and kind == "image":
+            layer.contrast_limits = kwargs["contrast_limits"]
+        layer.refresh()
+        return layer
+
+    def _on_returned(self, trainer):
+        if trainer.iteration == 0:
+            self.progress.setFormat("stopped")
+            self.status_label.setText("Stopped before the first iteration: the model was not changed.")
+            return
+        model = trainer.model
+        model.eval()
+        iterations = len(getattr(trainer, "history", []) or [])
+        origin = "continued training" if getattr(self, "_continue", False) else "trained in this session"
+        self.holder.set_model(model, describe_model(model, origin))
+        self.progress.setFormat("done")
+        elapsed = time.monotonic() - self._started_at
+        notify_info(f"Training finished after {format_seconds(elapsed)}; the model is ready for Predict.")
+        logger.info("training finished: %s events", iterations)
+
+    def _on_errored(self, exc):
+        logger.error("training failed", exc_info=(type(exc), exc, exc.__traceback__))
+        notify_error(f"Training failed: {plain_error(exc)}")
+        self.progress.setFormat("failed")
+
+    def _on_finished(self):
+        self.worker = None
+        job, self.job = self.job, None
+        if job is not None:
+            job.trainer = None
+        disconnect_all(self._connections)
+        self._connections = []
+        self._set_running(False)
+        free_device_memory()
+
+    # -- model files -------------------------------------------------------------------------
+
+    def save_model(self, path: str | None = None):
+        """Save the current model (asks for a file when ``path`` is None)."""
+        if self.holder.model is None:
+            notify_error("There is no model to save yet: train one first.")
+            return None
+        path = path or ask_model_path(self, save=True)
+        if not path:
+            return None
+        path = Path(path)
+        if path.suffix != ".unet":
+            path = path.with_suffix(".unet")
+        from ..io import save_model
+
+        try:
+            save_model(self.holder.model, path)
+        except (OSError, ValueError) as exc:
+            notify_error(f"Could not save the model to {path}: {plain_error(exc)}")
+            return None
+        notify_info(f"Model saved to {path}")
+        return path
+
+    def load_model(self, path: str | None = None):
+        """Load a model file (asks for it when ``path`` is None)."""
+        path = path or ask_model_path(self)
+        if not path:
+            return None
+        model = load_model_into(self.holder, path, device=self.device_combo.device())
+        if model is not None:
+            index = self.mode_combo.findData((model.metadata or {}).get("mode"))
+            if index >= 0:
+                self.mode_combo.setCurrentIndex(index)
+        return model
+
+    def closeEvent(self, event):  # noqa: N802 - Qt API
+        if self.job is not None:
+            self.job.stop()
+        disconnect_all(self._connections)
+        super().closeEvent(event)

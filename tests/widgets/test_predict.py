@@ -1,0 +1,118 @@
+"""The Predict widget: image -> Labels (and probability), slice or stack, cancel, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def n_objects(labels) -> int:
+    return len(np.unique(labels[labels > 0]))
+
+
+def test_predict_2d_instances_and_probability(viewer, open_widget, qtbot, with_model, cells, notifications):
+    viewer.add_image(cells[0], name="cells")
+    widget = open_widget("Predict")
+    assert "test model" in widget.model_label.text()
+    widget.probability_check.setChecked(True)
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    labels = viewer.layers["cells prediction"]
+    assert labels.data.shape == cells[0].shape
+    assert n_objects(labels.data) > 1
+    probability = viewer.layers["cells probability"]
+    assert 0.0 <= probability.data.min() and probability.data.max() <= 1.0
+    assert widget.predict_button.isEnabled()
+
+    # re-running updates the layers instead of adding new ones
+    n_layers = len(viewer.layers)
+    widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(viewer.layers) == n_layers
+    assert set(np.unique(viewer.layers["cells prediction"].data)) <= {0, 1}
+    assert not notifications.errors
+
+
+def test_predict_stack_slice_then_whole(viewer, open_widget, qtbot, with_model, cells):
+    stack = np.stack([cells[0], cells[0][::-1], cells[0][:, ::-1]])
+    viewer.add_image(stack, name="stack")
+    widget = open_widget("Predict")
+    viewer.dims.set_current_step(0, 1)
+    widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("slice"))
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    data = viewer.layers["stack prediction"].data
+    assert data.shape == stack.shape
+    assert n_objects(data[1]) > 1 and not data[0].any() and not data[2].any()
+
+    widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("stack"))
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    data = viewer.layers["stack prediction"].data
+    assert all(n_objects(data[z]) > 1 for z in range(3))
+    # ids are unique across the stack
+    assert not set(np.unique(data[0])[1:]) & set(np.unique(data[1])[1:])
+
+
+def test_nothreads_runs_synchronously(viewer, open_widget, with_model, cells, monkeypatch):
+    monkeypatch.setenv("NAPARI_UNET_NOTHREADS", "1")
+    viewer.add_image(cells[0], name="cells")
+    widget = open_widget("Predict")
+    widget.predict_button.click()
+    # no waiting: the generator ran on this thread
+    assert widget.worker is None
+    assert n_objects(viewer.layers["cells prediction"].data) > 1
+
+
+def test_cancel(viewer, open_widget, qtbot, with_model):
+    big = np.random.default_rng(0).random((12, 256, 256)).astype(np.float32)
+    viewer.add_image(big, name="big")
+    widget = open_widget("Predict")
+    widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("stack"))
+    widget.predict_button.click()
+    assert widget.cancel_button.isEnabled()
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "big prediction" not in viewer.layers
+    assert widget.progress.format() == "cancelled"
+    assert widget.predict_button.isEnabled()
+
+
+def test_bad_input_notifies_and_starts_nothing(viewer, open_widget, notifications, trained_model):
+    widget = open_widget("Predict")
+    widget.predict_button.click()  # no image layer
+    assert widget.worker is None
+    assert any("image" in m for m in notifications.errors)
+
+    viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="gray")
+    widget.predict_button.click()  # no model
+    assert widget.worker is None
+    assert any("model" in m for m in notifications.errors)
+
+    from napari_unet._widgets._common import model_holder
+
+    model_holder(viewer).set_model(trained_model, "test model")
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((64, 64, 3), dtype=np.uint8), name="rgb", rgb=True)
+    n_errors = len(notifications.errors)
+    widget.predict_button.click()  # 3 channels for a 1-channel model
+    assert widget.worker is None
+    assert len(notifications.errors) == n_errors + 1
+    assert "channel" in notifications.errors[-1]
+    assert "rgb prediction" not in viewer.layers
+
+
+def test_failed_worker_reenables_buttons(viewer, open_widget, qtbot, with_model, monkeypatch, notifications):
+    import napari_unet.tiling as tiling
+
+    def broken(*args, **kwargs):
+        yield (0, 1)
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(tiling, "iter_predict_tiled", broken)
+    viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="gray")
+    widget = open_widget("Predict")
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert any("simulated failure" in m for m in notifications.errors)

@@ -1,0 +1,172 @@
+"""The Train widget, and the whole loop a user goes through:
+annotate -> train (live preview, painting meanwhile) -> stop -> predict -> batch -> save / load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QFileDialog
+
+from napari_unet._widgets.train import TrainJob
+
+
+def select(combo, value):
+    index = combo.findData(value)
+    assert index >= 0, value
+    combo.setCurrentIndex(index)
+
+
+def paint_sample(labels, annotations):
+    """Paint like a user would, stroke by stroke (each stroke emits a paint event)."""
+    for value in np.unique(annotations[annotations > 0]):
+        ys, xs = np.nonzero(annotations == value)
+        labels.data_setitem((ys, xs), int(value))
+        labels._commit_staged_history()
+    labels.events.paint(value=[])
+
+
+def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, notifications):
+    image, _, annotations = cells
+    image_layer = viewer.add_image(image, name="cells")
+
+    # annotate
+    annotate = open_widget("Annotate")
+    labels = annotate.create_annotation_layer()
+    assert labels.name == "cells annotations"
+    labels.data = annotations.astype(labels.data.dtype)
+    qtbot.waitUntil(lambda: "cell(s)" in annotate.stats_label.text(), timeout=3000)
+
+    # train with a live preview, while the event loop keeps running
+    train = open_widget("Train")
+    assert train.pair_table.pairs() == [(image_layer, labels)]
+    select(train.preset_combo, "tiny")
+    train.iterations_spin.setValue(0)  # no limit: we press Stop
+    train.time_spin.setValue(5)
+    train.preview_spin.setValue(5)
+    train.weight_check.setChecked(True)
+    train.uncertainty_check.setChecked(True)
+    synced = []
+    original = TrainJob.set_annotations
+    monkeypatch.setattr(TrainJob, "set_annotations",
+                        lambda self, i, a: (synced.append(int(a.max())), original(self, i, a)))
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+
+    train.start_button.click()
+    assert train.is_running and not train.start_button.isEnabled() and train.stop_button.isEnabled()
+    assert "tiny" in train.preset_combo.currentText()
+    qtbot.waitUntil(lambda: "cells preview" in viewer.layers, timeout=60_000)
+    preview = viewer.layers["cells preview"]
+    assert preview.data.shape == image.shape
+    first = preview.data.copy()
+    qtbot.waitUntil(lambda: not np.array_equal(preview.data, first), timeout=60_000)
+    assert "cells uncertainty" in viewer.layers and "cells weight map" in viewer.layers
+    ticks_during = len(ticks)
+
+    # paint a new cell while training: the trainer gets the new annotations
+    new_id = int(labels.data.max()) + 1
+    labels.paint((5, 5), new_id)
+    qtbot.waitUntil(lambda: new_id in synced, timeout=30_000)
+
+    train.stop_button.click()
+    qtbot.waitUntil(lambda: train.worker is None, timeout=30_000)
+    timer.stop()
+    assert ticks_during > 10, "the event loop must keep running during training"
+    assert train.holder.model is not None
+    assert train.loss_plot.train
+    assert "ETA" in train.progress.format() or "done" in train.progress.format()
+    assert train.start_button.isEnabled() and train.continue_button.isEnabled()
+
+    # continue training from the current weights, a few iterations
+    train.iterations_spin.setValue(150)
+    train.time_spin.setValue(0)
+    before = train.holder.model
+    train.continue_button.click()
+    qtbot.waitUntil(lambda: train.worker is None, timeout=60_000)
+    assert train.holder.model is not before
+    assert train.holder.model.metadata["training"]["total_iterations"] > 150
+
+    # predict into a Labels layer with more than one object
+    predict = open_widget("Predict")
+    predict.predict_button.click()
+    qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)
+    result = viewer.layers["cells prediction"].data
+    assert len(np.unique(result[result > 0])) > 1
+
+    # batch-predict two layers
+    viewer.add_image(image[::-1].copy(), name="flipped")
+    batch = open_widget("Batch predict")
+    batch.set_checked(["cells", "flipped"])
+    batch.run_button.click()
+    qtbot.waitUntil(lambda: batch.worker is None, timeout=60_000)
+    for name in ("cells", "flipped"):
+        assert viewer.layers[f"{name} prediction"].data.max() > 1
+
+    # save and load the model through the (patched) file dialogs
+    path = tmp_path / "cells.unet"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    train.save_button.click()
+    assert path.exists()
+    trained = train.holder.model
+    train.load_button.click()
+    loaded = train.holder.model
+    assert loaded is not trained and "cells.unet" in train.model_label.text()
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(value.cpu().numpy(), loaded.state_dict()[key].cpu().numpy())
+    assert "cells.unet" in predict.model_label.text()
+    assert not notifications.errors
+
+
+@pytest.mark.parametrize("case", ["no image", "no annotation layer", "empty", "background only", "mismatch"])
+def test_bad_input_notifies_and_starts_nothing(viewer, open_widget, notifications, case):
+    if case != "no image":
+        viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="img")
+    if case == "empty":
+        viewer.add_labels(np.zeros((64, 64), dtype=np.uint16), name="img annotations")
+    elif case == "background only":
+        viewer.add_labels(np.ones((64, 64), dtype=np.uint16), name="img annotations")
+    elif case == "mismatch":
+        ann = np.ones((32, 32), dtype=np.uint16)
+        ann[:5, :5] = 2
+        viewer.add_labels(ann, name="img annotations")
+    train = open_widget("Train")
+    train.pair_table.set_checked(["img"])
+    train.start_button.click()
+    assert train.worker is None and train.start_button.isEnabled()
+    assert len(notifications.errors) == 1
+    message = notifications.errors[0]
+    expected = {"no image": "image", "no annotation layer": "annotation", "empty": "empty",
+                "background only": "cell", "mismatch": "(32, 32)"}[case]
+    assert expected in message
+    assert "img preview" not in viewer.layers
+
+
+def test_stop_before_first_event_and_device_shown(viewer, open_widget, qtbot, cells):
+    image, _, annotations = cells
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(annotations, name="cells annotations")
+    train = open_widget("Train")
+    train.device_combo.fill()
+    labels = [train.device_combo.itemText(i) for i in range(train.device_combo.count())]
+    assert labels[0].startswith("auto") and any(t.startswith("CPU") for t in labels)
+    select(train.preset_combo, "tiny")
+    train.iterations_spin.setValue(100_000)
+    train.start_button.click()
+    train.stop_button.click()
+    qtbot.waitUntil(lambda: train.worker is None, timeout=30_000)
+    assert train.start_button.isEnabled()
+
+
+def test_pairs_follow_new_annotation_layers(viewer, open_widget):
+    image = viewer.add_image(np.zeros((32, 32), dtype=np.float32), name="img")
+    train = open_widget("Train")
+    assert train.pair_table.pairs() == []
+    labels = viewer.add_labels(np.zeros((32, 32), dtype=np.uint16), name="img annotations")
+    assert train.pair_table.pairs() == [(image, labels)]
+    train.pair_table.set_checked([])
+    viewer.add_image(np.zeros((8, 8), dtype=np.float32), name="other")
+    assert train.pair_table.pairs() == []  # the user's choice survives a refresh

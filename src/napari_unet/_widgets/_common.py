@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from qtpy.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QComboBox, QSizePolicy, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QWidget
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ PROBABILITY_SUFFIX = " probability"
 PREVIEW_SUFFIX = " preview"
 UNCERTAINTY_SUFFIX = " uncertainty"
 WEIGHTS_SUFFIX = " weight map"
+
+# what the annotations mean / what a prediction outputs: (value, label) for the combo boxes
+MODE_CHOICES = [("instances", "cells (instances)"), ("classes", "classes")]
 
 
 # ------------------------------------------------------------------------------------------
@@ -172,6 +175,107 @@ def _relay(generator):
     return (yield from generator)
 
 
+class WorkerWidgetMixin:
+    """The worker life cycle shared by the Train, Predict and Batch widgets.
+
+    Mix it in before ``QWidget``. The widget provides ``_set_running(running)`` (enables /
+    disables its controls), ``JOB_NAME`` (e.g. ``"Prediction"``, for the log and the error
+    notification), ``holder`` (the viewer's :class:`ModelHolder`) and ``device_combo``, and builds
+    ``progress`` and ``status_label`` with :meth:`_add_progress`.
+    ``worker`` is the running worker, None when idle. Hooks: ``_failure_message(exc)``,
+    ``_worker_done()`` (cleanup once the worker has ended, before the controls are enabled
+    again) and ``_stop_on_close()``.
+    """
+
+    JOB_NAME = "The job"
+    worker = None
+
+    def load_model(self, path: str | None = None):
+        """Load a model file (asks for it when ``path`` is None) into the viewer's model."""
+        path = path or ask_model_path(self)
+        if not path:
+            return None
+        return load_model_into(self.holder, path, device=self.device_combo.device())
+
+    def _add_run_buttons(self, layout, run_text: str, run: Callable) -> QPushButton:
+        """Add a row with the run button (returned) and ``self.cancel_button``."""
+        buttons = QHBoxLayout()
+        run_button = QPushButton(run_text)
+        run_button.clicked.connect(run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        return run_button
+
+    def _add_progress(self, layout, maximum: int = 1, value: int | None = 0) -> None:
+        """Add ``self.progress`` (reading "idle") and the word-wrapped ``self.status_label``.
+
+        ``value=None`` leaves the bar reset (no text shown until the first run).
+        """
+        self.progress = QProgressBar()
+        self.progress.setRange(0, maximum)
+        if value is not None:
+            self.progress.setValue(value)
+        self.progress.setFormat("idle")
+        layout.addWidget(self.progress)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def _start_worker(self, generator, *, yielded, returned, aborted: Callable | None = None) -> None:
+        """Disable the controls and run ``generator`` in a worker with the standard callbacks."""
+        self._set_running(True)
+        self.worker = make_worker(
+            generator,
+            yielded=yielded,
+            returned=returned,
+            errored=self._on_errored,
+            aborted=aborted,
+            finished=self._on_finished,
+        )
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Cancel the worker at its next yielded event."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.progress.setFormat("cancelling…")
+
+    def _failure_message(self, exc: BaseException) -> str:
+        return f"{self.JOB_NAME} failed: {plain_error(exc)}"
+
+    def _on_errored(self, exc) -> None:
+        # logged under the widget's own module, as before
+        logging.getLogger(type(self).__module__).error(
+            "%s failed", self.JOB_NAME.lower(), exc_info=(type(exc), exc, exc.__traceback__)
+        )
+        notify_error(self._failure_message(exc))
+        self.progress.setFormat("failed")
+
+    def _worker_done(self) -> None:
+        """Cleanup after the worker ended (any way), before the controls are enabled again."""
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._worker_done()
+        self._set_running(False)
+        free_device_memory()
+
+    def _stop_on_close(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def closeEvent(self, event):  # noqa: N802 - Qt API
+        self._stop_on_close()
+        super().closeEvent(event)
+
+
 _WORKER_CLASS = None
 
 
@@ -306,6 +410,33 @@ class DeviceCombo(QComboBox):
     def device(self) -> str | None:
         self.fill()
         return device_value(self.currentData())
+
+
+# ------------------------------------------------------------------------------------------
+# small Qt helpers
+
+
+def choice_combo(choices: Iterable[tuple[Any, str]], tooltip: str | None = None) -> QComboBox:
+    """A combo box of ``(value, label)`` choices (the value is the item data)."""
+    combo = QComboBox()
+    for value, label in choices:
+        combo.addItem(label, value)
+    if tooltip is not None:
+        combo.setToolTip(tooltip)
+    return combo
+
+
+def select_data(combo: QComboBox, value) -> None:
+    """Select the item of ``combo`` whose data is ``value`` (nothing happens when there is none)."""
+    index = combo.findData(value)
+    if index >= 0:
+        combo.setCurrentIndex(index)
+
+
+def select_model_mode(combo: QComboBox, model) -> None:
+    """Select the output / annotation mode ``model`` was trained for, when it says so."""
+    if model is not None:
+        select_data(combo, (model.metadata or {}).get("mode"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -496,6 +627,27 @@ def upsert_layer(viewer, name: str, kind: str, data, source_layer=None, **kwargs
     if active is not None and active in viewer.layers:
         viewer.layers.selection.active = active
     return layer
+
+
+class FollowsLayersMixin:
+    """Calls ``self.refresh()`` whenever a layer is added, removed, moved or renamed.
+
+    Call :meth:`_follow_layers` once from ``__init__`` (the callbacks are bound methods, so the
+    viewer does not keep the widget alive).
+    """
+
+    def _follow_layers(self, viewer) -> None:
+        events = viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.moved):
+            emitter.connect(self._on_layers_changed)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+
+    def _on_layers_changed(self, event=None):
+        value = getattr(event, "value", None)
+        if getattr(event, "type", "") == "inserted" and value is not None:
+            value.events.name.connect(self.refresh)
+        self.refresh()
 
 
 class LayerCombo(QComboBox):

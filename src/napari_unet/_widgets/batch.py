@@ -13,7 +13,6 @@ from pathlib import Path
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,7 +21,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -31,18 +29,18 @@ from qtpy.QtWidgets import (
 from ._common import (
     PREDICTION_SUFFIX,
     DeviceCombo,
-    ask_model_path,
+    FollowsLayersMixin,
+    WorkerWidgetMixin,
     channels_last_to_first,
-    free_device_memory,
+    choice_combo,
     is_kind,
     is_output_layer,
-    load_model_into,
     model_holder,
     notify_error,
     notify_info,
     notify_warning,
     plain_error,
-    make_worker,
+    select_model_mode,
     upsert_layer,
 )
 from .predict import OUTPUTS, check_model_fits
@@ -94,14 +92,15 @@ def batch_job(model, items, mode: str, device=None):
     return n
 
 
-class BatchPredictWidget(QWidget):
+class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     """Predict every checked image layer with the current model (napari dock widget)."""
+
+    JOB_NAME = "Batch prediction"
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.holder = model_holder(napari_viewer)
-        self.worker = None
         self._sources: dict[str, object] = {}
         self._n_results = 0
 
@@ -128,9 +127,7 @@ class BatchPredictWidget(QWidget):
         layout.addLayout(select)
 
         form = QFormLayout()
-        self.output_combo = QComboBox()
-        for value, label in OUTPUTS:
-            self.output_combo.addItem(label, value)
+        self.output_combo = choice_combo(OUTPUTS)
         form.addRow("output", self.output_combo)
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
@@ -147,41 +144,17 @@ class BatchPredictWidget(QWidget):
         form.addRow(self.save_check, folder_row)
         layout.addLayout(form)
 
-        buttons = QHBoxLayout()
-        self.run_button = QPushButton("Predict all checked")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, _STEPS)
-        self.progress.setValue(0)
-        self.progress.setFormat("idle")
-        layout.addWidget(self.progress)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        self.run_button = self._add_run_buttons(layout, "Predict all checked", self.run)
+        self._add_progress(layout, _STEPS)
         layout.addStretch(1)
 
-        events = napari_viewer.layers.events
-        for emitter in (events.inserted, events.removed, events.moved):
-            emitter.connect(self._on_layers_changed)
-        for layer in napari_viewer.layers:
-            layer.events.name.connect(self.refresh)
+        self._follow_layers(napari_viewer)
         self.holder.changed.connect(self._on_model_changed)
         self._on_model_changed(self.holder.description)
         self.refresh()
         self._set_running(False)
 
     # -- layer list -------------------------------------------------------------------------
-
-    def _on_layers_changed(self, event=None):
-        value = getattr(event, "value", None)
-        if getattr(event, "type", "") == "inserted" and value is not None:
-            value.events.name.connect(self.refresh)
-        self.refresh()
 
     def refresh(self, event=None):
         unchecked = {
@@ -222,17 +195,7 @@ class BatchPredictWidget(QWidget):
 
     def _on_model_changed(self, description: str) -> None:
         self.model_label.setText(f"Model: {description}")
-        model = self.holder.model
-        if model is not None:
-            index = self.output_combo.findData((model.metadata or {}).get("mode"))
-            if index >= 0:
-                self.output_combo.setCurrentIndex(index)
-
-    def load_model(self, path: str | None = None):
-        path = path or ask_model_path(self)
-        if not path:
-            return None
-        return load_model_into(self.holder, path, device=self.device_combo.device())
+        select_model_mode(self.output_combo, self.holder.model)
 
     def choose_folder(self):
         folder = QFileDialog.getExistingDirectory(self, "Save results to", self.folder_edit.text())
@@ -261,10 +224,6 @@ class BatchPredictWidget(QWidget):
         return "cancel"
 
     # -- running ----------------------------------------------------------------------------
-
-    @property
-    def is_running(self) -> bool:
-        return self.worker is not None
 
     def _set_running(self, running: bool):
         self.run_button.setEnabled(not running)
@@ -326,22 +285,13 @@ class BatchPredictWidget(QWidget):
         self.progress.setFormat(f"0 of {len(items)} images  %p%")
         self.status_label.setText(f"Predicting {len(items)} image(s)…")
         self._total = len(items)
-        self._set_running(True)
-        self.worker = make_worker(
+        self._start_worker(
             batch_job(model, [tuple(item) for item in items], self.output_combo.currentData(),
                       device=self.device_combo.device()),
             yielded=self._on_yielded,
             returned=self._on_returned,
-            errored=self._on_errored,
             aborted=self._on_aborted,
-            finished=self._on_finished,
         )
-        self.worker.start()
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.progress.setFormat("cancelling…")
 
     def _on_yielded(self, value):
         kind, payload = value
@@ -368,21 +318,9 @@ class BatchPredictWidget(QWidget):
         self.progress.setFormat("done")
         notify_info(text)
 
-    def _on_errored(self, exc):
-        logger.error("batch prediction failed", exc_info=(type(exc), exc, exc.__traceback__))
-        notify_error(f"Batch prediction failed after {self._n_results} image(s): {plain_error(exc)}")
-        self.progress.setFormat("failed")
+    def _failure_message(self, exc) -> str:
+        return f"Batch prediction failed after {self._n_results} image(s): {plain_error(exc)}"
 
     def _on_aborted(self):
         self.progress.setFormat("cancelled")
         self.status_label.setText(f"Cancelled after {self._n_results} image(s).")
-
-    def _on_finished(self):
-        self.worker = None
-        self._set_running(False)
-        free_device_memory()
-
-    def closeEvent(self, event):  # noqa: N802 - Qt API
-        if self.worker is not None:
-            self.worker.quit()
-        super().closeEvent(event)

@@ -12,40 +12,37 @@ import logging
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ._common import (
+    MODE_CHOICES,
     PREDICTION_SUFFIX,
     PROBABILITY_SUFFIX,
     DeviceCombo,
     LayerCombo,
-    ask_model_path,
+    WorkerWidgetMixin,
     channels_last_to_first,
+    choice_combo,
     current_plane_index,
-    free_device_memory,
     image_axes,
     is_kind,
-    load_model_into,
     model_holder,
     notify_error,
     plain_error,
+    select_model_mode,
     spatial_shape,
-    make_worker,
     upsert_layer,
 )
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = [("instances", "cells (instances)"), ("classes", "classes")]
+OUTPUTS = MODE_CHOICES
 SCOPES = [("slice", "current slice"), ("stack", "whole stack")]
 
 
@@ -85,14 +82,15 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     return result
 
 
-class PredictWidget(QWidget):
+class PredictWidget(WorkerWidgetMixin, QWidget):
     """Predict an image layer with the current model into a Labels layer (napari dock widget)."""
+
+    JOB_NAME = "Prediction"
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.holder = model_holder(napari_viewer)
-        self.worker = None
         self._target = None
 
         layout = QVBoxLayout(self)
@@ -111,18 +109,15 @@ class PredictWidget(QWidget):
         self.image_combo = LayerCombo(napari_viewer, "image", self)
         self.image_combo.setToolTip("The image to segment (2D, a stack, a time series, RGB/multichannel).")
         form.addRow("image", self.image_combo)
-        self.output_combo = QComboBox()
-        for value, label in OUTPUTS:
-            self.output_combo.addItem(label, value)
-        self.output_combo.setToolTip(
+        self.output_combo = choice_combo(
+            OUTPUTS,
             "cells (instances): one id per cell, touching cells separated.\n"
-            "classes: one value per class (0 = background)."
+            "classes: one value per class (0 = background).",
         )
         form.addRow("output", self.output_combo)
-        self.scope_combo = QComboBox()
-        for value, label in SCOPES:
-            self.scope_combo.addItem(label, value)
-        self.scope_combo.setToolTip("Predict the slice in view (fast, to check) or every slice of the stack.")
+        self.scope_combo = choice_combo(
+            SCOPES, "Predict the slice in view (fast, to check) or every slice of the stack."
+        )
         form.addRow("predict", self.scope_combo)
         self.probability_check = QCheckBox("also add the probability layer")
         self.probability_check.setToolTip("An Image layer with the probability of foreground (1 - background) per pixel.")
@@ -131,30 +126,13 @@ class PredictWidget(QWidget):
         form.addRow("device", self.device_combo)
         layout.addLayout(form)
 
-        buttons = QHBoxLayout()
-        self.predict_button = QPushButton("Predict")
-        self.predict_button.clicked.connect(self.predict)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons.addWidget(self.predict_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setFormat("idle")
-        layout.addWidget(self.progress)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        self.predict_button = self._add_run_buttons(layout, "Predict", self.predict)
+        self._add_progress(layout, 1, value=None)
         layout.addStretch(1)
 
         self.holder.changed.connect(self._on_model_changed)
         self._on_model_changed(self.holder.description)
         self._set_running(False)
-
-    @property
-    def is_running(self) -> bool:
-        return self.worker is not None
 
     def _set_running(self, running: bool) -> None:
         self.predict_button.setEnabled(not running)
@@ -163,17 +141,7 @@ class PredictWidget(QWidget):
 
     def _on_model_changed(self, description: str) -> None:
         self.model_label.setText(description)
-        model = self.holder.model
-        if model is not None:
-            index = self.output_combo.findData((model.metadata or {}).get("mode"))
-            if index >= 0:
-                self.output_combo.setCurrentIndex(index)
-
-    def load_model(self, path: str | None = None):
-        path = path or ask_model_path(self)
-        if not path:
-            return None
-        return load_model_into(self.holder, path, device=self.device_combo.device())
+        select_model_mode(self.output_combo, self.holder.model)
 
     def predict(self):
         """Predict the chosen image (slice or stack) in a worker thread."""
@@ -204,22 +172,13 @@ class PredictWidget(QWidget):
         self.progress.setFormat("predicting… %p%")
         what = f"slice {index}" if index else "the whole image" if n_leading == 0 else "the whole stack"
         self.status_label.setText(f"Predicting {what} of {image.name!r}…")
-        self._set_running(True)
-        self.worker = make_worker(
+        self._start_worker(
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
                         device=self.device_combo.device()),
             yielded=self._on_progress,
             returned=self._on_returned,
-            errored=self._on_errored,
             aborted=self._on_aborted,
-            finished=self._on_finished,
         )
-        self.worker.start()
-
-    def cancel(self):
-        if self.worker is not None:
-            self.worker.quit()
-            self.progress.setFormat("cancelling…")
 
     def _on_progress(self, value):
         try:
@@ -267,21 +226,6 @@ class PredictWidget(QWidget):
             data = full
         return upsert_layer(self.viewer, name, kind, data, source_layer=image, **kwargs)
 
-    def _on_errored(self, exc):
-        logger.error("prediction failed", exc_info=(type(exc), exc, exc.__traceback__))
-        notify_error(f"Prediction failed: {plain_error(exc)}")
-        self.progress.setFormat("failed")
-
     def _on_aborted(self):
         self.progress.setFormat("cancelled")
         self.status_label.setText("Prediction cancelled.")
-
-    def _on_finished(self):
-        self.worker = None
-        self._set_running(False)
-        free_device_memory()
-
-    def closeEvent(self, event):  # noqa: N802 - Qt API
-        if self.worker is not None:
-            self.worker.quit()
-        super().closeEvent(event)

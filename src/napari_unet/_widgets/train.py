@@ -26,7 +26,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -36,32 +35,34 @@ from qtpy.QtWidgets import (
 )
 
 from ._common import (
+    MODE_CHOICES,
     PREVIEW_SUFFIX,
     UNCERTAINTY_SUFFIX,
     WEIGHTS_SUFFIX,
     DeviceCombo,
+    FollowsLayersMixin,
     LossPlot,
+    WorkerWidgetMixin,
     annotation_problems,
     ask_model_path,
     channels_last_to_first,
+    choice_combo,
     current_plane_index,
     describe_model,
     device_label,
     disconnect_all,
     format_seconds,
-    free_device_memory,
     image_axes,
     is_kind,
     is_output_layer,
-    load_model_into,
     matching_annotations,
     model_holder,
     notify_error,
     notify_info,
     notify_warning,
     plain_error,
+    select_model_mode,
     spatial_shape,
-    make_worker,
     upsert_layer,
 )
 
@@ -72,7 +73,7 @@ PRESETS = [
     ("paper", "paper: the paper's 31 M parameter U-Net (GPU)"),
     ("tiny", "tiny: smoke tests only"),
 ]
-MODES = [("instances", "cells (instances)"), ("classes", "classes")]
+MODES = MODE_CHOICES
 
 # hand freshly painted annotations to the trainer at most this often
 SYNC_EVERY_S = 1.0
@@ -211,7 +212,7 @@ class TrainJob:
 # the widget
 
 
-class PairTable(QTableWidget):
+class PairTable(FollowsLayersMixin, QTableWidget):
     """Image layers with a check box each and the annotation layer paired with them."""
 
     def __init__(self, viewer, parent=None):
@@ -225,17 +226,7 @@ class PairTable(QTableWidget):
             "Images to train on (checked) and their annotation layers. By default every image that "
             "has an annotation layer ('<image> annotations') is checked."
         )
-        events = viewer.layers.events
-        for emitter in (events.inserted, events.removed, events.moved):
-            emitter.connect(self._on_layers_changed)
-        for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def _on_layers_changed(self, event=None):
-        value = getattr(event, "value", None)
-        if getattr(event, "type", "") == "inserted" and value is not None:
-            value.events.name.connect(self.refresh)
+        self._follow_layers(viewer)
         self.refresh()
 
     def _state(self) -> dict[str, tuple[bool, str | None]]:
@@ -302,14 +293,15 @@ class PairTable(QTableWidget):
             item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
 
 
-class TrainWidget(QWidget):
+class TrainWidget(WorkerWidgetMixin, QWidget):
     """Train a U-Net on the painted annotations of one or more images (napari dock widget)."""
+
+    JOB_NAME = "Training"
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.holder = model_holder(napari_viewer)
-        self.worker = None
         self.job: TrainJob | None = None
         self._pairs: list = []
         self._dirty: set[int] = set()
@@ -323,21 +315,17 @@ class TrainWidget(QWidget):
         layout.addWidget(self.pair_table)
 
         form = QFormLayout()
-        self.mode_combo = QComboBox()
-        for value, label in MODES:
-            self.mode_combo.addItem(label, value)
-        self.mode_combo.setToolTip(
+        self.mode_combo = choice_combo(
+            MODES,
             "cells (instances): 1 = background, 2, 3, ... = one id per cell; touching cells are "
-            "separated.\nclasses: 1..K are classes (1 = background)."
+            "separated.\nclasses: 1..K are classes (1 = background).",
         )
         form.addRow("annotations are", self.mode_combo)
-        self.preset_combo = QComboBox()
-        for value, label in PRESETS:
-            self.preset_combo.addItem(label, value)
-        self.preset_combo.setToolTip(
+        self.preset_combo = choice_combo(
+            PRESETS,
             "fast: depth 3, 16 base channels, trains in minutes on a laptop CPU.\n"
             "paper: the original U-Net (depth 4, 64 base channels, 31 M parameters): use a GPU.\n"
-            "tiny: depth 2, 4 channels, for smoke tests."
+            "tiny: depth 2, 4 channels, for smoke tests.",
         )
         form.addRow("network", self.preset_combo)
         self.iterations_spin = QSpinBox()
@@ -400,14 +388,7 @@ class TrainWidget(QWidget):
             buttons.addWidget(button)
         layout.addLayout(buttons)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("idle")
-        layout.addWidget(self.progress)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
+        self._add_progress(layout, 1)
         self.loss_plot = LossPlot()
         layout.addWidget(self.loss_plot)
 
@@ -435,10 +416,6 @@ class TrainWidget(QWidget):
         self._set_running(False)
 
     # -- state ------------------------------------------------------------------------------
-
-    @property
-    def is_running(self) -> bool:
-        return self.worker is not None
 
     def _set_running(self, running: bool) -> None:
         has_model = self.holder.model is not None
@@ -572,16 +549,8 @@ class TrainWidget(QWidget):
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.status_label.setText("Preparing the training data…")
-        self._set_running(True)
         self._continue = continue_training
-        self.worker = make_worker(
-            self.job.run(),
-            yielded=self._on_yielded,
-            returned=self._on_returned,
-            errored=self._on_errored,
-            finished=self._on_finished,
-        )
-        self.worker.start()
+        self._start_worker(self.job.run(), yielded=self._on_yielded, returned=self._on_returned)
 
     def _check_model_fits(self, model, config):
         meta_mode = (model.metadata or {}).get("mode")
@@ -754,20 +723,12 @@ class TrainWidget(QWidget):
         notify_info(f"Training finished after {format_seconds(elapsed)}; the model is ready for Predict.")
         logger.info("training finished: %s events", iterations)
 
-    def _on_errored(self, exc):
-        logger.error("training failed", exc_info=(type(exc), exc, exc.__traceback__))
-        notify_error(f"Training failed: {plain_error(exc)}")
-        self.progress.setFormat("failed")
-
-    def _on_finished(self):
-        self.worker = None
+    def _worker_done(self):
         job, self.job = self.job, None
         if job is not None:
             job.trainer = None
         disconnect_all(self._connections)
         self._connections = []
-        self._set_running(False)
-        free_device_memory()
 
     # -- model files -------------------------------------------------------------------------
 
@@ -793,19 +754,13 @@ class TrainWidget(QWidget):
         return path
 
     def load_model(self, path: str | None = None):
-        """Load a model file (asks for it when ``path`` is None)."""
-        path = path or ask_model_path(self)
-        if not path:
-            return None
-        model = load_model_into(self.holder, path, device=self.device_combo.device())
-        if model is not None:
-            index = self.mode_combo.findData((model.metadata or {}).get("mode"))
-            if index >= 0:
-                self.mode_combo.setCurrentIndex(index)
+        """Load a model file (asks for it when ``path`` is None); its mode becomes the annotation mode."""
+        model = super().load_model(path)
+        select_model_mode(self.mode_combo, model)
         return model
 
-    def closeEvent(self, event):  # noqa: N802 - Qt API
+    def _stop_on_close(self):
+        # stop the trainer, not the worker: it ends by itself and keeps the best model
         if self.job is not None:
             self.job.stop()
         disconnect_all(self._connections)
-        super().closeEvent(event)

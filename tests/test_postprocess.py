@@ -101,3 +101,11 @@ def test_errors_say_what_was_given():
         to_labels(np.zeros((2, 0, 4)))
     with pytest.raises(ValueError, match=r"out has shape \(4, 5\), expected \(4, 4\)"):
         to_labels(np.zeros((2, 4, 4)), out=np.zeros((4, 5), np.int32))
+
+
+def test_default_splits_touching_cells_that_the_network_merged():
+    # two overlapping disks predicted as one blob: the default labelling gives two cells
+    mask = _disks((60, 100), [(30, 30), (30, 62)], 18)
+    p = _probabilities(mask)
+    assert to_labels(p).max() == 2
+    assert to_labels(p, split=None).max() == 1

@@ -86,7 +86,7 @@ def to_labels(
     *,
     cell_class: int = 1,
     threshold: float | None = None,
-    split: str | None = None,
+    split: str | None = "distance",
     split_h: float | None = None,
     min_size: int = 10,
     fill_holes: bool = False,
@@ -111,8 +111,11 @@ def to_labels(
         argmax is ``cell_class``).
     split : {None, "distance", "probability"}
         Split merged cells with a watershed seeded by the h-maxima of the distance transform
-        ("distance") or of the smoothed cell probability ("probability"); None keeps the
-        connected components.
+        ("distance", the default) or of the smoothed cell probability ("probability"); None keeps
+        the connected components. A network trained with the touching-cell weight map learns
+        the gaps between cells; the distance split catches the pairs it still merges (measured
+        in ``benchmarks/bench_train.py``: object F1 0.97 vs 0.41 on the synthetic sample after
+        5 CPU-minutes of training, 0.86 vs 0.85 on the nuclei sample).
     split_h : float, optional
         Height of the maxima that seed the split (default 2 pixels for "distance", 0.1 for
         "probability"); larger values split less.

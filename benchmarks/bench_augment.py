@@ -72,7 +72,7 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         print("napari_unet.model not available: skipping the training-step comparison")
         return
-    from napari_unet.train import weighted_cross_entropy
+    from napari_unet.training import weighted_cross_entropy
 
     model = UNet.from_config(MODEL_PRESETS["fast"])
     tile = tuple(model.valid_input_shape((188, 188)))

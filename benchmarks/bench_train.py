@@ -127,7 +127,7 @@ def _predict_labels(model, image, axes):
 def accuracy(args):
     from napari_unet.config import TrainConfig
     from napari_unet.samples import load_nuclei, make_touching_cells
-    from napari_unet.train import Trainer
+    from napari_unet.training import Trainer
 
     datasets = []
     if "synthetic" in args.datasets:
@@ -201,7 +201,7 @@ def speed(args):
 
     from napari_unet.config import TrainConfig
     from napari_unet.samples import make_touching_cells
-    from napari_unet.train import Trainer, weighted_cross_entropy
+    from napari_unet.training import Trainer, weighted_cross_entropy
 
     image, _, ann = make_touching_cells((512, 512), seed=0)
     print(f"{'preset':<7} {'tile':>9} {'out':>9} {'batch':>5} {'params':>8} {'it/s':>7} {'px/s':>9} "

@@ -39,10 +39,19 @@ def test_core_imports_without_qt_or_napari():
 
 
 def test_public_names_resolve():
+    import types
+
     import napari_unet
 
+    # importing every submodule first: a submodule named like an exported function would
+    # replace that function on the package (napari_unet.train must stay the function)
+    for module in CORE_MODULES:
+        importlib.import_module(f"napari_unet.{module}")
     for name in napari_unet.__all__:
-        assert getattr(napari_unet, name) is not None
+        value = getattr(napari_unet, name)
+        assert value is not None
+        assert not isinstance(value, types.ModuleType), f"napari_unet.{name} is a module, not the API object"
+    assert callable(napari_unet.train) and callable(napari_unet.predict_tiled)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         napari_unet.nope
 

@@ -312,7 +312,7 @@ def _training_loop(trainer, *, quiet: bool, label: str = "train") -> None:
 
 def _cmd_train(args) -> int:
     from .io import load_model, save_model
-    from .train import Trainer
+    from .training import Trainer
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
@@ -469,7 +469,7 @@ def _cmd_demo(args) -> int:
     from .postprocess import to_labels
     from .samples import make_touching_cells, touching_pairs
     from .tiling import predict_tiled
-    from .train import Trainer
+    from .training import Trainer
 
     out = Path(args.out)
     names = {"model": out / "demo.unet", "prediction": out / "prediction_labels.tif",

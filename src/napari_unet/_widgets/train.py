@@ -161,7 +161,7 @@ class TrainJob:
     def run(self):
         """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
         ``("preview", dict)``; returns the trainer (its model is the best one)."""
-        from ..train import Trainer
+        from ..training import Trainer
 
         target = self.preview_target
         trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes,

@@ -229,3 +229,19 @@ def test_zarr_round_trip(tmp_path):
         write_image(path, data, axes="ZYX")
     write_image(path, data + 1, axes="ZYX", overwrite=True)
     np.testing.assert_array_equal(np.asarray(read_image(path)[0][...]), data + 1)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from napari_unet.io import atomic_write_bytes, write_image
+
+    umask = os.umask(0o022)
+    try:
+        a = atomic_write_bytes(tmp_path / "m.unet", b"x")
+        b = write_image(tmp_path / "l.tif", np.zeros((4, 4), np.uint16))
+    finally:
+        os.umask(umask)
+    for p in (a, b):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o644, oct(os.stat(p).st_mode)

@@ -83,6 +83,16 @@ def _jsonable(value):
     return value
 
 
+def _default_permissions(path) -> None:
+    """mkstemp makes files readable by their owner alone; give them the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(path, 0o666 & ~umask)
+    except OSError:  # pragma: no cover - e.g. file systems without permissions
+        pass
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -93,6 +103,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -501,6 +512,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
         tifffile.imwrite(tmp, data, **kwargs)
         if path.exists() and not overwrite:  # appeared meanwhile
             raise _exists_error(path)
+        _default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -6,7 +6,7 @@ import sys
 def _main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "gui":
-        from ._launch import main as gui
+        from ._gui import main as gui
 
         return gui(argv[1:])
     from .cli import main

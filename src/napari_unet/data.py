@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from .config import AugmentConfig
 from .normalization import apply_normalization, normalization_params
-from .weights import weight_map
+from .weights import _check_integer_labels, weight_map
 
 __all__ = [
     "Targets",
@@ -62,16 +62,6 @@ class Batch(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- annotations
-
-
-def _check_integer_labels(annotations, name: str = "annotations") -> np.ndarray:
-    ann = np.asarray(annotations)
-    if ann.dtype == bool or not np.issubdtype(ann.dtype, np.integer):
-        raise TypeError(
-            f"{name} must be an integer label image (0 = not annotated, 1 = background, 2, 3, ... = "
-            f"cells or classes), got dtype {ann.dtype}"
-        )
-    return ann
 
 
 def insert_gaps(annotations) -> np.ndarray:

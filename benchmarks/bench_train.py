@@ -114,14 +114,15 @@ def _random_forest(image, annotations, per_plane):
 
 
 def _predict_labels(model, image, axes):
-    from napari_unet.postprocess import to_labels
+    from napari_unet.postprocess import label_options, to_labels
     from napari_unet.tiling import predict_stack, predict_tiled
 
     if axes == "YX":
         probs = predict_tiled(model, image)
     else:
         probs = predict_stack(model, image, axes=axes)
-    return to_labels(probs, mode="instances")
+    # the split of touching cells and the size filter scale with the painted cells' diameter
+    return to_labels(probs, **label_options(model, "instances"))
 
 
 def accuracy(args):

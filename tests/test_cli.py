@@ -61,6 +61,22 @@ def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
     assert read_image(out / "a_labels.zarr")[1] == "YX"
 
 
+def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, capsys, monkeypatch):
+    import napari_unet.postprocess as post
+
+    folder, image, _, model = files
+    diameter = load_model(model).metadata["cell_diameter"]
+    seen = []
+    real = post.to_labels
+    monkeypatch.setattr(post, "to_labels", lambda p, **kw: seen.append(kw) or real(p, **kw))
+    base = ["predict", "-m", str(model), str(folder / "img.tif"), "-q", "--device", "cpu"]
+    assert cli.main(base + ["-o", str(tmp_path / "a")]) == 0
+    assert cli.main(base + ["-o", str(tmp_path / "b"), "--cell-diameter", "31.5"]) == 0
+    assert seen == [{"mode": "instances", "cell_diameter": diameter}, {"mode": "instances", "cell_diameter": 31.5}]
+    assert cli.main(base + ["-o", str(tmp_path / "c"), "--cell-diameter", "0"]) == 2
+    assert "--cell-diameter must be > 0" in capsys.readouterr().err
+
+
 def test_bad_inputs_give_clear_errors_and_no_model(files, tmp_path, capsys):
     folder, image, annotations, _ = files
     one_class = tmp_path / "one.tif"

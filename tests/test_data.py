@@ -10,6 +10,7 @@ from napari_unet.data import (
     insert_gaps,
     instances_to_annotations,
     make_targets,
+    painted_cell_diameter,
     training_slices,
     validate_annotations,
 )
@@ -299,3 +300,23 @@ def test_split_validation_holds_out_disjoint_blocks():
     np.testing.assert_allclose(val.targets[0].weights, 2 * val_w)
     with pytest.raises(ValueError, match="already split"):
         sampler.split_validation(0.1)
+
+
+def test_painted_cell_diameter():
+    a = np.zeros((60, 60), np.uint16)
+    assert painted_cell_diameter(a) is None
+    a[:5, :5] = 1  # background only
+    assert painted_cell_diameter([a]) is None
+    a[10:20, 10:20] = 2  # 100 px -> 11.28 px
+    a[30:50, 30:50] = 3  # 400 px -> 22.57 px
+    a[40:60, 0:20] = 4  # cut by the border: left out while whole cells are painted
+    assert painted_cell_diameter(a) == pytest.approx(2 * np.sqrt(250 / np.pi))
+    b = np.zeros_like(a)
+    b[0:10, 0:30] = 2  # only a cut cell on this plane: counted when nothing else is
+    assert painted_cell_diameter(b) == pytest.approx(2 * np.sqrt(300 / np.pi))
+    # each plane's cells count (the same id on two planes is two cells): 100, 400, 400 px
+    c = np.zeros_like(a)
+    c[5:25, 5:25] = 2
+    assert painted_cell_diameter([a, c]) == pytest.approx(2 * np.sqrt(400 / np.pi))
+    with pytest.raises(ValueError, match="2D"):
+        painted_cell_diameter([np.zeros((2, 4, 4), np.uint16)])

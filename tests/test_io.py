@@ -32,6 +32,7 @@ def model():
         "class_names": ["background", "nucleus", "debris"],
         "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
         "training": {"iterations": 3, "best_val_loss": np.float32(0.25)},
+        "cell_diameter": 23.25,
     }
     return net.eval()
 
@@ -42,6 +43,7 @@ def test_round_trip_identical_predictions(model, tmp_path):
     assert loaded.config == model.config
     assert loaded.metadata["class_names"] == ["background", "nucleus", "debris"]
     assert loaded.metadata["training"]["best_val_loss"] == pytest.approx(0.25)
+    assert loaded.metadata["cell_diameter"] == 23.25  # prediction scales its cell split with it
     assert not loaded.training
     x = torch.randn(2, 1, 92, 92)
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.postprocess import to_labels
+from napari_unet.postprocess import label_options, to_labels
 
 
 def _probabilities(mask: np.ndarray) -> np.ndarray:
@@ -109,3 +109,43 @@ def test_default_splits_touching_cells_that_the_network_merged():
     p = _probabilities(mask)
     assert to_labels(p).max() == 2
     assert to_labels(p, split=None).max() == 1
+
+
+def test_split_and_size_filter_scale_with_the_cell_diameter():
+    # a peanut: two 25 px disks 24 px apart, a saddle ~2.6 px below the peaks (one cell, an
+    # irregular shape) -- and two 16 px disks that just touch (two cells, a deep neck)
+    peanut = _probabilities(_disks((80, 120), [(40, 40), (40, 64)], 25))
+    assert to_labels(peanut).max() == 2  # 2 px, the default without a known cell size, splits it
+    assert to_labels(peanut, cell_diameter=50).max() == 1  # 0.075 * 50 = 3.75 px: one cell
+    pair = _probabilities(_disks((80, 120), [(40, 40), (40, 70)], 16))
+    assert to_labels(pair, cell_diameter=32).max() == 2
+    assert to_labels(pair, cell_diameter=50).max() == 2
+    # debris of 40 px: kept with the fixed 10 px filter, removed at a tenth of a 30 px cell (71 px)
+    mask = _disks((80, 80), [(30, 30)], 15)
+    mask[70:75, 70:78] = True
+    p = _probabilities(mask)
+    assert to_labels(p).max() == 2
+    assert to_labels(p, cell_diameter=30).max() == 1
+    assert to_labels(p, cell_diameter=30, min_size=1).max() == 2  # explicit values win
+    with pytest.raises(ValueError, match="cell_diameter"):
+        to_labels(p, cell_diameter=-3)
+    with pytest.raises(ValueError, match="split_h"):
+        to_labels(p, split_h=0)
+
+
+def test_a_symmetric_cell_is_not_split_by_equal_twin_peaks():
+    # h_maxima marks both of two equal peaks however shallow the saddle; the split must not
+    mask = _disks((70, 100), [(35, 42), (35, 58)], 25)  # saddle ~1.3 px below the twin peaks
+    assert to_labels(_probabilities(mask), split="distance", split_h=2.0).max() == 1
+
+
+def test_label_options_follow_the_model():
+    class Model:
+        metadata = {"mode": "instances", "cell_diameter": 21.5}
+
+    assert label_options(Model()) == {"mode": "instances", "cell_diameter": 21.5}
+    assert label_options(Model(), "classes") == {"mode": "classes"}
+    Model.metadata = {"mode": "classes"}
+    assert label_options(Model()) == {"mode": "classes"}
+    Model.metadata = {"mode": "instances"}  # a model file from before the diameter was kept
+    assert label_options(Model()) == {"mode": "instances"}

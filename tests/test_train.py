@@ -98,6 +98,11 @@ def test_events_metadata_and_prediction(sample):
     assert meta["normalization"] == {"kind": "percentile", "low": 1.0, "high": 99.8}
     assert meta["tile"]["train_input_shape"] == list(trainer.input_shape)
     assert meta["training"]["iterations"] == 6 and meta["training"]["config"]["preset"] == "tiny"
+    # the painted cells' size travels with the model: prediction scales its cell split with it
+    from napari_unet.data import painted_cell_diameter
+
+    assert meta["cell_diameter"] == pytest.approx(painted_cell_diameter(annotations), abs=1e-3)
+    assert 10 < meta["cell_diameter"] < 30
     assert len(trainer.history) == 6 and "val_loss" in trainer.history[1]
     from napari_unet.tiling import predict_tiled
 
@@ -204,6 +209,16 @@ def test_set_annotations_swaps_in_fresh_strokes(sample):
     for _ in run:
         pass
     assert trainer.sampler.n_annotated == int((more > 0).sum())
+    diameter = trainer.model.metadata["cell_diameter"]
+    bigger = more.copy()
+    for k in range(3):  # three large cells painted: the diameter follows
+        bigger[5 + 40 * k:35 + 40 * k, 90:120] = int(more.max()) + 1 + k
+    trainer.set_annotations(0, bigger)
+    trainer._apply_pending()
+    from napari_unet.data import painted_cell_diameter
+
+    assert trainer.model.metadata["cell_diameter"] == pytest.approx(painted_cell_diameter(bigger), abs=1e-3)
+    assert trainer.model.metadata["cell_diameter"] > diameter
     with pytest.raises(ValueError, match="shape"):
         trainer.set_annotations(0, more[:-1])
 

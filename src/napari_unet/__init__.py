@@ -23,6 +23,7 @@ _EXPORTS = {
     "predict_tiled": "tiling",
     "predict_stack": "tiling",
     "to_labels": "postprocess",
+    "label_options": "postprocess",
     "weight_map": "weights",
     "fiji_weight_map": "weights",
     "elastic_deform": "augment",

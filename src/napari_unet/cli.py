@@ -365,6 +365,9 @@ def _add_predict(sub):
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--tile", type=_parse_tile, default=None, help="prediction input tile, e.g. 572 or 572x572")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    p.add_argument("--cell-diameter", type=float, default=None,
+                   help="typical cell diameter in pixels for the split of touching cells and the size filter "
+                        "(default: the median diameter of the cells painted for training, kept in the model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist (resume a batch job)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -378,7 +381,7 @@ def _canonical_order(array: np.ndarray, axes: str):
 
 def _cmd_predict(args) -> int:
     from .io import load_model, write_image
-    from .postprocess import to_labels
+    from .postprocess import label_options, to_labels
     from .tiling import iter_predict_stack
 
     if args.overwrite and args.skip_existing:
@@ -406,6 +409,12 @@ def _cmd_predict(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     mode = model.metadata.get("mode", "instances")
+    options = label_options(model, mode)
+    if args.cell_diameter is not None:
+        if not args.cell_diameter > 0:
+            raise CliError(f"--cell-diameter must be > 0 pixels, got {args.cell_diameter}")
+        if mode == "instances":
+            options["cell_diameter"] = args.cell_diameter
     in_channels = model.config.in_channels
     for number, (path, outputs) in enumerate(jobs, 1):
         data, axes = _read(path, args.axes)
@@ -427,7 +436,7 @@ def _cmd_predict(args) -> int:
                 bar.update(done, total, f"{done}/{total} tiles {_format_seconds(time.monotonic() - t0)}")
         except StopIteration as stop:
             probabilities = stop.value
-        labels = to_labels(probabilities, mode=mode)
+        labels = to_labels(probabilities, **options)
         out_axes = axes.replace("C", "")
         write_image(outputs["labels"], labels, axes=out_axes, overwrite=args.overwrite)
         if "probabilities" in outputs:
@@ -466,7 +475,7 @@ def _cmd_demo(args) -> int:
     from .config import TrainConfig
     from .io import save_model, write_image
     from .metrics import match_instances, pixel_iou, separated_pairs
-    from .postprocess import to_labels
+    from .postprocess import label_options, to_labels
     from .samples import make_touching_cells, touching_pairs
     from .tiling import predict_tiled
     from .training import Trainer
@@ -502,7 +511,7 @@ def _cmd_demo(args) -> int:
     _training_loop(trainer, quiet=args.quiet, label="train")
     say("3/3 predict: a new synthetic image (never seen in training)")
     probabilities = predict_tiled(trainer.model, test_image, device=args.device)
-    labels = to_labels(probabilities, mode="instances")
+    labels = to_labels(probabilities, **label_options(trainer.model, "instances"))
     scores = match_instances(test_instances, labels)
     sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
     out.mkdir(parents=True, exist_ok=True)

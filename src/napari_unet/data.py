@@ -31,6 +31,7 @@ __all__ = [
     "make_targets",
     "insert_gaps",
     "instances_to_annotations",
+    "painted_cell_diameter",
     "validate_annotations",
     "training_slices",
     "TileSampler",
@@ -173,6 +174,42 @@ def instances_to_annotations(instances) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- axes and planes
+
+
+def painted_cell_diameter(annotations) -> float | None:
+    """Median equivalent diameter (pixels) of the cells painted in instance-mode annotations.
+
+    ``annotations`` is one 2D annotation or a list of them (each cell id ``>= 2`` of a plane is a
+    cell; the same id on two planes counts twice). Cells cut by the plane border are left out
+    unless no other cell is painted. Returns None when no cell is painted. Prediction scales
+    its cell split and size filter with this figure (:func:`napari_unet.to_labels`).
+
+    Examples
+    --------
+    >>> a = np.ones((40, 40), np.uint16); a[5:15, 5:15] = 2; a[20:30, 20:30] = 3
+    >>> round(painted_cell_diameter(a), 2)  # a 10 x 10 square: 2 * sqrt(100 / pi)
+    11.28
+    """
+    planes = [annotations] if isinstance(annotations, np.ndarray) else list(annotations)
+    inner: list[float] = []
+    cut: list[float] = []
+    for plane in planes:
+        plane = np.asarray(plane)
+        if plane.ndim != 2 or not plane.size:
+            raise ValueError(f"annotation planes must be 2D (Y, X), got shape {plane.shape}")
+        cells = np.where(plane >= 2, plane, 0).astype(np.int64, copy=False)
+        if not cells.any():
+            continue
+        areas = np.bincount(cells.ravel())
+        ids = np.flatnonzero(areas)
+        ids = ids[ids > 0]
+        border = np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))
+        for i in ids.tolist():
+            (cut if i in border else inner).append(float(areas[i]))
+    areas = inner or cut
+    if not areas:
+        return None
+    return float(2.0 * math.sqrt(float(np.median(areas)) / math.pi))
 
 
 def _default_axes(n_spatial_extra: int) -> str:

@@ -19,9 +19,75 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["to_labels"]
+__all__ = ["to_labels", "label_options"]
 
 _SPLITS = (None, "distance", "probability")
+
+#: split height of the distance split, as a fraction of the typical cell diameter
+SPLIT_H_PER_DIAMETER = 0.075
+#: smallest object kept, as a fraction of the area of a typical cell
+MIN_SIZE_PER_AREA = 0.1
+
+
+def _scaled_defaults(split, split_h, min_size, cell_diameter):
+    """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known."""
+    if cell_diameter is not None:
+        cell_diameter = float(cell_diameter)
+        if not np.isfinite(cell_diameter) or cell_diameter <= 0:
+            raise ValueError(f"cell_diameter must be a positive number of pixels, got {cell_diameter}")
+    if split_h is None:
+        if split == "probability":
+            split_h = 0.1
+        elif cell_diameter is not None:
+            split_h = max(1.0, SPLIT_H_PER_DIAMETER * cell_diameter)
+        else:
+            split_h = 2.0
+    if min_size is None:
+        if cell_diameter is not None:
+            min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**2 / 4)))
+        else:
+            min_size = 10
+    if float(split_h) <= 0:
+        raise ValueError(f"split_h must be > 0, got {split_h}")
+    if int(min_size) < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size}")
+    return float(split_h), int(min_size)
+
+
+def label_options(model, mode: str | None = None) -> dict:
+    """Keyword arguments of :func:`to_labels` that a trained model implies.
+
+    ``mode`` (given, or the model's) and, in instance mode, the ``cell_diameter`` the model
+    learnt from the painted cells: ``to_labels(probabilities, **label_options(model))``.
+
+    Examples
+    --------
+    >>> class M: metadata = {"mode": "instances", "cell_diameter": 20.0}
+    >>> label_options(M())
+    {'mode': 'instances', 'cell_diameter': 20.0}
+    """
+    meta = getattr(model, "metadata", None) or {}
+    mode = mode or meta.get("mode") or ("classes" if getattr(getattr(model, "config", None), "n_classes", 2) > 2 else "instances")
+    options: dict = {"mode": mode}
+    diameter = meta.get("cell_diameter")
+    if mode == "instances" and diameter:
+        options["cell_diameter"] = float(diameter)
+    return options
+
+
+def _dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
+    """Maxima of ``surface`` that rise more than ``h`` above any path to a higher one, as masks.
+
+    The regional maxima of the reconstruction by dilation of ``surface - h`` under ``surface``:
+    two peaks joined by a saddle less than ``h`` below them share one flat top there and give
+    one marker. (``skimage.morphology.h_maxima`` marks both of two *equal* peaks, however
+    shallow the saddle, which splits a symmetric cell in two.)
+    """
+    from skimage.morphology import local_maxima, reconstruction
+
+    surface = surface.astype(np.float64, copy=False)
+    rec = reconstruction(surface - h, surface, method="dilation")
+    return local_maxima(rec, connectivity=2, allow_borders=True)
 
 
 def _instances_2d(
@@ -37,7 +103,6 @@ def _instances_2d(
 ) -> np.ndarray:
     """Instance labels 1..n of one plane (n_classes, Y, X)."""
     from skimage.measure import label as cc_label
-    from skimage.morphology import h_maxima
     from skimage.segmentation import relabel_sequential, watershed
 
     cell = probabilities[cell_class]
@@ -58,7 +123,7 @@ def _instances_2d(
         else:  # "probability"
             surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), 1.0)
         surface = np.where(mask, surface, 0)
-        markers = cc_label(h_maxima(surface, split_h) & mask, connectivity=2)
+        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=2)
         # every component gets at least one marker (h_maxima misses components lower than h)
         components = cc_label(mask, connectivity=connectivity)
         unmarked = np.setdiff1d(np.unique(components[markers == 0]), np.unique(components[markers > 0]))
@@ -88,7 +153,8 @@ def to_labels(
     threshold: float | None = None,
     split: str | None = "distance",
     split_h: float | None = None,
-    min_size: int = 10,
+    min_size: int | None = None,
+    cell_diameter: float | None = None,
     fill_holes: bool = False,
     connectivity: int = 1,
     out=None,
@@ -114,13 +180,19 @@ def to_labels(
         ("distance", the default) or of the smoothed cell probability ("probability"); None keeps
         the connected components. A network trained with the touching-cell weight map learns
         the gaps between cells; the distance split catches the pairs it still merges (measured
-        in ``benchmarks/bench_train.py``: object F1 0.97 vs 0.41 on the synthetic sample after
-        5 CPU-minutes of training, 0.86 vs 0.85 on the nuclei sample).
+        in ``benchmarks/bench_train.py``, see ``benchmarks/README.md``).
     split_h : float, optional
-        Height of the maxima that seed the split (default 2 pixels for "distance", 0.1 for
-        "probability"); larger values split less.
-    min_size : int
-        Objects smaller than this many pixels (per plane) are removed.
+        Height of the maxima that seed the split; larger values split less. Default for
+        "distance": ``0.075 * cell_diameter`` pixels (0.15 of the typical radius) when the
+        cell diameter is known, else 2 pixels; for "probability": 0.1.
+    min_size : int, optional
+        Objects smaller than this many pixels (per plane) are removed. Default: a tenth of the
+        area of a typical cell (``0.1 * pi * (cell_diameter / 2) ** 2``) when the cell
+        diameter is known, else 10 pixels.
+    cell_diameter : float, optional
+        Typical cell diameter in pixels. A model trained in instance mode records the median
+        diameter of the painted cells in ``model.metadata["cell_diameter"]``; pass it here so
+        the split and the size filter scale with the cells (see :func:`label_options`).
     fill_holes : bool
         Fill holes inside the cell mask before labelling.
     connectivity : {1, 2}
@@ -153,8 +225,7 @@ def to_labels(
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
-    if split_h is None:
-        split_h = 2.0 if split == "distance" else 0.1
+    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
     labels_shape = shape[1:]
     if out is None:
         out = np.zeros(labels_shape, np.int32)

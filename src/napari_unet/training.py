@@ -374,6 +374,17 @@ class Trainer:
             else:
                 logger.info("too little is annotated to hold out a validation set; training on everything")
         self._refresh_validation()
+        self._update_cell_diameter()
+
+    def _update_cell_diameter(self):
+        """Record the median diameter of the painted cells (instance mode) in the model metadata:
+        prediction scales its split of touching cells and its size filter with it. A model
+        continued with annotations that paint no cell keeps the diameter it had."""
+        if self.config.mode != "instances":
+            return
+        diameter = self._data.painted_cell_diameter([a for al in self._ann_lists for a in al])
+        if diameter is not None:
+            self.model.metadata["cell_diameter"] = round(float(diameter), 3)
 
     def _refresh_validation(self):
         self._val_batches = []
@@ -417,6 +428,7 @@ class Trainer:
             self._refresh_validation()
         else:  # annotated planes appeared or vanished: new sampler and split
             self._build_data(self.config.seed + self.iteration)
+        self._update_cell_diameter()
         targets = self.sampler.targets
         self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
         if self.val_sampler is not None:

@@ -23,6 +23,15 @@ def test_predict_2d_instances_and_probability(viewer, open_widget, qtbot, with_m
     assert 0.0 <= probability.data.min() and probability.data.max() <= 1.0
     assert widget.predict_button.isEnabled()
 
+    # the cell diameter comes from the model (the painted cells); a larger one drops small objects
+    assert f"{with_model.metadata['cell_diameter']:.1f} px" in widget.diameter_spin.specialValueText()
+    n_before = n_objects(labels.data)
+    widget.diameter_spin.setValue(60.0)  # min size 283 px: most of these ~250 px cells go
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert n_objects(viewer.layers["cells prediction"].data) < n_before
+    widget.diameter_spin.setValue(0.0)
+
     # re-running updates the layers instead of adding new ones
     n_layers = len(viewer.layers)
     widget.output_combo.setCurrentIndex(widget.output_combo.findData("classes"))

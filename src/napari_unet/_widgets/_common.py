@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from qtpy.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QWidget
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +382,32 @@ def free_device_memory() -> None:
     if mps is not None and getattr(torch.backends, "mps", None) is not None:
         if torch.backends.mps.is_available() and hasattr(mps, "empty_cache"):
             mps.empty_cache()
+
+
+class CellDiameterSpin(QDoubleSpinBox):
+    """Typical cell diameter for the split of touching cells; 0 = the model's own figure."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(0.0, 10000.0)
+        self.setDecimals(1)
+        self.setSuffix(" px")
+        self.setSpecialValueText("from the model")
+        self.setToolTip(
+            "Typical cell diameter in pixels (cells output only). Touching cells are split at a neck\n"
+            "where the width drops by more than 0.15 x diameter, and objects smaller than a tenth of\n"
+            "a typical cell are dropped. 'from the model': the median diameter of the cells\n"
+            "painted for training. Raise it if cells come out cut in two, lower it if touching\n"
+            "cells stay merged."
+        )
+
+    def set_model(self, model) -> None:
+        diameter = (getattr(model, "metadata", None) or {}).get("cell_diameter")
+        self.setSpecialValueText(f"from the model ({diameter:.1f} px)" if diameter else "from the model")
+
+    def diameter(self) -> float | None:
+        """The diameter chosen, or None for the model's own."""
+        return float(self.value()) or None
 
 
 class DeviceCombo(QComboBox):

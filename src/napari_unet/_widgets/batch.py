@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._common import (
+    CellDiameterSpin,
     PREDICTION_SUFFIX,
     DeviceCombo,
     FollowsLayersMixin,
@@ -57,16 +58,21 @@ def output_path(folder, layer_name: str) -> Path:
     return Path(folder) / f"{safe}_labels.tif"
 
 
-def batch_job(model, items, mode: str, device=None):
+def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None):
     """Generator over ``items`` = [(name, data, axes, path or None), ...].
+
+    ``cell_diameter`` overrides the model's (see :class:`._common.CellDiameterSpin`).
 
     Yields ``("progress", fraction)`` and ``("result", name, labels, path, error)``; returns the
     number of layers done.
     """
     from ..io import write_image
-    from ..postprocess import to_labels
+    from ..postprocess import label_options, to_labels
     from ..tiling import iter_predict_stack
 
+    options = label_options(model, mode)
+    if cell_diameter and options["mode"] == "instances":
+        options["cell_diameter"] = float(cell_diameter)
     n = len(items)
     for i, (name, data, axes, path) in enumerate(items):
         if axes.endswith("YXC"):
@@ -78,7 +84,7 @@ def batch_job(model, items, mode: str, device=None):
                 yield ("progress", (i + (done / total if total else 0.0)) / n)
         except StopIteration as stop:
             probabilities = stop.value
-        labels = to_labels(probabilities, mode=mode)
+        labels = to_labels(probabilities, **options)
         del probabilities
         error = None
         if path is not None:
@@ -129,6 +135,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         form = QFormLayout()
         self.output_combo = choice_combo(OUTPUTS)
         form.addRow("output", self.output_combo)
+        self.diameter_spin = CellDiameterSpin()
+        form.addRow("cell diameter", self.diameter_spin)
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
         self.save_check = QCheckBox("save as TIFF to")
@@ -196,6 +204,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     def _on_model_changed(self, description: str) -> None:
         self.model_label.setText(f"Model: {description}")
         select_model_mode(self.output_combo, self.holder.model)
+        self.diameter_spin.set_model(self.holder.model)
 
     def choose_folder(self):
         folder = QFileDialog.getExistingDirectory(self, "Save results to", self.folder_edit.text())
@@ -287,7 +296,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self._total = len(items)
         self._start_worker(
             batch_job(model, [tuple(item) for item in items], self.output_combo.currentData(),
-                      device=self.device_combo.device()),
+                      device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter()),
             yielded=self._on_yielded,
             returned=self._on_returned,
             aborted=self._on_aborted,

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._common import (
+    CellDiameterSpin,
     MODE_CHOICES,
     PREDICTION_SUFFIX,
     PROBABILITY_SUFFIX,
@@ -59,12 +60,15 @@ def check_model_fits(model, layer) -> str:
     return axes
 
 
-def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None):
+def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
+                cell_diameter: float | None = None):
     """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
 
     ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).
+    ``cell_diameter`` overrides the model's (instance mode: the split of touching cells and
+    the smallest object kept scale with it).
     """
-    from ..postprocess import to_labels
+    from ..postprocess import label_options, to_labels
     from ..tiling import iter_predict_stack, iter_predict_tiled
 
     if index is not None:
@@ -74,7 +78,10 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
         probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device)
-    labels = to_labels(probabilities, mode=mode)
+    options = label_options(model, mode)
+    if cell_diameter and options["mode"] == "instances":
+        options["cell_diameter"] = float(cell_diameter)
+    labels = to_labels(probabilities, **options)
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
         # probability of "not background" (cell, or any foreground class)
@@ -119,6 +126,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
             SCOPES, "Predict the slice in view (fast, to check) or every slice of the stack."
         )
         form.addRow("predict", self.scope_combo)
+        self.diameter_spin = CellDiameterSpin()
+        form.addRow("cell diameter", self.diameter_spin)
         self.probability_check = QCheckBox("also add the probability layer")
         self.probability_check.setToolTip("An Image layer with the probability of foreground (1 - background) per pixel.")
         form.addRow(self.probability_check)
@@ -142,6 +151,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
     def _on_model_changed(self, description: str) -> None:
         self.model_label.setText(description)
         select_model_mode(self.output_combo, self.holder.model)
+        self.diameter_spin.set_model(self.holder.model)
 
     def predict(self):
         """Predict the chosen image (slice or stack) in a worker thread."""
@@ -174,7 +184,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self.status_label.setText(f"Predicting {what} of {image.name!r}…")
         self._start_worker(
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
-                        device=self.device_combo.device()),
+                        device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter()),
             yielded=self._on_progress,
             returned=self._on_returned,
             aborted=self._on_aborted,

@@ -186,14 +186,15 @@ class TrainJob:
 
     def preview_layers(self, probabilities, target, iteration: int) -> dict:
         """Labels (and optional uncertainty / weight map) of one previewed plane."""
-        from ..postprocess import to_labels
+        from ..postprocess import label_options, to_labels
 
         pair, index = target
+        model = self.trainer.model if self.trainer is not None else self.model
         out = {
             "pair": pair,
             "index": index,
             "iteration": iteration,
-            "labels": to_labels(probabilities, mode=self.config.mode),
+            "labels": to_labels(probabilities, **label_options(model, self.config.mode)),
         }
         if self.want_uncertainty:
             out["uncertainty"] = entropy_map(probabilities)

@@ -18,6 +18,7 @@ from napari_unet.tiling import (
     choose_tile_shape,
     iter_predict_stack,
     iter_predict_tiled,
+    normalization_range,
     predict_stack,
     predict_tiled,
     resolve_precision,
@@ -158,6 +159,23 @@ def test_normalization_from_metadata():
     np.testing.assert_allclose(predict_tiled(net, raw, tile_shape=(100, 100), **FP32), plain, atol=1e-4)
     unnormalized = predict_tiled(net, raw, normalize=False, **FP32)
     assert np.abs(unnormalized - plain).max() > 1e-3
+
+
+def test_one_plane_predicted_as_within_its_stack():
+    net = _net()
+    net.metadata["normalization"] = {"kind": "percentile", "low": 1.0, "high": 99.8}
+    dim = (_image((64, 80), seed=1) * 500 + 100).astype(np.uint16)  # a deep, dim slice ...
+    bright = (_image((64, 80), seed=2) * 4000 + 300).astype(np.uint16)  # ... in a bright stack
+    stack = np.stack([bright, dim, bright])
+    whole = predict_stack(net, stack, axes="ZYX", **FP32)
+    own = predict_tiled(net, dim, **FP32)  # the plane's own percentiles: not what the stack gives
+    assert np.abs(own - whole[:, 1]).max() > 1e-3
+    lows, highs = normalization_range(net, stack, axes="ZYX")
+    np.testing.assert_allclose(predict_tiled(net, dim, normalize=(lows, highs), **FP32), whole[:, 1], atol=1e-5)
+    with pytest.raises(ValueError, match="one per channel"):
+        predict_tiled(net, dim, normalize=([0.0, 1.0], [2.0, 3.0]), **FP32)
+    net.metadata = {}
+    assert normalization_range(net, stack, axes="ZYX") is None
 
 
 def test_dask_zarr_memmap_inputs_and_outputs(valid_net, tmp_path):

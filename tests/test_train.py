@@ -260,3 +260,29 @@ def test_progress_callback_and_time_limit(sample):
                    progress=lambda done, total: calls.append((done, total)))
     assert calls and all(total == 1 for _, total in calls)
     assert result.model.metadata["training"]["elapsed_s"] < 5
+
+
+def test_intensity_range_is_the_whole_stack_normalization(sample):
+    from napari_unet.normalization import normalization_params
+
+    image, _, annotations = sample
+    stack = np.stack([image, (image * 0.5).astype(image.dtype)])
+    ann = np.stack([annotations, np.zeros_like(annotations)])  # the dim plane is not annotated
+    trainer = Trainer([stack], [ann], config=tiny(iterations=2, preview_every=1, validation_fraction=0.0), axes="ZYX")
+    lows, highs = trainer.intensity_range(0)
+    expected = normalization_params(stack, {"kind": "percentile", "low": 1.0, "high": 99.8})
+    np.testing.assert_allclose(lows, expected[0])
+    np.testing.assert_allclose(highs, expected[1])
+    # the preview of the dim plane is normalized with them, not with its own percentiles
+    trainer.set_preview(stack[1], normalize=(lows, highs))
+    previews = [e.preview for e in trainer.run() if e.kind == "preview"]
+    from napari_unet.tiling import predict_tiled
+
+    again = predict_tiled(trainer.model, stack[1], normalize=(lows, highs))  # the final weights
+    own = predict_tiled(trainer.model, stack[1])
+    np.testing.assert_allclose(previews[-1], again, atol=1e-4)
+    assert np.abs(previews[-1] - own).max() > 1e-3
+    rgb = np.stack([image, image // 2, image // 3])
+    trainer = Trainer([rgb], [annotations], config=tiny(iterations=1), axes="CYX")
+    lows, highs = trainer.intensity_range(0)
+    assert lows.shape == (3,) and highs[0] > highs[1] > highs[2]

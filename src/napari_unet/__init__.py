@@ -22,6 +22,7 @@ _EXPORTS = {
     "UNet": "model",
     "predict_tiled": "tiling",
     "predict_stack": "tiling",
+    "normalization_range": "tiling",
     "to_labels": "postprocess",
     "label_options": "postprocess",
     "weight_map": "weights",

@@ -54,6 +54,7 @@ __all__ = [
     "predict_stack",
     "iter_predict_tiled",
     "iter_predict_stack",
+    "normalization_range",
     "select_device",
     "choose_tile_shape",
     "resolve_precision",
@@ -572,7 +573,18 @@ def _check_out(out, shape: tuple[int, ...], name: str = "out"):
     return out
 
 
-def _normalization(model: UNet, source: _Source, normalize: bool):
+def _normalization(model: UNet, source: _Source, normalize):
+    if isinstance(normalize, (tuple, list)):  # (lows, highs) given, e.g. those of a whole stack
+        if len(normalize) != 2:
+            raise ValueError(f"normalize must be True, False or a (lows, highs) pair, got {normalize!r}")
+        n_channels = source.data.shape[source.axes.index("C")] if "C" in source.axes else 1
+        lows, highs = (np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel() for v in normalize)
+        if lows.shape != (n_channels,) or highs.shape != (n_channels,):
+            raise ValueError(f"normalize=(lows, highs) needs {n_channels} value(s) each (one per channel), "
+                             f"got {lows.size} and {highs.size}")
+        if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
+            raise ValueError("normalize=(lows, highs) must be finite numbers")
+        return lows, highs
     norm = model.metadata.get("normalization") if isinstance(getattr(model, "metadata", None), dict) else None
     if not normalize or not isinstance(norm, dict):
         return None, None
@@ -584,6 +596,28 @@ def _normalization(model: UNet, source: _Source, normalize: bool):
             "numbers: replace them first, e.g. with np.nan_to_num"
         )
     return lows, highs
+
+
+def normalization_range(model: UNet, data, *, axes: str | None = None):
+    """The ``(lows, highs)`` intensities that ``model`` normalizes ``data`` with.
+
+    Percentiles of the whole image or stack (per channel), as :func:`predict_stack` uses them;
+    ``None`` when the model stores no normalization. Pass the result as ``normalize=`` to
+    predict one plane of a stack exactly as within the whole stack.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_unet import UNet
+    >>> net = UNet(depth=1, base_channels=2); net.metadata = {"normalization": {"kind": "percentile", "low": 0, "high": 100}}
+    >>> normalization_range(net, np.arange(24).reshape(2, 3, 4), axes="ZYX")
+    (array([0.]), array([23.]))
+    """
+    data = _as_array(data, "data")
+    if axes is None:
+        axes = _image_axes(data, model)
+    lows, highs = _normalization(model, _make_source(data, axes, model, "data"), True)
+    return None if lows is None else (lows, highs)
 
 
 def _iter_predict(
@@ -667,7 +701,7 @@ def iter_predict_tiled(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     out=None,
-    normalize: bool = True,
+    normalize: bool | tuple = True,
     precision: str = "auto",
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_tiled`: yields ``(done, total)`` tiles, returns the result.
@@ -694,7 +728,7 @@ def predict_tiled(
     device: str | torch.device | None = None,
     out=None,
     progress: Progress | None = None,
-    normalize: bool = True,
+    normalize: bool | tuple = True,
     precision: str = "auto",
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
@@ -717,8 +751,12 @@ def predict_tiled(
         images larger than RAM.
     progress : callable, optional
         ``progress(done, total)`` after each batch of tiles.
-    normalize : bool
-        Apply the model's stored normalization (computed on this image) to the tiles.
+    normalize : bool or (lows, highs)
+        True: apply the model's stored normalization, its percentiles computed on this image.
+        False: none (the image is already normalized). A ``(lows, highs)`` pair (one value per
+        channel): map these intensities to 0 and 1, e.g. the percentiles of the whole stack a
+        plane comes from (:func:`normalization_range`), so the plane is predicted exactly as
+        it is within :func:`predict_stack`.
     precision : {"auto", "fp32", "bf16", "fp16"}
         Arithmetic; "auto" picks the fastest that keeps the argmax (see the module notes).
 
@@ -753,7 +791,7 @@ def iter_predict_stack(
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     out=None,
-    normalize: bool = True,
+    normalize: bool | tuple = True,
     precision: str = "auto",
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_stack`: yields ``(done, total)`` tiles over all planes."""
@@ -776,7 +814,7 @@ def predict_stack(
     device: str | torch.device | None = None,
     out=None,
     progress: Progress | None = None,
-    normalize: bool = True,
+    normalize: bool | tuple = True,
     precision: str = "auto",
 ):
     """Class probabilities of a stack, predicted plane by plane with one progress total.

@@ -319,8 +319,12 @@ class Trainer:
         """Normalized annotated planes of one image and their annotations (ValueError on bad shapes)."""
         try:
             pairs = self._data.training_slices(image, annotations, axes=axes, normalization=self._norm_for_data())
+            resolved = self._data._resolve_axes(tuple(np.shape(image)), np.shape(annotations), axes)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"image {index}: {exc}") from None
+        if not hasattr(self, "_resolved_axes"):
+            self._resolved_axes = {}
+        self._resolved_axes[index] = resolved
         return [p for p, _ in pairs], [a for _, a in pairs]
 
     def _check_inputs(self, images, annotations, axes_list):
@@ -438,10 +442,25 @@ class Trainer:
         self._best_state = None
         logger.info("annotations updated at iteration %d", self.iteration)
 
-    def set_preview(self, image_region) -> None:
-        """Predict this raw 2D region ``(Y, X)`` / ``(C, Y, X)`` every ``config.preview_every`` iterations."""
+    def set_preview(self, image_region, normalize=True) -> None:
+        """Predict this raw 2D region ``(Y, X)`` / ``(C, Y, X)`` every ``config.preview_every`` iterations.
+
+        ``normalize`` as in :func:`napari_unet.predict_tiled`: True normalizes the region with its
+        own percentiles; ``(lows, highs)`` with given ones, e.g. those of the whole stack the
+        region is a plane of (:meth:`intensity_range`), as training normalizes it.
+        """
         with self._lock:
             self._preview = None if image_region is None else np.asarray(image_region)
+            self._preview_normalize = normalize
+
+    def intensity_range(self, index: int):
+        """``(lows, highs)`` that training maps to 0 and 1 in image ``index`` (None: no normalization)."""
+        from .normalization import normalization_params
+
+        axes = self._resolved_axes[index]
+        channel_axis = axes.index("C") if "C" in axes else None
+        lows, highs = normalization_params(self._images[index], self.normalization, channel_axis=channel_axis)
+        return None if lows is None else (lows, highs)
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (thread-safe); it ends within about a second keeping the best model."""
@@ -645,12 +664,14 @@ class Trainer:
 
         with self._lock:
             region = self._preview
+            normalize = getattr(self, "_preview_normalize", True)
         if region is None:
             return None
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=None)
         with torch.no_grad():
-            gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile())
+            gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile(),
+                                     normalize=normalize)
             try:
                 while True:
                     next(gen)

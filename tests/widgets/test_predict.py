@@ -43,7 +43,8 @@ def test_predict_2d_instances_and_probability(viewer, open_widget, qtbot, with_m
 
 
 def test_predict_stack_slice_then_whole(viewer, open_widget, qtbot, with_model, cells):
-    stack = np.stack([cells[0], cells[0][::-1], cells[0][:, ::-1]])
+    dim = (cells[0][::-1] * 0.7).astype(cells[0].dtype)  # a dim slice: normalized with the stack
+    stack = np.stack([cells[0], dim, cells[0][:, ::-1]])
     viewer.add_image(stack, name="stack")
     widget = open_widget("Predict")
     viewer.dims.set_current_step(0, 1)
@@ -53,12 +54,15 @@ def test_predict_stack_slice_then_whole(viewer, open_widget, qtbot, with_model, 
     data = viewer.layers["stack prediction"].data
     assert data.shape == stack.shape
     assert n_objects(data[1]) > 1 and not data[0].any() and not data[2].any()
+    slice_result = data[1].copy()
 
     widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("stack"))
     widget.predict_button.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     data = viewer.layers["stack prediction"].data
     assert all(n_objects(data[z]) > 1 for z in range(3))
+    # the slice alone comes out as it does within the whole stack (same normalization)
+    np.testing.assert_array_equal(data[1] > 0, slice_result > 0)
     # ids are unique across the stack
     assert not set(np.unique(data[0])[1:]) & set(np.unique(data[1])[1:])
 

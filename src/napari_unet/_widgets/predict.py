@@ -69,12 +69,16 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     the smallest object kept scale with it).
     """
     from ..postprocess import label_options, to_labels
-    from ..tiling import iter_predict_stack, iter_predict_tiled
+    from ..tiling import iter_predict_stack, iter_predict_tiled, normalization_range
 
     if index is not None:
         plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
-        probabilities = yield from iter_predict_tiled(model, plane, device=device)
+        normalize = True
+        if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
+            whole, whole_axes = channels_last_to_first(data, axes)
+            normalize = normalization_range(model, whole, axes=whole_axes) or True
+        probabilities = yield from iter_predict_tiled(model, plane, device=device, normalize=normalize)
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
         probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device)

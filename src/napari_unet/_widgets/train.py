@@ -90,8 +90,11 @@ def entropy_map(probabilities: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p)).sum(axis=0) / math.log(max(2, n_classes))).astype(np.float32)
 
 
-def predict_plane(model, plane: np.ndarray, device=None) -> np.ndarray:
-    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was."""
+def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.ndarray:
+    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was.
+
+    ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``).
+    """
     from ..tiling import predict_tiled
 
     was_training = model.training
@@ -101,7 +104,7 @@ def predict_plane(model, plane: np.ndarray, device=None) -> np.ndarray:
         except StopIteration:
             device = None
     try:
-        return predict_tiled(model, plane, device=device)
+        return predict_tiled(model, plane, device=device, normalize=normalize)
     finally:
         model.train(was_training)
 
@@ -156,7 +159,15 @@ class TrainJob:
         self.preview_target = target
         trainer = self.trainer
         if trainer is not None:
-            trainer.set_preview(self.preview_region(target))
+            self._set_trainer_preview(trainer, target)
+
+    def _set_trainer_preview(self, trainer, target) -> None:
+        """Preview ``target``'s plane normalized as training normalizes it (whole-image percentiles)."""
+        region = self.preview_region(target)
+        normalize = True
+        if region is not None:
+            normalize = trainer.intensity_range(target[0]) or True
+        trainer.set_preview(region, normalize=normalize)
 
     def run(self):
         """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
@@ -164,9 +175,9 @@ class TrainJob:
         from ..training import Trainer
 
         target = self.preview_target
-        trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes,
-                          preview=self.preview_region(target))
+        trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes)
         self.trainer = trainer
+        self._set_trainer_preview(trainer, target)
         if self.stopping:
             trainer.stop()
         self.device = trainer.device
@@ -180,7 +191,8 @@ class TrainJob:
         target = self.preview_target
         region = self.preview_region(target)
         if region is not None and trainer.iteration > 0:
-            probabilities = predict_plane(trainer.model, region, trainer.device)
+            probabilities = predict_plane(trainer.model, region, trainer.device,
+                                          normalize=trainer.intensity_range(target[0]) or True)
             yield ("preview", self.preview_layers(probabilities, target, trainer.iteration))
         return trainer
 

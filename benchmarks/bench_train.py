@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -263,6 +264,10 @@ def main(argv=None):
     args.minutes = [float(m) for m in args.minutes.split(",") if m]
     args.datasets = args.datasets.split(",")
     args.presets = args.presets.split(",")
+    if args.clock == "cpu":
+        # idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs,
+        # spinning would count as CPU time and eat the budget without training
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import torch
 

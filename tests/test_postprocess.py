@@ -116,7 +116,7 @@ def test_split_and_size_filter_scale_with_the_cell_diameter():
     # irregular shape) -- and two 16 px disks that just touch (two cells, a deep neck)
     peanut = _probabilities(_disks((80, 120), [(40, 40), (40, 64)], 25))
     assert to_labels(peanut).max() == 2  # 2 px, the default without a known cell size, splits it
-    assert to_labels(peanut, cell_diameter=50).max() == 1  # 0.075 * 50 = 3.75 px: one cell
+    assert to_labels(peanut, cell_diameter=50).max() == 1  # 0.1 * 50 = 5 px: one cell
     pair = _probabilities(_disks((80, 120), [(40, 40), (40, 70)], 16))
     assert to_labels(pair, cell_diameter=32).max() == 2
     assert to_labels(pair, cell_diameter=50).max() == 2

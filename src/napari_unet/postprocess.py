@@ -24,7 +24,7 @@ __all__ = ["to_labels", "label_options"]
 _SPLITS = (None, "distance", "probability")
 
 #: split height of the distance split, as a fraction of the typical cell diameter
-SPLIT_H_PER_DIAMETER = 0.075
+SPLIT_H_PER_DIAMETER = 0.1
 #: smallest object kept, as a fraction of the area of a typical cell
 MIN_SIZE_PER_AREA = 0.1
 
@@ -183,7 +183,7 @@ def to_labels(
         in ``benchmarks/bench_train.py``, see ``benchmarks/README.md``).
     split_h : float, optional
         Height of the maxima that seed the split; larger values split less. Default for
-        "distance": ``0.075 * cell_diameter`` pixels (0.15 of the typical radius) when the
+        "distance": ``0.1 * cell_diameter`` pixels (a fifth of the typical radius) when the
         cell diameter is known, else 2 pixels; for "probability": 0.1.
     min_size : int, optional
         Objects smaller than this many pixels (per plane) are removed. Default: a tenth of the

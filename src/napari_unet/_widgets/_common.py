@@ -395,7 +395,7 @@ class CellDiameterSpin(QDoubleSpinBox):
         self.setSpecialValueText("from the model")
         self.setToolTip(
             "Typical cell diameter in pixels (cells output only). Touching cells are split at a neck\n"
-            "where the width drops by more than 0.15 x diameter, and objects smaller than a tenth of\n"
+            "where the width drops by more than 0.2 x diameter, and objects smaller than a tenth of\n"
             "a typical cell are dropped. 'from the model': the median diameter of the cells\n"
             "painted for training. Raise it if cells come out cut in two, lower it if touching\n"
             "cells stay merged."

@@ -129,3 +129,26 @@ def test_console_entry_point_in_a_subprocess(files, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "img_labels.tif").exists()
+
+
+def test_export_writes_a_bioimageio_package(files, tmp_path, capsys):
+    import zipfile
+
+    import yaml
+
+    folder, image, annotations, model = files
+    out = tmp_path / "cells.bioimageio.zip"
+    assert cli.main(["export", "-m", str(model), "-o", str(out), "--sample", str(folder / "img.tif"),
+                     "--name", "my cells", "--author", "Ada Lovelace"]) == 0
+    assert "bioimage.io package written" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+    assert rdf["name"] == "my cells" and rdf["authors"] == [{"name": "Ada Lovelace"}]
+    assert rdf["weights"]["torchscript"]["source"] == "weights.pt"
+    before = out.read_bytes()
+    assert cli.main(["export", "-m", str(model), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    bad = tmp_path / "bad.unet"
+    bad.write_bytes(b"not a model")
+    assert cli.main(["export", "-m", str(bad), "-o", str(tmp_path / "x.zip")]) == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "x.zip").exists()

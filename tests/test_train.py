@@ -286,3 +286,45 @@ def test_intensity_range_is_the_whole_stack_normalization(sample):
     trainer = Trainer([rgb], [annotations], config=tiny(iterations=1), axes="CYX")
     lows, highs = trainer.intensity_range(0)
     assert lows.shape == (3,) and highs[0] > highs[1] > highs[2]
+
+
+def test_checkpoint_run_dirs_are_fresh_and_pruned(tmp_path, monkeypatch):
+    from napari_unet.training import checkpoint_run_dir
+
+    monkeypatch.setenv("NAPARI_UNET_CHECKPOINT_DIR", str(tmp_path / "ck"))
+    runs = [checkpoint_run_dir(keep=3) for _ in range(5)]
+    assert len(set(runs)) == 5 and all(r.parent == tmp_path / "ck" for r in runs)
+    left = sorted(p for p in (tmp_path / "ck").iterdir())
+    assert len(left) == 3 and runs[-1] in left and runs[0] not in left
+    explicit = checkpoint_run_dir(tmp_path / "other")
+    assert explicit.parent == tmp_path / "other" and not any(explicit.iterdir())
+
+
+def test_weight_averaging_keeps_the_average_and_survives_a_checkpoint(sample, tmp_path):
+    image, _, annotations = sample
+    with pytest.raises(ValueError, match="ema_decay"):
+        tiny(ema_decay=1.0)
+    # the average of the weights along the way, by hand
+    config = tiny(iterations=12, ema_decay=0.9, validation_fraction=0.0, checkpoint_dir=str(tmp_path))
+    trainer = Trainer([image], [annotations], config=config)
+    states = []
+    step = trainer._step
+    trainer._step = lambda batch: (step(batch), states.append(state_copy(trainer.model)))[0]
+    list(trainer.run())
+    assert len(states) == 12
+    expected = {k: v.clone() for k, v in states[0].items()}
+    for it, state in enumerate(states[1:], start=1):
+        d = min(0.9, (1.0 + it) / (10.0 + it))
+        for k, v in state.items():
+            expected[k] = expected[k] * d + v * (1 - d) if v.is_floating_point() else v.clone()
+    kept = trainer.model.state_dict()
+    for k, v in kept.items():
+        torch.testing.assert_close(v, expected[k], atol=1e-6, rtol=1e-5)
+    assert not same_state(kept, states[-1])  # the average, not the last weights
+    # validation scores the averaged weights, and the best averaged weights are kept
+    config = tiny(iterations=8, ema_decay=0.9, checkpoint_dir=str(tmp_path))
+    trainer = Trainer([image], [annotations], config=config)
+    list(trainer.run())
+    assert trainer._ema is not None and trainer.best_iteration is not None
+    resumed = Trainer.resume(tmp_path / "checkpoint.unet", [image], [annotations])
+    assert same_state(resumed._ema, trainer._ema)

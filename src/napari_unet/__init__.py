@@ -41,6 +41,7 @@ _EXPORTS = {
     "load_model": "io",
     "read_image": "io",
     "write_image": "io",
+    "export_bioimageio": "bioimageio",
     "make_touching_cells": "samples",
     "load_nuclei": "samples",
 }

@@ -1,4 +1,4 @@
-"""Headless command line: ``napari-unet train | predict | demo`` (also ``python -m napari_unet``).
+"""Headless command line: ``napari-unet train | predict | export | demo`` (also ``python -m napari_unet``).
 
 Examples
 --------
@@ -9,6 +9,10 @@ Train on two images and their painted annotations (TIFF), five minutes on the CP
 Apply the model to every TIFF / zarr of a folder, writing labels (and probabilities)::
 
     napari-unet predict -m cells.unet experiment/ -o results/ --probabilities
+
+Export a model to the bioimage.io format (ilastik, deepImageJ, QuPath, the model zoo)::
+
+    napari-unet export -m cells.unet --sample img1.tif -o cells.bioimageio.zip
 
 Run the whole paint -> train -> predict loop on the synthetic sample, without a GUI::
 
@@ -103,8 +107,8 @@ class ProgressBar:
 # PNG writer (zlib only), for the demo's side-by-side picture
 
 
-def write_png(path, rgb: np.ndarray) -> Path:
-    """Write an ``(H, W, 3)`` uint8 image as PNG with the standard library alone."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """The PNG encoding of an ``(H, W, 3)`` uint8 image, with the standard library alone."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"write_png expects an (H, W, 3) image, got {rgb.shape}")
@@ -116,9 +120,14 @@ def write_png(path, rgb: np.ndarray) -> Path:
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    return png
+
+
+def write_png(path, rgb: np.ndarray) -> Path:
+    """Write an ``(H, W, 3)`` uint8 image as PNG with the standard library alone."""
     from .io import atomic_write_bytes
 
-    return atomic_write_bytes(path, png)
+    return atomic_write_bytes(path, png_bytes(rgb))
 
 
 def _gray_rgb(image: np.ndarray) -> np.ndarray:
@@ -533,6 +542,57 @@ def _cmd_demo(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# export
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a model to the bioimage.io model format",
+                       description="Write a .unet model as a bioimage.io model package (zip: rdf.yaml, TorchScript "
+                                   "weights, test tensors, cover), for ilastik, deepImageJ, QuPath and the model zoo.")
+    p.add_argument("-m", "--model", required=True, help="model file (.unet)")
+    p.add_argument("-o", "--output", required=True, help="package to write, e.g. cells.bioimageio.zip")
+    p.add_argument("--sample", default=None,
+                   help="an image like those the model is for (TIFF / zarr); its first plane gives the test "
+                        "tensors and the cover (default: a synthetic image)")
+    p.add_argument("--axes", default=None, help="axes of the sample, e.g. YX, CYX, ZYX (default: from the file)")
+    p.add_argument("--name", default=None, help="model name shown in the model zoo")
+    p.add_argument("--description", default=None, help="one-sentence description")
+    p.add_argument("--author", action="append", default=None, help="an author's name (repeat for several)")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the weights (default CC-BY-4.0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .bioimageio import export_bioimageio
+    from .io import load_model
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise CliError(f"{output} exists; pass --overwrite to replace it")
+    try:
+        model = load_model(args.model, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    sample = None
+    if args.sample:
+        data, axes = _read(Path(args.sample), args.axes)
+        data, axes = _canonical_order(np.asarray(data), axes)
+        # the first plane of a stack / time series: (C, Y, X) or (Y, X)
+        index = tuple(0 if a in "TZ" else slice(None) for a in axes)
+        sample = np.asarray(data[index])
+        if "C" not in axes and model.config.in_channels > 1:
+            raise CliError(f"the model takes {model.config.in_channels} channels but {args.sample} has axes {axes}")
+    try:
+        path = export_bioimageio(model, output, sample=sample, name=args.name, description=args.description,
+                                 authors=args.author, license=args.license, overwrite=args.overwrite)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"bioimage.io package written to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,9 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation from painted strokes, headless.")
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
-    sub = parser.add_subparsers(dest="command", metavar="{train,predict,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,predict,export,demo}")
     _add_train(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 

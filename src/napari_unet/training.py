@@ -20,6 +20,7 @@ optimizer state inside, written to a temporary file and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -41,6 +42,7 @@ __all__ = [
     "train",
     "weighted_cross_entropy",
     "default_tile_shape",
+    "checkpoint_run_dir",
     "CHECKPOINT_NAME",
 ]
 
@@ -138,6 +140,50 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
             depth = model.config.depth
             wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
     return tuple(int(s) for s in model.valid_input_shape(wanted))
+
+
+def _cache_root() -> Path:
+    """The per-user cache folder of napari-unet (no platformdirs needed)."""
+    import os
+    import sys
+
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "napari-unet" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "napari-unet"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-unet"
+
+
+def checkpoint_run_dir(root=None, *, keep: int = 5) -> Path:
+    """A new, empty folder for the checkpoints of one training run, under ``root``.
+
+    ``root`` defaults to ``$NAPARI_UNET_CHECKPOINT_DIR`` or the user's cache folder
+    (``~/.cache/napari-unet/checkpoints`` on Linux). Runs are named by their start time; only the
+    ``keep`` newest run folders are kept (older ones are deleted), so checkpoints of large
+    networks do not pile up. The napari widget trains with such a folder, so a crash of napari
+    costs at most ``TrainConfig.checkpoint_every_s`` of training: the ``checkpoint.unet`` inside is
+    a model file (*Load model…*, or ``Trainer.resume``).
+    """
+    import os
+    import shutil
+
+    root = Path(root or os.environ.get("NAPARI_UNET_CHECKPOINT_DIR") or _cache_root() / "checkpoints")
+    root.mkdir(parents=True, exist_ok=True)
+    import datetime
+
+    while True:  # names sort by start time (to the microsecond)
+        run = root / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f")
+        try:
+            run.mkdir()
+            break
+        except FileExistsError:
+            time.sleep(0.001)
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("run-"))
+    for old in runs[: max(0, len(runs) - int(keep))]:
+        if old != run:
+            shutil.rmtree(old, ignore_errors=True)
+    return run
 
 
 def _learning_rate(config: TrainConfig) -> float:
@@ -304,6 +350,7 @@ class Trainer:
         self.best_val_iou: float | None = None
         self.best_iteration: int | None = None
         self._best_state: dict | None = None
+        self._ema: dict | None = None  # averaged weights (config.ema_decay), made at the first step
         self.stopped = False
         self._finished = False
         self._amp_dtype = None
@@ -516,7 +563,43 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
+        self._update_ema()
         return float(loss.detach())
+
+    # ------------------------------------------------------------------ weight averaging
+
+    def _update_ema(self) -> None:
+        import torch
+
+        decay = float(self.config.ema_decay or 0.0)
+        if decay <= 0:
+            return
+        state = self.model.state_dict()
+        if self._ema is None:
+            self._ema = {k: v.detach().clone() for k, v in state.items()}
+            return
+        # warm-up: early on the average follows the weights closely (1/11, 2/12, ... -> decay)
+        d = min(decay, (1.0 + self.iteration) / (10.0 + self.iteration))
+        with torch.no_grad():
+            for key, value in state.items():
+                avg = self._ema[key]
+                if avg.is_floating_point():
+                    avg.mul_(d).add_(value.detach().to(avg.dtype), alpha=1.0 - d)
+                else:  # e.g. batch norm's num_batches_tracked
+                    avg.copy_(value)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """Within the block the model holds the averaged weights (if any), then its own again."""
+        if self._ema is None:
+            yield
+            return
+        live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self._ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(live)
 
     def run(self) -> Iterator[TrainEvent]:
         """Train, yielding a :class:`TrainEvent` every ``config.log_every`` iterations and at
@@ -606,6 +689,8 @@ class Trainer:
         self._elapsed_before = elapsed
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        elif self._ema is not None:
+            self.model.load_state_dict(self._ema)
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
 
@@ -620,7 +705,7 @@ class Trainer:
         union = np.zeros(self.n_classes)
         self.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._averaged_weights():
                 for batch in self._val_batches:
                     if self._stop_event.is_set():
                         return None
@@ -650,7 +735,8 @@ class Trainer:
             self.best_val_loss = val_loss
             self.best_val_iou = val_iou
             self.best_iteration = self.iteration
-            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            source = self._ema if self._ema is not None else self.model.state_dict()
+            self._best_state = {k: v.detach().clone() for k, v in source.items()}
         return val_loss, val_iou
 
     def _predict_tile(self):
@@ -669,7 +755,7 @@ class Trainer:
             return None
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=None)
-        with torch.no_grad():
+        with torch.no_grad(), self._averaged_weights():
             gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile(),
                                      normalize=normalize)
             try:
@@ -750,6 +836,8 @@ class Trainer:
         extra_tensors = {"optimizer": tensors} if tensors else {}
         if self._best_state is not None:
             extra_tensors["best"] = self._best_state
+        if self._ema is not None:
+            extra_tensors["ema"] = self._ema
         extra = {
             "checkpoint": {
                 "iteration": self.iteration,
@@ -797,6 +885,8 @@ class Trainer:
         trainer.best_iteration = state.get("best_iteration")
         if "best" in extra_tensors:
             trainer._best_state = {k: v.to(trainer.device) for k, v in extra_tensors["best"].items()}
+        if "ema" in extra_tensors:
+            trainer._ema = {k: v.to(trainer.device) for k, v in extra_tensors["ema"].items()}
         opt_json = state["optimizer"]
         tensors = extra_tensors.get("optimizer", {})
         opt_state: dict = {"param_groups": opt_json["param_groups"], "state": {}}

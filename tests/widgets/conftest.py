@@ -39,6 +39,14 @@ def notifications():
     notification_manager.notification_ready.disconnect(collect)
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_root(tmp_path, monkeypatch):
+    """Training checkpoints of the widgets go to a temporary folder, not the user's cache."""
+    root = tmp_path / "checkpoints"
+    monkeypatch.setenv("NAPARI_UNET_CHECKPOINT_DIR", str(root))
+    return root
+
+
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()

@@ -26,7 +26,7 @@ def paint_sample(labels, annotations):
     labels.events.paint(value=[])
 
 
-def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, notifications):
+def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, notifications, checkpoint_root):
     image, _, annotations = cells
     image_layer = viewer.add_image(image, name="cells")
 
@@ -79,6 +79,12 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     assert train.loss_plot.train
     assert "ETA" in train.progress.format() or "done" in train.progress.format()
     assert train.start_button.isEnabled() and train.continue_button.isEnabled()
+    # a crash of napari would have cost nothing: the run left a checkpoint, itself a model file
+    from napari_unet.io import load_model
+
+    runs = sorted(checkpoint_root.glob("run-*/checkpoint.unet"))
+    assert len(runs) == 1 and str(runs[0].parent) in train.progress.toolTip()
+    assert load_model(runs[0]).config == train.holder.model.config
 
     # continue training from the current weights, a few iterations
     train.iterations_spin.setValue(150)
@@ -170,3 +176,28 @@ def test_pairs_follow_new_annotation_layers(viewer, open_widget):
     train.pair_table.set_checked([])
     viewer.add_image(np.zeros((8, 8), dtype=np.float32), name="other")
     assert train.pair_table.pairs() == []  # the user's choice survives a refresh
+
+
+def test_export_bioimageio_from_the_widget(viewer, open_widget, cells, with_model, tmp_path, monkeypatch,
+                                          notifications):
+    import zipfile
+
+    image, _, annotations = cells
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(annotations, name="cells annotations")
+    train = open_widget("Train")
+    assert train.export_button.isEnabled()
+    path = tmp_path / "cells"  # no suffix: the widget adds .zip
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    written = train.export_bioimageio()
+    assert written == tmp_path / "cells.zip" and written.exists()
+    assert any("bioimage.io package written" in m for m in notifications.of("info"))
+    with zipfile.ZipFile(written) as zf:
+        test_input = np.load(zf.open("test_input.npy"))
+    # the test tensor comes from the training image, not from a synthetic one
+    assert np.isin(test_input.ravel()[:100], image).all()
+    # a given path is never overwritten
+    before = written.read_bytes()
+    assert train.export_bioimageio(str(written)) is None
+    assert written.read_bytes() == before
+    assert any("nothing was overwritten" in m for m in notifications.errors)

@@ -970,6 +970,15 @@ def ask_model_path(parent, save: bool = False) -> str | None:
     return path or None
 
 
+def ask_export_path(parent) -> str | None:
+    """A save dialog for a bioimage.io package (tests patch ``QFileDialog``); it asks before replacing a file."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, "Export to bioimage.io", "model.bioimageio.zip",
+                                          "bioimage.io model package (*.zip)")
+    return path or None
+
+
 def load_model_into(holder: ModelHolder, path, device=None):
     """Load the model file ``path`` into ``holder``; a notification (and None) on failure."""
     from pathlib import Path

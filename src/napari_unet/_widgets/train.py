@@ -44,6 +44,7 @@ from ._common import (
     LossPlot,
     WorkerWidgetMixin,
     annotation_problems,
+    ask_export_path,
     ask_model_path,
     channels_last_to_first,
     choice_combo,
@@ -53,6 +54,7 @@ from ._common import (
     disconnect_all,
     format_seconds,
     image_axes,
+    image_plane,
     is_kind,
     is_output_layer,
     matching_annotations,
@@ -417,9 +419,15 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self.load_button = QPushButton("Load model…")
         self.load_button.setToolTip("Load a .unet model file (to predict with, or to continue training).")
         self.load_button.clicked.connect(self.load_model)
+        self.export_button = QPushButton("Export bioimage.io…")
+        self.export_button.setToolTip(
+            "Export the model as a bioimage.io package (zip) for ilastik, deepImageJ (Fiji), QuPath and the "
+            "bioimage.io model zoo; the visible plane of the first training image becomes its test image.")
+        self.export_button.clicked.connect(self.export_bioimageio)
         model_buttons.addWidget(self.save_button)
         model_buttons.addWidget(self.load_button)
         group_layout.addLayout(model_buttons)
+        group_layout.addWidget(self.export_button)
         layout.addWidget(group)
         layout.addStretch(1)
 
@@ -437,6 +445,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self.stop_button.setEnabled(running)
         self.load_button.setEnabled(not running)
         self.save_button.setEnabled(has_model)
+        self.export_button.setEnabled(has_model and not running)
         for widget in (self.pair_table, self.mode_combo, self.preset_combo, self.batch_spin,
                        self.augment_check, self.device_combo):
             widget.setEnabled(not running)
@@ -463,6 +472,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             augment=AugmentConfig(enabled=self.augment_check.isChecked()),
             device=self.device_combo.device(),
             preview_every=self.preview_spin.value(),
+            checkpoint_dir=self._checkpoint_dir(),
         )
         if model is None:
             in_channels, n_classes = self._channels_and_classes(mode)
@@ -474,6 +484,16 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             if mode == "classes":
                 kwargs["n_classes"] = model.config.n_classes
         return TrainConfig(**kwargs)
+
+    def _checkpoint_dir(self) -> str | None:
+        """A fresh checkpoint folder for this run (None, with a warning, if none can be made)."""
+        from ..training import checkpoint_run_dir
+
+        try:
+            return str(checkpoint_run_dir())
+        except OSError as exc:
+            notify_warning(f"Training without checkpoints (cannot create the checkpoint folder: {plain_error(exc)})")
+            return None
 
     def _channels_and_classes(self, mode):
         channels = set()
@@ -555,6 +575,9 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self._warned = set()
         self._last_validation = (None, None)
         self._started_at = time.monotonic()
+        if config.checkpoint_dir:
+            self.progress.setToolTip(f"Checkpoints every {format_seconds(config.checkpoint_every_s)} and at the end "
+                                     f"go to {config.checkpoint_dir} (model files: Load model… opens them)")
         if config.iterations:
             self.progress.setRange(0, int(config.iterations))
         else:
@@ -661,6 +684,8 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         else:
             self.progress.setValue(int(min(event.elapsed_s or 0, self.progress.maximum())))
             text = f"{iteration} it."
+        if kind == "checkpoint":
+            self.progress.setToolTip(f"Last checkpoint: {event.message} (a model file: Load model… opens it)")
         if kind == "done":
             self.progress.setValue(self.progress.maximum())
             self.progress.setFormat(f"{text}  done")
@@ -764,6 +789,54 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             notify_error(f"Could not save the model to {path}: {plain_error(exc)}")
             return None
         notify_info(f"Model saved to {path}")
+        return path
+
+    def _export_sample(self, model):
+        """The visible plane of the first training image, if it fits the model (else None)."""
+        try:
+            pairs = self.pair_table.pairs()
+            if not pairs:
+                return None
+            layer = pairs[0][0]
+            plane = image_plane(layer, current_plane_index(self.viewer, layer), model.config.in_channels)
+            expected = 2 if model.config.in_channels == 1 else 3
+            return plane if plane.ndim == expected else None
+        except (ValueError, IndexError, TypeError) as exc:
+            logger.info("no sample image for the export: %s", exc)
+            return None
+
+    def export_bioimageio(self, path: str | None = None):
+        """Export the current model as a bioimage.io package (asks for a file when ``path`` is None)."""
+        if self.holder.model is None:
+            notify_error("There is no model to export yet: train or load one first.")
+            return None
+        if self.is_running:
+            notify_error("Stop training before exporting the model.")
+            return None
+        overwrite = path is None  # the save dialog has asked before replacing a file
+        path = path or ask_export_path(self)
+        if not path:
+            return None
+        path = Path(path)
+        if not path.name.endswith(".zip"):
+            path = path.with_name(path.name + ".zip")
+        from qtpy.QtWidgets import QApplication
+
+        from ..bioimageio import export_bioimageio
+
+        model = self.holder.model
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            export_bioimageio(model, path, sample=self._export_sample(model), overwrite=overwrite)
+        except FileExistsError:
+            notify_error(f"{path} exists: choose another name (nothing was overwritten).")
+            return None
+        except (OSError, ValueError, RuntimeError) as exc:
+            notify_error(f"Could not export the model to {path}: {plain_error(exc)}")
+            return None
+        finally:
+            QApplication.restoreOverrideCursor()
+        notify_info(f"bioimage.io package written to {path}")
         return path
 
     def load_model(self, path: str | None = None):

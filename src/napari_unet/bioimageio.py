@@ -159,14 +159,14 @@ def _preprocessing(model) -> list[dict]:
 
 
 def _normalize_like_model(tile: np.ndarray, model) -> np.ndarray:
-    """Apply the model's normalization to a (1, C, H, W) tile, as the rdf.yaml describes it."""
+    """Apply the model's normalization to a (1, C, H, W) tile (per channel, as ``scale_range`` does)."""
+    from .normalization import apply_normalization, normalization_params
+
     norm = (getattr(model, "metadata", None) or {}).get("normalization")
-    if not (isinstance(norm, dict) and norm.get("kind", "percentile") == "percentile"):
+    if not isinstance(norm, dict):
         return tile.astype(np.float32)
-    low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    lo = np.percentile(tile, low, axis=(2, 3), keepdims=True)
-    hi = np.percentile(tile, high, axis=(2, 3), keepdims=True)
-    return ((tile - lo) / (hi - lo + 1e-6)).astype(np.float32)
+    lows, highs = normalization_params(tile[0], norm, channel_axis=0)
+    return apply_normalization(tile, lows, highs, channel_axis=1)
 
 
 def _class_names(model) -> list[str]:
@@ -282,6 +282,7 @@ def bioimageio_description(
     import torch
 
     cfg = model.config
+    meta = getattr(model, "metadata", None) or {}
     step, minimum, offset, halo = geometry["step"], geometry["min"], geometry["offset"], geometry["halo"]
     in_channels = [f"channel{k}" for k in range(cfg.in_channels)]
     spatial_out = []
@@ -339,8 +340,8 @@ def bioimageio_description(
         "config": {"napari-unet": {
             "version": __version__,
             "model_file": "model.unet",
-            "mode": (getattr(model, "metadata", None) or {}).get("mode"),
-            "cell_diameter": (getattr(model, "metadata", None) or {}).get("cell_diameter"),
+            "mode": meta.get("mode"),
+            "cell_diameter": meta.get("cell_diameter"),
             "architecture": cfg.to_dict(),
         }},
     }

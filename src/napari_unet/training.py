@@ -17,7 +17,8 @@ foreground IoU there. The best model by validation loss is kept (the last one wi
 validation). With ``TrainConfig.ema_decay`` the weights are also averaged along the way
 (Polyak averaging); validation, previews and the kept model then use the average. It is off by
 default: on the nuclei sample it changed object F1 by nothing measurable (0.929 vs 0.928, mean
-of 3 seeds after 5 CPU minutes), but it smooths the live preview. Checkpoints are model files (:func:`napari_unet.load_model` reads them) with the
+of 3 seeds after 5 minutes), but it smooths the live preview. Checkpoints are model files
+(:func:`napari_unet.load_model` reads them) with the
 optimizer state inside, written to a temporary file and renamed.
 """
 
@@ -25,8 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import math
+import os
+import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -147,9 +152,6 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
 
 def _cache_root() -> Path:
     """The per-user cache folder of napari-unet (no platformdirs needed)."""
-    import os
-    import sys
-
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
         return base / "napari-unet" / "Cache"
@@ -168,13 +170,8 @@ def checkpoint_run_dir(root=None, *, keep: int = 5) -> Path:
     costs at most ``TrainConfig.checkpoint_every_s`` of training: the ``checkpoint.unet`` inside is
     a model file (*Load model…*, or ``Trainer.resume``).
     """
-    import os
-    import shutil
-
     root = Path(root or os.environ.get("NAPARI_UNET_CHECKPOINT_DIR") or _cache_root() / "checkpoints")
     root.mkdir(parents=True, exist_ok=True)
-    import datetime
-
     while True:  # names sort by start time (to the microsecond)
         run = root / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f")
         try:

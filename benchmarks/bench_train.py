@@ -58,6 +58,10 @@ def _scores(gt, pred, per_plane: bool):
             "sep": sep, "pairs": pairs}
 
 
+def _checksum(model):
+    return float(sum(float(p.detach().double().abs().sum()) for p in model.parameters()))
+
+
 def _row(dataset, method, seconds, s):
     print(f"{dataset:<22} {method:<26} {seconds:7.1f} {s['iou']:7.3f} {s['f1']:6.3f} {s['precision']:6.3f} "
           f"{s['recall']:6.3f} {s['sep']:4d}/{s['pairs']:<4d}", flush=True)
@@ -182,6 +186,10 @@ def accuracy(args):
                     scores = _scores(gt, labels, per_plane)
                     runs.setdefault(label, []).append(scores)
                     _row(label, f"U-Net fast {minutes:g} min{seed_text} ({trainer.iteration} it)", train_s, scores)
+                    if args.verbose:
+                        print(f"    kept the {trainer.kept} weights (iteration {trainer.kept_iteration}); lowest "
+                              f"validation loss {trainer.best_val_loss} at iteration {trainer.best_iteration}; "
+                              f"weights checksum {_checksum(trainer.model):.6f}", flush=True)
             if len(args.seeds) > 1:
                 for label, all_scores in runs.items():
                     f1 = [s["f1"] for s in all_scores]
@@ -274,6 +282,7 @@ def main(argv=None):
     parser.add_argument("--clock", choices=["cpu", "wall"], default="wall",
                         help="training budget in wall time (default: what a user waits) or in process CPU time / "
                              "threads (for a shared machine; generous)")
+    parser.add_argument("--verbose", action="store_true", help="print the kept iteration and a weights checksum")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]

@@ -16,6 +16,9 @@ from napari_unet.model import UNet
 from napari_unet.samples import make_touching_cells
 from napari_unet.tiling import predict_tiled
 
+# a bioimage.io consumer loads TorchScript (deprecated in torch 2.13, still what the format ships)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
 NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
 
 
@@ -55,6 +58,7 @@ def test_exported_network_computes_what_napari_unet_computes(padding, tmp_path):
     files = _read(path)
     assert {"rdf.yaml", "weights.pt", "test_input.npy", "test_output.npy", "README.md", "cover.png",
             "model.unet"} <= set(files)
+    assert "(validation loss 0.3000, IoU 0.700, of the best weights)" in files["README.md"].decode()
     rdf = yaml.safe_load(files["rdf.yaml"])
     test_in = np.load(io.BytesIO(files["test_input.npy"]))
     test_out = np.load(io.BytesIO(files["test_output.npy"]))

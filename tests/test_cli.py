@@ -30,9 +30,14 @@ def test_train_writes_a_model_and_refuses_to_overwrite(files, capsys):
     folder, image, annotations, model = files
     net = load_model(model)
     assert net.metadata["mode"] == "instances" and net.metadata["training"]["iterations"] == 3
+    assert net.metadata["training"]["kept"] == "best"
     code = cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(model),
                      "--preset", "tiny", "--iterations", "1", "-q"])
     assert code == 2 and "--overwrite" in capsys.readouterr().err
+    last = folder / "last.unet"
+    code = cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(last),
+                     "--preset", "tiny", "--iterations", "2", "--batch-size", "2", "--keep", "last", "-q"])
+    assert code == 0 and load_model(last).metadata["training"]["kept"] == "last"
 
 
 def test_predict_files_folders_and_zarr(files, tmp_path, capsys):

@@ -150,6 +150,47 @@ def test_stop_keeps_the_best_model(sample):
     assert same_state(state_copy(trainer.model), states[best_it][1])
 
 
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_which_weights_a_finished_run_keeps(sample, keep):
+    image, _, annotations = sample
+    expect = keep
+    config = tiny(iterations=10, validate_every=1, learning_rate=5e-2, keep_model=keep)
+    trainer = Trainer([image], [annotations], config=config)
+    states = {}
+    for event in trainer.run():
+        if event.kind == "validation":
+            states[event.iteration] = (event.val_loss, event.val_iou, state_copy(trainer.model))
+    best_it = min(states, key=lambda k: states[k][0])
+    assert best_it != 10  # the check below tells the two apart
+    kept_it = 10 if expect == "last" else best_it
+    assert trainer.kept == expect and trainer.kept_iteration == kept_it
+    assert same_state(state_copy(trainer.model), states[kept_it][2])
+    meta = trainer.model.metadata["training"]
+    assert meta["kept"] == expect and meta["kept_iteration"] == kept_it
+    assert meta["kept_val_loss"] == pytest.approx(states[kept_it][0])
+    assert event.kind == "done" and event.val_loss == pytest.approx(states[kept_it][0])
+    assert ("final model" in event.message) == (expect == "last")
+    with pytest.raises(ValueError, match="keep_model"):
+        tiny(keep_model="newest")
+
+
+def test_closing_the_generator_early_keeps_the_best_model(sample):
+    image, _, annotations = sample
+    config = tiny(iterations=1000, validate_every=1, learning_rate=5e-2, keep_model="last")
+    trainer = Trainer([image], [annotations], config=config)
+    states = {}
+    gen = trainer.run()
+    for event in gen:
+        if event.kind == "validation":
+            states[event.iteration] = (event.val_loss, state_copy(trainer.model))
+            if event.iteration >= 8:
+                break
+    gen.close()
+    best_it = min(states, key=lambda k: states[k][0])
+    assert trainer.kept == "best" and trainer.best_iteration == best_it
+    assert same_state(state_copy(trainer.model), states[best_it][1])
+
+
 def test_stop_from_another_thread_is_quick(sample):
     image, _, annotations = sample
     trainer = Trainer([image], [annotations], config=tiny(iterations=None, time_limit_s=60))

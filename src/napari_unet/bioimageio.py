@@ -249,9 +249,7 @@ def _readme(model, name: str, description: str, geometry: dict) -> str:
         "",
         "During training, blocks of the painted pixels were held out and never trained on; the loss and "
         "the foreground IoU there are reported below"
-        + (f" (best validation loss {training['best_val_loss']:.4f}, IoU {training['best_val_iou']:.3f})."
-           if isinstance(training.get("best_val_loss"), (int, float)) and isinstance(training.get("best_val_iou"), (int, float))
-           else "."),
+        + _validation_text(training),
         "Painted strokes are few and near each other: before relying on the model, paint or load the complete "
         "ground truth of an image it never saw and compare, e.g. with `napari_unet.metrics.match_instances` "
         "(object precision, recall and F1 at IoU >= 0.5).",
@@ -366,8 +364,23 @@ def _tif_bytes(array: np.ndarray) -> bytes:
     import tifffile
 
     buffer = _io.BytesIO()
-    tifffile.imwrite(buffer, np.ascontiguousarray(np.squeeze(array)))
+    tifffile.imwrite(buffer, np.ascontiguousarray(np.squeeze(array)), photometric="minisblack")
     return buffer.getvalue()
+
+
+def _validation_text(training: dict) -> str:
+    """" (validation loss ..., IoU ... of these weights)." from the training summary, or "."."""
+    def number(key):
+        value = training.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    loss, iou = number("kept_val_loss"), number("kept_val_iou")
+    which = "these weights"
+    if loss is None or iou is None:  # a model trained before the "kept" fields existed
+        loss, iou, which = number("best_val_loss"), number("best_val_iou"), "the best weights"
+    if loss is None or iou is None:
+        return "."
+    return f" (validation loss {loss:.4f}, IoU {iou:.3f}, of {which})."
 
 
 def export_bioimageio(

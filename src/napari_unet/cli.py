@@ -257,6 +257,9 @@ def _add_train(sub):
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument("--validation-fraction", type=float, default=None, help="fraction of annotated pixels held out (default 0.1)")
+    p.add_argument("--keep", choices=["best", "last"], default=None,
+                   help="weights to end with: best (lowest validation loss; default) or last (the final ones; an "
+                        "interrupted run keeps the best)")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: from the files)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
@@ -281,7 +284,7 @@ def _train_config(args):
     for name, value in (("batch_size", args.batch_size), ("tile_shape", args.tile), ("optimizer", args.optimizer),
                         ("learning_rate", args.lr), ("validation_fraction", args.validation_fraction),
                         ("device", args.device), ("seed", args.seed), ("checkpoint_dir", args.checkpoint_dir),
-                        ("checkpoint_every_s", args.checkpoint_every)):
+                        ("checkpoint_every_s", args.checkpoint_every), ("keep_model", args.keep)):
         if value is not None:
             changes[name] = value
     base = TrainConfig()

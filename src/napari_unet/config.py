@@ -197,6 +197,12 @@ class TrainConfig:
     """L2 weight decay."""
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
     """Learning-rate schedule over the iteration budget."""
+    keep_model: Literal["best", "last"] = "best"
+    """Which weights training ends with: "best", those with the lowest validation loss (the last
+    ones when nothing is held out), or "last", the final ones. A run stopped early always keeps
+    the best. (Measured: on the synthetic sample the final weights of a 10-minute run segment
+    worse than the best ones, F1 0.90-0.92 vs 0.96-0.99, while on the nuclei sample neither
+    choice wins: both land at 0.89-0.94 run by run.)"""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights (Polyak averaging) with this decay per
     iteration; validation, previews and the model kept use the averaged weights, which vary much
@@ -257,6 +263,8 @@ class TrainConfig:
             raise ValueError(f'optimizer must be "sgd" or "adam", got {self.optimizer!r}')
         if not 0.0 <= float(self.validation_fraction) < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.keep_model not in ("best", "last"):
+            raise ValueError(f'keep_model must be "best" or "last", got {self.keep_model!r}')
         if self.ema_decay is not None and not 0.0 <= float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
         if int(self.log_every) < 1 or int(self.validate_every) < 1:

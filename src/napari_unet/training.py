@@ -13,13 +13,15 @@ gradient. The weighted sum is divided by the sum of the weights in the batch (th
 
 Validation holds out part of the annotated pixels (square blocks, so held-out pixels are not
 simply neighbours of training pixels), never trains on them, and reports the loss and the
-foreground IoU there. The best model by validation loss is kept (the last one without
-validation). With ``TrainConfig.ema_decay`` the weights are also averaged along the way
-(Polyak averaging); validation, previews and the kept model then use the average. It is off by
-default: on the nuclei sample it changed object F1 by nothing measurable (0.929 vs 0.928, mean
-of 3 seeds after 5 minutes), but it smooths the live preview. Checkpoints are model files
-(:func:`napari_unet.load_model` reads them) with the
-optimizer state inside, written to a temporary file and renamed.
+foreground IoU there. Training ends with the best weights by validation loss (the last ones
+without validation); ``TrainConfig.keep_model="last"`` keeps the final ones of a run that
+spends its whole budget.
+With ``TrainConfig.ema_decay`` the weights are also averaged along the way (Polyak averaging);
+validation, previews and the kept model then use the average. It is off by default: on the
+nuclei sample it changed object F1 by nothing measurable (0.929 vs 0.928, mean of 3 seeds after
+5 minutes), but it smooths the live preview. Checkpoints are model files
+(:func:`napari_unet.load_model` reads them) with the optimizer state inside, written to a
+temporary file and renamed.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained ``model`` (best by validation loss) and its history."""
+    """What :func:`train` returns: the trained ``model`` (see ``TrainConfig.keep_model``) and its history."""
 
     model: Any
     history: list[dict] = field(default_factory=list)
@@ -350,6 +352,9 @@ class Trainer:
         self.best_val_iou: float | None = None
         self.best_iteration: int | None = None
         self._best_state: dict | None = None
+        self._last_val: tuple[int, float, float] | None = None  # (iteration, loss, IoU) of the latest validation
+        self.kept: str | None = None  # "best" or "last": the weights the finished model holds
+        self.kept_iteration: int | None = None
         self._ema: dict | None = None  # averaged weights (config.ema_decay), made at the first step
         self.stopped = False
         self._finished = False
@@ -617,6 +622,7 @@ class Trainer:
         it_per_s = None
         loss = None
         reason = "finished"
+        budget_used = False  # a run stopped or closed early keeps its best weights
         recent: list[float] = []
         try:
             while True:
@@ -626,6 +632,7 @@ class Trainer:
                     break
                 if not self._budget_left(elapsed):
                     reason = "time limit reached" if (cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s) else "finished"
+                    budget_used = True
                     break
                 self._apply_pending()
                 factor = _schedule_factor(cfg.lr_schedule, self._progress(elapsed))
@@ -674,23 +681,32 @@ class Trainer:
             elapsed = self._elapsed_before + self.clock() - t0
             if not self._finished:
                 self.stopped = reason == "stopped"
-                self._finish(elapsed)
+                self._finish(elapsed, budget_used=budget_used)
         message = reason
-        if self.best_iteration is not None:
+        if self.kept == "best":
             message += f"; kept the model of iteration {self.best_iteration} (validation loss {self.best_val_loss:.4f})"
+        elif self._last_val is not None and self._last_val[0] == self.iteration:
+            message += (f"; kept the final model (validation loss {self._last_val[1]:.4f}; lowest "
+                        f"{self.best_val_loss:.4f} at iteration {self.best_iteration})")
         if cfg.checkpoint_dir:
             self.save_checkpoint(elapsed=elapsed)
         yield TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
-                         val_loss=self.best_val_loss, val_iou=self.best_val_iou, it_per_s=it_per_s, eta_s=0.0,
+                         val_loss=self._kept_validation()[0], val_iou=self._kept_validation()[1], it_per_s=it_per_s, eta_s=0.0,
                          elapsed_s=elapsed, message=message, best_val_loss=self.best_val_loss)
 
-    def _finish(self, elapsed: float):
+    def _keep_last(self, budget_used: bool) -> bool:
+        return budget_used and self.config.keep_model == "last"
+
+    def _finish(self, elapsed: float, *, budget_used: bool = False):
         self._finished = True
         self._elapsed_before = elapsed
-        if self._best_state is not None:
+        if self._best_state is not None and not self._keep_last(budget_used):
             self.model.load_state_dict(self._best_state)
-        elif self._ema is not None:
-            self.model.load_state_dict(self._ema)
+            self.kept, self.kept_iteration = "best", self.best_iteration
+        else:
+            if self._ema is not None:
+                self.model.load_state_dict(self._ema)
+            self.kept, self.kept_iteration = "last", self.iteration
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
 
@@ -731,6 +747,7 @@ class Trainer:
         val_loss = total_loss / max(total_weight, 1e-8)
         fg = [k for k in range(1, self.n_classes) if union[k] > 0]
         val_iou = float(np.mean([inter[k] / union[k] for k in fg])) if fg else float("nan")
+        self._last_val = (self.iteration, val_loss, val_iou)
         if self.best_val_loss is None or val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             self.best_val_iou = val_iou
@@ -801,6 +818,10 @@ class Trainer:
             "best_iteration": getattr(self, "best_iteration", None),
             "best_val_loss": getattr(self, "best_val_loss", None),
             "best_val_iou": getattr(self, "best_val_iou", None),
+            "kept": getattr(self, "kept", None),
+            "kept_iteration": getattr(self, "kept_iteration", None),
+            "kept_val_loss": self._kept_validation()[0],
+            "kept_val_iou": self._kept_validation()[1],
             "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
             "stopped": bool(getattr(self, "stopped", False)),
             "n_images": len(self._images),
@@ -811,6 +832,16 @@ class Trainer:
             "continued_from": previous or None,
             "config": cfg.to_dict(),
         }
+
+    def _kept_validation(self) -> tuple[float | None, float | None]:
+        """Validation loss and IoU of the weights the finished model holds (None where unknown)."""
+        kept = getattr(self, "kept", None)
+        if kept == "best":
+            return self.best_val_loss, self.best_val_iou
+        last = getattr(self, "_last_val", None)
+        if kept == "last" and last is not None and last[0] == self.iteration:
+            return last[1], last[2]
+        return None, None
 
     def save_checkpoint(self, path=None, *, elapsed: float | None = None) -> Path:
         """Write model + optimizer + progress to ``path`` (default ``checkpoint_dir/checkpoint.unet``),
@@ -925,7 +956,7 @@ def train(images, annotations, *, config: TrainConfig | None = None, model=None,
     Returns
     -------
     TrainResult
-        ``model`` (the best by validation loss, with its metadata) and ``history``.
+        ``model`` (with its metadata; which weights: ``TrainConfig.keep_model``) and ``history``.
     """
     if resume is not None:
         if model is not None:

@@ -683,24 +683,23 @@ class Trainer:
                 self.stopped = reason == "stopped"
                 self._finish(elapsed, budget_used=budget_used)
         message = reason
-        if self.kept == "best":
-            message += f"; kept the model of iteration {self.best_iteration} (validation loss {self.best_val_loss:.4f})"
-        elif self._last_val is not None and self._last_val[0] == self.iteration:
-            message += (f"; kept the final model (validation loss {self._last_val[1]:.4f}; lowest "
+        kept_loss, kept_iou = self._kept_validation()
+        if kept_loss is not None and self.kept == "best":
+            message += f"; kept the model of iteration {self.best_iteration} (validation loss {kept_loss:.4f})"
+        elif kept_loss is not None:
+            message += (f"; kept the final model (validation loss {kept_loss:.4f}; lowest "
                         f"{self.best_val_loss:.4f} at iteration {self.best_iteration})")
         if cfg.checkpoint_dir:
             self.save_checkpoint(elapsed=elapsed)
         yield TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
-                         val_loss=self._kept_validation()[0], val_iou=self._kept_validation()[1], it_per_s=it_per_s, eta_s=0.0,
+                         val_loss=kept_loss, val_iou=kept_iou, it_per_s=it_per_s, eta_s=0.0,
                          elapsed_s=elapsed, message=message, best_val_loss=self.best_val_loss)
-
-    def _keep_last(self, budget_used: bool) -> bool:
-        return budget_used and self.config.keep_model == "last"
 
     def _finish(self, elapsed: float, *, budget_used: bool = False):
         self._finished = True
         self._elapsed_before = elapsed
-        if self._best_state is not None and not self._keep_last(budget_used):
+        keep_last = budget_used and self.config.keep_model == "last"  # stopped early: the best
+        if self._best_state is not None and not keep_last:
             self.model.load_state_dict(self._best_state)
             self.kept, self.kept_iteration = "best", self.best_iteration
         else:
@@ -811,6 +810,7 @@ class Trainer:
         if elapsed is None:
             return
         previous = self._previous_training or {}
+        kept_loss, kept_iou = self._kept_validation()
         meta["training"] = {
             "iterations": int(iterations),
             "total_iterations": int(previous.get("total_iterations", 0)) + int(iterations),
@@ -820,8 +820,8 @@ class Trainer:
             "best_val_iou": getattr(self, "best_val_iou", None),
             "kept": getattr(self, "kept", None),
             "kept_iteration": getattr(self, "kept_iteration", None),
-            "kept_val_loss": self._kept_validation()[0],
-            "kept_val_iou": self._kept_validation()[1],
+            "kept_val_loss": kept_loss,
+            "kept_val_iou": kept_iou,
             "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
             "stopped": bool(getattr(self, "stopped", False)),
             "n_images": len(self._images),

@@ -38,6 +38,21 @@ def test_train_writes_a_model_and_refuses_to_overwrite(files, capsys):
     code = cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(last),
                      "--preset", "tiny", "--iterations", "2", "--batch-size", "2", "--keep", "last", "-q"])
     assert code == 0 and load_model(last).metadata["training"]["kept"] == "last"
+    assert load_model(model).metadata["training"]["config"]["ring"] == 1  # the default
+
+
+def test_train_ring_and_borders_options(files, capsys):
+    folder, *_ = files
+    out = folder / "borders.unet"
+    code = cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(out),
+                     "--preset", "tiny", "--iterations", "1", "--batch-size", "2", "--ring", "0", "--borders", "-q"])
+    net = load_model(out)
+    assert code == 0 and net.config.n_classes == 3 and net.metadata["border_class"] == 2
+    assert net.metadata["training"]["config"]["ring"] == 0
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one line and exit 2
+        cli.main(["train", str(folder / "img.tif"), "-a", str(folder / "ann.tif"), "-o", str(folder / "x.unet"),
+                  "--ring", "-1", "-q"])
+    assert exit_info.value.code == 2 and "--ring: must be >= 0" in capsys.readouterr().err
 
 
 def test_predict_files_folders_and_zarr(files, tmp_path, capsys):

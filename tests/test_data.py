@@ -7,6 +7,8 @@ from napari_unet.data import (
     Batch,
     Targets,
     TileSampler,
+    cell_borders,
+    cell_ring,
     insert_gaps,
     instances_to_annotations,
     make_targets,
@@ -83,6 +85,65 @@ def test_make_targets_instance_mode():
     assert np.all(t.target[8:16, 5:11] == 1) and np.all(t.target[8:16, 12:20] == 1)
     no_gap = make_targets(ann, gap=False)
     assert np.all(no_gap.target[8:16, 11] == 1)
+
+
+def test_cell_ring_marks_only_unpainted_pixels_next_to_painted_cells():
+    ann = np.zeros((20, 20), np.uint16)
+    ann[5:10, 5:10] = 2
+    ann[5:10, 10:12] = 1  # painted background right of the cell stays as painted
+    ring = cell_ring(ann, 1)
+    expected = np.zeros_like(ring)
+    expected[4:11, 4:11] = True
+    expected[5:10, 5:10] = False
+    expected[5:10, 10] = False
+    np.testing.assert_array_equal(ring, expected)
+    assert cell_ring(ann, 2).sum() > ring.sum() and not cell_ring(ann, 0).any()
+    with pytest.raises(ValueError, match=">= 0"):
+        cell_ring(ann, -1)
+
+
+def test_make_targets_ring_teaches_where_a_complete_cell_ends():
+    ann = np.zeros((30, 30), np.uint16)
+    ann[2:6, 2:28] = 1  # a background stroke far from the cells
+    ann[12:20, 5:12] = 2
+    ann[12:20, 12:20] = 3  # touches cell 2
+    plain = make_targets(ann)
+    t = make_targets(ann, ring=1)
+    ring = cell_ring(insert_gaps(ann), 1)
+    # the ring is annotated background; nothing else changes class
+    assert np.all(t.mask[ring]) and np.all(t.target[ring] == 0) and np.all(t.weights[ring] > 0)
+    assert not plain.mask[ring].any()
+    np.testing.assert_array_equal(t.target[plain.mask], plain.target[plain.mask])
+    assert t.mask.sum() == plain.mask.sum() + ring.sum()
+    # ring_border: the outer edge of a lone cell side weighs like a touching-cell gap
+    tb = make_targets(ann, ring=1, ring_border=True, w0=10, sigma=5)
+    edge = (16, 4)  # left of cell 2, far from cell 3
+    assert t.weights[edge] < 3 and tb.weights[edge] > 8
+    # the gap between the touching cells keeps its (larger or equal) paper weight
+    assert tb.weights[16, 11] >= t.weights[16, 11] > 8
+
+
+def test_make_targets_borders_is_a_third_class_on_each_cell_outline():
+    ann = np.zeros((30, 30), np.uint16)
+    ann[2:6, 2:28] = 1
+    ann[12:20, 5:12] = 2
+    ann[12:20, 12:20] = 3  # touches cell 2
+    t = make_targets(ann, borders=True, class_weights=None, w0=10, sigma=5)
+    gapped = insert_gaps(ann)
+    outline = cell_borders(gapped)
+    assert np.all(t.target[outline] == 2)
+    assert np.all(t.target[(gapped >= 2) & ~outline] == 1) and np.all(t.target[gapped == 1] == 0)
+    # interiors of touching cells are 3 px apart: border | gap | border
+    row = t.target[16, 8:16].tolist()
+    assert row == [1, 1, 2, 0, 2, 1, 1, 1]
+    # the gap keeps the paper's border weight; classes weigh 1 here
+    assert t.weights[16, 11] > 8 and t.weights[16, 8] == 1 and t.weights[3, 3] == pytest.approx(1, abs=0.01)
+    balanced = make_targets(ann, borders=True)
+    counts = np.bincount(balanced.target[balanced.mask], minlength=3)
+    totals = [balanced.weights[balanced.mask & (balanced.target == k) & (gapped != 1)].sum() for k in (1, 2)]
+    assert counts[2] > 0 and totals[0] == pytest.approx(totals[1], rel=1e-4)  # balanced: equal totals
+    with pytest.raises(ValueError, match="3 classes"):
+        make_targets(ann, borders=True, n_classes=2)
 
 
 def test_make_targets_class_mode():

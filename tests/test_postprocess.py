@@ -149,3 +149,45 @@ def test_label_options_follow_the_model():
     assert label_options(Model()) == {"mode": "classes"}
     Model.metadata = {"mode": "instances"}  # a model file from before the diameter was kept
     assert label_options(Model()) == {"mode": "instances"}
+
+
+def _three_class(interiors, borders):
+    """Probabilities (background, interior, border) of masks: 0.8 for the winning class."""
+    p = np.full((3,) + interiors.shape, 0.1, np.float32)
+    p[0][~(interiors | borders)] = 0.8
+    p[1][interiors] = 0.8
+    p[2][borders & ~interiors] = 0.8
+    return p
+
+
+def test_border_class_seeds_one_cell_per_interior():
+    # two touching disks merged into one blob; only the interiors are apart
+    shape = (40, 60)
+    blob = _disks(shape, [(20, 20), (20, 36)], 10)
+    interiors = _disks(shape, [(20, 20), (20, 36)], 6)
+    p = _three_class(interiors, blob)
+    labels = to_labels(p, border_class=2, min_size=1)
+    assert labels.max() == 2
+    np.testing.assert_array_equal(labels > 0, blob)  # the border pixels are grown onto the cells
+    assert labels[20, 20] != labels[20, 36]
+    # a thin object with no interior pixel is still a cell; a one-pixel speck of interior seeds none
+    thin = np.zeros(shape, bool)
+    thin[5, 30:58] = True
+    speck = interiors.copy()
+    speck[20, 28] = True  # between the two cells, inside the blob
+    p = _three_class(speck, blob | thin)
+    labels = to_labels(p, border_class=2, cell_diameter=16)  # min size 20 px: seeds of 5 px or more
+    assert labels.max() == 3 and labels[5, 50] > 0
+    # the two-class reading of the same probabilities would be different: border_class matters
+    with pytest.raises(ValueError, match="border_class"):
+        to_labels(p, border_class=1)
+    with pytest.raises(ValueError, match="border_class"):
+        to_labels(p, border_class=3)
+
+
+def test_label_options_pass_the_border_class():
+    class Model:
+        metadata = {"mode": "instances", "cell_diameter": 12.0, "border_class": 2}
+
+    assert label_options(Model()) == {"mode": "instances", "cell_diameter": 12.0, "border_class": 2}
+    assert label_options(Model(), "classes") == {"mode": "classes"}

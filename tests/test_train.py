@@ -249,7 +249,10 @@ def test_set_annotations_swaps_in_fresh_strokes(sample):
     trainer.set_annotations(0, more)
     for _ in run:
         pass
-    assert trainer.sampler.n_annotated == int((more > 0).sum())
+    from napari_unet.data import cell_ring, insert_gaps
+
+    # the new strokes, plus the one-pixel background ring that the painted cells imply
+    assert trainer.sampler.n_annotated == int((more > 0).sum() + cell_ring(insert_gaps(more), 1).sum())
     diameter = trainer.model.metadata["cell_diameter"]
     bigger = more.copy()
     for k in range(3):  # three large cells painted: the diameter follows
@@ -369,3 +372,24 @@ def test_weight_averaging_keeps_the_average_and_survives_a_checkpoint(sample, tm
     assert trainer._ema is not None and trainer.best_iteration is not None
     resumed = Trainer.resume(tmp_path / "checkpoint.unet", [image], [annotations])
     assert same_state(resumed._ema, trainer._ema)
+
+
+def test_borders_train_three_classes_and_prediction_reads_them(sample):
+    from napari_unet.postprocess import label_options, to_labels
+    from napari_unet.tiling import predict_tiled
+
+    image, _, annotations = sample
+    trainer = Trainer([image], [annotations], config=tiny(borders=True, ring=1))
+    list(trainer.run())
+    model = trainer.model
+    assert model.config.n_classes == 3
+    assert model.metadata["class_names"] == ["background", "cell", "cell border"]
+    assert label_options(model)["border_class"] == 2
+    probabilities = predict_tiled(model, image)
+    assert probabilities.shape == (3, 128, 128)
+    assert to_labels(probabilities, **label_options(model)).shape == (128, 128)
+    # continuing keeps the model's kind, whatever the config says
+    again = Trainer([image], [annotations], config=tiny(borders=False), model=model)
+    assert again.n_classes == 3 and again.borders
+    plain = Trainer([image], [annotations], config=tiny())
+    assert plain.n_classes == 2 and "border_class" not in plain.model.metadata

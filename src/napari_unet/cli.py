@@ -260,6 +260,11 @@ def _add_train(sub):
     p.add_argument("--keep", choices=["best", "last"], default=None,
                    help="weights to end with: best (lowest validation loss; default) or last (the final ones; an "
                         "interrupted run keeps the best)")
+    p.add_argument("--ring", type=_non_negative_int, default=None,
+                   help="instances: unpainted pixels this close (px) to a painted cell are background, since a "
+                        "painted cell is whole (default 1; 0 = the paper's rule, only painted pixels count)")
+    p.add_argument("--borders", action="store_true",
+                   help="instances: learn a third class, the cell border, and seed one cell per interior")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: from the files)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
@@ -270,6 +275,16 @@ def _add_train(sub):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output model file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _train_config(args):
@@ -284,7 +299,8 @@ def _train_config(args):
     for name, value in (("batch_size", args.batch_size), ("tile_shape", args.tile), ("optimizer", args.optimizer),
                         ("learning_rate", args.lr), ("validation_fraction", args.validation_fraction),
                         ("device", args.device), ("seed", args.seed), ("checkpoint_dir", args.checkpoint_dir),
-                        ("checkpoint_every_s", args.checkpoint_every), ("keep_model", args.keep)):
+                        ("checkpoint_every_s", args.checkpoint_every), ("keep_model", args.keep),
+                        ("ring", args.ring), ("borders", args.borders or None)):
         if value is not None:
             changes[name] = value
     base = TrainConfig()

@@ -215,6 +215,18 @@ class TrainConfig:
     """"balanced" (inverse class frequency among annotated pixels), None (all 1) or one weight per class."""
     gap: bool = True
     """Instance mode: turn pixels where two different cells touch into a 1-px background gap."""
+    borders: bool = False
+    """Instance mode: learn three classes, background, cell interior and cell border (the
+    outline of each painted cell); prediction seeds one instance per interior, so touching
+    cells stay apart. False: the paper's two classes, background and cell."""
+    ring: int = 1
+    """Instance mode: unpainted pixels within this many pixels of a painted cell count as
+    background: a painted cell is a complete cell, so it says where it ends (the same one-pixel
+    line as the gap between two touching cells). 0 = the paper's rule: only painted pixels count.
+    Paint cells whole with it: half a cell teaches that its other half is background."""
+    ring_border: bool = False
+    """Instance mode: ring pixels get the border term of a touching-cell gap (weight ~w0), so
+    the loss weighs every painted cell's edge as it weighs the gap between two cells."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Data augmentation parameters."""
     normalize_low: float = 1.0
@@ -271,6 +283,8 @@ class TrainConfig:
             raise ValueError(f"log_every and validate_every must be >= 1, got {self.log_every}, {self.validate_every}")
         if int(self.preview_every) < 0:
             raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
+        if int(self.ring) < 0:
+            raise ValueError(f"ring must be >= 0 pixels, got {self.ring}")
         if int(self.validation_block) < 1:
             raise ValueError(f"validation_block must be >= 1, got {self.validation_block}")
         if self.checkpoint_every_s is not None and float(self.checkpoint_every_s) <= 0:

@@ -23,13 +23,15 @@ from scipy import ndimage as ndi
 
 from .config import AugmentConfig
 from .normalization import apply_normalization, normalization_params
-from .weights import _check_integer_labels, weight_map
+from .weights import _check_integer_labels, class_weight_values, weight_map
 
 __all__ = [
     "Targets",
     "Batch",
     "make_targets",
     "insert_gaps",
+    "cell_ring",
+    "cell_borders",
     "instances_to_annotations",
     "painted_cell_diameter",
     "validate_annotations",
@@ -90,6 +92,51 @@ def insert_gaps(annotations) -> np.ndarray:
     return out
 
 
+def cell_ring(annotations, width: int = 1) -> np.ndarray:
+    """Unpainted pixels within ``width`` pixels (8-connected steps) of a painted cell.
+
+    In instance mode a painted cell is a complete cell, so the pixels just outside it are not
+    that cell: they are background, or the 1-px gap to a neighbour that touches it (the paper's
+    gap is background too). Returns a bool mask of those pixels (annotation 0 only: what the
+    user painted is never changed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ann = np.zeros((1, 7), np.uint16); ann[0, 3] = 2
+    >>> cell_ring(ann).astype(int).tolist()
+    [[0, 0, 1, 0, 1, 0, 0]]
+    """
+    ann = _check_integer_labels(annotations)
+    if int(width) < 0:
+        raise ValueError(f"ring width must be >= 0 pixels, got {width}")
+    cells = ann >= 2
+    if int(width) == 0 or not cells.any():
+        return np.zeros(ann.shape, bool)
+    near = ndi.binary_dilation(cells, structure=np.ones((3,) * ann.ndim, bool), iterations=int(width))
+    return near & (ann == 0)
+
+
+def cell_borders(annotations) -> np.ndarray:
+    """Pixels of painted cells (ids >= 2) that have an 8-neighbour of another label.
+
+    The outline of each painted cell, one pixel wide, inside the cell; the image border is not
+    an outline (a neighbour beyond it counts as the same label).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ann = np.zeros((1, 6), np.uint16); ann[0, 1:5] = 2
+    >>> cell_borders(ann).astype(int).tolist()
+    [[0, 1, 0, 0, 1, 0]]
+    """
+    ann = _check_integer_labels(annotations)
+    if not ann.size:
+        return np.zeros(ann.shape, bool)
+    differs = (ndi.grey_dilation(ann, size=3, mode="nearest") != ann) | (ndi.grey_erosion(ann, size=3, mode="nearest") != ann)
+    return differs & (ann >= 2)
+
+
 def make_targets(
     annotations,
     *,
@@ -99,6 +146,9 @@ def make_targets(
     w0: float = 10.0,
     sigma: float = 5.0,
     class_weights="balanced",
+    ring: int = 0,
+    ring_border: bool = False,
+    borders: bool = False,
 ) -> Targets:
     """Class targets, loss weights and annotated mask of one 2D annotation.
 
@@ -115,6 +165,18 @@ def make_targets(
     w0, sigma, class_weights
         Passed to :func:`napari_unet.weights.weight_map` (class balance is computed on this
         plane's annotated pixels, after gap insertion).
+    ring : int
+        Instance mode: the unpainted pixels within ``ring`` pixels of a painted cell count as
+        background (:func:`cell_ring`): a complete painted cell says where it ends.
+    ring_border : bool
+        Instance mode: the ring pixels also get the border term of a gap, as if a touching
+        neighbour lay just beyond them (``w0 exp(-(2 d)^2 / 2 sigma^2)``, d = distance to the
+        painted cell), so the loss weighs a cell's edge as it weighs the gap between two cells.
+    borders : bool
+        Instance mode: three classes instead of two: 0 background, 1 cell interior, 2 cell
+        border (the painted cell's pixels on its outline, :func:`cell_borders`). Touching cells
+        then meet border to gap to border, and the interiors, which seed the instances at
+        prediction, stay apart (Caicedo et al., Cytometry A 2019).
 
     Returns
     -------
@@ -129,11 +191,28 @@ def make_targets(
         raise ValueError(f"annotations must not contain negative labels, got minimum {ann.min()}")
     mask = ann > 0
     if mode == "instances":
-        if n_classes not in (None, 2):
-            raise ValueError(f"instance mode has 2 classes (background, cell), got n_classes={n_classes}")
+        expected = 3 if borders else 2
+        if n_classes not in (None, expected):
+            what = "background, cell, cell border" if borders else "background, cell"
+            raise ValueError(f"instance mode has {expected} classes ({what}), got n_classes={n_classes}")
         labels = insert_gaps(ann) if gap else ann
+        implied = cell_ring(labels, ring) if ring else None
+        if implied is not None and implied.any():
+            labels = np.where(implied, 1, labels).astype(labels.dtype, copy=False)
+            mask = labels > 0
         target = (labels >= 2).astype(np.int64)
-        weights = weight_map(labels, w0=w0, sigma=sigma, class_weights=class_weights, mode="instances")
+        if borders:
+            target[cell_borders(labels)] = 2
+            counts = np.bincount(target[mask], minlength=3)
+            values = class_weight_values(counts, class_weights).astype(np.float32)
+            weights = values[target] + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
+        else:
+            weights = weight_map(labels, w0=w0, sigma=sigma, class_weights=class_weights, mode="instances")
+        if ring_border and implied is not None and implied.any() and w0:
+            d = ndi.distance_transform_edt(labels < 2)[implied]
+            border = (w0 * np.exp(-((2.0 * d) ** 2) / (2.0 * sigma * sigma))).astype(np.float32)
+            base = values[0] if borders else weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")[implied]
+            weights[implied] = np.maximum(weights[implied], base + border)
     else:
         top = int(ann.max()) if ann.size else 0
         if n_classes is not None and top > int(n_classes):
@@ -321,8 +400,9 @@ def validate_annotations(image, annotations=None, *, mode: str = "instances", n_
             + ("cells (labels 2, 3, ...)" if mode == "instances" else "at least two classes (labels 1..K)")
         )
     if mode == "instances":
-        if n_classes not in (None, 2):
-            raise ValueError(f"instance mode has 2 classes (background, cell), got n_classes={n_classes}")
+        if n_classes not in (None, 2, 3):
+            raise ValueError(f"instance mode has 2 classes (background, cell) or 3 (and cell border), "
+                             f"got n_classes={n_classes}")
         has_background = counts[1] > 0
         has_cells = counts[2:].sum() > 0
         if not (has_background and has_cells):

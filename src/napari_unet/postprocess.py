@@ -58,7 +58,8 @@ def label_options(model, mode: str | None = None) -> dict:
     """Keyword arguments of :func:`to_labels` that a trained model implies.
 
     ``mode`` (given, or the model's) and, in instance mode, the ``cell_diameter`` the model
-    learnt from the painted cells: ``to_labels(probabilities, **label_options(model))``.
+    learnt from the painted cells and the ``border_class`` of a model that learnt cell borders
+    (``TrainConfig.borders``): ``to_labels(probabilities, **label_options(model))``.
 
     Examples
     --------
@@ -72,6 +73,8 @@ def label_options(model, mode: str | None = None) -> dict:
     diameter = meta.get("cell_diameter")
     if mode == "instances" and diameter:
         options["cell_diameter"] = float(diameter)
+    if mode == "instances" and meta.get("border_class") is not None:
+        options["border_class"] = int(meta["border_class"])
     return options
 
 
@@ -90,10 +93,39 @@ def _dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
     return local_maxima(rec, connectivity=2, allow_borders=True)
 
 
+def _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity, min_seed):
+    """Instances of a network with a cell-border class: one seed per cell interior, grown over
+    interior + border (a watershed of the smoothed interior probability)."""
+    from skimage.measure import label as cc_label
+    from skimage.segmentation import watershed
+
+    interior_p = probabilities[cell_class]
+    cell_p = interior_p + probabilities[border_class]
+    if threshold is None:
+        winner = np.argmax(probabilities, axis=0)
+        mask = (winner == cell_class) | (winner == border_class)
+        interior = winner == cell_class
+    else:
+        mask = cell_p > threshold
+        interior = interior_p > threshold
+    markers = cc_label(interior & mask, connectivity=1)
+    if min_seed > 1 and markers.max():  # specks of interior are no cells: the flood takes them
+        sizes = np.bincount(markers.ravel())
+        markers[(sizes < min_seed)[markers] & (markers > 0)] = 0
+    surface = ndi.gaussian_filter(interior_p.astype(np.float32, copy=False), 1.0)
+    labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
+    # parts of the mask that no interior reached (a small or thin cell) are cells of their own
+    rest = cc_label(mask & (labels == 0), connectivity=connectivity)
+    if rest.max():
+        labels = np.where(rest > 0, rest + labels.max(), labels)
+    return labels
+
+
 def _instances_2d(
     probabilities: np.ndarray,
     *,
     cell_class: int,
+    border_class: int | None,
     threshold: float | None,
     split: str | None,
     split_h: float,
@@ -103,8 +135,12 @@ def _instances_2d(
 ) -> np.ndarray:
     """Instance labels 1..n of one plane (n_classes, Y, X)."""
     from skimage.measure import label as cc_label
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.segmentation import watershed
 
+    if border_class is not None:
+        labels = _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity,
+                                   max(1, min_size // 4))
+        return _size_filter(labels, min_size)
     cell = probabilities[cell_class]
     if threshold is None:
         mask = np.argmax(probabilities, axis=0) == cell_class
@@ -134,6 +170,13 @@ def _instances_2d(
             extra = extra.reshape(mask.shape)
             markers = np.where(extra > 0, extra + markers.max(), markers)
         labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
+    return _size_filter(labels, min_size)
+
+
+def _size_filter(labels, min_size):
+    """Objects below ``min_size`` pixels removed, ids made consecutive (int32)."""
+    from skimage.segmentation import relabel_sequential
+
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
         small = sizes < min_size
@@ -150,6 +193,7 @@ def to_labels(
     mode: str = "instances",
     *,
     cell_class: int = 1,
+    border_class: int | None = None,
     threshold: float | None = None,
     split: str | None = "distance",
     split_h: float | None = None,
@@ -171,7 +215,11 @@ def to_labels(
         "instances": connected components of ``cell_class`` (class 1, "cell", in instance mode),
         one id per cell; planes of a stack are labelled one by one, ids unique across the stack.
     cell_class : int
-        Class counted as cells in instance mode.
+        Class counted as cells in instance mode (the cell interior when ``border_class`` is given).
+    border_class : int, optional
+        Instance mode, a network that learnt cell borders (``TrainConfig.borders``): each
+        connected cell interior seeds one instance, grown over interior and border pixels by a
+        watershed of the interior probability; ``split`` is then not used.
     threshold : float, optional
         Instance mode: cells are pixels whose ``cell_class`` probability exceeds it (None: the
         argmax is ``cell_class``).
@@ -221,6 +269,11 @@ def to_labels(
         raise ValueError(f"probabilities are empty: shape {shape}")
     if mode == "instances" and not 0 <= int(cell_class) < n_classes:
         raise ValueError(f"cell_class must be in [0, {n_classes - 1}] for {n_classes} classes, got {cell_class}")
+    if border_class is not None and mode == "instances":
+        if not 0 <= int(border_class) < n_classes or int(border_class) == int(cell_class):
+            raise ValueError(f"border_class must be a class in [0, {n_classes - 1}] other than cell_class "
+                             f"{cell_class}, got {border_class}")
+        border_class = int(border_class)
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if connectivity not in (1, 2):
@@ -239,7 +292,7 @@ def to_labels(
             out[plane] = np.argmax(p, axis=0).astype(np.int32)
             continue
         labels = _instances_2d(
-            p, cell_class=int(cell_class), threshold=threshold, split=split, split_h=float(split_h),
+            p, cell_class=int(cell_class), border_class=border_class if mode == "instances" else None, threshold=threshold, split=split, split_h=float(split_h),
             min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity,
         )
         n = int(labels.max())

@@ -309,11 +309,18 @@ class Trainer:
                 raise ValueError(
                     f"the annotations use {self._max_class} classes but the model predicts {n_classes}"
                 )
+            if cfg.mode == "instances" and n_classes not in (2, 3):
+                raise ValueError(f"an instance-mode model predicts 2 or 3 classes, this one {n_classes}")
         else:
-            n_classes = 2 if cfg.mode == "instances" else int(cfg.n_classes or max(self._max_class, 2))
+            if cfg.mode == "instances":
+                n_classes = 3 if cfg.borders else 2
+            else:
+                n_classes = int(cfg.n_classes or max(self._max_class, 2))
             if self._max_class > n_classes:
                 raise ValueError(f"the annotations use {self._max_class} classes but config.n_classes is {n_classes}")
         self.n_classes = n_classes
+        # instance mode with a third class, the cell border (a continued model keeps its kind)
+        self.borders = cfg.mode == "instances" and n_classes == 3
 
         # --- the model
         if model is None:
@@ -404,11 +411,13 @@ class Trainer:
         return dict(self.normalization) if getattr(self, "normalization", None) else {
             "kind": "percentile", "low": float(self.config.normalize_low), "high": float(self.config.normalize_high)}
 
-    def _targets(self, ann):
+    def targets_for(self, ann):
+        """Training targets (:class:`napari_unet.data.Targets`) of one 2D annotation plane, as this
+        trainer makes them (gaps, ring, borders and loss weights of its config and model)."""
         cfg = self.config
         return self._data.make_targets(
             ann, mode=cfg.mode, n_classes=self.n_classes, gap=cfg.gap, w0=cfg.w0, sigma=cfg.sigma,
-            class_weights=cfg.class_weights,
+            class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border, borders=self.borders,
         )
 
     def _build_data(self, seed: int):
@@ -416,7 +425,7 @@ class Trainer:
         cfg = self.config
         self._planes = [p for planes in self._plane_lists for p in planes]
         self._plane_keys = [(i, k, p.shape) for i, planes in enumerate(self._plane_lists) for k, p in enumerate(planes)]
-        targets = [self._targets(a) for al in self._ann_lists for a in al]
+        targets = [self.targets_for(a) for al in self._ann_lists for a in al]
         self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
         self.sampler = self._data.TileSampler(
             self._planes, targets, input_shape=self.input_shape, output_shape=self.output_shape,
@@ -480,7 +489,7 @@ class Trainer:
             position = {(i, k): n for n, (i, k, _) in enumerate(keys)}
             for index in pending:
                 for k, ann in enumerate(self._ann_lists[index]):
-                    self.sampler.set_targets(position[(index, k)], self._targets(ann))
+                    self.sampler.set_targets(position[(index, k)], self.targets_for(ann))
             self._refresh_validation()
         else:  # annotated planes appeared or vanished: new sampler and split
             self._build_data(self.config.seed + self.iteration)
@@ -794,12 +803,16 @@ class Trainer:
         elif meta.get("class_names") and len(meta["class_names"]) == self.n_classes:
             names = list(meta["class_names"])
         elif cfg.mode == "instances":
-            names = ["background", "cell"]
+            names = ["background", "cell", "cell border"] if self.borders else ["background", "cell"]
         else:
             names = ["background"] + [f"class {k}" for k in range(2, self.n_classes + 1)]
         if len(names) != self.n_classes:
             raise ValueError(f"config.class_names has {len(names)} names for {self.n_classes} classes")
         meta["class_names"] = names
+        if self.borders:
+            meta["border_class"] = 2
+        else:
+            meta.pop("border_class", None)
         meta["normalization"] = dict(self.normalization)
         meta["axes"] = "YX" if self.model.config.in_channels == 1 else "CYX"
         meta["tile"] = {

@@ -85,6 +85,14 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     runs = sorted(checkpoint_root.glob("run-*/checkpoint.unet"))
     assert len(runs) == 1 and str(runs[0].parent) in train.progress.toolTip()
     assert load_model(runs[0]).config == train.holder.model.config
+    # the GUI trains as the API does: the ring a whole painted cell implies is learnt as background,
+    # and the weight map shown is the one the loss used
+    from napari_unet.config import TrainConfig
+    from napari_unet.data import cell_ring, insert_gaps
+
+    assert train.holder.model.metadata["training"]["config"]["ring"] == TrainConfig().ring == 1
+    ring = cell_ring(insert_gaps(np.asarray(labels.data)), 1)
+    assert np.all(np.asarray(viewer.layers["cells weight map"].data)[ring] > 0)
 
     # continue training from the current weights, a few iterations
     train.iterations_spin.setValue(150)

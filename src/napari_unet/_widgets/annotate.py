@@ -33,8 +33,9 @@ CONVENTION = (
     "&nbsp;• <b>0</b> (transparent) = not annotated: ignored by training<br>"
     "&nbsp;• <b>1</b> = background<br>"
     "&nbsp;• <b>2, 3, …</b> = one id per cell: touching cells get different ids<br>"
-    "Paint background between touching cells and a few whole cells; "
-    "unpainted pixels cost nothing."
+    "Paint about ten <b>whole</b> cells (touching ones first), edge included: the pixels just "
+    "outside a painted cell are learnt as background, so never paint half a cell. Add a few quick "
+    "background strokes; unpainted pixels cost nothing."
 )
 
 

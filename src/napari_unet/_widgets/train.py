@@ -213,13 +213,16 @@ class TrainJob:
         if self.want_uncertainty:
             out["uncertainty"] = entropy_map(probabilities)
         if self.want_weight_map:
-            from ..weights import weight_map
-
             annotations = self.annotations[pair]
             plane = np.asarray(annotations[tuple(index)]) if index else np.asarray(annotations)
             if np.any(plane):
-                out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
-                                               mode=self.config.mode)
+                if self.trainer is not None:  # the weights training uses (gaps, ring, borders)
+                    out["weight_map"] = self.trainer.targets_for(plane).weights
+                else:
+                    from ..weights import weight_map
+
+                    out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
+                                                   mode=self.config.mode)
         return out
 
 

@@ -1,0 +1,90 @@
+"""The quality benchmark's images and painting simulator paint as people paint (benchmarks/quality_suite.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+quality_suite = pytest.importorskip("quality_suite")
+
+
+@pytest.fixture(scope="module")
+def clumps():
+    return quality_suite.dense_clumps((192, 192), seed=3)
+
+
+@pytest.mark.parametrize("name", sorted(quality_suite.SYNTHETIC))
+def test_synthetic_images_are_deterministic_camera_images_with_complete_labels(name):
+    make = quality_suite.SYNTHETIC[name]
+    image, instances = make((128, 128), seed=5)
+    again, _ = make((128, 128), seed=5)
+    assert image.dtype == np.uint16 and instances.dtype == np.int32 and image.shape == instances.shape
+    np.testing.assert_array_equal(image, again)
+    ids = np.unique(instances)
+    assert ids[0] == 0 and ids[-1] == len(ids) - 1 >= 5  # consecutive ids, several cells
+    # every instance is one connected piece
+    for i in ids[1:]:
+        assert ndi.label(instances == i)[1] == 1
+
+
+@pytest.mark.parametrize("style", ["a", "b"])
+def test_painting_keeps_strokes_in_open_space_and_paints_whole_cells(clumps, style):
+    _, instances = clumps
+    ann = quality_suite.paint(instances, style, seed=1)
+    strokes = ann == 1
+    assert strokes.any()
+    # no stroke hugs a cell: every stroke pixel is >= 4 px from any cell
+    assert ndi.distance_transform_edt(instances == 0)[strokes].min() >= quality_suite.STROKE_MARGIN
+    cells = [int(c) for c in np.unique(ann) if c >= 2]
+    eligible = len(set(np.unique(instances)) - {0} - quality_suite._border_ids(instances))
+    assert len(cells) == min(quality_suite.STYLES[style], max(3, round(0.25 * eligible)))
+    for c in cells:  # each painted id is exactly one complete ground-truth cell
+        gt = np.unique(instances[ann == c])
+        assert gt.size == 1 and gt[0] > 0
+        np.testing.assert_array_equal(ann == c, instances == gt[0])
+    # touching pairs come first, as people paint the hard places
+    painted = {int(np.unique(instances[ann == c])[0]) for c in cells}
+    assert any(p in painted and q in painted for p, q in quality_suite.touching_pairs(instances))
+    np.testing.assert_array_equal(ann, quality_suite.paint(instances, style, seed=1))
+    assert not np.array_equal(ann, quality_suite.paint(instances, style, seed=2))
+
+
+def test_corrections_paint_the_largest_errors(clumps):
+    _, instances = clumps
+    ann = quality_suite.paint(instances, "a", seed=0)
+    predicted = instances.copy()
+    ids = [i for i in np.unique(instances) if i > 0 and not (ann[instances == i] >= 2).any()
+           and i not in quality_suite._border_ids(instances)]
+    sizes = {i: int((instances == i).sum()) for i in ids}
+    missed = sorted(ids, key=lambda i: -sizes[i])[:2]
+    for i in missed:
+        predicted[instances == i] = 0
+    predicted[2:12, 2:40][instances[2:12, 2:40] == 0] = instances.max() + 1  # a false object on background
+    fixed = quality_suite.paint_corrections(instances, predicted, ann, n=3)
+    # the two largest missed cells are painted complete; the false object painted over as background
+    for i in missed:
+        new = np.unique(fixed[instances == i])
+        assert new.size == 1 and new[0] >= 2 and not (ann == new[0]).any()
+    false = (predicted == instances.max() + 1) & (ndi.distance_transform_edt(instances == 0) >= 2) & (ann == 0)
+    assert np.all(fixed[false] == 1)
+    # nothing painted before is changed
+    np.testing.assert_array_equal(fixed[ann > 0], ann[ann > 0])
+
+
+def test_edge_jitter_paints_each_cell_within_a_pixel_of_its_edge(clumps):
+    _, instances = clumps
+    exact = quality_suite.paint(instances, "a", seed=4)
+    rough = quality_suite.paint(instances, "a", seed=4, edge_jitter=1)
+    cross = ndi.generate_binary_structure(2, 1)
+    changed = 0
+    for c in [int(c) for c in np.unique(exact) if c >= 2]:
+        ref, got = exact == c, rough == c
+        assert got.any()
+        assert np.all(ndi.binary_erosion(ref, cross) <= got) and np.all(got <= ndi.binary_dilation(ref, cross))
+        changed += not np.array_equal(ref, got)
+    assert changed >= 3

@@ -86,10 +86,12 @@ def make_config(overrides, **fields):
 
 
 def _predict(model, image):
+    """``(probabilities, labels)`` of a whole image, as the plugin predicts it."""
     from napari_unet.postprocess import label_options, to_labels
     from napari_unet.tiling import predict_tiled
 
-    return to_labels(predict_tiled(model, image), **label_options(model))
+    probabilities = predict_tiled(model, image)
+    return probabilities, to_labels(probabilities, **label_options(model))
 
 
 def _scores(gt, pred):
@@ -122,9 +124,10 @@ def run_one(task):
                                                                            "time_limit_s": task["seconds"]}
     t0 = time.perf_counter()
     if style == "c":  # a first half, the correction round, the second half
-        half = {k: (max(1, v // 2) if k == "iterations" and v else (v / 2 if v else v)) for k, v in budget.items()}
+        half = ({"iterations": max(1, budget["iterations"] // 2)} if budget["iterations"]
+                else {"iterations": None, "time_limit_s": budget["time_limit_s"] / 2})
         first = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **half))
-        ann = quality_suite.paint_corrections(inst, _predict(first.model, image), ann, n=3, seed=seed)
+        ann = quality_suite.paint_corrections(inst, _predict(first.model, image)[1], ann, n=3, seed=seed)
         trainer = _train(image, ann, make_config(task["overrides"], seed=seed + 1, device="cpu", **half),
                          model=first.model)
         iterations = first.iteration + trainer.iteration
@@ -132,12 +135,11 @@ def run_one(task):
         trainer = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **budget))
         iterations = trainer.iteration
     train_s = time.perf_counter() - t0
-    from napari_unet.postprocess import label_options, to_labels
-    from napari_unet.tiling import predict_tiled
-
-    probabilities = predict_tiled(trainer.model, image)
-    scores = _scores(inst, to_labels(probabilities, **label_options(trainer.model)))
+    probabilities, labels = _predict(trainer.model, image)
+    scores = _scores(inst, labels)
     if task.get("save"):  # for studies of the post-processing without training again
+        from napari_unet.postprocess import label_options
+
         folder = Path(task["save"])
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{task['image'].replace(' ', '_')}_{style}_s{seed}_{task['seconds']:g}"

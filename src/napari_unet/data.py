@@ -201,18 +201,18 @@ def make_targets(
             labels = np.where(implied, 1, labels).astype(labels.dtype, copy=False)
             mask = labels > 0
         target = (labels >= 2).astype(np.int64)
+        # w = w_c + the border term; w_c over two classes, or three with the cell borders
         if borders:
             target[cell_borders(labels)] = 2
-            counts = np.bincount(target[mask], minlength=3)
-            values = class_weight_values(counts, class_weights).astype(np.float32)
-            weights = values[target] + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
+            values = class_weight_values(np.bincount(target[mask], minlength=3), class_weights)
+            class_part = values.astype(np.float32)[target]
         else:
-            weights = weight_map(labels, w0=w0, sigma=sigma, class_weights=class_weights, mode="instances")
+            class_part = weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")
+        weights = class_part + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
         if ring_border and implied is not None and implied.any() and w0:
             d = ndi.distance_transform_edt(labels < 2)[implied]
             border = (w0 * np.exp(-((2.0 * d) ** 2) / (2.0 * sigma * sigma))).astype(np.float32)
-            base = values[0] if borders else weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")[implied]
-            weights[implied] = np.maximum(weights[implied], base + border)
+            weights[implied] = np.maximum(weights[implied], class_part[implied] + border)
     else:
         top = int(ann.max()) if ann.size else 0
         if n_classes is not None and top > int(n_classes):

@@ -93,8 +93,12 @@ def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, cap
     assert cli.main(base + ["-o", str(tmp_path / "a")]) == 0
     assert cli.main(base + ["-o", str(tmp_path / "b"), "--cell-diameter", "31.5"]) == 0
     assert seen == [{"mode": "instances", "cell_diameter": diameter}, {"mode": "instances", "cell_diameter": 31.5}]
-    assert cli.main(base + ["-o", str(tmp_path / "c"), "--cell-diameter", "0"]) == 2
-    assert "--cell-diameter must be > 0" in capsys.readouterr().err
+    for bad in ("0", "inf", "nan"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(base + ["-o", str(tmp_path / "c"), "--cell-diameter", bad])
+        assert exit_.value.code == 2
+        assert "--cell-diameter: must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_bad_inputs_give_clear_errors_and_no_model(files, tmp_path, capsys):

@@ -71,7 +71,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(model, tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        save_model(UNet(depth=1, base_channels=2), path)
+        save_model(UNet(depth=1, base_channels=2), path, overwrite=True)
     assert path.read_bytes() == before  # the old model survives
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.unet"]
 

@@ -44,6 +44,10 @@ class CliError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
+# what bad input, files or paths raise in the core: one line on stderr and exit 2, no traceback
+_EXPECTED = (CliError, ValueError, TypeError, OSError, MemoryError)
+
+
 # ---------------------------------------------------------------------------------------------
 # progress bar (plain text, no dependency)
 
@@ -221,11 +225,14 @@ def _stem(path: Path) -> str:
 
 
 def _read(path: Path, axes: str | None):
+    from .checks import as_real_array, check_finite_image
     from .io import read_image
 
     try:
         data, found_axes = read_image(path)
-    except (ValueError, OSError) as exc:
+        as_real_array(data, str(path))
+        check_finite_image(data, str(path))
+    except (ValueError, TypeError, OSError) as exc:
         raise CliError(str(exc)) from None
     if axes is not None:
         axes = axes.upper()
@@ -249,12 +256,12 @@ def _add_train(sub):
     p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
     p.add_argument("--preset", choices=["fast", "paper", "tiny"], default="fast",
                    help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests)")
-    p.add_argument("--iterations", type=int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
+    p.add_argument("--iterations", type=_positive_int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
     p.add_argument("--time-limit", type=_parse_duration, default=None, help="stop after this long, e.g. 300, 90s, 5m, 1h")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per iteration")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per iteration")
     p.add_argument("--tile", type=_parse_tile, default=None, help="training input tile, e.g. 188 or 188x188")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="adam (default) or sgd (the paper's, momentum 0.99)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument("--validation-fraction", type=float, default=None, help="fraction of annotated pixels held out (default 0.1)")
     p.add_argument("--keep", choices=["best", "last"], default=None,
@@ -287,6 +294,26 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def _train_config(args):
     import dataclasses
 
@@ -310,12 +337,14 @@ def _train_config(args):
     return config
 
 
-def _training_loop(trainer, *, quiet: bool, label: str = "train") -> None:
+def _training_loop(trainer, *, quiet: bool, label: str = "train") -> bool:
+    """Drive the training with a progress bar; False when Ctrl-C stopped it (best weights kept)."""
     bar = ProgressBar(label, enabled=not quiet)
     cfg = trainer.config
     last_val = ""
+    events = trainer.run()
     try:
-        for event in trainer.run():
+        for event in events:
             if event.kind == "validation" and event.val_loss is not None:
                 last_val = f" val {event.val_loss:.3f} IoU {event.val_iou:.2f}"
             if event.kind == "checkpoint":
@@ -334,17 +363,21 @@ def _training_loop(trainer, *, quiet: bool, label: str = "train") -> None:
             if event.kind == "done":
                 bar.close(f"{label}: {event.message} after {event.iteration} iterations, {_format_seconds(event.elapsed_s)}")
     except KeyboardInterrupt:
-        # Ctrl-C: end like stop(): the generator's cleanup keeps the best model
+        # Ctrl-C: end like stop(): the generator's cleanup keeps the best model, stopped: true
+        trainer.stop()
+        events.close()  # ends like the Stop button: best weights kept, stopped: true
         bar.close(f"{label}: interrupted; keeping the best model so far")
+        return False
+    return True
 
 
 def _cmd_train(args) -> int:
-    from .io import load_model, save_model
+    from .io import check_output_path, has_training_state, is_model_file, load_model, save_or_rescue
     from .training import Trainer
 
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise CliError(f"{output} already exists; pass --overwrite to replace it")
+    output = check_output_path(args.output, overwrite=args.overwrite, what="model file")
+    if output.exists() and not is_model_file(output):
+        raise CliError(f"{output} exists and is not a napari-unet model file; not replacing it (choose another name)")
     if len(args.images) != len(args.annotations):
         raise CliError(f"got {len(args.images)} image(s) but {len(args.annotations)} annotation file(s); give one per image")
     if args.resume and args.continue_from:
@@ -359,6 +392,9 @@ def _cmd_train(args) -> int:
     config = _train_config(args)
     try:
         if args.resume:
+            if is_model_file(args.resume) and not has_training_state(args.resume):
+                raise CliError(f"{args.resume} is a model without training state (not a checkpoint); "
+                               f"train it further with --continue {args.resume}")
             trainer = Trainer.resume(args.resume, images, annotations, config=config, axes=axes_list)
         else:
             model = load_model(args.continue_from) if args.continue_from else None
@@ -370,11 +406,13 @@ def _cmd_train(args) -> int:
         print(f"training a {config.preset if config.model is None else 'custom'} U-Net ({n_params / 1e6:.2f} M parameters) "
               f"on {trainer.device}, tile {trainer.input_shape} -> {trainer.output_shape}, batch {trainer.batch_size}",
               file=sys.stderr)
-    _training_loop(trainer, quiet=args.quiet)
-    save_model(trainer.model, output)
+    finished = _training_loop(trainer, quiet=args.quiet)
+    saved = save_or_rescue(trainer.model, output, overwrite=args.overwrite)
+    if saved != output:
+        raise CliError(f"could not write {output}; the trained model was saved to {saved} instead")
     if not args.quiet:
         print(f"model written to {output}", file=sys.stderr)
-    return 0
+    return 0 if finished else 130
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,8 +430,8 @@ def _add_predict(sub):
     p.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, CYX, ZYX, TZCYX (default: from the files)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--tile", type=_parse_tile, default=None, help="prediction input tile, e.g. 572 or 572x572")
-    p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
-    p.add_argument("--cell-diameter", type=float, default=None,
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per forward pass")
+    p.add_argument("--cell-diameter", type=_positive_float, default=None,
                    help="typical cell diameter in pixels for the split of touching cells and the size filter "
                         "(default: the median diameter of the cells painted for training, kept in the model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -408,14 +446,17 @@ def _canonical_order(array: np.ndarray, axes: str):
 
 
 def _cmd_predict(args) -> int:
-    from .io import load_model, write_image
+    from .io import check_output_path, is_complete_image, load_model, output_lock, write_image
     from .postprocess import label_options, to_labels
-    from .tiling import iter_predict_stack
+    from .tiling import drive, iter_predict_stack
 
     if args.overwrite and args.skip_existing:
         raise CliError("give --overwrite or --skip-existing, not both")
     paths = _expand_inputs(args.inputs)
     outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise CliError(f"-o {outdir} is a file; predict writes into an output folder")
+    check_output_path(outdir / "labels.tif", overwrite=True, what="output folder")
     suffix = ".zarr" if args.format == "zarr" else ".tif"
     jobs = []
     for path in paths:
@@ -423,10 +464,12 @@ def _cmd_predict(args) -> int:
         if args.probabilities:
             outputs["probabilities"] = outdir / f"{_stem(path)}_probabilities{suffix}"
         existing = [o for o in outputs.values() if o.exists()]
-        if existing and args.skip_existing:
+        if args.skip_existing and all(is_complete_image(o) for o in outputs.values()):
             continue
-        if existing and not args.overwrite:
+        if existing and not (args.overwrite or args.skip_existing):
             raise CliError(f"{existing[0]} already exists; pass --overwrite to replace outputs (or --skip-existing)")
+        if existing and args.skip_existing:
+            logger.warning("redoing %s: its outputs are incomplete (an interrupted run)", path)
         jobs.append((path, outputs))
     names = [_stem(p) for p in paths]
     if len(set(names)) != len(names):
@@ -439,8 +482,8 @@ def _cmd_predict(args) -> int:
     mode = model.metadata.get("mode", "instances")
     options = label_options(model, mode)
     if args.cell_diameter is not None:
-        if not args.cell_diameter > 0:
-            raise CliError(f"--cell-diameter must be > 0 pixels, got {args.cell_diameter}")
+        if not (math.isfinite(args.cell_diameter) and args.cell_diameter > 0):
+            raise CliError(f"--cell-diameter must be a number of pixels > 0, got {args.cell_diameter}")
         if mode == "instances":
             options["cell_diameter"] = args.cell_diameter
     in_channels = model.config.in_channels
@@ -456,20 +499,18 @@ def _cmd_predict(args) -> int:
             kwargs["tile_shape"] = args.tile
         if args.batch_size is not None:
             kwargs["batch_size"] = args.batch_size
-        gen = iter_predict_stack(model, data, axes=axes, device=args.device, **kwargs)
-        t0 = time.monotonic()
-        try:
-            while True:
-                done, total = next(gen)
-                bar.update(done, total, f"{done}/{total} tiles {_format_seconds(time.monotonic() - t0)}")
-        except StopIteration as stop:
-            probabilities = stop.value
-        labels = to_labels(probabilities, **options)
-        out_axes = axes.replace("C", "")
-        write_image(outputs["labels"], labels, axes=out_axes, overwrite=args.overwrite)
-        if "probabilities" in outputs:
-            prob, prob_axes = _canonical_order(probabilities, "C" + out_axes)
-            write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=args.overwrite)
+        replace = args.overwrite or args.skip_existing  # --skip-existing redoes incomplete outputs only
+        with output_lock(outdir / f".{_stem(path)}.napari-unet.lock"):
+            t0 = time.monotonic()
+            probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, **kwargs),
+                                  lambda done, total: bar.update(
+                                      done, total, f"{done}/{total} tiles {_format_seconds(time.monotonic() - t0)}"))
+            labels = to_labels(probabilities, **options)
+            out_axes = axes.replace("C", "")
+            if "probabilities" in outputs:  # labels last: their presence says the job got to its end
+                prob, prob_axes = _canonical_order(probabilities, "C" + out_axes)
+                write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=replace)
+            write_image(outputs["labels"], labels, axes=out_axes, overwrite=replace)
         bar.close(f"{path.name}: {int(labels.max()) if mode == 'instances' else len(np.unique(labels))} "
                   f"{'objects' if mode == 'instances' else 'classes'} -> {outputs['labels']}")
     if not jobs and not args.quiet:
@@ -487,9 +528,9 @@ def _add_demo(sub):
                                    "annotation (~2%% of the pixels), predict a fresh image, score it and write the "
                                    "prediction, the model and a side-by-side PNG.")
     p.add_argument("--out", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
-    p.add_argument("--minutes", type=float, default=1.0, help="training time in minutes (default 1)")
+    p.add_argument("--minutes", type=_positive_float, default=1.0, help="training time in minutes (default 1)")
     p.add_argument("--long", action="store_true", help="train for 5 minutes (the benchmarked setting)")
-    p.add_argument("--size", type=int, default=384, help="size of the synthetic images (default 384)")
+    p.add_argument("--size", type=_positive_int, default=384, help="size of the synthetic images (default 384)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training image (the test image uses seed + 1)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier demo outputs")
@@ -543,7 +584,7 @@ def _cmd_demo(args) -> int:
     scores = match_instances(test_instances, labels)
     sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
     out.mkdir(parents=True, exist_ok=True)
-    save_model(trainer.model, names["model"])
+    save_model(trainer.model, names["model"], overwrite=args.overwrite)
     write_image(names["train_image"], image, axes="YX", overwrite=args.overwrite)
     write_image(names["annotations"], annotations, axes="YX", overwrite=args.overwrite)
     write_image(names["image"], test_image, axes="YX", overwrite=args.overwrite)
@@ -623,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation from painted strokes, headless.")
     parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="{train,predict,export,demo}")
     _add_train(sub)
     _add_predict(sub)
@@ -641,12 +683,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
+    except _EXPECTED as exc:
+        # a user error (bad input, file, path, memory): one line; --debug shows the traceback
+        if args.debug:
+            raise
         print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except FileExistsError as exc:
-        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+import numpy as np
+
+from .checks import check_choice, check_float, check_int, check_pair
+
 __all__ = [
     "ModelConfig",
     "AugmentConfig",
@@ -19,6 +23,20 @@ __all__ = [
     "MODEL_PRESETS",
     "model_preset",
 ]
+
+
+MAX_CLASSES = 256
+"""Most output classes a network may have (class mode numbers classes 1..K)."""
+MAX_CHANNELS = 1024
+MAX_DEPTH = 8
+MAX_PARAMETERS = 2_000_000_000
+"""Largest network a config (or a model file) may ask for: 8 GB of float32 weights."""
+
+
+def _check_bool(obj, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
 def _to_dict(obj) -> dict[str, Any]:
@@ -73,18 +91,32 @@ class ModelConfig:
     """Drop-out probability at the end of the contracting path (the paper uses 0.5)."""
 
     def __post_init__(self):
-        if int(self.in_channels) < 1:
-            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
-        if int(self.n_classes) < 2:
-            raise ValueError(f"n_classes must be >= 2 (background + one class), got {self.n_classes}")
-        if int(self.depth) < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if int(self.base_channels) < 1:
-            raise ValueError(f"base_channels must be >= 1, got {self.base_channels}")
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f'padding must be "valid" or "same", got {self.padding!r}')
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_int("in_channels", self.in_channels, minimum=1, maximum=MAX_CHANNELS)
+        check_int("n_classes", self.n_classes, minimum=2, maximum=MAX_CLASSES)
+        check_int("depth", self.depth, minimum=1, maximum=MAX_DEPTH)
+        check_int("base_channels", self.base_channels, minimum=1, maximum=1024)
+        check_choice("padding", self.padding, ("valid", "same"))
+        check_float("dropout", self.dropout, minimum=0.0, below=1.0)
+        _check_bool(self, "batch_norm")
+        n = self.parameter_count()
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"depth={self.depth} with base_channels={self.base_channels} makes a network of "
+                             f"{n / 1e9:.1f} billion parameters (at most {MAX_PARAMETERS / 1e9:.0f} billion; "
+                             "the paper's network has 0.03 billion)")
+
+    def parameter_count(self) -> int:
+        """Number of weights of the network this config builds (without building it)."""
+        c = [int(self.base_channels) * 2**i for i in range(int(self.depth) + 1)]
+        bn = 4 if self.batch_norm else 1  # batch norm: weight, bias, running mean, var (no conv bias)
+
+        def double(cin, cout):
+            return 9 * cin * cout + 9 * cout * cout + 2 * bn * cout
+
+        n = double(int(self.in_channels), c[0])
+        for i in range(1, len(c)):
+            n += double(c[i - 1], c[i])  # contracting path
+            n += 4 * c[i] * c[i - 1] + c[i - 1] + double(2 * c[i - 1], c[i - 1])  # up-conv, then two convs
+        return n + c[0] * int(self.n_classes) + int(self.n_classes)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -148,15 +180,17 @@ class AugmentConfig:
     """Maximum standard deviation of the additive Gaussian noise (normalized units)."""
 
     def __post_init__(self):
-        if int(self.elastic_grid) < 2:
-            raise ValueError(f"elastic_grid must be >= 2 control points per axis, got {self.elastic_grid}")
+        check_int("elastic_grid", self.elastic_grid, minimum=2, maximum=64)
+        for name in ("enabled", "elastic", "rotate90", "flip"):
+            _check_bool(self, name)
         for name in ("elastic_sigma", "rotation_degrees", "shift_pixels", "brightness", "noise_std"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_float(name, getattr(self, name), minimum=0.0)
         for name in ("scale_range", "gamma_range", "contrast_range"):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or not 0 < float(value[0]) <= float(value[1]):
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {value}")
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {value!r}")
+            low = check_float(f"{name}[0]", value[0], above=0.0)
+            check_float(f"{name}[1]", value[1], minimum=low)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -261,34 +295,53 @@ class TrainConfig:
     scaling); MPS and CPU always train in float32."""
 
     def __post_init__(self):
-        if self.mode not in ("instances", "classes"):
-            raise ValueError(f'mode must be "instances" or "classes", got {self.mode!r}')
+        check_choice("mode", self.mode, ("instances", "classes"))
         if self.iterations is None and self.time_limit_s is None:
             raise ValueError("give iterations, time_limit_s or both: training needs a budget")
-        if self.iterations is not None and int(self.iterations) < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-        if self.time_limit_s is not None and float(self.time_limit_s) <= 0:
-            raise ValueError(f"time_limit_s must be > 0, got {self.time_limit_s}")
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f'optimizer must be "sgd" or "adam", got {self.optimizer!r}')
-        if not 0.0 <= float(self.validation_fraction) < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if self.keep_model not in ("best", "last"):
-            raise ValueError(f'keep_model must be "best" or "last", got {self.keep_model!r}')
-        if self.ema_decay is not None and not 0.0 <= float(self.ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
-        if int(self.log_every) < 1 or int(self.validate_every) < 1:
-            raise ValueError(f"log_every and validate_every must be >= 1, got {self.log_every}, {self.validate_every}")
-        if int(self.preview_every) < 0:
-            raise ValueError(f"preview_every must be >= 0, got {self.preview_every}")
-        if int(self.ring) < 0:
-            raise ValueError(f"ring must be >= 0 pixels, got {self.ring}")
-        if int(self.validation_block) < 1:
-            raise ValueError(f"validation_block must be >= 1, got {self.validation_block}")
-        if self.checkpoint_every_s is not None and float(self.checkpoint_every_s) <= 0:
-            raise ValueError(f"checkpoint_every_s must be > 0, got {self.checkpoint_every_s}")
+        if self.iterations is not None:
+            object.__setattr__(self, "iterations", check_int("iterations", self.iterations, minimum=1))
+        if self.time_limit_s is not None:
+            check_float("time_limit_s", self.time_limit_s, above=0.0)
+        if self.n_classes is not None:
+            check_int("n_classes", self.n_classes, minimum=2, maximum=MAX_CLASSES)
+        if self.tile_shape is not None:
+            object.__setattr__(self, "tile_shape", check_pair("tile_shape", self.tile_shape, minimum=8, maximum=8192))
+        check_int("batch_size", self.batch_size, minimum=1, maximum=1024)
+        check_choice("optimizer", self.optimizer, ("sgd", "adam"))
+        if self.learning_rate is not None:
+            check_float("learning_rate", self.learning_rate, above=0.0, maximum=10.0)
+        check_float("momentum", self.momentum, minimum=0.0, below=1.0)
+        check_float("weight_decay", self.weight_decay, minimum=0.0)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine", "step"))
+        check_choice("keep_model", self.keep_model, ("best", "last"))
+        if self.ema_decay is not None:
+            check_float("ema_decay", self.ema_decay, minimum=0.0, below=1.0)
+        check_float("w0", self.w0, minimum=0.0, maximum=1e4)
+        check_float("sigma", self.sigma, above=0.0, maximum=1e4)
+        cw = self.class_weights
+        if cw is not None and cw != "balanced":
+            if isinstance(cw, (str, bytes)) or not hasattr(cw, "__len__"):
+                raise ValueError(f'class_weights must be "balanced", None or one weight per class, got {cw!r}')
+            for i, w in enumerate(cw):
+                check_float(f"class_weights[{i}]", w, minimum=0.0)
+        for name in ("gap", "borders", "ring_border", "mixed_precision"):
+            _check_bool(self, name)
+        check_int("ring", self.ring, minimum=0, maximum=100)
+        if not isinstance(self.augment, AugmentConfig):
+            raise TypeError(f"augment must be an AugmentConfig, got {type(self.augment).__name__}")
+        if self.model is not None and not isinstance(self.model, ModelConfig):
+            raise TypeError(f"model must be a ModelConfig or None, got {type(self.model).__name__}")
+        low = check_float("normalize_low", self.normalize_low, minimum=0.0, below=100.0)
+        check_float("normalize_high", self.normalize_high, above=low, maximum=100.0)
+        check_float("validation_fraction", self.validation_fraction, minimum=0.0, below=1.0)
+        if self.device is not None and not isinstance(self.device, str):
+            raise TypeError(f'device must be "cuda", "mps", "cpu" or None, got {self.device!r}')
+        check_int("seed", self.seed)
+        if self.checkpoint_every_s is not None:
+            check_float("checkpoint_every_s", self.checkpoint_every_s, above=0.0)
+        for name in ("log_every", "validate_every", "validation_tiles", "validation_block"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("preview_every", self.preview_every, minimum=0)
         if self.model is None and self.preset not in MODEL_PRESETS:
             raise ValueError(f"unknown network preset {self.preset!r}; choose one of {sorted(MODEL_PRESETS)}")
 

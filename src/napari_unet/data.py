@@ -21,7 +21,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .config import AugmentConfig
+from .config import MAX_CLASSES, AugmentConfig
 from .normalization import apply_normalization, normalization_params
 from .weights import _check_integer_labels, class_weight_values, weight_map
 
@@ -279,12 +279,10 @@ def painted_cell_diameter(annotations) -> float | None:
         cells = np.where(plane >= 2, plane, 0).astype(np.int64, copy=False)
         if not cells.any():
             continue
-        areas = np.bincount(cells.ravel())
-        ids = np.flatnonzero(areas)
-        ids = ids[ids > 0]
-        border = np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))
-        for i in ids.tolist():
-            (cut if i in border else inner).append(float(areas[i]))
+        ids, counts = np.unique(cells[cells > 0], return_counts=True)  # any ids, even >= 2**40
+        border = set(np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])).tolist())
+        for i, n in zip(ids.tolist(), counts.tolist()):
+            (cut if i in border else inner).append(float(n))
     areas = inner or cut
     if not areas:
         return None
@@ -385,6 +383,9 @@ def validate_annotations(image, annotations=None, *, mode: str = "instances", n_
         if low < 0:
             raise ValueError(f"annotations must not contain negative labels, got {low}")
         high = int(ann.max())
+        if mode == "classes" and high > MAX_CLASSES:
+            raise ValueError(f"annotations hold class {high}; class mode numbers classes 1..K with K at most "
+                             f"{MAX_CLASSES} (for one id per cell use mode='instances')")
         if high >= counts.size:
             counts = np.pad(counts, (0, high + 1 - counts.size)) if mode == "classes" or high < 2**20 else counts
         if mode == "classes" or high < 2**20:

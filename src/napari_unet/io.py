@@ -23,11 +23,14 @@ ending in ``.zarr``), never replacing an existing file unless ``overwrite=True``
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import json
 import logging
+import math
 import os
 import shutil
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -45,6 +48,13 @@ __all__ = [
     "read_image",
     "write_image",
     "atomic_write_bytes",
+    "check_output_path",
+    "check_metadata",
+    "is_model_file",
+    "is_complete_image",
+    "save_or_rescue",
+    "output_lock",
+    "has_training_state",
     "MODEL_FORMAT",
     "MODEL_FORMAT_VERSION",
     "ModelFileError",
@@ -93,13 +103,64 @@ def _default_permissions(path) -> None:
         pass
 
 
+_TEMPORARY_SUFFIXES = (".tmp", ".tmp.tif", ".tmp.zarr", ".old")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # pragma: no cover - no cheap check; keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.<pid>.*`` temporaries left by writers of ``path`` that were killed."""
+    try:
+        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*"))
+    except OSError:
+        return
+    for tmp in siblings:
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if not tmp.name.endswith(_TEMPORARY_SUFFIXES) or not parts[0].isdigit() or _pid_alive(int(parts[0])):
+            continue
+        try:
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+            logger.info("removed %s, left by an interrupted write", tmp)
+        except OSError:
+            pass
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def temporary_sibling(path: Path, suffix: str = ".tmp") -> str:
+    """A new empty file beside ``path`` named ``.<name>.<pid>.<random><suffix>`` (removed if stale)."""
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A temporary file left by a writer that was killed (``kill -9``) is removed by the next write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temporary_sibling(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -112,6 +173,66 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def check_output_path(path, *, overwrite: bool = False, what: str = "output") -> Path:
+    """Fail now, before any work, if ``path`` cannot be written: a folder where a file must go, a
+    file where a folder must go, an existing file without ``overwrite``, no write permission."""
+    path = Path(path)
+    if path.is_dir() and path.suffix.lower() != ".zarr":
+        raise IsADirectoryError(f"{what} {path} is an existing folder; name a file inside it")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"{what} {path}: no permission to write in {parent}")
+            break
+    if path.exists():
+        if not overwrite:
+            raise _exists_error(path)
+        if path.is_file() and (not os.access(path, os.W_OK) or not path.stat().st_mode & stat.S_IWUSR):
+            raise PermissionError(f"{what} {path} is read-only; not replacing it")
+    return path
+
+
+@contextlib.contextmanager
+def output_lock(path):
+    """Hold ``path`` (a lock file) while writing the outputs it guards; a second writer gets a
+    FileExistsError instead of interleaving. A lock left by a killed process is taken over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and not _pid_alive(pid):
+                path.unlink(missing_ok=True)  # left by a process that was killed
+                continue
+            raise FileExistsError(f"{path.name[:-len('.lock')].lstrip('.')} is being written by another "
+                                  f"napari-unet process (pid {pid or '?'}); wait for it or remove {path} "
+                                  "if that process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def is_model_file(path) -> bool:
+    """True when ``path`` is a readable napari-unet model file (only its description is read)."""
+    try:
+        _header, zf = _read_archive(Path(path), str(path))
+    except (ModelFileError, OSError):
+        return False
+    zf.close()
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,12 +272,13 @@ def model_to_bytes(model, *, extra_json: dict | None = None, extra_tensors: dict
     return buffer.getvalue()
 
 
-def save_model(model, path) -> Path:
+def save_model(model, path, *, overwrite: bool = False) -> Path:
     """Save ``model`` (weights, architecture and metadata) to one ``.unet`` file.
 
     The file is a zip of ``model.json`` + ``weights.safetensors``, written atomically
-    (temporary file + rename): an existing file at ``path`` is replaced only once the new one
-    is complete. Returns the path written.
+    (temporary file + rename). An existing file is replaced only with ``overwrite=True``, only
+    if it is a napari-unet model file (never an image or another file given by mistake) and
+    only once the new one is complete. Returns the path written.
 
     Examples
     --------
@@ -167,7 +289,38 @@ def save_model(model, path) -> Path:
     >>> load_model(path).config.base_channels
     2
     """
+    path = check_output_path(path, overwrite=overwrite, what="model file")
+    if path.exists() and not is_model_file(path):
+        raise FileExistsError(f"{path} exists and is not a napari-unet model file; not replacing it "
+                              "(choose another name; model files end in .unet)")
     return atomic_write_bytes(path, model_to_bytes(model))
+
+
+def save_or_rescue(model, path, *, overwrite: bool = False) -> Path:
+    """Save a freshly trained ``model`` to ``path``; if that fails, save it to a fallback file
+    (the current folder, else the home folder, else the temporary folder) and return that path,
+    so finished training is never lost. The caller tells the user when the path differs."""
+    try:
+        return save_model(model, path, overwrite=overwrite)
+    except (OSError, ValueError) as exc:
+        logger.warning("could not save the model to %s (%s); saving it elsewhere", path, exc)
+        first_error = exc
+    import time
+
+    name = f"napari-unet-rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.unet"
+    for folder in (Path.cwd(), Path.home(), Path(tempfile.gettempdir())):
+        try:
+            return atomic_write_bytes(folder / name, model_to_bytes(model))
+        except OSError:
+            continue
+    raise OSError(f"could not save the trained model anywhere ({first_error})")
+
+
+def has_training_state(path) -> bool:
+    """True when the model file ``path`` is a checkpoint (holds optimizer and progress state)."""
+    header, zf = _read_archive(Path(path), f"model file {path}")
+    zf.close()
+    return bool((header.get("extra") or {}).get("checkpoint"))
 
 
 def _read_archive(source, what: str) -> tuple[dict, zipfile.ZipFile]:
@@ -194,6 +347,9 @@ def _read_archive(source, what: str) -> tuple[dict, zipfile.ZipFile]:
     except ModelFileError:
         zf.close()
         raise
+    except RecursionError:
+        zf.close()
+        raise ModelFileError(f"{what}: {_JSON_NAME} is nested too deeply to be a model description") from None
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError, zlib_error()) as exc:
         zf.close()
         raise ModelFileError(f"{what}: {_JSON_NAME} is corrupt ({exc})") from None
@@ -231,10 +387,14 @@ def zlib_error():
     return zlib.error
 
 
-def _read_tensors(zf: zipfile.ZipFile, name: str, what: str) -> dict:
+def _read_tensors(zf: zipfile.ZipFile, name: str, what: str, max_bytes: int) -> dict:
     from safetensors.torch import load as st_load
 
     try:
+        size = zf.getinfo(name).file_size
+        if size > max_bytes:
+            raise ModelFileError(f"{what}: {name} unpacks to {size} bytes, more than the stored architecture "
+                                 f"can hold ({max_bytes} bytes); the file is corrupt or hostile")
         raw = zf.read(name)
     except KeyError:
         raise ModelFileError(f"{what} is incomplete: it has no {name}") from None
@@ -263,7 +423,47 @@ def model_from_bytes(data, device=None):
     return _load(source, what, device=device)
 
 
+def check_metadata(metadata, what: str = "model metadata") -> dict:
+    """``metadata`` of a model file as a dict, its known entries of the right types, or ModelFileError."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{what}: metadata must be a JSON object, got {type(metadata).__name__}")
+    meta = dict(metadata)
+
+    def bad(key, expected):
+        raise ModelFileError(f"{what}: metadata {key!r} must be {expected}, got {meta[key]!r:.80}")
+
+    if meta.get("mode") is not None and meta["mode"] not in ("instances", "classes"):
+        bad("mode", '"instances" or "classes"')
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        bad("class_names", "a list of strings")
+    for key in ("cell_diameter",):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            bad(key, "a positive number")
+    border = meta.get("border_class")
+    if border is not None and (isinstance(border, bool) or not isinstance(border, int) or border < 1):
+        bad("border_class", "a class number >= 1")
+    for key in ("normalization", "training", "tile"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            bad(key, "a JSON object")
+    norm = meta.get("normalization")
+    if norm:
+        from .normalization import normalization_params
+
+        try:
+            normalization_params(np.zeros((2, 2), np.float32), norm)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{what}: invalid normalization in the metadata ({exc})") from None
+    return meta
+
+
 def _load(source, what: str, *, device=None, with_extra: bool = False):
+    import torch
+
     from .config import ModelConfig
     from .model import UNet
 
@@ -277,18 +477,25 @@ def _load(source, what: str, *, device=None, with_extra: bool = False):
             raise ModelFileError(f"{what}: incompatible architecture config ({exc})") from None
         if header.get("architecture", "UNet") != "UNet":
             raise ModelFileError(f"{what}: unknown architecture {header.get('architecture')!r}")
-        state = _read_tensors(zf, _WEIGHTS_NAME, what)
+        metadata = check_metadata(header.get("metadata"), what)
+        # float64 weights at most, plus the safetensors header; extras (optimizer, best, average) a few copies
+        limit = 8 * config.parameter_count() + 2**24
+        state = _read_tensors(zf, _WEIGHTS_NAME, what, limit)
         extra_tensors = {}
         if with_extra:
             for name in zf.namelist():
                 if name.endswith(".safetensors") and name != _WEIGHTS_NAME:
-                    extra_tensors[name[: -len(".safetensors")]] = _read_tensors(zf, name, what)
+                    extra_tensors[name[: -len(".safetensors")]] = _read_tensors(zf, name, what, 3 * limit)
     model = UNet.from_config(config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{what}: the weights do not fit the stored architecture ({exc})") from None
-    model.metadata = dict(header.get("metadata") or {})
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModelFileError(f"{what}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}); "
+                             "the training that wrote it diverged, so it cannot predict anything")
+    model.metadata = metadata
     model.eval()
     if device is not None:
         from .tiling import select_device
@@ -499,8 +706,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     else:
         imagej = False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
+    tmp = temporary_sibling(path, ".tmp.tif")
     try:
         kwargs: dict[str, Any] = {"metadata": {"axes": axes}}
         if imagej:
@@ -521,19 +727,58 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     return path
 
 
+_COMPLETE = "napari_unet_complete"
+
+
 def _write_zarr(path: Path, data, axes: str, overwrite: bool) -> Path:
+    """Write into a hidden folder beside ``path``, mark it complete, then rename it into place:
+    a reader (or ``--skip-existing``) never sees a half-written array."""
     import zarr
 
-    if path.exists():
-        if not overwrite:
-            raise _exists_error(path)
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    shape = tuple(int(s) for s in data.shape)
-    chunks = tuple(min(s, 1 if i < len(shape) - 2 else 512) for i, s in enumerate(shape))
-    arr = zarr.open_array(str(path), mode="w", shape=shape, dtype=np.dtype(data.dtype), chunks=chunks)
-    arr[...] = np.asarray(data)
-    arr.attrs["axes"] = axes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(temporary_sibling(path, ".tmp.zarr"))
+    tmp.unlink()
+    old = None
+    try:
+        shape = tuple(int(s) for s in data.shape)
+        chunks = tuple(min(s, 1 if i < len(shape) - 2 else 512) for i, s in enumerate(shape))
+        arr = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=np.dtype(data.dtype), chunks=chunks)
+        arr[...] = np.asarray(data)
+        arr.attrs["axes"] = axes
+        arr.attrs[_COMPLETE] = True
+        if path.exists():
+            if not overwrite:
+                raise _exists_error(path)
+            old = Path(temporary_sibling(path, ".old"))
+            old.unlink()
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     return path
+
+
+def is_complete_image(path) -> bool:
+    """True when ``path`` is an image written completely (a TIFF that opens, a zarr marked complete)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if path.suffix.lower() == ".zarr":
+        try:
+            import zarr
+
+            return bool(zarr.open(str(path), mode="r").attrs.get(_COMPLETE, False))
+        except Exception:  # any unreadable zarr is incomplete
+            return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series) > 0 and all(s > 0 for s in tif.series[0].shape)
+    except Exception:  # any unreadable TIFF is incomplete
+        return False

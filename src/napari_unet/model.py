@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .checks import check_pair
 from .config import ModelConfig
 
 __all__ = ["UNet", "DoubleConv", "Down", "Up"]
@@ -82,15 +83,7 @@ class Up(nn.Module):
 
 
 def _as_pair(shape, name: str) -> tuple[int, int]:
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (shape, shape)
-    try:
-        values = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a (Y, X) pair of ints, got {shape!r}") from None
-    if len(values) != 2:
-        raise ValueError(f"{name} must be a (Y, X) pair, got {tuple(shape)!r}")
-    return values  # type: ignore[return-value]
+    return check_pair(name, shape, minimum=0)
 
 
 class UNet(nn.Module):

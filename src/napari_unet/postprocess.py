@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .checks import check_float, check_int
+
 __all__ = ["to_labels", "label_options"]
 
 _SPLITS = (None, "distance", "probability")
@@ -32,9 +34,7 @@ MIN_SIZE_PER_AREA = 0.1
 def _scaled_defaults(split, split_h, min_size, cell_diameter):
     """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known."""
     if cell_diameter is not None:
-        cell_diameter = float(cell_diameter)
-        if not np.isfinite(cell_diameter) or cell_diameter <= 0:
-            raise ValueError(f"cell_diameter must be a positive number of pixels, got {cell_diameter}")
+        cell_diameter = check_float("cell_diameter (pixels)", cell_diameter, above=0.0)
     if split_h is None:
         if split == "probability":
             split_h = 0.1
@@ -47,11 +47,7 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter):
             min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**2 / 4)))
         else:
             min_size = 10
-    if float(split_h) <= 0:
-        raise ValueError(f"split_h must be > 0, got {split_h}")
-    if int(min_size) < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}")
-    return float(split_h), int(min_size)
+    return check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0)
 
 
 def label_options(model, mode: str | None = None) -> dict:
@@ -278,6 +274,8 @@ def to_labels(
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
+    if threshold is not None:
+        threshold = check_float("threshold", threshold, minimum=0.0, below=1.0)
     split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
     labels_shape = shape[1:]
     if out is None:
@@ -288,6 +286,9 @@ def to_labels(
     offset = 0
     for plane in np.ndindex(*labels_shape[:-2]):
         p = np.asarray(probabilities[(slice(None), *plane)])
+        if p.dtype.kind == "f" and not np.isfinite(p).all():
+            raise ValueError(f"probabilities{'' if not plane else ' of plane ' + str(plane)} hold NaN or infinite "
+                             "values: the model's weights are broken (a diverged training); retrain it")
         if mode == "classes":
             out[plane] = np.argmax(p, axis=0).astype(np.int32)
             continue

@@ -46,6 +46,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 import torch
 
+from .checks import as_real_array, check_allocation, check_finite_image, check_int, check_pair
 from .model import UNet
 from .normalization import apply_normalization, normalization_params
 
@@ -58,6 +59,7 @@ __all__ = [
     "select_device",
     "choose_tile_shape",
     "resolve_precision",
+    "drive",
 ]
 
 logger = logging.getLogger(__name__)
@@ -327,11 +329,7 @@ def _plan(model: UNet, height: int, width: int, tile_shape, device, dtype_name: 
         tile_shape = choose_tile_shape(model, (height, width), device=device, precision=dtype_name)
         steps = [_step_for_tile(model, t) for t in tile_shape]
     else:
-        if isinstance(tile_shape, (int, np.integer)):
-            tile_shape = (int(tile_shape), int(tile_shape))
-        if len(tuple(tile_shape)) != 2:
-            raise ValueError(f"tile_shape must be a (Y, X) pair of ints, got {tile_shape!r}")
-        wanted = tuple(int(t) for t in tile_shape)
+        wanted = check_pair("tile_shape", tile_shape, minimum=1, maximum=65536)
         valid = model.valid_input_shape(wanted)
         if valid != wanted:
             logger.info("tile_shape %s is not a valid input for this network; using %s", wanted, valid)
@@ -392,16 +390,8 @@ class _Source:
 
 
 def _as_array(data, name: str):
-    if not (hasattr(data, "shape") and hasattr(data, "__getitem__") and hasattr(data, "dtype")):
-        data = np.asarray(data)
-    try:
-        kind = np.dtype(data.dtype).kind
-    except TypeError:
-        kind = "O"
-    if kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers (bool, int, uint or float), got dtype {data.dtype}")
-    if any(int(s) == 0 for s in data.shape):
-        raise ValueError(f"{name} is empty: shape {tuple(data.shape)}")
+    data = as_real_array(data, name)
+    check_finite_image(data, name)
     return data
 
 
@@ -637,9 +627,12 @@ def _iter_predict(
         if dev.type == "cuda":
             per_tile = plan_y.tile * plan_x.tile * _bytes_per_pixel(model, dtype)
             batch_size = int(max(1, min(8, n_tiles, _memory_budget(dev) // max(per_tile, 1))))
-    elif int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    else:
+        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
     out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
+    if out is None:
+        check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
+                         hint="pass out= a zarr array or a memmap to write them to disk")
     out = _check_out(out, out_shape)
     norm = _normalization(model, source, normalize)
     logger.debug(
@@ -663,7 +656,10 @@ def _iter_predict(
     return out
 
 
-def _drive(gen: Generator[tuple[int, int], None, Any], progress: Progress | None):
+def drive(gen: Generator[tuple[int, int], None, Any], progress: Progress | None = None):
+    """Run a ``(done, total)`` generator to its end, calling ``progress(done, total)`` at each
+    step; returns the generator's return value. If ``progress`` raises (e.g. Ctrl-C), the
+    generator is closed at once, so it cancels its work and cleans up."""
     try:
         while True:
             done, total = next(gen)
@@ -671,6 +667,8 @@ def _drive(gen: Generator[tuple[int, int], None, Any], progress: Progress | None
                 progress(done, total)
     except StopIteration as stop:
         return stop.value
+    finally:
+        gen.close()
 
 
 def _image_axes(image, model: UNet) -> str:
@@ -681,7 +679,13 @@ def _image_axes(image, model: UNet) -> str:
         if shape[0] != model.config.in_channels:
             hint = ""
             if shape[-1] == model.config.in_channels:
-                hint = f"; for channels last (e.g. RGB) use predict_stack(model, image, axes='YXC')"
+                hint = "; for channels last (e.g. RGB) use predict_stack(model, image, axes='YXC')"
+            elif shape[-1] in (3, 4) and shape[0] > 4:
+                hint = (f"; it looks like an {'RGB' if shape[-1] == 3 else 'RGBA'} image with the channels last, "
+                        f"but the model takes {model.config.in_channels} channel(s): convert it to gray "
+                        "(e.g. skimage.color.rgb2gray) or train a model on RGB images")
+            elif model.config.in_channels == 1 and shape[0] > 4:
+                hint = "; for a stack of planes use predict_stack(model, data, axes='ZYX')"
             raise ValueError(
                 f"image has shape {shape}: expected (C, Y, X) with C = {model.config.in_channels} "
                 f"channel(s) as the model expects, got C = {shape[0]}{hint}"
@@ -773,7 +777,7 @@ def predict_tiled(
     >>> predict_tiled(net, np.zeros((50, 70), np.float32), precision="fp32").shape
     (2, 50, 70)
     """
-    return _drive(
+    return drive(
         iter_predict_tiled(
             model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
             normalize=normalize, precision=precision,
@@ -845,7 +849,7 @@ def predict_stack(
     >>> predict_stack(net, np.zeros((3, 40, 40), np.uint8), axes="ZYX", precision="fp32").shape
     (2, 3, 40, 40)
     """
-    return _drive(
+    return drive(
         iter_predict_stack(
             model, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
             normalize=normalize, precision=precision,

@@ -685,6 +685,9 @@ class Trainer:
                     path = self.save_checkpoint(elapsed=elapsed)
                     last_checkpoint = self.clock()
                     yield TrainEvent("checkpoint", message=str(path), **event)
+        except (GeneratorExit, KeyboardInterrupt):
+            reason = "stopped"  # closed early or Ctrl-C: the same end as stop()
+            raise
         finally:
             # also runs when the consumer closes the generator early
             elapsed = self._elapsed_before + self.clock() - t0

@@ -787,7 +787,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         from ..io import save_model
 
         try:
-            save_model(self.holder.model, path)
+            save_model(self.holder.model, path, overwrite=True)  # the save dialog asked
         except (OSError, ValueError) as exc:
             notify_error(f"Could not save the model to {path}: {plain_error(exc)}")
             return None

@@ -61,7 +61,7 @@ def _exportable(model):
     import torch
     from torch import nn
 
-    from .model import _center_crop
+    from .model import center_crop
 
     class _Exported(nn.Module):
         def __init__(self, net):
@@ -83,7 +83,7 @@ def _exportable(model):
             for up in self.up:
                 skip = skips[i]
                 x = up.up(x)
-                x = up.conv(torch.cat([_center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+                x = up.conv(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
                 i -= 1
             return torch.softmax(self.head(x), dim=1)
 
@@ -192,14 +192,14 @@ def _axis_names(names: Sequence[str]) -> list[str]:
 
 def _cover(model, tile_in: np.ndarray, probabilities: np.ndarray) -> bytes:
     """PNG bytes: the (first channel of the) input beside the predicted cells (or classes)."""
-    from .cli import _gray_rgb, _overlay, png_bytes  # plain numpy helpers
+    from .render import gray_rgb, overlay, png_bytes
     from .postprocess import label_options, to_labels
 
     gray = tile_in[0, 0]
     dy, dx = ((a - b) // 2 for a, b in zip(gray.shape, probabilities.shape[-2:]))
-    left = _gray_rgb(gray[dy : dy + probabilities.shape[-2], dx : dx + probabilities.shape[-1]])
+    left = gray_rgb(gray[dy : dy + probabilities.shape[-2], dx : dx + probabilities.shape[-1]])
     labels = to_labels(probabilities[0], **label_options(model))
-    right = _overlay(left, labels)
+    right = overlay(left, labels)
     gap = np.full((left.shape[0], 8, 3), 255, np.uint8)
     return png_bytes(np.concatenate([left, gap, right], axis=1))
 
@@ -421,7 +421,8 @@ def export_bioimageio(
     """
     import torch
 
-    from .io import atomic_write_bytes, model_to_bytes
+    from .model_files import model_to_bytes
+    from .outputs import atomic_write_bytes
     from .model import UNet
 
     if not isinstance(model, UNet):

@@ -25,6 +25,7 @@ __all__ = [
     "check_finite_image",
     "check_allocation",
     "available_memory",
+    "check_integer_labels",
 ]
 
 
@@ -124,7 +125,14 @@ def check_finite_image(data, name: str) -> None:
 
 
 def available_memory() -> int | None:
-    """Bytes of RAM available now (None where the platform does not say)."""
+    """Bytes of RAM available now, page cache included (None where the platform does not say)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - e.g. Windows
@@ -137,3 +145,14 @@ def check_allocation(nbytes: int, what: str, *, hint: str = "") -> None:
     if available is not None and nbytes > available:
         raise MemoryError(f"{what} needs {nbytes / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB "
                           f"are available{'; ' + hint if hint else ''}")
+
+
+def check_integer_labels(annotations, name: str = "annotations") -> np.ndarray:
+    """``annotations`` as an integer label array (TypeError for float or bool labels)."""
+    ann = np.asarray(annotations)
+    if ann.dtype == bool or not np.issubdtype(ann.dtype, np.integer):
+        raise TypeError(
+            f"{name} must be an integer label image (0 = not annotated, 1 = background, 2, 3, ... = cells "
+            f"or classes), got dtype {ann.dtype}"
+        )
+    return ann

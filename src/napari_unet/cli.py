@@ -25,15 +25,15 @@ import argparse
 import logging
 import math
 import re
-import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "ProgressBar", "write_png"]
+from .render import gray_rgb, overlay, side_by_side, write_png
+
+__all__ = ["main", "build_parser", "ProgressBar", "write_png"]  # write_png: from render, kept for scripts
 
 logger = logging.getLogger(__name__)
 
@@ -108,68 +108,6 @@ class ProgressBar:
 
 
 # ---------------------------------------------------------------------------------------------
-# PNG writer (zlib only), for the demo's side-by-side picture
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """The PNG encoding of an ``(H, W, 3)`` uint8 image, with the standard library alone."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"write_png expects an (H, W, 3) image, got {rgb.shape}")
-    h, w, _ = rgb.shape
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    return png
-
-
-def write_png(path, rgb: np.ndarray) -> Path:
-    """Write an ``(H, W, 3)`` uint8 image as PNG with the standard library alone."""
-    from .io import atomic_write_bytes
-
-    return atomic_write_bytes(path, png_bytes(rgb))
-
-
-def _gray_rgb(image: np.ndarray) -> np.ndarray:
-    from .normalization import percentile_normalize
-
-    x = np.clip(percentile_normalize(np.asarray(image, dtype=np.float32), 1, 99.8), 0, 1)
-    return np.repeat((x * 255).astype(np.uint8)[..., None], 3, axis=2)
-
-
-def _label_colors(n: int, seed: int = 3) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    colors = rng.integers(60, 256, size=(n + 1, 3)).astype(np.uint8)
-    colors[0] = 0
-    return colors
-
-
-def _overlay(base: np.ndarray, labels: np.ndarray, alpha: float = 0.55, background=None) -> np.ndarray:
-    labels = np.asarray(labels).astype(np.int64)
-    colors = _label_colors(int(labels.max()) if labels.size else 0)
-    if background is not None and labels.max() >= 1:
-        colors[1] = background
-    color = colors[labels].astype(np.float32)
-    out = base.astype(np.float32)
-    m = labels > 0
-    out[m] = (1 - alpha) * out[m] + alpha * color[m]
-    return out.astype(np.uint8)
-
-
-def side_by_side(image, annotations, labels, gap: int = 8) -> np.ndarray:
-    """RGB picture: image | image + annotations | image + predicted labels."""
-    gray = _gray_rgb(image)
-    panels = [gray, _overlay(gray, annotations, background=(40, 90, 255)), _overlay(gray, labels)]
-    h = gray.shape[0]
-    spacer = np.full((h, gap, 3), 255, np.uint8)
-    return np.concatenate([panels[0], spacer, panels[1], spacer, panels[2]], axis=1)
-
-
-# ---------------------------------------------------------------------------------------------
 # argument helpers
 
 
@@ -199,14 +137,14 @@ def _parse_tile(text: str) -> tuple[int, int]:
 
 def _expand_inputs(inputs) -> list[Path]:
     """Files, folders (their TIFF / zarr entries, sorted) and zarr folders -> image paths."""
-    from .io import _is_zarr_path
+    from .images import is_zarr_path
 
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
         if not path.exists():
             raise CliError(f"input not found: {path}")
-        if path.is_dir() and not _is_zarr_path(path):
+        if path.is_dir() and not is_zarr_path(path):
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise CliError(f"folder {path} holds no .tif, .tiff or .zarr image")
@@ -226,7 +164,7 @@ def _stem(path: Path) -> str:
 
 def _read(path: Path, axes: str | None):
     from .checks import as_real_array, check_finite_image
-    from .io import read_image
+    from .images import read_image
 
     try:
         data, found_axes = read_image(path)
@@ -372,7 +310,8 @@ def _training_loop(trainer, *, quiet: bool, label: str = "train") -> bool:
 
 
 def _cmd_train(args) -> int:
-    from .io import check_output_path, has_training_state, is_model_file, load_model, save_or_rescue
+    from .model_files import has_training_state, is_model_file, load_model, save_or_rescue
+    from .outputs import check_output_path
     from .training import Trainer
 
     output = check_output_path(args.output, overwrite=args.overwrite, what="model file")
@@ -446,7 +385,9 @@ def _canonical_order(array: np.ndarray, axes: str):
 
 
 def _cmd_predict(args) -> int:
-    from .io import check_output_path, is_complete_image, load_model, output_lock, write_image
+    from .images import is_complete_image, write_image
+    from .model_files import load_model
+    from .outputs import check_output_path, output_lock
     from .postprocess import label_options, to_labels
     from .tiling import drive, iter_predict_stack
 
@@ -542,7 +483,8 @@ def _cmd_demo(args) -> int:
     import dataclasses
 
     from .config import TrainConfig
-    from .io import save_model, write_image
+    from .images import write_image
+    from .model_files import save_model
     from .metrics import match_instances, pixel_iou, separated_pairs
     from .postprocess import label_options, to_labels
     from .samples import make_touching_cells, touching_pairs
@@ -592,7 +534,7 @@ def _cmd_demo(args) -> int:
     # left: training image, middle: its annotation, right: prediction on the new image
     picture = np.concatenate([side_by_side(image, annotations, np.zeros_like(labels))[:, : 2 * shape[1] + 8],
                               np.full((shape[0], 8, 3), 255, np.uint8),
-                              _overlay(_gray_rgb(test_image), labels)], axis=1)
+                              overlay(gray_rgb(test_image), labels)], axis=1)
     write_png(names["png"], picture)
     print(f"object F1 (IoU >= 0.5) {scores['f1']:.3f} (precision {scores['precision']:.3f}, recall {scores['recall']:.3f}), "
           f"pixel IoU {pixel_iou(test_instances, labels):.3f}, touching pairs separated {sep}/{n_pairs}")
@@ -628,7 +570,7 @@ def _add_export(sub):
 
 def _cmd_export(args) -> int:
     from .bioimageio import export_bioimageio
-    from .io import load_model
+    from .model_files import load_model
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:

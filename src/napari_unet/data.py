@@ -23,7 +23,8 @@ from scipy import ndimage as ndi
 
 from .config import MAX_CLASSES, AugmentConfig
 from .normalization import apply_normalization, normalization_params
-from .weights import _check_integer_labels, class_weight_values, weight_map
+from .checks import check_integer_labels
+from .weights import class_weight_values, weight_map
 
 __all__ = [
     "Targets",
@@ -81,7 +82,7 @@ def insert_gaps(annotations) -> np.ndarray:
     >>> insert_gaps(ann).tolist()
     [[2, 1, 3, 3]]
     """
-    ann = _check_integer_labels(annotations)
+    ann = check_integer_labels(annotations)
     if ann.ndim != 2:
         raise ValueError(f"annotations must be 2D (Y, X), got shape {ann.shape}")
     out = ann.copy()
@@ -107,7 +108,7 @@ def cell_ring(annotations, width: int = 1) -> np.ndarray:
     >>> cell_ring(ann).astype(int).tolist()
     [[0, 0, 1, 0, 1, 0, 0]]
     """
-    ann = _check_integer_labels(annotations)
+    ann = check_integer_labels(annotations)
     if int(width) < 0:
         raise ValueError(f"ring width must be >= 0 pixels, got {width}")
     cells = ann >= 2
@@ -130,7 +131,7 @@ def cell_borders(annotations) -> np.ndarray:
     >>> cell_borders(ann).astype(int).tolist()
     [[0, 1, 0, 0, 1, 0]]
     """
-    ann = _check_integer_labels(annotations)
+    ann = check_integer_labels(annotations)
     if not ann.size:
         return np.zeros(ann.shape, bool)
     differs = (ndi.grey_dilation(ann, size=3, mode="nearest") != ann) | (ndi.grey_erosion(ann, size=3, mode="nearest") != ann)
@@ -184,7 +185,7 @@ def make_targets(
     """
     if mode not in ("instances", "classes"):
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
-    ann = _check_integer_labels(annotations)
+    ann = check_integer_labels(annotations)
     if ann.ndim != 2:
         raise ValueError(f"annotations must be 2D (Y, X), got shape {ann.shape}")
     if ann.size and ann.min() < 0:
@@ -239,7 +240,7 @@ def instances_to_annotations(instances) -> np.ndarray:
     >>> instances_to_annotations(np.array([[0, 5, 5, 9]])).tolist()
     [[1, 2, 2, 3]]
     """
-    inst = _check_integer_labels(instances, "instances")
+    inst = check_integer_labels(instances, "instances")
     if inst.size and inst.min() < 0:
         raise ValueError(f"instances must not contain negative ids, got minimum {inst.min()}")
     ids, inverse = np.unique(inst, return_inverse=True)
@@ -295,7 +296,7 @@ def _default_axes(n_spatial_extra: int) -> str:
     return "TZ"[2 - n_spatial_extra :] + "YX"
 
 
-def _resolve_axes(image_shape, ann_shape, axes: str | None) -> str:
+def resolve_axes(image_shape, ann_shape, axes: str | None) -> str:
     """Axes string of the image (containing "YX", maybe "C"), checked against the annotations."""
     image_shape, ann_shape = tuple(image_shape), tuple(ann_shape)
     if axes is not None:
@@ -371,12 +372,12 @@ def validate_annotations(image, annotations=None, *, mode: str = "instances", n_
         if len(images) != len(anns):
             raise ValueError(f"got {len(images)} images but {len(anns)} annotations")
         for img, ann in zip(images, anns):
-            _check_integer_labels(ann)
-            _resolve_axes(np.shape(img), ann.shape, axes)
+            check_integer_labels(ann)
+            resolve_axes(np.shape(img), ann.shape, axes)
     counts = np.zeros(2, dtype=np.int64)
     top = 0
     for ann in anns:
-        _check_integer_labels(ann)
+        check_integer_labels(ann)
         if ann.size == 0:
             continue
         low = int(ann.min())
@@ -443,9 +444,9 @@ def training_slices(image, annotations, *, axes: str | None = None, normalizatio
     list of ``(plane, annotations)``: plane ``(C, Y, X)`` float32, annotations ``(Y, X)``; planes
     without any annotated pixel are skipped. With ``return_indices``: ``(slices, indices)``.
     """
-    ann = _check_integer_labels(annotations)
+    ann = check_integer_labels(annotations)
     shape = tuple(np.shape(image))
-    axes = _resolve_axes(shape, ann.shape, axes)
+    axes = resolve_axes(shape, ann.shape, axes)
     channel_axis = axes.index("C") if "C" in axes else None
     lows, highs = normalization_params(image, normalization, channel_axis=channel_axis)
     lead_axes = [i for i, a in enumerate(axes) if a not in "CYX"]

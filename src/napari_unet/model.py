@@ -60,7 +60,7 @@ class Down(nn.Sequential):
         )
 
 
-def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     dy = (x.shape[-2] - height) // 2
     dx = (x.shape[-1] - width) // 2
     if dy == 0 and dx == 0 and x.shape[-2] == height and x.shape[-1] == width:
@@ -78,7 +78,7 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        skip = _center_crop(skip, x.shape[-2], x.shape[-1])
+        skip = center_crop(skip, x.shape[-2], x.shape[-1])
         return self.conv(torch.cat([skip, x], dim=1))
 
 
@@ -174,7 +174,7 @@ class UNet(nn.Module):
         return 2**self._config.depth
 
     # ------------------------------------------------------------------ geometry
-    def _output_size(self, size: int) -> int:
+    def output_size_1d(self, size: int) -> int:
         """Output size along one axis, or a ValueError saying where the size goes wrong."""
         d = self._config.depth
         if self._config.padding == "same":
@@ -203,7 +203,7 @@ class UNet(nn.Module):
                 raise ValueError(f"input size {size} is too small for this U-Net (depth {d})")
         return s
 
-    def _try_input_size(self, size: int) -> int | None:
+    def try_input_size(self, size: int) -> int | None:
         """Input size giving exactly ``size`` outputs, or None."""
         d = self._config.depth
         if self._config.padding == "same":
@@ -221,10 +221,10 @@ class UNet(nn.Module):
         return s
 
     def _input_size(self, size: int) -> int:
-        found = self._try_input_size(size)
+        found = self.try_input_size(size)
         if found is None:
             step = 2**self._config.depth
-            near = [s for s in range(max(1, size - 2 * step), size + 2 * step + 1) if self._try_input_size(s)]
+            near = [s for s in range(max(1, size - 2 * step), size + 2 * step + 1) if self.try_input_size(s)]
             raise ValueError(
                 f"no input gives an output of size {size} for this U-Net (depth {self._config.depth}, "
                 f"padding={self._config.padding!r}); nearby valid output sizes: {near}"
@@ -234,7 +234,7 @@ class UNet(nn.Module):
     def output_shape(self, input_shape: Sequence[int] | int) -> tuple[int, int]:
         """Output (Y, X) for an input tile (Y, X); ValueError for sizes the network cannot take."""
         y, x = _as_pair(input_shape, "input_shape")
-        return self._output_size(y), self._output_size(x)
+        return self.output_size_1d(y), self.output_size_1d(x)
 
     def input_shape(self, output_shape: Sequence[int] | int) -> tuple[int, int]:
         """Input (Y, X) that gives exactly this output (Y, X); ValueError if none does."""
@@ -248,7 +248,7 @@ class UNet(nn.Module):
             s = max(int(s), 1)
             while True:
                 try:
-                    self._output_size(s)
+                    self.output_size_1d(s)
                     break
                 except ValueError:
                     s += 1

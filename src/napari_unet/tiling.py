@@ -46,7 +46,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 import torch
 
-from .checks import as_real_array, check_allocation, check_finite_image, check_int, check_pair
+from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
 from .model import UNet
 from .normalization import apply_normalization, normalization_params
 
@@ -226,7 +226,7 @@ def _geometry_for_step(model: UNet, step: int) -> tuple[int, int, int]:
         margin = _ceil_to(model.margin(), model.pool_factor)
         return step + 2 * margin, margin, margin
     for out in range(step, step + model.pool_factor):
-        tile = model._try_input_size(out)
+        tile = model.try_input_size(out)
         if tile is not None:
             return tile, (tile - out) // 2, 0
     raise AssertionError(f"no valid output size in [{step}, {step + model.pool_factor})")  # pragma: no cover
@@ -237,7 +237,7 @@ def _step_for_tile(model: UNet, tile: int) -> int:
     g = model.pool_factor
     if model.config.padding == "same":
         return tile - 2 * _ceil_to(model.margin(), g)
-    return (model._output_size(tile) // g) * g
+    return (model.output_size_1d(tile) // g) * g
 
 
 def _plan_axis(model: UNet, size: int, step: int) -> _AxisPlan:
@@ -256,24 +256,13 @@ def _memory_budget(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * 0.6)
-    available = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
+    available = available_memory()
     if available is None:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = 8 << 30
+        available = 8 << 30
     return int(min(available * 0.25, 4 << 30))
 
 
-def _bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
+def bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
     element = 4 if dtype is None else 2
     cfg = model.config
     return _ACTIVATIONS_PER_PIXEL * cfg.base_channels * element + 8 * (cfg.in_channels + cfg.n_classes)
@@ -299,7 +288,7 @@ def choose_tile_shape(
     g = model.pool_factor
     height, width = (int(s) for s in image_shape[-2:])
     budget = _memory_budget(dev) if budget_bytes is None else int(budget_bytes)
-    max_pixels = max(budget // _bytes_per_pixel(model, dtype), 1)
+    max_pixels = max(budget // bytes_per_pixel(model, dtype), 1)
     cap = _GPU_MAX_STEP if dev.type == "cuda" else max(_CPU_MAX_STEP, _ceil_to(8 * model.margin(), g))
     # largest square kept window within the budget
     step = g
@@ -625,10 +614,17 @@ def _iter_predict(
     if batch_size is None:
         batch_size = 1
         if dev.type == "cuda":
-            per_tile = plan_y.tile * plan_x.tile * _bytes_per_pixel(model, dtype)
+            per_tile = plan_y.tile * plan_x.tile * bytes_per_pixel(model, dtype)
             batch_size = int(max(1, min(8, n_tiles, _memory_budget(dev) // max(per_tile, 1))))
     else:
         batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
+    if tile_shape is not None or dev.type != "cuda":  # a tile or batch asked for must fit in memory
+        need = plan_y.tile * plan_x.tile * bytes_per_pixel(model, dtype) * batch_size
+        room = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else available_memory()
+        if room is not None and need > room:
+            raise MemoryError(f"tiles of {plan_y.tile} x {plan_x.tile} pixels in batches of {batch_size} need about "
+                              f"{need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free on {dev}; give a smaller "
+                              "tile_shape or batch_size (None chooses what fits)")
     out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",

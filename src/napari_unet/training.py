@@ -336,6 +336,7 @@ class Trainer:
         self.input_shape = default_tile_shape(self.model, cfg)
         self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
         self.batch_size = int(cfg.batch_size)
+        self._check_memory()
         self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
 
         # --- data: planes, targets, validation split, sampler
@@ -374,11 +375,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ inputs
 
+    def _check_memory(self) -> None:
+        """Refuse a tile and batch whose training step cannot fit in memory (before any work)."""
+        import torch
+
+        from .checks import available_memory
+        from .tiling import bytes_per_pixel
+
+        # the forward activations, kept for the backward pass, and their gradients
+        need = 2 * self.input_shape[0] * self.input_shape[1] * bytes_per_pixel(self.model, None) * self.batch_size
+        room = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else available_memory()
+        if room is not None and need > room:
+            raise MemoryError(f"training tiles of {self.input_shape[0]} x {self.input_shape[1]} pixels in batches of "
+                              f"{self.batch_size} need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free "
+                              f"on {self.device}; lower batch_size or tile_shape")
+
     def _slices(self, index: int, image, annotations, axes):
         """Normalized annotated planes of one image and their annotations (ValueError on bad shapes)."""
         try:
             pairs = self._data.training_slices(image, annotations, axes=axes, normalization=self._norm_for_data())
-            resolved = self._data._resolve_axes(tuple(np.shape(image)), np.shape(annotations), axes)
+            resolved = self._data.resolve_axes(tuple(np.shape(image)), np.shape(annotations), axes)
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"image {index}: {exc}") from None
         if not hasattr(self, "_resolved_axes"):
@@ -862,7 +878,8 @@ class Trainer:
     def save_checkpoint(self, path=None, *, elapsed: float | None = None) -> Path:
         """Write model + optimizer + progress to ``path`` (default ``checkpoint_dir/checkpoint.unet``),
         atomically. The file is also a model file that :func:`napari_unet.load_model` reads."""
-        from .io import atomic_write_bytes, model_to_bytes
+        from .model_files import model_to_bytes
+        from .outputs import atomic_write_bytes
 
         if path is None:
             if not self.config.checkpoint_dir:
@@ -912,10 +929,10 @@ class Trainer:
         """
         import torch
 
-        from .io import ModelFileError, _load, _open_source
+        from .model_files import ModelFileError, model_source, read_model_file
 
-        source, what = _open_source(path)
-        model, header, extra_tensors = _load(source, what, with_extra=True)
+        source, what = model_source(path)
+        model, header, extra_tensors = read_model_file(source, what, with_extra=True)
         state = (header.get("extra") or {}).get("checkpoint")
         if not state:
             raise ModelFileError(f"{what} is a model file without training state; continue it with Trainer(..., model=load_model(path))")

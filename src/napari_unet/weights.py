@@ -24,24 +24,16 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .checks import check_integer_labels
+
 __all__ = ["weight_map", "fiji_weight_map", "class_weight_values"]
 
 # largest border-term value that is dropped by the cutoff (absolute)
 _EPS = 1e-6
 
 
-def _check_integer_labels(annotations, name: str = "annotations") -> np.ndarray:
-    ann = np.asarray(annotations)
-    if ann.dtype == bool or not np.issubdtype(ann.dtype, np.integer):
-        raise TypeError(
-            f"{name} must be an integer label image (0 = not annotated, 1 = background, 2, 3, ... = cells "
-            f"or classes), got dtype {ann.dtype}"
-        )
-    return ann
-
-
 def _check_labels(annotations, name: str = "annotations") -> np.ndarray:
-    ann = _check_integer_labels(annotations, name)
+    ann = check_integer_labels(annotations, name)
     if ann.ndim != 2:
         raise ValueError(f"{name} must be 2D (Y, X), got shape {ann.shape}")
     if ann.size and ann.min() < 0:

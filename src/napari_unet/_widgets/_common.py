@@ -983,7 +983,7 @@ def load_model_into(holder: ModelHolder, path, device=None):
     """Load the model file ``path`` into ``holder``; a notification (and None) on failure."""
     from pathlib import Path
 
-    from ..io import load_model
+    from ..model_files import load_model
 
     try:
         model = load_model(path, device=device)

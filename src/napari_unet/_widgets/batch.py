@@ -66,7 +66,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
     Yields ``("progress", fraction)`` and ``("result", name, labels, path, error)``; returns the
     number of layers done.
     """
-    from ..io import write_image
+    from ..images import write_image
     from ..postprocess import label_options, to_labels
     from ..tiling import iter_predict_stack
 

@@ -784,7 +784,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         path = Path(path)
         if path.suffix != ".unet":
             path = path.with_suffix(".unet")
-        from ..io import save_model
+        from ..model_files import save_model
 
         try:
             save_model(self.holder.model, path, overwrite=True)  # the save dialog asked

@@ -1,0 +1,264 @@
+"""Image files: TIFF (ImageJ hyperstacks, OME-TIFF, plain) with tifffile, zarr (plain or OME-Zarr).
+
+:func:`read_image` names the axes over ``"TZCYX"``; :func:`write_image` never replaces an existing
+file unless ``overwrite=True`` and makes an output visible only once complete (a zarr is also
+marked complete, :func:`is_complete_image`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .outputs import default_permissions, exists_error, temporary_sibling
+
+__all__ = ["read_image", "write_image", "is_complete_image", "is_zarr_path"]
+
+
+_CANONICAL = "TZCYX"
+
+
+def _canonical_axes(axes: str, shape) -> str:
+    """Map tifffile / OME axis letters onto ``TZCYX`` (S -> C, I/Q/... -> Z or T)."""
+    axes = axes.upper()
+    out = []
+    for letter in axes:
+        if letter == "S":
+            letter = "C" if "C" not in axes and "C" not in out else "Q"
+        out.append(letter)
+    # leftover letters (I: image sequence, Q: unknown, R, E, ...) become Z, then T, if free
+    for i, letter in enumerate(out):
+        if letter not in _CANONICAL or letter in out[:i]:
+            for candidate in "ZT":
+                if candidate not in out:
+                    out[i] = candidate
+                    break
+            else:
+                raise ValueError(f"cannot map axes {axes!r} of an image of shape {tuple(shape)} onto {_CANONICAL!r}")
+    return "".join(out)
+
+
+def _to_canonical(data, axes: str):
+    axes = _canonical_axes(axes, data.shape)
+    # drop singleton non-spatial axes that tifffile adds (e.g. S=1)
+    order = sorted(range(len(axes)), key=lambda i: _CANONICAL.index(axes[i]))
+    new_axes = "".join(axes[i] for i in order)
+    if order != list(range(len(axes))):
+        data = np.transpose(np.asarray(data), order)
+    return data, new_axes
+
+
+def _default_axes(ndim: int) -> str:
+    if ndim < 2 or ndim > 5:
+        raise ValueError(f"expected an image with 2 to 5 dimensions, got {ndim}")
+    return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TZCYX"}[ndim]
+
+
+def is_zarr_path(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path.is_dir() and any(
+        (path / name).exists() for name in (".zarray", ".zgroup", "zarr.json")))
+
+
+def read_image(path) -> tuple[Any, str]:
+    """Read an image file and name its axes.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TIFF file (ImageJ hyperstack, OME-TIFF or plain) or a zarr array / group
+        (``.zarr``; for a group the first array, e.g. level ``"0"`` of an OME-Zarr).
+
+    Returns
+    -------
+    data : np.ndarray or zarr.Array
+        The image, axes ordered as in ``"TZCYX"`` (RGB samples become ``C``). A zarr array
+        whose axes are already in that order is returned lazily.
+    axes : str
+        E.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"TZCYX"``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    if is_zarr_path(path):
+        return _read_zarr(path)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            data = series.asarray()
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        if path.suffix.lower() not in (".tif", ".tiff", ".btf", ".tf8"):
+            raise ValueError(f"cannot read {path}: expected a TIFF file or a .zarr folder ({exc})") from None
+        raise ValueError(f"cannot read TIFF {path}: {exc}") from None
+    if len(axes) != data.ndim:
+        axes = _default_axes(data.ndim)
+    return _to_canonical(data, axes)
+
+
+def _read_zarr(path: Path):
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    axes = None
+    if not hasattr(node, "shape"):  # a group
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        name = None
+        if multiscales:
+            ms = multiscales[0]
+            name = ms["datasets"][0]["path"]
+            ms_axes = ms.get("axes")
+            if ms_axes:
+                axes = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms_axes)
+        if name is None:
+            arrays = sorted(k for k, _ in node.arrays())
+            if not arrays:
+                raise ValueError(f"zarr group {path} holds no array")
+            name = arrays[0]
+        node = node[name]
+    if axes is None:
+        axes = node.attrs.get("axes") or node.attrs.get("_ARRAY_DIMENSIONS")
+        if isinstance(axes, (list, tuple)):
+            axes = "".join(str(a)[0].upper() for a in axes)
+    if not axes or len(axes) != node.ndim:
+        axes = _default_axes(node.ndim)
+    canonical = _canonical_axes(axes, node.shape)
+    if sorted(canonical, key=_CANONICAL.index) == list(canonical):
+        return node, canonical
+    return _to_canonical(np.asarray(node[...]), axes)
+
+
+def write_image(path, data, axes: str | None = None, overwrite: bool = False) -> Path:
+    """Write an image as TIFF (ImageJ-compatible where possible) or zarr (``.zarr`` path).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``*.tif`` / ``*.tiff`` or ``*.zarr``.
+    data : array-like
+        The image (labels, probabilities, ...).
+    axes : str, optional
+        Axis names, e.g. ``"ZYX"`` or ``"CYX"``; default from the number of dimensions.
+    overwrite : bool
+        Replace an existing file; otherwise a :class:`FileExistsError` is raised.
+
+    Notes
+    -----
+    TIFF: ImageJ hyperstacks hold 8/16-bit integers and 32-bit floats in ``TZCYX`` order, so
+    integer labels are stored as ``uint16`` when they fit (else a plain TIFF with the axes in
+    its metadata), float64 as float32. The file is written to a temporary name and renamed.
+    """
+    path = Path(path)
+    data = np.asarray(data) if not hasattr(data, "dtype") else data
+    axes = (axes or _default_axes(len(data.shape))).upper()
+    if len(axes) != len(data.shape):
+        raise ValueError(f"axes {axes!r} do not match an image of shape {tuple(data.shape)}")
+    if path.exists() and not overwrite:
+        raise exists_error(path)
+    if path.suffix.lower() == ".zarr":
+        return _write_zarr(path, data, axes, overwrite)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"unsupported output format {path.suffix!r}; use .tif, .tiff or .zarr")
+    import tifffile
+
+    data = np.asarray(data)
+    imagej = all(a in _CANONICAL for a in axes) and list(axes) == sorted(axes, key=_CANONICAL.index)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    elif data.dtype.kind in "iu":
+        lo = int(data.min()) if data.size else 0
+        hi = int(data.max()) if data.size else 0
+        if 0 <= lo and hi <= 255 and data.dtype.itemsize == 1:
+            data = data.astype(np.uint8, copy=False)
+        elif 0 <= lo and hi <= 65535:
+            data = data.astype(np.uint16, copy=False)
+        else:
+            imagej = False
+    elif data.dtype.kind == "f":
+        data = data.astype(np.float32, copy=False)
+    else:
+        imagej = False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path, ".tmp.tif")
+    try:
+        kwargs: dict[str, Any] = {"metadata": {"axes": axes}}
+        if imagej:
+            kwargs["imagej"] = True
+        if data.nbytes > 2**32 - 2**25:
+            kwargs["bigtiff"] = True
+            kwargs.pop("imagej", None)
+        kwargs["compression"] = None
+        tifffile.imwrite(tmp, data, **kwargs)
+        if path.exists() and not overwrite:  # appeared meanwhile
+            raise exists_error(path)
+        default_permissions(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+_COMPLETE = "napari_unet_complete"
+
+
+def _write_zarr(path: Path, data, axes: str, overwrite: bool) -> Path:
+    """Write into a hidden folder beside ``path``, mark it complete, then rename it into place:
+    a reader (or ``--skip-existing``) never sees a half-written array."""
+    import zarr
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(temporary_sibling(path, ".tmp.zarr"))
+    tmp.unlink()
+    old = None
+    try:
+        shape = tuple(int(s) for s in data.shape)
+        chunks = tuple(min(s, 1 if i < len(shape) - 2 else 512) for i, s in enumerate(shape))
+        arr = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=np.dtype(data.dtype), chunks=chunks)
+        arr[...] = np.asarray(data)
+        arr.attrs["axes"] = axes
+        arr.attrs[_COMPLETE] = True
+        if path.exists():
+            if not overwrite:
+                raise exists_error(path)
+            old = Path(temporary_sibling(path, ".old"))
+            old.unlink()
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    return path
+
+
+def is_complete_image(path) -> bool:
+    """True when ``path`` is an image written completely (a TIFF that opens, a zarr marked complete)."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if path.suffix.lower() == ".zarr":
+        try:
+            import zarr
+
+            return bool(zarr.open(str(path), mode="r").attrs.get(_COMPLETE, False))
+        except Exception:  # any unreadable zarr is incomplete
+            return False
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series) > 0 and all(s > 0 for s in tif.series[0].shape)
+    except Exception:  # any unreadable TIFF is incomplete
+        return False
+

@@ -12,8 +12,8 @@ from scipy import ndimage as ndi
 
 from napari_unet.model import UNet
 from napari_unet.normalization import percentile_normalize
+from napari_unet.devices import _cpu_has_fast_bf16
 from napari_unet.tiling import (
-    _cpu_has_fast_bf16,
     _mirror_indices,
     choose_tile_shape,
     iter_predict_stack,

@@ -132,7 +132,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # a small network that trains usefully fast on a laptop CPU: zero-padded ("same") convolutions
     # make every pixel of a 128 x 128 training tile count in the loss (a valid net of this depth
     # keeps ~28 % of a 188 tile), and batch norm makes Adam converge in a few hundred iterations
-    # (without it: object F1 0.16 vs 0.78 after 300 iterations on the synthetic sample)
+    # (measured: benchmarks/README.md)
     "fast": ModelConfig(depth=3, base_channels=16, padding="same", batch_norm=True, dropout=0.0),
     # for tests and smoke runs only
     "tiny": ModelConfig(depth=2, base_channels=4, dropout=0.0),
@@ -234,9 +234,7 @@ class TrainConfig:
     keep_model: Literal["best", "last"] = "best"
     """Which weights training ends with: "best", those with the lowest validation loss (the last
     ones when nothing is held out), or "last", the final ones. A run stopped early always keeps
-    the best. (Measured: on the synthetic sample the final weights of a 10-minute run segment
-    worse than the best ones, F1 0.90-0.92 vs 0.96-0.99, while on the nuclei sample neither
-    choice wins: both land at 0.89-0.94 run by run.)"""
+    the best. (The two compared: benchmarks/README.md, "Which weights to keep".)"""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights (Polyak averaging) with this decay per
     iteration; validation, previews and the model kept use the averaged weights, which vary much

@@ -348,7 +348,7 @@ def read_model_file(source, what: str, *, device=None, with_extra: bool = False)
     model.metadata = metadata
     model.eval()
     if device is not None:
-        from .tiling import select_device
+        from .devices import select_device
 
         model.to(select_device(device))
     if with_extra:

@@ -33,12 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import functools
 import logging
-import os
-import sys
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Sequence
@@ -47,6 +42,7 @@ import numpy as np
 import torch
 
 from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
+from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
 from .normalization import apply_normalization, normalization_params
 
@@ -66,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], Any]
 
-_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AXES_LETTERS = "TZCYX"
 # on the CPU a tile's output window is at most this many pixels per axis (or 8x the context,
 # whichever is larger): a bigger tile gains little and makes progress / cancel sluggish
@@ -75,129 +70,6 @@ _GPU_MAX_STEP = 4096
 # peak bytes of live activations per input pixel and per base channel (measured: ~7 feature maps
 # of `base_channels` at full resolution are alive at the widest point of the decoder)
 _ACTIVATIONS_PER_PIXEL = 9
-
-
-# ---------------------------------------------------------------------------------------- device
-def select_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: ``device`` if given, else CUDA, then Apple MPS, then the CPU.
-
-    Raises ValueError when the requested device is not available here.
-    """
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f'device must be "cpu", "cuda", "cuda:N", "mps" or None, got {device!r}') from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"device {device!r} was requested but Apple MPS is not available on this machine")
-    return dev
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_has_fast_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX) and oneDNN uses it."""
-    flags: set[str] = set()
-    get_caps = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
-    if get_caps is not None:
-        try:
-            flags = {k for k, v in get_caps().items() if v is True}
-        except Exception:  # pragma: no cover - depends on the torch build
-            flags = set()
-    if not flags:
-        try:
-            with open("/proc/cpuinfo") as fh:
-                for line in fh:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:  # pragma: no cover - not Linux
-            flags = set()
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
-    try:
-        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # pragma: no cover - depends on the torch build
-        onednn = native
-    return native and onednn and torch.backends.mkldnn.is_available()
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = plain fp32).
-
-    "auto": bf16 on a CPU with native bf16, bf16 (else fp16) on CUDA, fp32 elsewhere.
-    """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_fast_bf16():
-        return torch.bfloat16
-    return None
-
-
-# --------------------------------------------------------------------------------- CPU memory
-_malloc_lock = threading.Lock()
-_malloc_users = 0
-
-
-@functools.lru_cache(maxsize=None)
-def _libc():
-    if not sys.platform.startswith("linux") or os.environ.get("NAPARI_UNET_NO_MALLOC_TUNING"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # glibc only
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-@contextlib.contextmanager
-def _reuse_freed_memory(device: torch.device):
-    """On Linux/glibc CPUs, keep freed activation buffers in the heap during a prediction.
-
-    glibc returns every allocation above ~32 MB to the kernel when it is freed, so each forward
-    of a big tile page-faults its ~2 GB of activations afresh: ~20% of the CPU time went to the
-    kernel (paper net, 1212 x 1212 tile). Switching mmap off for the duration makes the next
-    tile reuse the same memory; afterwards the defaults are restored and the heap is trimmed.
-    Set NAPARI_UNET_NO_MALLOC_TUNING=1 to disable.
-    """
-    global _malloc_users
-    libc = _libc() if device.type == "cpu" else None
-    if libc is None:
-        yield
-        return
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    with _malloc_lock:
-        if _malloc_users == 0:
-            libc.mallopt(M_MMAP_MAX, 0)
-            libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-        _malloc_users += 1
-    try:
-        yield
-    finally:
-        with _malloc_lock:
-            _malloc_users -= 1
-            if _malloc_users == 0:
-                libc.mallopt(M_MMAP_MAX, 65536)  # the glibc defaults
-                libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-                libc.malloc_trim(0)
 
 
 # -------------------------------------------------------------------------------------- geometry
@@ -604,8 +476,8 @@ def _iter_predict(
 ) -> Generator[tuple[int, int], None, Any]:
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     source = _make_source(data, axes, model, name)
     dev = select_device(device)
     dtype = resolve_precision(precision, dev)
@@ -645,7 +517,7 @@ def _iter_predict(
         engine = _Engine(
             net, source, out, plan_y, plan_x, device=dev, dtype=dtype, batch_size=int(batch_size), norm=norm
         )
-        with _reuse_freed_memory(dev):
+        with reuse_freed_memory(dev):
             yield from engine.run()
     finally:
         net.train(was_training)

@@ -17,9 +17,8 @@ foreground IoU there. Training ends with the best weights by validation loss (th
 without validation); ``TrainConfig.keep_model="last"`` keeps the final ones of a run that
 spends its whole budget.
 With ``TrainConfig.ema_decay`` the weights are also averaged along the way (Polyak averaging);
-validation, previews and the kept model then use the average. It is off by default: on the
-nuclei sample it changed object F1 by nothing measurable (0.929 vs 0.928, mean of 3 seeds after
-5 minutes), but it smooths the live preview. Checkpoints are model files
+validation, previews and the kept model then use the average. It is off by default (no
+measurable gain in quality, see benchmarks/README.md), but it smooths the live preview. Checkpoints are model files
 (:func:`napari_unet.load_model` reads them) with the optimizer state inside, written to a
 temporary file and renamed.
 """
@@ -259,7 +258,7 @@ class Trainer:
 
         from . import data as data_module
         from .model import UNet
-        from .tiling import select_device
+        from .devices import select_device
 
         self.config = config if config is not None else TrainConfig()
         if not isinstance(self.config, TrainConfig):

@@ -15,7 +15,7 @@ import pytest
 import napari_unet
 
 # modules whose docstrings show examples, with how many examples (>>> lines) at least
-EXAMPLES = {"augment": 5, "data": 13, "metrics": 2, "model": 3, "model_files": 5, "normalization": 3,
+EXAMPLES = {"annotations": 2, "augment": 5, "data": 13, "metrics": 2, "model": 3, "model_files": 5, "normalization": 3,
             "postprocess": 8, "samples": 2, "tiling": 12, "weights": 6}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import ProgressBar, format_seconds
 from .render import gray_rgb, overlay, side_by_side, write_png
 
 __all__ = ["main", "build_parser", "ProgressBar", "write_png"]  # write_png: from render, kept for scripts
@@ -46,65 +47,6 @@ class CliError(Exception):
 
 # what bad input, files or paths raise in the core: one line on stderr and exit 2, no traceback
 _EXPECTED = (CliError, ValueError, TypeError, OSError, MemoryError)
-
-
-# ---------------------------------------------------------------------------------------------
-# progress bar (plain text, no dependency)
-
-
-def _format_seconds(seconds) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class ProgressBar:
-    """A one-line text progress bar on ``stream`` (stderr); redraws in place on a terminal,
-    prints a line every ``interval_s`` seconds otherwise (log files of cluster jobs)."""
-
-    def __init__(self, label: str = "", stream=None, width: int = 28, interval_s: float | None = None, enabled: bool = True):
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 10.0)
-        self._last = -1e9
-        self._open = False
-
-    def update(self, done: float, total: float | None, info: str = "", force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.interval_s:
-            return
-        self._last = now
-        if total:
-            frac = min(max(done / total, 0.0), 1.0)
-            filled = int(round(frac * self.width))
-            bar = "#" * filled + "." * (self.width - filled)
-            text = f"{self.label} [{bar}] {100 * frac:5.1f}% {info}"
-        else:
-            text = f"{self.label} {info}"
-        if self.tty:
-            self.stream.write("\r" + text[:200].ljust(79))
-            self._open = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self, message: str = "") -> None:
-        if not self.enabled:
-            return
-        if self._open:
-            self.stream.write("\n")
-            self._open = False
-        if message:
-            self.stream.write(message + "\n")
-        self.stream.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,24 +164,23 @@ def _add_train(sub):
     p.set_defaults(func=_cmd_train)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_non_negative_int = _int_at_least(0)
+_positive_int = _int_at_least(1)
 
 
 def _positive_float(text: str) -> float:
@@ -296,10 +237,10 @@ def _training_loop(trainer, *, quiet: bool, label: str = "train") -> bool:
             else:
                 done, total = event.elapsed_s, cfg.time_limit_s
             info = (f"it {event.iteration} loss {event.loss if event.loss is not None else float('nan'):.3f}{last_val} "
-                    f"{event.it_per_s or 0:.2f} it/s {_format_seconds(event.elapsed_s)} ETA {_format_seconds(event.eta_s)}")
+                    f"{event.it_per_s or 0:.2f} it/s {format_seconds(event.elapsed_s)} ETA {format_seconds(event.eta_s)}")
             bar.update(done, total, info, force=event.kind == "done")
             if event.kind == "done":
-                bar.close(f"{label}: {event.message} after {event.iteration} iterations, {_format_seconds(event.elapsed_s)}")
+                bar.close(f"{label}: {event.message} after {event.iteration} iterations, {format_seconds(event.elapsed_s)}")
     except KeyboardInterrupt:
         # Ctrl-C: end like stop(): the generator's cleanup keeps the best model, stopped: true
         trainer.stop()
@@ -445,7 +386,7 @@ def _cmd_predict(args) -> int:
             t0 = time.monotonic()
             probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, **kwargs),
                                   lambda done, total: bar.update(
-                                      done, total, f"{done}/{total} tiles {_format_seconds(time.monotonic() - t0)}"))
+                                      done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
             labels = to_labels(probabilities, **options)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end

@@ -36,7 +36,7 @@ import copy
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ import torch
 from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
+from .progress import Progress, drive
 from .normalization import apply_normalization, normalization_params
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], Any]
 
 _AXES_LETTERS = "TZCYX"
 # on the CPU a tile's output window is at most this many pixels per axis (or 8x the context,
@@ -522,21 +522,6 @@ def _iter_predict(
     finally:
         net.train(was_training)
     return out
-
-
-def drive(gen: Generator[tuple[int, int], None, Any], progress: Progress | None = None):
-    """Run a ``(done, total)`` generator to its end, calling ``progress(done, total)`` at each
-    step; returns the generator's return value. If ``progress`` raises (e.g. Ctrl-C), the
-    generator is closed at once, so it cancels its work and cleans up."""
-    try:
-        while True:
-            done, total = next(gen)
-            if progress is not None:
-                progress(done, total)
-    except StopIteration as stop:
-        return stop.value
-    finally:
-        gen.close()
 
 
 def _image_axes(image, model: UNet) -> str:

@@ -104,7 +104,7 @@ TRAIN_ITERATIONS = 150
 @pytest.fixture
 def with_model(viewer, trained_model):
     """Give ``viewer``'s widgets the trained model (as the Train widget would)."""
-    from napari_unet._widgets._common import model_holder
+    from napari_unet._widgets.model_state import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     return trained_model

@@ -75,7 +75,7 @@ def test_bad_input(viewer, open_widget, notifications, trained_model):
     widget = open_widget("Batch predict")
     widget.run_button.click()
     assert widget.worker is None and any("model" in m for m in notifications.errors)
-    from napari_unet._widgets._common import model_holder
+    from napari_unet._widgets.model_state import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     widget.run_button.click()

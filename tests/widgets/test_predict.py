@@ -102,7 +102,7 @@ def test_bad_input_notifies_and_starts_nothing(viewer, open_widget, notification
     assert widget.worker is None
     assert any("model" in m for m in notifications.errors)
 
-    from napari_unet._widgets._common import model_holder
+    from napari_unet._widgets.model_state import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     viewer.layers.clear()

@@ -16,16 +16,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import (
-    ANNOTATIONS_SUFFIX,
-    LayerCombo,
-    annotation_problems,
-    annotation_summary,
-    disconnect_all,
-    matching_annotations,
-    notify_error,
-    spatial_shape,
-)
+from ..annotations import annotation_summary
+from .layers import ANNOTATIONS_SUFFIX, LayerCombo, disconnect_all, layer_annotation_problems, matching_annotations, spatial_shape
+from .notify import notify_error
 
 CONVENTION = (
     "<b>How to annotate</b><br>"
@@ -209,7 +202,7 @@ class AnnotateWidget(QWidget):
             self.stats_label.setText(f"{image.name!r} has no annotation layer yet.")
             self.warning_label.setText("")
             return
-        errors, warnings_ = annotation_problems(image, labels)
+        errors, warnings_ = layer_annotation_problems(image, labels)
         if tuple(labels.data.shape) == spatial_shape(image):
             s = annotation_summary(labels.data)
             fraction = 100.0 * s["pixels"] / max(1, s["total_pixels"])

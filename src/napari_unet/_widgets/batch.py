@@ -26,24 +26,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import (
-    CellDiameterSpin,
-    PREDICTION_SUFFIX,
-    DeviceCombo,
-    FollowsLayersMixin,
-    WorkerWidgetMixin,
-    channels_last_to_first,
-    choice_combo,
-    is_kind,
-    is_output_layer,
-    model_holder,
-    notify_error,
-    notify_info,
-    notify_warning,
-    plain_error,
-    select_model_mode,
-    upsert_layer,
-)
+from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
+from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, channels_last_to_first, is_kind, is_output_layer, upsert_layer
+from .model_state import model_holder
+from .notify import notify_error, notify_info, notify_warning, plain_error
+from .workers import WorkerWidgetMixin
 from .predict import OUTPUTS, check_model_fits
 
 logger = logging.getLogger(__name__)
@@ -61,7 +48,7 @@ def output_path(folder, layer_name: str) -> Path:
 def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None):
     """Generator over ``items`` = [(name, data, axes, path or None), ...].
 
-    ``cell_diameter`` overrides the model's (see :class:`._common.CellDiameterSpin`).
+    ``cell_diameter`` overrides the model's (see :class:`.controls.CellDiameterSpin`).
 
     Yields ``("progress", fraction)`` and ``("result", name, labels, path, error)``; returns the
     number of layers done.

@@ -20,26 +20,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import (
-    CellDiameterSpin,
-    MODE_CHOICES,
-    PREDICTION_SUFFIX,
-    PROBABILITY_SUFFIX,
-    DeviceCombo,
-    LayerCombo,
-    WorkerWidgetMixin,
-    channels_last_to_first,
-    choice_combo,
-    current_plane_index,
-    image_axes,
-    is_kind,
-    model_holder,
-    notify_error,
-    plain_error,
-    select_model_mode,
-    spatial_shape,
-    upsert_layer,
-)
+from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
+from .layers import LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, channels_last_to_first, current_plane_index, image_axes, is_kind, spatial_shape, upsert_layer
+from .model_state import model_holder
+from .notify import notify_error, plain_error
+from .workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
 

@@ -34,39 +34,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import (
-    MODE_CHOICES,
-    PREVIEW_SUFFIX,
-    UNCERTAINTY_SUFFIX,
-    WEIGHTS_SUFFIX,
-    DeviceCombo,
-    FollowsLayersMixin,
-    LossPlot,
-    WorkerWidgetMixin,
-    annotation_problems,
-    ask_export_path,
-    ask_model_path,
-    channels_last_to_first,
-    choice_combo,
-    current_plane_index,
-    describe_model,
-    device_label,
-    disconnect_all,
-    format_seconds,
-    image_axes,
-    image_plane,
-    is_kind,
-    is_output_layer,
-    matching_annotations,
-    model_holder,
-    notify_error,
-    notify_info,
-    notify_warning,
-    plain_error,
-    select_model_mode,
-    spatial_shape,
-    upsert_layer,
-)
+from ..progress import format_seconds
+from .controls import DeviceCombo, MODE_CHOICES, choice_combo, device_label, select_model_mode
+from .layers import FollowsLayersMixin, PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, channels_last_to_first, current_plane_index, disconnect_all, image_axes, image_plane, is_kind, is_output_layer, layer_annotation_problems, matching_annotations, spatial_shape, upsert_layer
+from .loss_plot import LossPlot
+from .model_state import ask_export_path, ask_model_path, describe_model, model_holder
+from .notify import notify_error, notify_info, notify_warning, plain_error
+from .workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
 
@@ -525,7 +499,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         mode = self.mode_combo.currentData()
         errors, warnings_ = [], []
         for image, labels in pairs:
-            e, w = annotation_problems(image, labels, mode)
+            e, w = layer_annotation_problems(image, labels, mode)
             errors += e
             warnings_ += w
         if errors:
@@ -624,7 +598,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             return
         for index in sorted(self._dirty):
             image, labels = self._pairs[index]
-            errors, _ = annotation_problems(image, labels, self.job.config.mode)
+            errors, _ = layer_annotation_problems(image, labels, self.job.config.mode)
             if errors:
                 # keep training on the previous annotations until they are usable again
                 if index not in self._warned:

@@ -1,0 +1,147 @@
+"""Small controls shared by the widgets: the device combo box, the cell-diameter spin box,
+choice combo boxes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Iterable
+
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+
+logger = logging.getLogger(__name__)
+
+# what the annotations mean / what a prediction outputs: (value, label) for the combo boxes
+MODE_CHOICES = [("instances", "cells (instances)"), ("classes", "classes")]
+
+
+def available_devices() -> list[tuple[str, str]]:
+    """``[(value, label), ...]`` for the device picker: auto first, then what this machine has."""
+    import torch
+
+    devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            value = "cuda" if i == 0 else f"cuda:{i}"
+            devices.append((value, f"CUDA: {torch.cuda.get_device_name(i)}"))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append(("mps", "MPS (Apple GPU)"))
+    devices.append(("cpu", f"CPU ({os.cpu_count() or '?'} cores, {torch.get_num_threads()} threads)"))
+    auto_label = devices[0][1]
+    return [("auto", f"auto: {auto_label}"), *devices]
+
+
+def device_value(value: str | None) -> str | None:
+    """The picker value -> the core's device argument (None = the fastest available)."""
+    return None if value in (None, "", "auto") else value
+
+
+def device_label(device) -> str:
+    """A torch device -> ``"CUDA: NVIDIA H100"``, ``"MPS"`` or ``"CPU"``."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "MPS (Apple GPU)"
+    return "CPU"
+
+
+def free_device_memory() -> None:
+    """Return cached GPU memory to the driver (after training or prediction)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None:
+        if torch.backends.mps.is_available() and hasattr(mps, "empty_cache"):
+            mps.empty_cache()
+
+
+class CellDiameterSpin(QDoubleSpinBox):
+    """Typical cell diameter for the split of touching cells; 0 = the model's own figure."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(0.0, 10000.0)
+        self.setDecimals(1)
+        self.setSuffix(" px")
+        self.setSpecialValueText("from the model")
+        self.setToolTip(
+            "Typical cell diameter in pixels (cells output only). Touching cells are split at a neck\n"
+            "where the width drops by more than 0.2 x diameter, and objects smaller than a tenth of\n"
+            "a typical cell are dropped. 'from the model': the median diameter of the cells\n"
+            "painted for training. Raise it if cells come out cut in two, lower it if touching\n"
+            "cells stay merged."
+        )
+
+    def set_model(self, model) -> None:
+        diameter = (getattr(model, "metadata", None) or {}).get("cell_diameter")
+        self.setSpecialValueText(f"from the model ({diameter:.1f} px)" if diameter else "from the model")
+
+    def diameter(self) -> float | None:
+        """The diameter chosen, or None for the model's own."""
+        return float(self.value()) or None
+
+
+class DeviceCombo(QComboBox):
+    """Device picker filled lazily (torch is imported the first time it is shown or read)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._filled = False
+        self.setToolTip(
+            "Where the network runs. auto picks CUDA, then MPS (Apple), then the CPU."
+        )
+        self.addItem("auto", "auto")
+
+    def fill(self):
+        if self._filled:
+            return
+        self._filled = True
+        self.clear()
+        for value, label in available_devices():
+            self.addItem(label, value)
+
+    def showEvent(self, event):  # noqa: N802 - Qt API
+        self.fill()
+        super().showEvent(event)
+
+    def device(self) -> str | None:
+        self.fill()
+        return device_value(self.currentData())
+
+
+# ------------------------------------------------------------------------------------------
+# small Qt helpers
+
+
+def choice_combo(choices: Iterable[tuple[Any, str]], tooltip: str | None = None) -> QComboBox:
+    """A combo box of ``(value, label)`` choices (the value is the item data)."""
+    combo = QComboBox()
+    for value, label in choices:
+        combo.addItem(label, value)
+    if tooltip is not None:
+        combo.setToolTip(tooltip)
+    return combo
+
+
+def select_data(combo: QComboBox, value) -> None:
+    """Select the item of ``combo`` whose data is ``value`` (nothing happens when there is none)."""
+    index = combo.findData(value)
+    if index >= 0:
+        combo.setCurrentIndex(index)
+
+
+def select_model_mode(combo: QComboBox, model) -> None:
+    """Select the output / annotation mode ``model`` was trained for, when it says so."""
+    if model is not None:
+        select_data(combo, (model.metadata or {}).get("mode"))

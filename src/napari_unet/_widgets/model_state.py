@@ -1,0 +1,101 @@
+"""The model shared by the widgets of one viewer, and loading / choosing model files."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+from qtpy.QtCore import QObject, Signal
+
+from .notify import notify_error, notify_info, plain_error
+
+logger = logging.getLogger(__name__)
+
+
+class ModelHolder(QObject):
+    """The current model of one viewer, shared by the Train, Predict and Batch widgets.
+
+    ``changed`` is emitted with a short description when a model is trained or loaded.
+    The held model is never the one being trained (the train widget hands over a copy),
+    so predicting while training is safe.
+    """
+
+    changed = Signal(str)
+
+    def __init__(self):
+        super().__init__()
+        self.model = None
+        self.description = "no model yet: train one or load a .unet file"
+
+    def set_model(self, model, description: str) -> None:
+        self.model = model
+        self.description = description
+        self.changed.emit(description)
+
+
+_HOLDERS: dict[int, ModelHolder] = {}
+
+
+def model_holder(viewer) -> ModelHolder:
+    """The :class:`ModelHolder` of ``viewer`` (created on first use, dropped with the viewer)."""
+    # plugin widgets get napari's PublicOnlyProxy of the viewer: key on the viewer itself
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    key = id(viewer)
+    holder = _HOLDERS.get(key)
+    if holder is None:
+        holder = _HOLDERS[key] = ModelHolder()
+        try:
+            weakref.finalize(viewer, _HOLDERS.pop, key, None)
+        except TypeError:  # not weak-referenceable: keep it for the session
+            pass
+    return holder
+
+
+def describe_model(model, origin: str) -> str:
+    meta = getattr(model, "metadata", {}) or {}
+    cfg = model.config
+    parts = [origin, f"depth {cfg.depth}, {cfg.base_channels} base channels"]
+    mode = meta.get("mode")
+    if mode:
+        parts.append(str(mode))
+    training = meta.get("training") or {}
+    iterations = training.get("iterations") if isinstance(training, dict) else None
+    if iterations:
+        parts.append(f"{iterations} iterations")
+    return "; ".join(parts)
+
+
+def ask_model_path(parent, save: bool = False) -> str | None:
+    """A file dialog for a ``.unet`` model (tests patch ``QFileDialog``)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    if save:
+        path, _ = QFileDialog.getSaveFileName(parent, "Save model", "model.unet", "U-Net model (*.unet)")
+    else:
+        path, _ = QFileDialog.getOpenFileName(parent, "Load model", "", "U-Net model (*.unet);;All files (*)")
+    return path or None
+
+
+def ask_export_path(parent) -> str | None:
+    """A save dialog for a bioimage.io package (tests patch ``QFileDialog``); it asks before replacing a file."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getSaveFileName(parent, "Export to bioimage.io", "model.bioimageio.zip",
+                                          "bioimage.io model package (*.zip)")
+    return path or None
+
+
+def load_model_into(holder: ModelHolder, path, device=None):
+    """Load the model file ``path`` into ``holder``; a notification (and None) on failure."""
+    from pathlib import Path
+
+    from ..model_files import load_model
+
+    try:
+        model = load_model(path, device=device)
+    except (OSError, ValueError, RuntimeError) as exc:
+        notify_error(f"Could not load the model {path}: {plain_error(exc)}")
+        return None
+    holder.set_model(model, describe_model(model, f"loaded from {Path(path).name}"))
+    notify_info(f"Model loaded from {path}")
+    return model

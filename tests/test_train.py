@@ -379,9 +379,9 @@ def test_weight_averaging_keeps_the_average_and_survives_a_checkpoint(sample, tm
     config = tiny(iterations=8, ema_decay=0.9, checkpoint_dir=str(tmp_path))
     trainer = Trainer([image], [annotations], config=config)
     list(trainer.run())
-    assert trainer._ema is not None and trainer.best_iteration is not None
+    assert trainer.average.state is not None and trainer.best_iteration is not None
     resumed = Trainer.resume(tmp_path / "checkpoint.unet", [image], [annotations])
-    assert same_state(resumed._ema, trainer._ema)
+    assert same_state(resumed.average.state, trainer.average.state)
 
 
 def test_borders_train_three_classes_and_prediction_reads_them(sample):

@@ -166,8 +166,10 @@ class AugmentConfig:
     """Random horizontal / vertical flips."""
     rotation_degrees: float = 10.0
     """Maximum free rotation in degrees (uniform in +-rotation_degrees); 0 switches it off."""
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    """Range of the random isotropic scale factor."""
+    scale_range: tuple[float, float] = (0.6, 1.6)
+    """Range of the random isotropic scale factor (log-uniform). Wide, so that a network taught
+    by a few painted cells also finds cells of other sizes (chosen on the quality suite,
+    benchmarks/README.md; the earlier default was (0.9, 1.1))."""
     shift_pixels: float = 8.0
     """Maximum random shift in pixels."""
     gamma_range: tuple[float, float] = (0.8, 1.25)

@@ -25,14 +25,9 @@ temporary file and renamed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
 import logging
 import math
-import os
-import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,7 +37,11 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 
 from ._version import __version__
+from .averaging import WeightAverage
+from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
 from .config import ModelConfig, TrainConfig, model_preset
+from .loss import weighted_cross_entropy
+from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
 
 __all__ = [
     "Trainer",
@@ -57,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.unet"
 
 EventKind = Literal["step", "validation", "checkpoint", "preview", "done"]
 
@@ -96,32 +94,6 @@ class TrainResult:
     stopped: bool = False
 
 
-def weighted_cross_entropy(logits, target, weights):
-    """Pixel-wise softmax + cross-entropy, weighted, divided by the sum of the weights.
-
-    Parameters
-    ----------
-    logits : torch.Tensor (B, K, H, W)
-    target : torch.Tensor (B, H, W) int64
-    weights : torch.Tensor (B, H, W) float
-        0 for unannotated pixels: they contribute neither to the loss nor to the gradient.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar; 0 (with a zero gradient) when no pixel has a weight.
-    """
-    import torch.nn.functional as F
-
-    if logits.shape[-2:] != target.shape[-2:]:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in size")
-    ce = F.cross_entropy(logits.float(), target, reduction="none")
-    weights = weights.to(ce.dtype)
-    # where() rather than a product: a 0 weight must not let an inf/nan through
-    weighted = (ce * weights).where(weights > 0, ce.new_zeros(()))
-    return weighted.sum() / weights.sum().clamp_min(1e-8)
-
-
 # ---------------------------------------------------------------------------------------------
 # configuration helpers
 
@@ -149,66 +121,6 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
             depth = model.config.depth
             wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
     return tuple(int(s) for s in model.valid_input_shape(wanted))
-
-
-def _cache_root() -> Path:
-    """The per-user cache folder of napari-unet (no platformdirs needed)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "napari-unet" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "napari-unet"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-unet"
-
-
-def checkpoint_run_dir(root=None, *, keep: int = 5) -> Path:
-    """A new, empty folder for the checkpoints of one training run, under ``root``.
-
-    ``root`` defaults to ``$NAPARI_UNET_CHECKPOINT_DIR`` or the user's cache folder
-    (``~/.cache/napari-unet/checkpoints`` on Linux). Runs are named by their start time; only the
-    ``keep`` newest run folders are kept (older ones are deleted), so checkpoints of large
-    networks do not pile up. The napari widget trains with such a folder, so a crash of napari
-    costs at most ``TrainConfig.checkpoint_every_s`` of training: the ``checkpoint.unet`` inside is
-    a model file (*Load model…*, or ``Trainer.resume``).
-    """
-    root = Path(root or os.environ.get("NAPARI_UNET_CHECKPOINT_DIR") or _cache_root() / "checkpoints")
-    root.mkdir(parents=True, exist_ok=True)
-    while True:  # names sort by start time (to the microsecond)
-        run = root / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S-%f")
-        try:
-            run.mkdir()
-            break
-        except FileExistsError:
-            time.sleep(0.001)
-    runs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("run-"))
-    for old in runs[: max(0, len(runs) - int(keep))]:
-        if old != run:
-            shutil.rmtree(old, ignore_errors=True)
-    return run
-
-
-def _learning_rate(config: TrainConfig) -> float:
-    if config.learning_rate is not None:
-        return float(config.learning_rate)
-    return 0.01 if config.optimizer == "sgd" else 1e-3
-
-
-def _schedule_factor(kind: str, progress: float) -> float:
-    """Learning-rate factor at ``progress`` in [0, 1] of the budget."""
-    progress = min(max(progress, 0.0), 1.0)
-    if kind == "constant":
-        return 1.0
-    if kind == "cosine":
-        # short linear warm-up, then cosine to 5 % of the base rate
-        warm = 0.02
-        if progress < warm:
-            return 0.1 + 0.9 * progress / warm
-        p = (progress - warm) / (1 - warm)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p))
-    if kind == "step":
-        # divide by 10 at half and at three quarters of the budget
-        return 1.0 if progress < 0.5 else (0.1 if progress < 0.75 else 0.01)
-    raise ValueError(f'lr_schedule must be "constant", "cosine" or "step", got {kind!r}')
 
 
 def _as_list(value, name: str) -> list:
@@ -344,7 +256,7 @@ class Trainer:
             self.set_preview(preview)
 
         # --- optimizer
-        self.base_lr = _learning_rate(cfg)
+        self.base_lr = learning_rate(cfg)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -362,7 +274,7 @@ class Trainer:
         self._last_val: tuple[int, float, float] | None = None  # (iteration, loss, IoU) of the latest validation
         self.kept: str | None = None  # "best" or "last": the weights the finished model holds
         self.kept_iteration: int | None = None
-        self._ema: dict | None = None  # averaged weights (config.ema_decay), made at the first step
+        self.average = WeightAverage(cfg.ema_decay)
         self.stopped = False
         self._finished = False
         self._amp_dtype = None
@@ -549,30 +461,13 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _progress(self, elapsed: float) -> float:
-        cfg = self.config
-        p = 0.0
-        if cfg.iterations is not None:
-            p = max(p, self.iteration / cfg.iterations)
-        if cfg.time_limit_s is not None:
-            p = max(p, elapsed / cfg.time_limit_s)
-        return p
+        return budget_progress(self.config, self.iteration, elapsed)
 
     def _budget_left(self, elapsed: float) -> bool:
-        cfg = self.config
-        if cfg.iterations is not None and self.iteration >= cfg.iterations:
-            return False
-        if cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s:
-            return False
-        return True
+        return budget_left(self.config, self.iteration, elapsed)
 
     def _eta(self, elapsed: float, it_per_s: float | None) -> float | None:
-        cfg = self.config
-        etas = []
-        if cfg.iterations is not None and it_per_s:
-            etas.append(max(0.0, (cfg.iterations - self.iteration) / it_per_s))
-        if cfg.time_limit_s is not None:
-            etas.append(max(0.0, cfg.time_limit_s - elapsed))
-        return min(etas) if etas else None
+        return budget_eta(self.config, self.iteration, elapsed, it_per_s)
 
     def _step(self, batch) -> float:
         import torch
@@ -592,43 +487,8 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        self._update_ema()
+        self.average.update(self.model, self.iteration)
         return float(loss.detach())
-
-    # ------------------------------------------------------------------ weight averaging
-
-    def _update_ema(self) -> None:
-        import torch
-
-        decay = float(self.config.ema_decay or 0.0)
-        if decay <= 0:
-            return
-        state = self.model.state_dict()
-        if self._ema is None:
-            self._ema = {k: v.detach().clone() for k, v in state.items()}
-            return
-        # warm-up: early on the average follows the weights closely (1/11, 2/12, ... -> decay)
-        d = min(decay, (1.0 + self.iteration) / (10.0 + self.iteration))
-        with torch.no_grad():
-            for key, value in state.items():
-                avg = self._ema[key]
-                if avg.is_floating_point():
-                    avg.mul_(d).add_(value.detach().to(avg.dtype), alpha=1.0 - d)
-                else:  # e.g. batch norm's num_batches_tracked
-                    avg.copy_(value)
-
-    @contextlib.contextmanager
-    def _averaged_weights(self):
-        """Within the block the model holds the averaged weights (if any), then its own again."""
-        if self._ema is None:
-            yield
-            return
-        live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(self._ema)
-        try:
-            yield
-        finally:
-            self.model.load_state_dict(live)
 
     def run(self) -> Iterator[TrainEvent]:
         """Train, yielding a :class:`TrainEvent` every ``config.log_every`` iterations and at
@@ -659,7 +519,7 @@ class Trainer:
                     budget_used = True
                     break
                 self._apply_pending()
-                factor = _schedule_factor(cfg.lr_schedule, self._progress(elapsed))
+                factor = schedule_factor(cfg.lr_schedule, self._progress(elapsed))
                 lr = self.base_lr * factor
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
@@ -730,8 +590,8 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
             self.kept, self.kept_iteration = "best", self.best_iteration
         else:
-            if self._ema is not None:
-                self.model.load_state_dict(self._ema)
+            if self.average.state is not None:
+                self.model.load_state_dict(self.average.state)
             self.kept, self.kept_iteration = "last", self.iteration
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
@@ -747,7 +607,7 @@ class Trainer:
         union = np.zeros(self.n_classes)
         self.model.eval()
         try:
-            with torch.no_grad(), self._averaged_weights():
+            with torch.no_grad(), self.average.applied(self.model):
                 for batch in self._val_batches:
                     if self._stop_event.is_set():
                         return None
@@ -778,7 +638,7 @@ class Trainer:
             self.best_val_loss = val_loss
             self.best_val_iou = val_iou
             self.best_iteration = self.iteration
-            source = self._ema if self._ema is not None else self.model.state_dict()
+            source = self.average.state if self.average.state is not None else self.model.state_dict()
             self._best_state = {k: v.detach().clone() for k, v in source.items()}
         return val_loss, val_iou
 
@@ -798,7 +658,7 @@ class Trainer:
             return None
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=None)
-        with torch.no_grad(), self._averaged_weights():
+        with torch.no_grad(), self.average.applied(self.model):
             gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile(),
                                      normalize=normalize)
             try:
@@ -877,7 +737,7 @@ class Trainer:
     def save_checkpoint(self, path=None, *, elapsed: float | None = None) -> Path:
         """Write model + optimizer + progress to ``path`` (default ``checkpoint_dir/checkpoint.unet``),
         atomically. The file is also a model file that :func:`napari_unet.load_model` reads."""
-        from .model_files import model_to_bytes
+        from .checkpoints import checkpoint_bytes
         from .outputs import atomic_write_bytes
 
         if path is None:
@@ -886,35 +746,19 @@ class Trainer:
             path = Path(self.config.checkpoint_dir) / CHECKPOINT_NAME
         elapsed = self._elapsed_before if elapsed is None else elapsed
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
-        opt_state = self.optimizer.state_dict()
-        tensors, opt_json = {}, {"param_groups": opt_state["param_groups"], "state": {}}
-        for pid, state in opt_state["state"].items():
-            entry = {}
-            for key, value in state.items():
-                if hasattr(value, "detach"):
-                    tensors[f"{pid}.{key}"] = value
-                else:
-                    entry[key] = value
-            opt_json["state"][str(pid)] = entry
-        extra_tensors = {"optimizer": tensors} if tensors else {}
-        if self._best_state is not None:
-            extra_tensors["best"] = self._best_state
-        if self._ema is not None:
-            extra_tensors["ema"] = self._ema
-        extra = {
-            "checkpoint": {
-                "iteration": self.iteration,
-                "elapsed_s": elapsed,
-                "config": self.config.to_dict(),
-                "optimizer": opt_json,
-                "best_val_loss": self.best_val_loss,
-                "best_val_iou": self.best_val_iou,
-                "best_iteration": self.best_iteration,
-                "history": self.history,
-                "previous_training": self._previous_training,
-            }
+        state = {
+            "iteration": self.iteration,
+            "elapsed_s": elapsed,
+            "config": self.config.to_dict(),
+            "best_val_loss": self.best_val_loss,
+            "best_val_iou": self.best_val_iou,
+            "best_iteration": self.best_iteration,
+            "history": self.history,
+            "previous_training": self._previous_training,
         }
-        data = model_to_bytes(self.model, extra_json=extra, extra_tensors=extra_tensors)
+        tensors = {"best": self._best_state, "ema": self.average.state}
+        data = checkpoint_bytes(self.model, state, self.optimizer.state_dict(),
+                                {k: v for k, v in tensors.items() if v is not None})
         return atomic_write_bytes(path, data)
 
     @classmethod
@@ -926,15 +770,10 @@ class Trainer:
         seed derived from the iteration, so a resumed run is reproducible but not bit-identical
         to an uninterrupted one.
         """
-        import torch
+        from .checkpoints import optimizer_state, read_checkpoint
+        from .model_files import ModelFileError
 
-        from .model_files import ModelFileError, model_source, read_model_file
-
-        source, what = model_source(path)
-        model, header, extra_tensors = read_model_file(source, what, with_extra=True)
-        state = (header.get("extra") or {}).get("checkpoint")
-        if not state:
-            raise ModelFileError(f"{what} is a model file without training state; continue it with Trainer(..., model=load_model(path))")
+        model, state, extra_tensors, what = read_checkpoint(path)
         if config is None:
             config = TrainConfig.from_dict(state["config"])
         config = dataclasses.replace(config, seed=int(config.seed) + int(state["iteration"]))
@@ -949,24 +788,14 @@ class Trainer:
         if "best" in extra_tensors:
             trainer._best_state = {k: v.to(trainer.device) for k, v in extra_tensors["best"].items()}
         if "ema" in extra_tensors:
-            trainer._ema = {k: v.to(trainer.device) for k, v in extra_tensors["ema"].items()}
-        opt_json = state["optimizer"]
-        tensors = extra_tensors.get("optimizer", {})
-        opt_state: dict = {"param_groups": opt_json["param_groups"], "state": {}}
-        for pid, entry in opt_json["state"].items():
-            s = dict(entry)
-            prefix = f"{pid}."
-            for name, value in tensors.items():
-                if name.startswith(prefix):
-                    s[name[len(prefix):]] = value
-            opt_state["state"][int(pid)] = s
+            trainer.average.state = {k: v.to(trainer.device) for k, v in extra_tensors["ema"].items()}
+        opt_state = optimizer_state(state["optimizer"], extra_tensors.get("optimizer", {}))
         try:
             trainer.optimizer.load_state_dict(opt_state)
         except (ValueError, KeyError) as exc:
             raise ModelFileError(f"{what}: the optimizer state does not fit ({exc}); was config.optimizer changed?") from None
         # restore the original seed in the stored config
         trainer.config = dataclasses.replace(config, seed=int(config.seed) - int(state["iteration"]))
-        del torch
         return trainer
 
 

@@ -464,7 +464,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
 
     def _checkpoint_dir(self) -> str | None:
         """A fresh checkpoint folder for this run (None, with a warning, if none can be made)."""
-        from ..training import checkpoint_run_dir
+        from ..checkpoints import checkpoint_run_dir
 
         try:
             return str(checkpoint_run_dir())

@@ -41,6 +41,7 @@ from .averaging import WeightAverage
 from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
 from .config import ModelConfig, TrainConfig, model_preset
 from .loss import weighted_cross_entropy
+from .training_data import TrainingData
 from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
 
 __all__ = [
@@ -168,9 +169,8 @@ class Trainer:
     def __init__(self, images, annotations, *, config: TrainConfig | None = None, model=None, axes=None, preview=None):
         import torch
 
-        from . import data as data_module
-        from .model import UNet
         from .devices import select_device
+        from .model import UNet
 
         self.config = config if config is not None else TrainConfig()
         if not isinstance(self.config, TrainConfig):
@@ -188,23 +188,18 @@ class Trainer:
             axes_list = list(axes)
             if len(axes_list) != len(images):
                 raise ValueError(f"got {len(axes_list)} axes strings for {len(images)} images")
-        self._images = images
-        self._axes = axes_list
-        self._data = data_module
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
-        self._pending: dict[int, Any] = {}
         self._preview = None
         self.history: list[dict] = []
         self.device = select_device(cfg.device)
 
         # --- checks and training planes, all before any training
-        self.normalization = None
+        kept_norm = None
         if model is not None and isinstance(getattr(model, "metadata", None), dict):
-            self.normalization = model.metadata.get("normalization")  # keep the model's normalization
-        annotations = [np.asarray(a) for a in annotations]
-        self._check_inputs(images, annotations, axes_list)
-        in_channels = self._planes_channels
+            kept_norm = model.metadata.get("normalization")  # keep the model's normalization
+        self.data = TrainingData(images, annotations, axes_list, config=cfg, normalization=kept_norm)
+        in_channels = self.data.channels
         if model is not None:
             if not isinstance(model, UNet):
                 raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
@@ -216,9 +211,9 @@ class Trainer:
             old_mode = (model.metadata or {}).get("mode")
             if old_mode is not None and old_mode != cfg.mode:
                 raise ValueError(f"the model was trained in {old_mode!r} mode but config.mode is {cfg.mode!r}")
-            if self._max_class > n_classes:
+            if self.data.max_class > n_classes:
                 raise ValueError(
-                    f"the annotations use {self._max_class} classes but the model predicts {n_classes}"
+                    f"the annotations use {self.data.max_class} classes but the model predicts {n_classes}"
                 )
             if cfg.mode == "instances" and n_classes not in (2, 3):
                 raise ValueError(f"an instance-mode model predicts 2 or 3 classes, this one {n_classes}")
@@ -226,9 +221,9 @@ class Trainer:
             if cfg.mode == "instances":
                 n_classes = 3 if cfg.borders else 2
             else:
-                n_classes = int(cfg.n_classes or max(self._max_class, 2))
-            if self._max_class > n_classes:
-                raise ValueError(f"the annotations use {self._max_class} classes but config.n_classes is {n_classes}")
+                n_classes = int(cfg.n_classes or max(self.data.max_class, 2))
+            if self.data.max_class > n_classes:
+                raise ValueError(f"the annotations use {self.data.max_class} classes but config.n_classes is {n_classes}")
         self.n_classes = n_classes
         # instance mode with a third class, the cell border (a continued model keeps its kind)
         self.borders = cfg.mode == "instances" and n_classes == 3
@@ -242,7 +237,7 @@ class Trainer:
         else:
             model.metadata = dict(model.metadata or {})
             self._previous_training = model.metadata.get("training")
-        self.normalization = self._norm_for_data()
+        self.normalization = self.data.normalization
         self.model = model.to(self.device)
         self.input_shape = default_tile_shape(self.model, cfg)
         self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
@@ -250,7 +245,7 @@ class Trainer:
         self._check_memory()
         self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
 
-        # --- data: planes, targets, validation split, sampler
+        # --- data: targets, validation split, sampler
         self._build_data(cfg.seed)
         if preview is not None:
             self.set_preview(preview)
@@ -301,88 +296,33 @@ class Trainer:
                               f"{self.batch_size} need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free "
                               f"on {self.device}; lower batch_size or tile_shape")
 
-    def _slices(self, index: int, image, annotations, axes):
-        """Normalized annotated planes of one image and their annotations (ValueError on bad shapes)."""
-        try:
-            pairs = self._data.training_slices(image, annotations, axes=axes, normalization=self._norm_for_data())
-            resolved = self._data.resolve_axes(tuple(np.shape(image)), np.shape(annotations), axes)
-        except (ValueError, TypeError) as exc:
-            raise type(exc)(f"image {index}: {exc}") from None
-        if not hasattr(self, "_resolved_axes"):
-            self._resolved_axes = {}
-        self._resolved_axes[index] = resolved
-        return [p for p, _ in pairs], [a for _, a in pairs]
-
-    def _check_inputs(self, images, annotations, axes_list):
-        """Shapes, channels and classes: raise ValueError before anything trains."""
-        self._plane_lists: list[list] = []
-        self._ann_lists: list[list] = []
-        for i, (image, ann, axes) in enumerate(zip(images, annotations, axes_list)):
-            planes, anns = self._slices(i, image, ann, axes)
-            self._plane_lists.append(planes)
-            self._ann_lists.append(anns)
-        channels = {int(p.shape[0]) for planes in self._plane_lists for p in planes}
-        if len(channels) > 1:
-            raise ValueError(f"all images must have the same number of channels, got {sorted(channels)}")
-        all_anns = [a for anns in self._ann_lists for a in anns]
-        if not all_anns:
-            raise ValueError(
-                "nothing is annotated: paint background (label 1) and "
-                + ("cells (labels 2, 3, ...)" if self.config.mode == "instances" else "at least two classes (labels 1..K)")
-            )
-        n_classes = self.config.n_classes if self.config.mode == "classes" else None
-        self._max_class = self._data.validate_annotations(all_anns, mode=self.config.mode, n_classes=n_classes)
-        self._planes_channels = channels.pop()
-
-    def _norm_for_data(self):
-        return dict(self.normalization) if getattr(self, "normalization", None) else {
-            "kind": "percentile", "low": float(self.config.normalize_low), "high": float(self.config.normalize_high)}
-
     def targets_for(self, ann):
         """Training targets (:class:`napari_unet.data.Targets`) of one 2D annotation plane, as this
         trainer makes them (gaps, ring, borders and loss weights of its config and model)."""
-        cfg = self.config
-        return self._data.make_targets(
-            ann, mode=cfg.mode, n_classes=self.n_classes, gap=cfg.gap, w0=cfg.w0, sigma=cfg.sigma,
-            class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border, borders=self.borders,
-        )
+        return self.data.targets_for(ann, n_classes=self.n_classes, borders=self.borders)
+
+    @property
+    def sampler(self):
+        """The tile sampler of the training pixels."""
+        return self.data.sampler
+
+    @property
+    def val_sampler(self):
+        """The tile sampler of the held-out validation pixels (None when nothing is held out)."""
+        return self.data.val_sampler
 
     def _build_data(self, seed: int):
-        """Targets for every annotated plane, the validation split and the tile sampler."""
-        cfg = self.config
-        self._planes = [p for planes in self._plane_lists for p in planes]
-        self._plane_keys = [(i, k, p.shape) for i, planes in enumerate(self._plane_lists) for k, p in enumerate(planes)]
-        targets = [self.targets_for(a) for al in self._ann_lists for a in al]
-        self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
-        self.sampler = self._data.TileSampler(
-            self._planes, targets, input_shape=self.input_shape, output_shape=self.output_shape,
-            augment=cfg.augment, seed=seed,
-        )
-        self.val_sampler = None
-        if cfg.validation_fraction > 0:
-            val = self.sampler.split_validation(cfg.validation_fraction, seed=seed + 1, block=cfg.validation_block)
-            if val.n_annotated > 0:
-                self.val_sampler = val
-            else:
-                logger.info("too little is annotated to hold out a validation set; training on everything")
-        self._refresh_validation()
+        self.data.build(seed=seed, n_classes=self.n_classes, borders=self.borders, input_shape=self.input_shape,
+                        output_shape=self.output_shape, batch_size=self.batch_size, device=self.device)
         self._update_cell_diameter()
 
     def _update_cell_diameter(self):
         """Record the median diameter of the painted cells (instance mode) in the model metadata:
         prediction scales its split of touching cells and its size filter with it. A model
         continued with annotations that paint no cell keeps the diameter it had."""
-        if self.config.mode != "instances":
-            return
-        diameter = self._data.painted_cell_diameter([a for al in self._ann_lists for a in al])
+        diameter = self.data.cell_diameter()
         if diameter is not None:
             self.model.metadata["cell_diameter"] = round(float(diameter), 3)
-
-    def _refresh_validation(self):
-        self._val_batches = []
-        if self.val_sampler is not None and self.val_sampler.n_annotated > 0:
-            self._val_batches = self.val_sampler.fixed_batches(
-                max_tiles=self.config.validation_tiles, batch_size=self.batch_size, device=self.device)
 
     def set_annotations(self, index: int, annotations) -> None:
         """Swap in fresh annotations for image ``index`` (thread-safe; applied at the next iteration).
@@ -390,41 +330,12 @@ class Trainer:
         Shapes are checked at once (ValueError); the validation split keeps its held-out blocks,
         and the best-model bookkeeping restarts, since the validation pixels changed.
         """
-        if not 0 <= index < len(self._images):
-            raise IndexError(f"image index {index} out of range (0..{len(self._images) - 1})")
-        planes, anns = self._slices(index, self._images[index], np.asarray(annotations), self._axes[index])
-        with self._lock:
-            self._pending[index] = (planes, anns)
+        self.data.set_annotations(index, annotations)
 
     def _apply_pending(self):
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
+        if not self.data.apply_pending(seed=self.config.seed + self.iteration):
             return
-        for index, (planes, anns) in pending.items():
-            self._plane_lists[index] = planes
-            self._ann_lists[index] = anns
-        all_anns = [a for al in self._ann_lists for a in al]
-        n_classes = self.n_classes if self.config.mode == "classes" else None
-        try:
-            self._data.validate_annotations(all_anns, mode=self.config.mode, n_classes=n_classes)
-        except (ValueError, TypeError) as exc:
-            logger.warning("new annotations ignored for now: %s", exc)
-            return
-        keys = [(i, k, p.shape) for i, planes in enumerate(self._plane_lists) for k, p in enumerate(planes)]
-        if keys == self._plane_keys:
-            position = {(i, k): n for n, (i, k, _) in enumerate(keys)}
-            for index in pending:
-                for k, ann in enumerate(self._ann_lists[index]):
-                    self.sampler.set_targets(position[(index, k)], self.targets_for(ann))
-            self._refresh_validation()
-        else:  # annotated planes appeared or vanished: new sampler and split
-            self._build_data(self.config.seed + self.iteration)
         self._update_cell_diameter()
-        targets = self.sampler.targets
-        self._n_annotated = int(sum(int(t.mask.sum()) for t in targets))
-        if self.val_sampler is not None:
-            self._n_annotated += int(sum(int(t.mask.sum()) for t in self.val_sampler.targets))
         # the validation pixels changed: earlier losses and the model kept are not comparable
         self.best_val_loss = self.best_val_iou = self.best_iteration = None
         self._best_state = None
@@ -443,12 +354,7 @@ class Trainer:
 
     def intensity_range(self, index: int):
         """``(lows, highs)`` that training maps to 0 and 1 in image ``index`` (None: no normalization)."""
-        from .normalization import normalization_params
-
-        axes = self._resolved_axes[index]
-        channel_axis = axes.index("C") if "C" in axes else None
-        lows, highs = normalization_params(self._images[index], self.normalization, channel_axis=channel_axis)
-        return None if lows is None else (lows, highs)
+        return self.data.intensity_range(index)
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (thread-safe); it ends within about a second keeping the best model."""
@@ -544,7 +450,7 @@ class Trainer:
                 if self.iteration % max(1, cfg.log_every) == 0:
                     yield TrainEvent("step", **event)
                 last = not self._budget_left(elapsed)
-                if self._val_batches and (self.iteration % max(1, cfg.validate_every) == 0 or last):
+                if self.data.val_batches and (self.iteration % max(1, cfg.validate_every) == 0 or last):
                     result = self._validate()
                     if result is None:  # stopped during validation
                         continue
@@ -608,7 +514,7 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad(), self.average.applied(self.model):
-                for batch in self._val_batches:
+                for batch in self.data.val_batches:
                     if self._stop_event.is_set():
                         return None
                     if self._amp_dtype is not None:
@@ -715,8 +621,8 @@ class Trainer:
             "kept_val_iou": kept_iou,
             "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
             "stopped": bool(getattr(self, "stopped", False)),
-            "n_images": len(self._images),
-            "n_annotated_pixels": int(getattr(self, "_n_annotated", 0)),
+            "n_images": len(self.data.images),
+            "n_annotated_pixels": int(self.data.n_annotated) if hasattr(self, "data") else 0,
             "device": str(self.device),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "package_version": __version__,

@@ -328,6 +328,7 @@ def _canonical_order(array: np.ndarray, axes: str):
 def _cmd_predict(args) -> int:
     from .images import is_complete_image, write_image
     from .model_files import load_model
+    from .model_fit import check_channels
     from .outputs import check_output_path, output_lock
     from .postprocess import label_options, to_labels
     from .tiling import drive, iter_predict_stack
@@ -368,13 +369,12 @@ def _cmd_predict(args) -> int:
             raise CliError(f"--cell-diameter must be a number of pixels > 0, got {args.cell_diameter}")
         if mode == "instances":
             options["cell_diameter"] = args.cell_diameter
-    in_channels = model.config.in_channels
     for number, (path, outputs) in enumerate(jobs, 1):
         data, axes = _read(path, args.axes)
-        if "C" not in axes and in_channels != 1:
-            raise CliError(f"{path}: the model needs {in_channels} channels but the image (axes {axes}) has none")
-        if "C" in axes and data.shape[axes.index("C")] != in_channels:
-            raise CliError(f"{path}: the model needs {in_channels} channel(s), the image has {data.shape[axes.index('C')]} (axes {axes})")
+        try:
+            check_channels(model, data.shape, axes, str(path))
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         bar = ProgressBar(f"[{number}/{len(jobs)}] {path.name}", enabled=not args.quiet)
         kwargs = {}
         if args.tile is not None:

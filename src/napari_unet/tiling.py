@@ -44,6 +44,7 @@ import torch
 from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
+from .model_fit import check_channels
 from .progress import Progress, drive
 from .normalization import apply_normalization, normalization_params
 
@@ -269,13 +270,7 @@ def _make_source(data, axes: str, model: UNet, name: str) -> _Source:
     spatial = [ax for ax in axes if ax != "C"]
     if spatial[-2:] != ["Y", "X"]:
         raise ValueError(f"axes {axes!r} must end with Y, X (a channel axis C may come anywhere), e.g. 'ZYX' or 'YXC'")
-    n_channels = shape[axes.index("C")] if "C" in axes else 1
-    if n_channels != model.config.in_channels:
-        given = f"{n_channels} channel(s)" + (f" on axis C of shape {shape}" if "C" in axes else f" (no C in axes {axes!r})")
-        raise ValueError(
-            f"{name} has {given}, but the model expects {model.config.in_channels} input channel(s)"
-            + ("; name the channel axis with 'C' in axes" if "C" not in axes and model.config.in_channels > 1 else "")
-        )
+    n_channels = check_channels(model, shape, axes, name)
     plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
     return _Source(data, axes, plane_shape, n_channels, shape[axes.index("Y")], shape[axes.index("X")])
 

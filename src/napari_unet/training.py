@@ -41,6 +41,7 @@ from .averaging import WeightAverage
 from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
 from .config import ModelConfig, TrainConfig, model_preset
 from .loss import weighted_cross_entropy
+from .model_fit import classes_for_training
 from .training_data import TrainingData
 from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
 
@@ -200,30 +201,9 @@ class Trainer:
             kept_norm = model.metadata.get("normalization")  # keep the model's normalization
         self.data = TrainingData(images, annotations, axes_list, config=cfg, normalization=kept_norm)
         in_channels = self.data.channels
-        if model is not None:
-            if not isinstance(model, UNet):
-                raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
-            n_classes = model.config.n_classes
-            if model.config.in_channels != in_channels:
-                raise ValueError(
-                    f"the model takes {model.config.in_channels} channel(s) but the images have {in_channels}"
-                )
-            old_mode = (model.metadata or {}).get("mode")
-            if old_mode is not None and old_mode != cfg.mode:
-                raise ValueError(f"the model was trained in {old_mode!r} mode but config.mode is {cfg.mode!r}")
-            if self.data.max_class > n_classes:
-                raise ValueError(
-                    f"the annotations use {self.data.max_class} classes but the model predicts {n_classes}"
-                )
-            if cfg.mode == "instances" and n_classes not in (2, 3):
-                raise ValueError(f"an instance-mode model predicts 2 or 3 classes, this one {n_classes}")
-        else:
-            if cfg.mode == "instances":
-                n_classes = 3 if cfg.borders else 2
-            else:
-                n_classes = int(cfg.n_classes or max(self.data.max_class, 2))
-            if self.data.max_class > n_classes:
-                raise ValueError(f"the annotations use {self.data.max_class} classes but config.n_classes is {n_classes}")
+        if model is not None and not isinstance(model, UNet):
+            raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+        n_classes = classes_for_training(cfg, in_channels=in_channels, max_class=self.data.max_class, model=model)
         self.n_classes = n_classes
         # instance mode with a third class, the cell border (a continued model keeps its kind)
         self.borders = cfg.mode == "instances" and n_classes == 3

@@ -34,14 +34,11 @@ SCOPES = [("slice", "current slice"), ("stack", "whole stack")]
 
 def check_model_fits(model, layer) -> str:
     """The axes string of ``layer`` for ``model``; ValueError in plain words when it cannot fit."""
-    in_channels = int(model.config.in_channels)
-    axes = image_axes(layer, in_channels)
-    channels = int(layer.data.shape[axes.index("C")]) if "C" in axes else 1
-    if channels != in_channels:
-        raise ValueError(
-            f"the model takes {in_channels} channel(s) but {layer.name!r} has {channels} "
-            f"(shape {tuple(layer.data.shape)}{', RGB' if getattr(layer, 'rgb', False) else ''})"
-        )
+    from ..model_fit import check_channels
+
+    axes = image_axes(layer, int(model.config.in_channels))
+    name = f"{layer.name!r}{' (RGB)' if getattr(layer, 'rgb', False) else ''}"
+    check_channels(model, layer.data.shape, axes, name)
     return axes
 
 

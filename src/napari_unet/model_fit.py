@@ -1,0 +1,52 @@
+"""Does this model fit this data? One answer, used by prediction, training, the CLI and the widgets.
+
+Each function raises a ValueError in plain words (what the model takes, what the data has,
+what to do) and returns what the caller needs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["channels_of", "check_channels", "classes_for_training"]
+
+
+def channels_of(shape, axes: str) -> int:
+    """Channels of data of ``shape`` named by ``axes`` (1 without a ``C`` axis)."""
+    return int(shape[axes.index("C")]) if "C" in axes else 1
+
+
+def check_channels(model, shape, axes: str, name: str = "image") -> int:
+    """The channel count of the data, if it is the one ``model`` takes; else a ValueError."""
+    shape = tuple(int(s) for s in shape)
+    wanted = int(model.config.in_channels)
+    n = channels_of(shape, axes)
+    if n != wanted:
+        given = f"{n} channel(s)" + (f" on axis C of shape {shape}" if "C" in axes else f" (no C in axes {axes!r})")
+        raise ValueError(
+            f"{name} has {given}, but the model expects {wanted} input channel(s)"
+            + ("; name the channel axis with 'C' in axes" if "C" not in axes and wanted > 1 else "")
+        )
+    return n
+
+
+def classes_for_training(config, *, in_channels: int, max_class: int, model=None) -> int:
+    """The number of classes the network of a training run predicts: ``model``'s when training
+    continues (after checking it fits the images, mode and annotations), else what ``config``
+    and the annotations ask for."""
+    if model is not None:
+        n_classes = int(model.config.n_classes)
+        if model.config.in_channels != in_channels:
+            raise ValueError(f"the model takes {model.config.in_channels} channel(s) but the images have {in_channels}")
+        old_mode = (getattr(model, "metadata", None) or {}).get("mode")
+        if old_mode is not None and old_mode != config.mode:
+            raise ValueError(f"the model was trained in {old_mode!r} mode but config.mode is {config.mode!r}")
+        if max_class > n_classes:
+            raise ValueError(f"the annotations use {max_class} classes but the model predicts {n_classes}")
+        if config.mode == "instances" and n_classes not in (2, 3):
+            raise ValueError(f"an instance-mode model predicts 2 or 3 classes, this one {n_classes}")
+        return n_classes
+    if config.mode == "instances":
+        return 3 if config.borders else 2
+    n_classes = int(config.n_classes or max(max_class, 2))
+    if max_class > n_classes:
+        raise ValueError(f"the annotations use {max_class} classes but config.n_classes is {n_classes}")
+    return n_classes

@@ -110,7 +110,15 @@ def test_shape_errors():
 def test_margin_covers_the_transform():
     config = AugmentConfig()
     margin = geometric_margin(config, (100, 100))
-    assert 10 < margin < 100
+    # the farthest source pixel: a corner of the tile rotated by 10 degrees and scaled by the
+    # largest factor, plus 3 sigma of elastic displacement (scaled too) and the largest shift
+    low, high = config.scale_range
+    theta = np.radians(config.rotation_degrees)
+    reach = 50 * high * (np.cos(theta) + np.sin(theta)) - 50 + 3 * config.elastic_sigma * high + config.shift_pixels
+    assert reach <= margin <= reach + 2
+    small = geometric_margin(AugmentConfig(scale_range=(1.0, 1.0), elastic=False, rotation_degrees=0.0,
+                                           shift_pixels=0.0), (100, 100))
+    assert small <= 1
     assert geometric_margin(None, (100, 100)) == 0
     assert geometric_margin(AugmentConfig(enabled=False), (100, 100)) == 0
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .axes import to_canonical
 from .progress import ProgressBar, format_seconds
 from .render import gray_rgb, overlay, side_by_side, write_png
 
@@ -320,11 +321,6 @@ def _add_predict(sub):
     p.set_defaults(func=_cmd_predict)
 
 
-def _canonical_order(array: np.ndarray, axes: str):
-    order = sorted(range(len(axes)), key=lambda i: "TZCYX".index(axes[i]) if axes[i] in "TZCYX" else -1)
-    return np.transpose(array, order), "".join(axes[i] for i in order)
-
-
 def _cmd_predict(args) -> int:
     from .images import is_complete_image, write_image
     from .model_files import load_model
@@ -390,7 +386,7 @@ def _cmd_predict(args) -> int:
             labels = to_labels(probabilities, **options)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end
-                prob, prob_axes = _canonical_order(probabilities, "C" + out_axes)
+                prob, prob_axes = to_canonical(probabilities, "C" + out_axes)
                 write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=replace)
             write_image(outputs["labels"], labels, axes=out_axes, overwrite=replace)
         bar.close(f"{path.name}: {int(labels.max()) if mode == 'instances' else len(np.unique(labels))} "
@@ -523,7 +519,7 @@ def _cmd_export(args) -> int:
     sample = None
     if args.sample:
         data, axes = _read(Path(args.sample), args.axes)
-        data, axes = _canonical_order(np.asarray(data), axes)
+        data, axes = to_canonical(np.asarray(data), axes)
         # the first plane of a stack / time series: (C, Y, X) or (Y, X)
         index = tuple(0 if a in "TZ" else slice(None) for a in axes)
         sample = np.asarray(data[index])

@@ -19,6 +19,7 @@ import logging
 
 import numpy as np
 
+from .axes import spatial_axes
 from .checks import check_integer_labels
 from .config import MAX_CLASSES
 from .normalization import apply_normalization, normalization_params
@@ -50,12 +51,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _default_axes(n_spatial_extra: int) -> str:
-    if n_spatial_extra > 2:
-        raise ValueError(f"cannot guess axes for {n_spatial_extra + 2} dimensions: pass axes, e.g. 'TZYX'")
-    return "TZ"[2 - n_spatial_extra :] + "YX"
-
-
 def resolve_axes(image_shape, ann_shape, axes: str | None) -> str:
     """Axes string of the image (containing "YX", maybe "C"), checked against the annotations."""
     image_shape, ann_shape = tuple(image_shape), tuple(ann_shape)
@@ -74,13 +69,13 @@ def resolve_axes(image_shape, ann_shape, axes: str | None) -> str:
     if len(image_shape) < 2:
         raise ValueError(f"image must be at least 2D, got shape {image_shape}")
     if image_shape == ann_shape:
-        return _default_axes(len(image_shape) - 2)
+        return spatial_axes(len(image_shape))
     if len(image_shape) == len(ann_shape) + 1:
         candidates = [i for i in range(len(image_shape)) if image_shape[:i] + image_shape[i + 1 :] == ann_shape]
         candidates = [i for i in candidates if i < len(image_shape) - 2 or i == len(image_shape) - 1]
         if candidates:
             channel = min(candidates, key=lambda i: (image_shape[i], i))
-            rest = _default_axes(len(ann_shape) - 2)
+            rest = spatial_axes(len(ann_shape))
             if channel == len(image_shape) - 1:
                 return rest + "C"
             return rest[:channel] + "C" + rest[channel:]

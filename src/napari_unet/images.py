@@ -14,48 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .axes import CANONICAL, canonical_axes, default_axes, to_canonical
 from .outputs import default_permissions, exists_error, temporary_sibling
 
 __all__ = ["read_image", "write_image", "is_complete_image", "is_zarr_path"]
-
-
-_CANONICAL = "TZCYX"
-
-
-def _canonical_axes(axes: str, shape) -> str:
-    """Map tifffile / OME axis letters onto ``TZCYX`` (S -> C, I/Q/... -> Z or T)."""
-    axes = axes.upper()
-    out = []
-    for letter in axes:
-        if letter == "S":
-            letter = "C" if "C" not in axes and "C" not in out else "Q"
-        out.append(letter)
-    # leftover letters (I: image sequence, Q: unknown, R, E, ...) become Z, then T, if free
-    for i, letter in enumerate(out):
-        if letter not in _CANONICAL or letter in out[:i]:
-            for candidate in "ZT":
-                if candidate not in out:
-                    out[i] = candidate
-                    break
-            else:
-                raise ValueError(f"cannot map axes {axes!r} of an image of shape {tuple(shape)} onto {_CANONICAL!r}")
-    return "".join(out)
-
-
-def _to_canonical(data, axes: str):
-    axes = _canonical_axes(axes, data.shape)
-    # drop singleton non-spatial axes that tifffile adds (e.g. S=1)
-    order = sorted(range(len(axes)), key=lambda i: _CANONICAL.index(axes[i]))
-    new_axes = "".join(axes[i] for i in order)
-    if order != list(range(len(axes))):
-        data = np.transpose(np.asarray(data), order)
-    return data, new_axes
-
-
-def _default_axes(ndim: int) -> str:
-    if ndim < 2 or ndim > 5:
-        raise ValueError(f"expected an image with 2 to 5 dimensions, got {ndim}")
-    return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TZCYX"}[ndim]
 
 
 def is_zarr_path(path: Path) -> bool:
@@ -97,8 +59,8 @@ def read_image(path) -> tuple[Any, str]:
             raise ValueError(f"cannot read {path}: expected a TIFF file or a .zarr folder ({exc})") from None
         raise ValueError(f"cannot read TIFF {path}: {exc}") from None
     if len(axes) != data.ndim:
-        axes = _default_axes(data.ndim)
-    return _to_canonical(data, axes)
+        axes = default_axes(data.ndim)
+    return to_canonical(data, axes)
 
 
 def _read_zarr(path: Path):
@@ -127,11 +89,11 @@ def _read_zarr(path: Path):
         if isinstance(axes, (list, tuple)):
             axes = "".join(str(a)[0].upper() for a in axes)
     if not axes or len(axes) != node.ndim:
-        axes = _default_axes(node.ndim)
-    canonical = _canonical_axes(axes, node.shape)
-    if sorted(canonical, key=_CANONICAL.index) == list(canonical):
+        axes = default_axes(node.ndim)
+    canonical = canonical_axes(axes, node.shape)
+    if sorted(canonical, key=CANONICAL.index) == list(canonical):
         return node, canonical
-    return _to_canonical(np.asarray(node[...]), axes)
+    return to_canonical(np.asarray(node[...]), axes)
 
 
 def write_image(path, data, axes: str | None = None, overwrite: bool = False) -> Path:
@@ -156,7 +118,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     """
     path = Path(path)
     data = np.asarray(data) if not hasattr(data, "dtype") else data
-    axes = (axes or _default_axes(len(data.shape))).upper()
+    axes = (axes or default_axes(len(data.shape))).upper()
     if len(axes) != len(data.shape):
         raise ValueError(f"axes {axes!r} do not match an image of shape {tuple(data.shape)}")
     if path.exists() and not overwrite:
@@ -168,7 +130,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     import tifffile
 
     data = np.asarray(data)
-    imagej = all(a in _CANONICAL for a in axes) and list(axes) == sorted(axes, key=_CANONICAL.index)
+    imagej = all(a in CANONICAL for a in axes) and list(axes) == sorted(axes, key=CANONICAL.index)
     if data.dtype == np.bool_:
         data = data.astype(np.uint8)
     elif data.dtype.kind in "iu":

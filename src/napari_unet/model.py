@@ -24,7 +24,6 @@ Examples
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Sequence
 
 import torch

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
+from .axes import check_axes
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
 from .model_fit import check_channels
@@ -63,7 +64,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_AXES_LETTERS = "TZCYX"
 # on the CPU a tile's output window is at most this many pixels per axis (or 8x the context,
 # whichever is larger): a bigger tile gains little and makes progress / cancel sluggish
 _CPU_MAX_STEP = 1024
@@ -258,18 +258,8 @@ def _as_array(data, name: str):
 
 
 def _make_source(data, axes: str, model: UNet, name: str) -> _Source:
-    if not isinstance(axes, str):
-        raise TypeError(f'axes must be a string such as "ZYX" or "TZCYX", got {axes!r}')
-    axes = axes.upper()
     shape = tuple(int(s) for s in data.shape)
-    if len(axes) != len(shape):
-        raise ValueError(f"axes {axes!r} name {len(axes)} axes but {name} has {len(shape)}: shape {shape}")
-    bad = sorted(set(axes) - set(_AXES_LETTERS))
-    if bad or len(set(axes)) != len(axes):
-        raise ValueError(f"axes {axes!r} must use each of the letters {_AXES_LETTERS!r} at most once")
-    spatial = [ax for ax in axes if ax != "C"]
-    if spatial[-2:] != ["Y", "X"]:
-        raise ValueError(f"axes {axes!r} must end with Y, X (a channel axis C may come anywhere), e.g. 'ZYX' or 'YXC'")
+    axes = check_axes(axes, shape, name)
     n_channels = check_channels(model, shape, axes, name)
     plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
     return _Source(data, axes, plane_shape, n_channels, shape[axes.index("Y")], shape[axes.index("X")])

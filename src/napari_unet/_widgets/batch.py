@@ -27,7 +27,8 @@ from qtpy.QtWidgets import (
 )
 
 from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
-from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, channels_last_to_first, is_kind, is_output_layer, upsert_layer
+from ..axes import channels_last_to_first
+from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, upsert_layer
 from .model_state import model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error
 from .workers import WorkerWidgetMixin

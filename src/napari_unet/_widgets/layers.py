@@ -10,6 +10,8 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
+from ..axes import channels_last_to_first
+
 logger = logging.getLogger(__name__)
 
 # suffixes of the layers the widgets create, so re-running finds and updates them
@@ -51,13 +53,6 @@ def _too_many(layer):
         f"layer {layer.name!r} has shape {tuple(layer.data.shape)}: more than 2 axes before Y, X "
         "(and channels) are not supported"
     )
-
-
-def channels_last_to_first(data, axes: str):
-    """Move a trailing ``C`` axis in front of ``YX``: ``("...YXC")`` -> ``("...CYX")``."""
-    if axes.endswith("YXC"):
-        return np.moveaxis(np.asarray(data), -1, -3), axes[:-3] + "CYX"
-    return data, axes
 
 
 def current_plane_index(viewer, layer) -> tuple[int, ...]:

@@ -21,7 +21,8 @@ from qtpy.QtWidgets import (
 )
 
 from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
-from .layers import LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, channels_last_to_first, current_plane_index, image_axes, is_kind, spatial_shape, upsert_layer
+from ..axes import channels_last_to_first
+from .layers import LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind, spatial_shape, upsert_layer
 from .model_state import model_holder
 from .notify import notify_error, plain_error
 from .workers import WorkerWidgetMixin

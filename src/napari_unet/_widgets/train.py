@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (
 
 from ..progress import format_seconds
 from .controls import DeviceCombo, MODE_CHOICES, choice_combo, device_label, select_model_mode
-from .layers import FollowsLayersMixin, PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, channels_last_to_first, current_plane_index, disconnect_all, image_axes, image_plane, is_kind, is_output_layer, layer_annotation_problems, matching_annotations, spatial_shape, upsert_layer
+from ..axes import channels_last_to_first
+from .layers import FollowsLayersMixin, PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, current_plane_index, disconnect_all, image_axes, image_plane, is_kind, is_output_layer, layer_annotation_problems, matching_annotations, spatial_shape, upsert_layer
 from .loss_plot import LossPlot
 from .model_state import ask_export_path, ask_model_path, describe_model, model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error

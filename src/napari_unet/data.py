@@ -1,16 +1,9 @@
 """Training data from sparse annotations: checks, annotated planes of stacks (and, re-exported
 here, the targets of :mod:`napari_unet.targets` and the sampler of :mod:`napari_unet.sampler`).
 
-Annotation convention (one label image per image, same shape, integers):
-
-- ``0`` = not annotated: target 0, weight 0, mask False (the loss ignores it);
-- ``1`` = background;
-- instance mode: ``2, 3, ...`` = one id per cell (touching cells carry different ids)
-  -> class 0 background, class 1 cell;
-- class mode: ``1..K`` = classes (1 still background) -> annotation ``k`` is class ``k - 1``.
-
-A complete ground-truth instance mask (0 = background) is converted explicitly with
-:func:`instances_to_annotations`, never guessed.
+The annotation convention (0 = not annotated, 1 = background, 2, 3, ... = cells or classes) is
+set out in :mod:`napari_unet.targets`. A complete ground-truth instance mask (0 = background) is
+converted explicitly with :func:`instances_to_annotations`, never guessed.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
-from napari_unet._widgets.train import TrainJob
+from napari_unet.train_job import TrainJob
 
 
 def select(combo, value):

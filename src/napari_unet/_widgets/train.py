@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -19,28 +18,27 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ..progress import format_seconds
-from .controls import DeviceCombo, MODE_CHOICES, choice_combo, device_label, select_model_mode
 from ..axes import channels_last_to_first
-from .layers import FollowsLayersMixin, PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, current_plane_index, disconnect_all, image_axes, image_plane, is_kind, is_output_layer, layer_annotation_problems, matching_annotations, spatial_shape, upsert_layer
+from ..progress import format_seconds
+from ..train_job import TrainJob
+from .controls import DeviceCombo, MODE_CHOICES, choice_combo, device_label, select_model_mode
+from .layers import (PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, current_plane_index, disconnect_all,
+                     image_axes, image_plane, is_kind, layer_annotation_problems, spatial_shape, upsert_layer)
 from .loss_plot import LossPlot
 from .model_state import ask_export_path, ask_model_path, describe_model, model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error
+from .pair_table import PairTable
 from .workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
@@ -57,233 +55,7 @@ SYNC_EVERY_S = 1.0
 
 
 # ------------------------------------------------------------------------------------------
-# the job that runs in the worker thread (no Qt, no layers)
-
-
-def entropy_map(probabilities: np.ndarray) -> np.ndarray:
-    """Normalized entropy (0 = certain, 1 = uniform) of ``(n_classes, ...)`` probabilities."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-7, 1.0)
-    n_classes = p.shape[0]
-    return (-(p * np.log(p)).sum(axis=0) / math.log(max(2, n_classes))).astype(np.float32)
-
-
-def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.ndarray:
-    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was.
-
-    ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``).
-    """
-    from ..tiling import predict_tiled
-
-    was_training = model.training
-    if device is None:
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = None
-    try:
-        return predict_tiled(model, plane, device=device, normalize=normalize)
-    finally:
-        model.train(was_training)
-
-
-class TrainJob:
-    """State shared between the widget (main thread) and the training generator (worker).
-
-    The main thread calls :meth:`set_preview_target`, :meth:`set_annotations` and :meth:`stop`
-    (the trainer's own methods are thread-safe); the worker runs :meth:`run`.
-    """
-
-    def __init__(self, images, annotations, axes, config, model, *, preview_target, weight_map, uncertainty):
-        self.images = images
-        self.annotations = annotations
-        self.axes = axes
-        self.config = config
-        self.model = model
-        self.preview_target = preview_target  # (pair index, plane index) or None
-        self.want_weight_map = weight_map
-        self.want_uncertainty = uncertainty
-        self.trainer = None
-        self.device = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.stop()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def set_annotations(self, index: int, annotations: np.ndarray) -> None:
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.set_annotations(index, annotations)
-        self.annotations[index] = annotations
-
-    def preview_region(self, target):
-        """The raw plane ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index)."""
-        if target is None:
-            return None
-        pair, index = target
-        image, axes = self.images[pair], self.axes[pair]
-        plane = np.asarray(image[tuple(index)]) if index else np.asarray(image)
-        plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
-        return plane if plane_axes in ("YX", "CYX") else None
-
-    def set_preview_target(self, target) -> None:
-        self.preview_target = target
-        trainer = self.trainer
-        if trainer is not None:
-            self._set_trainer_preview(trainer, target)
-
-    def _set_trainer_preview(self, trainer, target) -> None:
-        """Preview ``target``'s plane normalized as training normalizes it (whole-image percentiles)."""
-        region = self.preview_region(target)
-        normalize = True
-        if region is not None:
-            normalize = trainer.intensity_range(target[0]) or True
-        trainer.set_preview(region, normalize=normalize)
-
-    def run(self):
-        """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
-        ``("preview", dict)``; returns the trainer (its model is the best one)."""
-        from ..training import Trainer
-
-        target = self.preview_target
-        trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes)
-        self.trainer = trainer
-        self._set_trainer_preview(trainer, target)
-        if self.stopping:
-            trainer.stop()
-        self.device = trainer.device
-        yield ("started", {"device": trainer.device})
-        for event in trainer.run():
-            if event.kind == "preview" and event.preview is not None:
-                yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
-            else:
-                yield ("progress", event)
-        # the kept (best) model, on the slice in view now
-        target = self.preview_target
-        region = self.preview_region(target)
-        if region is not None and trainer.iteration > 0:
-            probabilities = predict_plane(trainer.model, region, trainer.device,
-                                          normalize=trainer.intensity_range(target[0]) or True)
-            yield ("preview", self.preview_layers(probabilities, target, trainer.iteration))
-        return trainer
-
-    def preview_layers(self, probabilities, target, iteration: int) -> dict:
-        """Labels (and optional uncertainty / weight map) of one previewed plane."""
-        from ..postprocess import label_options, to_labels
-
-        pair, index = target
-        model = self.trainer.model if self.trainer is not None else self.model
-        out = {
-            "pair": pair,
-            "index": index,
-            "iteration": iteration,
-            "labels": to_labels(probabilities, **label_options(model, self.config.mode)),
-        }
-        if self.want_uncertainty:
-            out["uncertainty"] = entropy_map(probabilities)
-        if self.want_weight_map:
-            annotations = self.annotations[pair]
-            plane = np.asarray(annotations[tuple(index)]) if index else np.asarray(annotations)
-            if np.any(plane):
-                if self.trainer is not None:  # the weights training uses (gaps, ring, borders)
-                    out["weight_map"] = self.trainer.targets_for(plane).weights
-                else:
-                    from ..weights import weight_map
-
-                    out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
-                                                   mode=self.config.mode)
-        return out
-
-
-# ------------------------------------------------------------------------------------------
 # the widget
-
-
-class PairTable(FollowsLayersMixin, QTableWidget):
-    """Image layers with a check box each and the annotation layer paired with them."""
-
-    def __init__(self, viewer, parent=None):
-        super().__init__(0, 2, parent)
-        self.viewer = viewer
-        self.setHorizontalHeaderLabels(["image", "annotations"])
-        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.verticalHeader().setVisible(False)
-        self.setToolTip(
-            "Images to train on (checked) and their annotation layers. By default every image that "
-            "has an annotation layer ('<image> annotations') is checked."
-        )
-        self._follow_layers(viewer)
-        self.refresh()
-
-    def _state(self) -> dict[str, tuple[bool, str | None]]:
-        state = {}
-        for row in range(self.rowCount()):
-            item = self.item(row, 0)
-            combo = self.cellWidget(row, 1)
-            if item is None or combo is None:
-                continue
-            state[item.text()] = (item.checkState() == Qt.CheckState.Checked, combo.currentData())
-        return state
-
-    def refresh(self, event=None):
-        state = self._state()
-        images = [layer for layer in self.viewer.layers if is_kind(layer, "image") and not is_output_layer(layer)]
-        labels = [layer for layer in self.viewer.layers if is_kind(layer, "labels")]
-        self.setRowCount(len(images))
-        for row, image in enumerate(images):
-            item = QTableWidgetItem(image.name)
-            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            combo = QComboBox()
-            combo.addItem("(none)", None)
-            for layer in labels:  # all of them: a wrong shape is explained at Start
-                if not is_output_layer(layer):
-                    combo.addItem(layer.name, layer.name)
-            match = matching_annotations(self.viewer, image)
-            default = (match is not None, match.name if match is not None else None)
-            checked, chosen = state.get(image.name, default)
-            if (chosen is None or chosen not in self.viewer.layers) and match is not None:
-                # an annotation layer appeared for this image (e.g. created by Annotate)
-                checked, chosen = default
-            index = combo.findData(chosen) if chosen is not None else 0
-            combo.setCurrentIndex(max(0, index))
-            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            self.setItem(row, 0, item)
-            self.setCellWidget(row, 1, combo)
-        self._fit_height()
-
-    def _fit_height(self):
-        """As tall as its rows (1 to 4 visible), no empty space below."""
-        rows = min(max(self.rowCount(), 1), 4)
-        row_height = self.rowHeight(0) if self.rowCount() else self.verticalHeader().defaultSectionSize()
-        self.setFixedHeight(self.horizontalHeader().height() + rows * row_height + 2 * self.frameWidth())
-
-    def pairs(self) -> list[tuple[object, object]]:
-        """Checked ``(image layer, annotation layer or None)`` pairs."""
-        out = []
-        layers = {layer.name: layer for layer in self.viewer.layers}
-        for row in range(self.rowCount()):
-            item = self.item(row, 0)
-            combo = self.cellWidget(row, 1)
-            if item is None or item.checkState() != Qt.CheckState.Checked:
-                continue
-            image = layers.get(item.text())
-            labels = layers.get(combo.currentData()) if combo is not None and combo.currentData() else None
-            if image is not None:
-                out.append((image, labels))
-        return out
-
-    def set_checked(self, names) -> None:
-        names = set(names)
-        for row in range(self.rowCount()):
-            item = self.item(row, 0)
-            item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
 
 
 class TrainWidget(WorkerWidgetMixin, QWidget):

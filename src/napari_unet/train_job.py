@@ -1,0 +1,159 @@
+"""The interactive training job (no Qt, no layers): what the Train widget runs in its worker
+thread, and what a script can run to get the same live previews.
+
+The main thread calls :meth:`TrainJob.set_preview_target`, :meth:`TrainJob.set_annotations` and
+:meth:`TrainJob.stop`; the worker runs :meth:`TrainJob.run`, a generator of progress events and
+previews (labels of the slice in view, its uncertainty, the weight map training uses).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .axes import channels_last_to_first
+
+__all__ = ["TrainJob", "entropy_map", "predict_plane"]
+
+
+def entropy_map(probabilities: np.ndarray) -> np.ndarray:
+    """Normalized entropy (0 = certain, 1 = uniform) of ``(n_classes, ...)`` probabilities."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-7, 1.0)
+    n_classes = p.shape[0]
+    return (-(p * np.log(p)).sum(axis=0) / math.log(max(2, n_classes))).astype(np.float32)
+
+
+def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.ndarray:
+    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was.
+
+    ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``).
+    """
+    from .tiling import predict_tiled
+
+    was_training = model.training
+    if device is None:
+        try:
+            device = next(model.parameters()).device
+        except StopIteration:
+            device = None
+    try:
+        return predict_tiled(model, plane, device=device, normalize=normalize)
+    finally:
+        model.train(was_training)
+
+
+class TrainJob:
+    """State shared between the widget (main thread) and the training generator (worker).
+
+    The main thread calls :meth:`set_preview_target`, :meth:`set_annotations` and :meth:`stop`
+    (the trainer's own methods are thread-safe); the worker runs :meth:`run`.
+    """
+
+    def __init__(self, images, annotations, axes, config, model, *, preview_target, weight_map, uncertainty):
+        self.images = images
+        self.annotations = annotations
+        self.axes = axes
+        self.config = config
+        self.model = model
+        self.preview_target = preview_target  # (pair index, plane index) or None
+        self.want_weight_map = weight_map
+        self.want_uncertainty = uncertainty
+        self.trainer = None
+        self.device = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def set_annotations(self, index: int, annotations: np.ndarray) -> None:
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.set_annotations(index, annotations)
+        self.annotations[index] = annotations
+
+    def preview_region(self, target):
+        """The raw plane ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index)."""
+        if target is None:
+            return None
+        pair, index = target
+        image, axes = self.images[pair], self.axes[pair]
+        plane = np.asarray(image[tuple(index)]) if index else np.asarray(image)
+        plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
+        return plane if plane_axes in ("YX", "CYX") else None
+
+    def set_preview_target(self, target) -> None:
+        self.preview_target = target
+        trainer = self.trainer
+        if trainer is not None:
+            self._set_trainer_preview(trainer, target)
+
+    def _set_trainer_preview(self, trainer, target) -> None:
+        """Preview ``target``'s plane normalized as training normalizes it (whole-image percentiles)."""
+        region = self.preview_region(target)
+        normalize = True
+        if region is not None:
+            normalize = trainer.intensity_range(target[0]) or True
+        trainer.set_preview(region, normalize=normalize)
+
+    def run(self):
+        """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
+        ``("preview", dict)``; returns the trainer (its model is the best one)."""
+        from .training import Trainer
+
+        target = self.preview_target
+        trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes)
+        self.trainer = trainer
+        self._set_trainer_preview(trainer, target)
+        if self.stopping:
+            trainer.stop()
+        self.device = trainer.device
+        yield ("started", {"device": trainer.device})
+        for event in trainer.run():
+            if event.kind == "preview" and event.preview is not None:
+                yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
+            else:
+                yield ("progress", event)
+        # the kept (best) model, on the slice in view now
+        target = self.preview_target
+        region = self.preview_region(target)
+        if region is not None and trainer.iteration > 0:
+            probabilities = predict_plane(trainer.model, region, trainer.device,
+                                          normalize=trainer.intensity_range(target[0]) or True)
+            yield ("preview", self.preview_layers(probabilities, target, trainer.iteration))
+        return trainer
+
+    def preview_layers(self, probabilities, target, iteration: int) -> dict:
+        """Labels (and optional uncertainty / weight map) of one previewed plane."""
+        from .postprocess import label_options, to_labels
+
+        pair, index = target
+        model = self.trainer.model if self.trainer is not None else self.model
+        out = {
+            "pair": pair,
+            "index": index,
+            "iteration": iteration,
+            "labels": to_labels(probabilities, **label_options(model, self.config.mode)),
+        }
+        if self.want_uncertainty:
+            out["uncertainty"] = entropy_map(probabilities)
+        if self.want_weight_map:
+            annotations = self.annotations[pair]
+            plane = np.asarray(annotations[tuple(index)]) if index else np.asarray(annotations)
+            if np.any(plane):
+                if self.trainer is not None:  # the weights training uses (gaps, ring, borders)
+                    out["weight_map"] = self.trainer.targets_for(plane).weights
+                else:
+                    from .weights import weight_map
+
+                    out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
+                                                   mode=self.config.mode)
+        return out

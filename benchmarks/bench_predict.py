@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from napari_unet.model import UNet
-from napari_unet.tiling import _plan, choose_tile_shape, predict_tiled, resolve_precision, select_device
+from napari_unet.tile_plan import plan_tiles
+from napari_unet.tiling import choose_tile_shape, predict_tiled, resolve_precision, select_device
 
 
 def conv_flops(net: torch.nn.Module, shape) -> int:
@@ -123,7 +124,7 @@ def throughput(args) -> None:
     auto_tile = choose_tile_shape(net, image.shape, device=device, precision=args.precision)
     rows = {}
     for name, tile in (("572 tiles", (572, 572)), ("auto tile", None)):
-        plan_y, plan_x = _plan(net, size, size, tile, device, args.precision)
+        plan_y, plan_x = plan_tiles(net, size, size, tile, device, args.precision)
         tile_shape = (plan_y.tile, plan_x.tile)
         rows[name] = dict(
             arg=tile, tile=tile_shape, n=plan_y.count * plan_x.count, flops=conv_flops(UNet(), tile_shape),

@@ -10,11 +10,11 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from napari_unet.devices import cpu_has_fast_bf16
 from napari_unet.model import UNet
 from napari_unet.normalization import percentile_normalize
-from napari_unet.devices import _cpu_has_fast_bf16
+from napari_unet.tile_plan import mirror_indices
 from napari_unet.tiling import (
-    _mirror_indices,
     choose_tile_shape,
     iter_predict_stack,
     iter_predict_tiled,
@@ -93,10 +93,10 @@ def test_small_odd_and_one_pixel_images(valid_net, shape):
     assert np.abs(probs - whole).max() <= 1e-4
 
 
-def test_mirror_indices():
-    np.testing.assert_array_equal(_mirror_indices(-3, 7, 4), [3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
-    np.testing.assert_array_equal(_mirror_indices(-2, 3, 1), [0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(_mirror_indices(-4, 6, 2), [0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+def testmirror_indices():
+    np.testing.assert_array_equal(mirror_indices(-3, 7, 4), [3, 2, 1, 0, 1, 2, 3, 2, 1, 0])
+    np.testing.assert_array_equal(mirror_indices(-2, 3, 1), [0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(mirror_indices(-4, 6, 2), [0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
 
 
 def test_multichannel_image_and_channel_errors():
@@ -303,7 +303,7 @@ def test_select_device_and_precision():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) is torch.bfloat16
-    assert resolve_precision("auto", cpu) is (torch.bfloat16 if _cpu_has_fast_bf16() else None)
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_fast_bf16() else None)
 
 
 def _blobs(shape, rng):

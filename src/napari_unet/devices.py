@@ -49,7 +49,7 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_has_fast_bf16() -> bool:
+def cpu_has_fast_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX) and oneDNN uses it."""
     flags: set[str] = set()
     get_caps = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
@@ -91,7 +91,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_fast_bf16():
+    if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
 

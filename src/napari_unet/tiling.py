@@ -41,12 +41,13 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
-from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int, check_pair
 from .axes import check_axes
+from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
 from .model_fit import check_channels
 from .progress import Progress, drive
+from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, mirror_indices, plan_tiles
 from .normalization import apply_normalization, normalization_params
 
 __all__ = [
@@ -62,162 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# on the CPU a tile's output window is at most this many pixels per axis (or 8x the context,
-# whichever is larger): a bigger tile gains little and makes progress / cancel sluggish
-_CPU_MAX_STEP = 1024
-_GPU_MAX_STEP = 4096
-# peak bytes of live activations per input pixel and per base channel (measured: ~7 feature maps
-# of `base_channels` at full resolution are alive at the widest point of the decoder)
-_ACTIVATIONS_PER_PIXEL = 9
-
-
-# -------------------------------------------------------------------------------------- geometry
-@dataclass(frozen=True)
-class _AxisPlan:
-    """Tiling along one axis: tile i keeps image pixels [i*step, (i+1)*step) (clipped to size)."""
-
-    size: int  # image size along the axis
-    step: int  # output pixels kept per tile (multiple of the pooling factor)
-    tile: int  # network input size
-    context: int  # image offset from a tile's input start to its kept window
-    offset: int  # where the kept window starts inside the network output
-    count: int  # number of tiles
-
-    def input_start(self, i: int) -> int:
-        return i * self.step - self.context
-
-
-def _ceil_to(value: int, multiple: int) -> int:
-    return -(-int(value) // multiple) * multiple
-
-
-def _geometry_for_step(model: UNet, step: int) -> tuple[int, int, int]:
-    """(tile input, context, offset) for a kept window of ``step`` pixels (a multiple of g)."""
-    if model.config.padding == "same":
-        margin = _ceil_to(model.margin(), model.pool_factor)
-        return step + 2 * margin, margin, margin
-    for out in range(step, step + model.pool_factor):
-        tile = model.try_input_size(out)
-        if tile is not None:
-            return tile, (tile - out) // 2, 0
-    raise AssertionError(f"no valid output size in [{step}, {step + model.pool_factor})")  # pragma: no cover
-
-
-def _step_for_tile(model: UNet, tile: int) -> int:
-    """Kept output pixels for a network input ``tile`` (valid size) along one axis."""
-    g = model.pool_factor
-    if model.config.padding == "same":
-        return tile - 2 * _ceil_to(model.margin(), g)
-    return (model.output_size_1d(tile) // g) * g
-
-
-def _plan_axis(model: UNet, size: int, step: int) -> _AxisPlan:
-    tile, context, offset = _geometry_for_step(model, step)
-    return _AxisPlan(size=size, step=step, tile=tile, context=context, offset=offset, count=-(-size // step))
-
-
-def _balanced_step(size: int, max_step: int, g: int) -> int:
-    """The smallest multiple of g covering ``size`` in as few tiles of <= max_step as possible."""
-    n = -(-size // max_step)
-    return _ceil_to(-(-size // n), g)
-
-
-def _memory_budget(device: torch.device) -> int:
-    """Bytes one batch of tiles may use for activations."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    available = available_memory()
-    if available is None:
-        available = 8 << 30
-    return int(min(available * 0.25, 4 << 30))
-
-
-def bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
-    element = 4 if dtype is None else 2
-    cfg = model.config
-    return _ACTIVATIONS_PER_PIXEL * cfg.base_channels * element + 8 * (cfg.in_channels + cfg.n_classes)
-
-
-def choose_tile_shape(
-    model: UNet,
-    image_shape: Sequence[int],
-    *,
-    device: str | torch.device | None = None,
-    precision: str = "auto",
-    budget_bytes: int | None = None,
-) -> tuple[int, int]:
-    """The network input tile (Y, X) ``predict_tiled`` uses by default for an image (Y, X).
-
-    The largest valid tile whose activations fit the memory budget (60% of the free GPU memory,
-    or a quarter of the available RAM on the CPU, at most 4 GiB), at most ``1024`` kept pixels
-    per axis on the CPU, and balanced so that a small image gets one tile just covering it and a
-    large one tiles of equal size (little work wasted past the image border).
-    """
-    dev = select_device(device)
-    dtype = resolve_precision(precision, dev)
-    g = model.pool_factor
-    height, width = (int(s) for s in image_shape[-2:])
-    budget = _memory_budget(dev) if budget_bytes is None else int(budget_bytes)
-    max_pixels = max(budget // bytes_per_pixel(model, dtype), 1)
-    cap = _GPU_MAX_STEP if dev.type == "cuda" else max(_CPU_MAX_STEP, _ceil_to(8 * model.margin(), g))
-    # largest square kept window within the budget
-    step = g
-    while step + g <= cap and _geometry_for_step(model, step + g)[0] ** 2 <= max_pixels:
-        step += g
-    step_y = _balanced_step(height, step, g)
-    step_x = _balanced_step(width, step, g)
-    # one axis fully covered by a small image: give the other one the pixels left
-    tile_y = _geometry_for_step(model, step_y)[0]
-    tile_x = _geometry_for_step(model, step_x)[0]
-    if step_y >= height and tile_y * tile_x < max_pixels:
-        wide = step_x
-        while wide + g <= 4 * cap and tile_y * _geometry_for_step(model, wide + g)[0] <= max_pixels and wide < width:
-            wide += g
-        step_x = _balanced_step(width, wide, g)
-    elif step_x >= width and tile_y * tile_x < max_pixels:
-        tall = step_y
-        while tall + g <= 4 * cap and tile_x * _geometry_for_step(model, tall + g)[0] <= max_pixels and tall < height:
-            tall += g
-        step_y = _balanced_step(height, tall, g)
-    return _geometry_for_step(model, step_y)[0], _geometry_for_step(model, step_x)[0]
-
-
-def _plan(model: UNet, height: int, width: int, tile_shape, device, dtype_name: str) -> tuple[_AxisPlan, _AxisPlan]:
-    g = model.pool_factor
-    if tile_shape is None:
-        tile_shape = choose_tile_shape(model, (height, width), device=device, precision=dtype_name)
-        steps = [_step_for_tile(model, t) for t in tile_shape]
-    else:
-        wanted = check_pair("tile_shape", tile_shape, minimum=1, maximum=65536)
-        valid = model.valid_input_shape(wanted)
-        if valid != wanted:
-            logger.info("tile_shape %s is not a valid input for this network; using %s", wanted, valid)
-        steps = []
-        for axis, tile in zip("YX", valid):
-            step = _step_for_tile(model, tile)
-            if step < g:
-                smallest = _geometry_for_step(model, g)[0]
-                raise ValueError(
-                    f"tile_shape {wanted} is too small along {axis}: a tile must keep at least {g} output "
-                    f"pixels; the smallest tile for this network is {smallest}"
-                )
-            steps.append(step)
-    # a tile larger than the image: shrink it to just cover the image (the result is the same)
-    steps = [min(step, _ceil_to(size, g)) for step, size in zip(steps, (height, width))]
-    return _plan_axis(model, height, steps[0]), _plan_axis(model, width, steps[1])
-
-
-def _mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices of image pixels [start, stop) with the borders extrapolated by mirroring."""
-    idx = np.arange(start, stop)
-    if size == 1:
-        return np.zeros_like(idx)
-    period = 2 * (size - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx < size, idx, period - idx)
 
 
 # ---------------------------------------------------------------------------------------- source
@@ -313,8 +158,8 @@ class _Engine:
         ]
 
     def _read_tile(self, plane, ty: int, tx: int) -> np.ndarray:
-        iy = _mirror_indices(self.plan_y.input_start(ty), self.plan_y.input_start(ty) + self.plan_y.tile, self.plan_y.size)
-        ix = _mirror_indices(self.plan_x.input_start(tx), self.plan_x.input_start(tx) + self.plan_x.tile, self.plan_x.size)
+        iy = mirror_indices(self.plan_y.input_start(ty), self.plan_y.input_start(ty) + self.plan_y.tile, self.plan_y.size)
+        ix = mirror_indices(self.plan_x.input_start(tx), self.plan_x.input_start(tx) + self.plan_x.tile, self.plan_x.size)
         y0, y1 = int(iy.min()), int(iy.max()) + 1
         x0, x1 = int(ix.min()), int(ix.max()) + 1
         block = self.source.read(plane, slice(y0, y1), slice(x0, x1))
@@ -466,13 +311,13 @@ def _iter_predict(
     source = _make_source(data, axes, model, name)
     dev = select_device(device)
     dtype = resolve_precision(precision, dev)
-    plan_y, plan_x = _plan(model, source.height, source.width, tile_shape, dev, precision)
+    plan_y, plan_x = plan_tiles(model, source.height, source.width, tile_shape, dev, precision)
     n_tiles = plan_y.count * plan_x.count * max(int(np.prod(source.plane_shape)), 1)
     if batch_size is None:
         batch_size = 1
         if dev.type == "cuda":
             per_tile = plan_y.tile * plan_x.tile * bytes_per_pixel(model, dtype)
-            batch_size = int(max(1, min(8, n_tiles, _memory_budget(dev) // max(per_tile, 1))))
+            batch_size = int(max(1, min(8, n_tiles, memory_budget(dev) // max(per_tile, 1))))
     else:
         batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
     if tile_shape is not None or dev.type != "cuda":  # a tile or batch asked for must fit in memory

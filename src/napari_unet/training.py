@@ -40,7 +40,7 @@ from ._version import __version__
 from .averaging import WeightAverage
 from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
 from .config import ModelConfig, TrainConfig, model_preset
-from .loss import weighted_cross_entropy
+from .loss import validation_scores, weighted_cross_entropy
 from .model_fit import classes_for_training
 from .training_data import TrainingData
 from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
@@ -486,39 +486,12 @@ class Trainer:
 
     def _validate(self):
         """Loss and foreground IoU on the held-out pixels; keeps the best weights. None when stopped."""
-        import torch
-
-        total_loss, total_weight = 0.0, 0.0
-        inter = np.zeros(self.n_classes)
-        union = np.zeros(self.n_classes)
-        self.model.eval()
-        try:
-            with torch.no_grad(), self.average.applied(self.model):
-                for batch in self.data.val_batches:
-                    if self._stop_event.is_set():
-                        return None
-                    if self._amp_dtype is not None:
-                        with torch.autocast(device_type="cuda", dtype=self._amp_dtype):
-                            logits = self.model(batch.image)
-                    else:
-                        logits = self.model(batch.image)
-                    logits = logits.float()
-                    w = batch.weights
-                    ce = torch.nn.functional.cross_entropy(logits, batch.target, reduction="none")
-                    total_loss += float((ce * w).where(w > 0, ce.new_zeros(())).sum())
-                    total_weight += float(w.sum())
-                    m = w > 0
-                    predicted = logits.argmax(1)[m]
-                    target = batch.target[m]
-                    for k in range(self.n_classes):
-                        p, t = predicted == k, target == k
-                        inter[k] += float((p & t).sum())
-                        union[k] += float((p | t).sum())
-        finally:
-            self.model.train()
-        val_loss = total_loss / max(total_weight, 1e-8)
-        fg = [k for k in range(1, self.n_classes) if union[k] > 0]
-        val_iou = float(np.mean([inter[k] / union[k] for k in fg])) if fg else float("nan")
+        with self.average.applied(self.model):
+            scores = validation_scores(self.model, self.data.val_batches, self.n_classes,
+                                       amp_dtype=self._amp_dtype, stop=self._stop_event.is_set)
+        if scores is None:
+            return None
+        val_loss, val_iou = scores
         self._last_val = (self.iteration, val_loss, val_iou)
         if self.best_val_loss is None or val_loss < self.best_val_loss:
             self.best_val_loss = val_loss

@@ -1,0 +1,84 @@
+"""The Train widget's settings: annotation mode, network, budget, batch, augmentation, device,
+preview and the optional weight-map and uncertainty layers."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
+
+from .controls import MODE_CHOICES, DeviceCombo, choice_combo
+
+PRESETS = [
+    ("fast", "fast: small network (CPU friendly)"),
+    ("paper", "paper: the paper's 31 M parameter U-Net (GPU)"),
+    ("tiny", "tiny: smoke tests only"),
+]
+MODES = MODE_CHOICES
+
+
+class TrainSettings(QWidget):
+    """The form of training settings (a plain QWidget; the Train widget reads its controls)."""
+
+    CONTROLS = ("mode_combo", "preset_combo", "iterations_spin", "time_spin", "batch_spin", "augment_check",
+                "device_combo", "preview_spin", "weight_check", "uncertainty_check")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.mode_combo = choice_combo(
+            MODES,
+            "cells (instances): 1 = background, 2, 3, ... = one id per cell; touching cells are "
+            "separated.\nclasses: 1..K are classes (1 = background).",
+        )
+        form.addRow("annotations are", self.mode_combo)
+        self.preset_combo = choice_combo(
+            PRESETS,
+            "fast: depth 3, 16 base channels, trains in minutes on a laptop CPU.\n"
+            "paper: the original U-Net (depth 4, 64 base channels, 31 M parameters): use a GPU.\n"
+            "tiny: depth 2, 4 channels, for smoke tests.",
+        )
+        form.addRow("network", self.preset_combo)
+        self.iterations_spin = QSpinBox()
+        self.iterations_spin.setRange(0, 1_000_000)
+        self.iterations_spin.setSingleStep(100)
+        self.iterations_spin.setValue(2000)
+        self.iterations_spin.setSpecialValueText("no limit")
+        self.iterations_spin.setToolTip("Training iterations (0 = no limit: stop with the time limit or Stop).")
+        form.addRow("iterations", self.iterations_spin)
+        self.time_spin = QDoubleSpinBox()
+        self.time_spin.setRange(0, 24 * 60)
+        self.time_spin.setDecimals(1)
+        self.time_spin.setSuffix(" min")
+        self.time_spin.setSpecialValueText("no limit")
+        self.time_spin.setToolTip("Stop after this many minutes (0 = no limit). Training stops at whichever comes first.")
+        form.addRow("time limit", self.time_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 64)
+        self.batch_spin.setValue(4)
+        self.batch_spin.setToolTip("Tiles per iteration. Lower it when the GPU runs out of memory.")
+        form.addRow("batch size", self.batch_spin)
+        self.augment_check = QCheckBox("augment (elastic, flips, rotations, gray values)")
+        self.augment_check.setChecked(True)
+        self.augment_check.setToolTip("Random deformations of every training tile: essential with few annotations.")
+        form.addRow(self.augment_check)
+        self.device_combo = DeviceCombo()
+        form.addRow("device", self.device_combo)
+        self.preview_spin = QSpinBox()
+        self.preview_spin.setRange(1, 10_000)
+        self.preview_spin.setValue(25)
+        self.preview_spin.setSuffix(" iterations")
+        self.preview_spin.setToolTip("Predict the visible slice into the preview layer every N iterations.")
+        form.addRow("preview every", self.preview_spin)
+        self.weight_check = QCheckBox("show weight map")
+        self.weight_check.setToolTip(
+            "Add a layer with the loss weight of each annotated pixel of the visible slice: class "
+            "balance plus the border term that separates touching cells."
+        )
+        self.uncertainty_check = QCheckBox("show uncertainty")
+        self.uncertainty_check.setToolTip(
+            "Add a layer with the entropy of the prediction (bright = unsure): annotate there next."
+        )
+        checks = QHBoxLayout()
+        checks.addWidget(self.weight_check)
+        checks.addWidget(self.uncertainty_check)
+        form.addRow(checks)

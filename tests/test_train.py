@@ -13,7 +13,8 @@ import torch
 from napari_unet.config import AugmentConfig, ModelConfig, TrainConfig
 from napari_unet.io import load_model
 from napari_unet.samples import make_touching_cells
-from napari_unet.training import Trainer, TrainEvent, train, weighted_cross_entropy
+from napari_unet.train_job import train
+from napari_unet.training import Trainer, TrainEvent, weighted_cross_entropy
 
 NO_AUG = AugmentConfig(enabled=False)
 

@@ -6,7 +6,11 @@ what to do) and returns what the caller needs.
 
 from __future__ import annotations
 
-__all__ = ["channels_of", "check_channels", "classes_for_training"]
+import dataclasses
+
+from .config import ModelConfig, TrainConfig, model_preset
+
+__all__ = ["channels_of", "check_channels", "classes_for_training", "model_config_for", "default_tile_shape"]
 
 
 def channels_of(shape, axes: str) -> int:
@@ -50,3 +54,30 @@ def classes_for_training(config, *, in_channels: int, max_class: int, model=None
     if max_class > n_classes:
         raise ValueError(f"the annotations use {max_class} classes but config.n_classes is {n_classes}")
     return n_classes
+
+
+# training tile (network input) per preset; "valid" nets round up to the next valid size
+_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92)}
+
+
+def model_config_for(config: TrainConfig, in_channels: int, n_classes: int) -> ModelConfig:
+    """The architecture a new training run builds: ``config.model`` or its preset, sized to the data."""
+    if config.model is not None:
+        return dataclasses.replace(config.model, in_channels=in_channels, n_classes=n_classes)
+    return model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
+
+
+def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, int]:
+    """The training input tile: ``config.tile_shape`` or the preset's, made valid for ``model``."""
+    wanted = None
+    if config is not None and config.tile_shape is not None:
+        wanted = tuple(int(t) for t in config.tile_shape)
+    if wanted is None:
+        preset = config.preset if config is not None and config.model is None else None
+        if preset in _PRESET_TILES:
+            wanted = _PRESET_TILES[preset]
+        else:
+            # an explicit architecture: the preset tile of the same depth, else 188
+            depth = model.config.depth
+            wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
+    return tuple(int(s) for s in model.valid_input_shape(wanted))

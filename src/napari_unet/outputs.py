@@ -10,6 +10,7 @@ written; :func:`output_lock` keeps two writers off one output.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -59,7 +60,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale_temporaries(path: Path) -> None:
     """Delete ``.<name>.<pid>.*`` temporaries left by writers of ``path`` that were killed."""
     try:
-        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*"))
+        siblings = list(path.parent.glob(f".{glob.escape(path.name)}.*"))
     except OSError:
         return
     for tmp in siblings:
@@ -71,12 +72,6 @@ def _remove_stale_temporaries(path: Path) -> None:
             logger.info("removed %s, left by an interrupted write", tmp)
         except OSError:
             pass
-
-
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
 
 
 def temporary_sibling(path: Path, suffix: str = ".tmp") -> str:

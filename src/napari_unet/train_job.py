@@ -1,4 +1,5 @@
-"""The interactive training job (no Qt, no layers): what the Train widget runs in its worker
+"""Training runs (no Qt, no layers): :func:`train`, the blocking form of a :class:`~napari_unet.Trainer`,
+and the interactive training job: what the Train widget runs in its worker
 thread, and what a script can run to get the same live previews.
 
 The main thread calls :meth:`TrainJob.set_preview_target`, :meth:`TrainJob.set_annotations` and
@@ -10,12 +11,16 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Any, Callable
 
 import numpy as np
 
 from .axes import channels_last_to_first
+from .config import TrainConfig
+from .events import TrainResult
+from .training import Trainer
 
-__all__ = ["TrainJob", "entropy_map", "predict_plane"]
+__all__ = ["train", "TrainJob", "entropy_map", "predict_plane"]
 
 
 def entropy_map(probabilities: np.ndarray) -> np.ndarray:
@@ -107,8 +112,6 @@ class TrainJob:
     def run(self):
         """Generator of ``("started", info)``, ``("progress", TrainEvent)`` and
         ``("preview", dict)``; returns the trainer (its model is the best one)."""
-        from .training import Trainer
-
         target = self.preview_target
         trainer = Trainer(self.images, self.annotations, config=self.config, model=self.model, axes=self.axes)
         self.trainer = trainer
@@ -157,3 +160,39 @@ class TrainJob:
                     out["weight_map"] = weight_map(plane, w0=self.config.w0, sigma=self.config.sigma,
                                                    mode=self.config.mode)
         return out
+
+
+def train(images, annotations, *, config: TrainConfig | None = None, model=None,
+          progress: Callable[[int, int], Any] | None = None, axes=None, preview=None,
+          resume=None) -> TrainResult:
+    """Train a U-Net on sparse annotations; the blocking form of :class:`Trainer`.
+
+    Parameters
+    ----------
+    images, annotations, config, model, axes, preview
+        As for :class:`Trainer`.
+    progress : callable, optional
+        ``progress(done, total)`` after every iteration: iterations done and
+        ``config.iterations``; with only a time limit, seconds elapsed and ``time_limit_s``.
+    resume : path, optional
+        A checkpoint to continue (see :meth:`Trainer.resume`).
+
+    Returns
+    -------
+    TrainResult
+        ``model`` (with its metadata; which weights: ``TrainConfig.keep_model``) and ``history``.
+    """
+    if resume is not None:
+        if model is not None:
+            raise ValueError("give model or resume, not both")
+        trainer = Trainer.resume(resume, images, annotations, config=config, axes=axes, preview=preview)
+    else:
+        trainer = Trainer(images, annotations, config=config, model=model, axes=axes, preview=preview)
+    cfg = trainer.config
+    for event in trainer.run():
+        if progress is not None and event.kind in ("step", "done"):
+            if cfg.iterations is not None:
+                progress(event.iteration, int(cfg.iterations))
+            else:
+                progress(int(min(event.elapsed_s, cfg.time_limit_s)), int(math.ceil(cfg.time_limit_s)))
+    return TrainResult(model=trainer.model, history=trainer.history, stopped=trainer.stopped)

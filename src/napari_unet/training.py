@@ -30,26 +30,25 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ._version import __version__
 from .averaging import WeightAverage
 from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
-from .config import ModelConfig, TrainConfig, model_preset
+from .config import TrainConfig
+from .events import TrainEvent, TrainResult
 from .loss import validation_scores, weighted_cross_entropy
-from .model_fit import classes_for_training
-from .training_data import TrainingData
+from .model_fit import classes_for_training, default_tile_shape, model_config_for
 from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
+from .training_data import TrainingData
 
 __all__ = [
     "Trainer",
     "TrainEvent",
     "TrainResult",
-    "train",
     "weighted_cross_entropy",
     "default_tile_shape",
     "checkpoint_run_dir",
@@ -57,72 +56,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-EventKind = Literal["step", "validation", "checkpoint", "preview", "done"]
-
-
-@dataclass
-class TrainEvent:
-    """One progress report from :meth:`Trainer.run`.
-
-    ``kind`` says what happened: ``"step"`` (an iteration finished), ``"validation"``
-    (``val_loss``/``val_iou`` fresh), ``"checkpoint"`` (``message`` holds the path),
-    ``"preview"`` (``preview`` holds ``(n_classes, Y, X)`` probabilities of the preview region)
-    or ``"done"`` (the last event; ``message`` says why training ended).
-    """
-
-    kind: EventKind
-    iteration: int
-    total_iterations: int | None
-    loss: float | None = None
-    val_loss: float | None = None
-    val_iou: float | None = None
-    it_per_s: float | None = None
-    eta_s: float | None = None
-    elapsed_s: float = 0.0
-    preview: np.ndarray | None = None
-    message: str = ""
-    learning_rate: float | None = None
-    best_val_loss: float | None = None
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns: the trained ``model`` (see ``TrainConfig.keep_model``) and its history."""
-
-    model: Any
-    history: list[dict] = field(default_factory=list)
-    stopped: bool = False
-
-
-# ---------------------------------------------------------------------------------------------
-# configuration helpers
-
-# training tile (network input) per preset; "valid" nets round up to the next valid size
-_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92)}
-
-
-def _model_config(config: TrainConfig, in_channels: int, n_classes: int) -> ModelConfig:
-    if config.model is not None:
-        return dataclasses.replace(config.model, in_channels=in_channels, n_classes=n_classes)
-    return model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
-
-
-def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, int]:
-    """The training input tile: ``config.tile_shape`` or the preset's, made valid for ``model``."""
-    wanted = None
-    if config is not None and config.tile_shape is not None:
-        wanted = tuple(int(t) for t in config.tile_shape)
-    if wanted is None:
-        preset = config.preset if config is not None and config.model is None else None
-        if preset in _PRESET_TILES:
-            wanted = _PRESET_TILES[preset]
-        else:
-            # an explicit architecture: the preset tile of the same depth, else 188
-            depth = model.config.depth
-            wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
-    return tuple(int(s) for s in model.valid_input_shape(wanted))
 
 
 def _as_list(value, name: str) -> list:
@@ -211,7 +144,7 @@ class Trainer:
         # --- the model
         if model is None:
             torch.manual_seed(cfg.seed)
-            model = UNet.from_config(_model_config(cfg, in_channels, n_classes))
+            model = UNet.from_config(model_config_for(cfg, in_channels, n_classes))
             model.metadata = {}
             self._previous_training = None
         else:
@@ -575,7 +508,7 @@ class Trainer:
             "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
             "stopped": bool(getattr(self, "stopped", False)),
             "n_images": len(self.data.images),
-            "n_annotated_pixels": int(self.data.n_annotated) if hasattr(self, "data") else 0,
+            "n_annotated_pixels": int(self.data.n_annotated),
             "device": str(self.device),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "package_version": __version__,
@@ -656,39 +589,3 @@ class Trainer:
         # restore the original seed in the stored config
         trainer.config = dataclasses.replace(config, seed=int(config.seed) - int(state["iteration"]))
         return trainer
-
-
-def train(images, annotations, *, config: TrainConfig | None = None, model=None,
-          progress: Callable[[int, int], Any] | None = None, axes=None, preview=None,
-          resume=None) -> TrainResult:
-    """Train a U-Net on sparse annotations; the blocking form of :class:`Trainer`.
-
-    Parameters
-    ----------
-    images, annotations, config, model, axes, preview
-        As for :class:`Trainer`.
-    progress : callable, optional
-        ``progress(done, total)`` after every iteration: iterations done and
-        ``config.iterations``; with only a time limit, seconds elapsed and ``time_limit_s``.
-    resume : path, optional
-        A checkpoint to continue (see :meth:`Trainer.resume`).
-
-    Returns
-    -------
-    TrainResult
-        ``model`` (with its metadata; which weights: ``TrainConfig.keep_model``) and ``history``.
-    """
-    if resume is not None:
-        if model is not None:
-            raise ValueError("give model or resume, not both")
-        trainer = Trainer.resume(resume, images, annotations, config=config, axes=axes, preview=preview)
-    else:
-        trainer = Trainer(images, annotations, config=config, model=model, axes=axes, preview=preview)
-    cfg = trainer.config
-    for event in trainer.run():
-        if progress is not None and event.kind in ("step", "done"):
-            if cfg.iterations is not None:
-                progress(event.iteration, int(cfg.iterations))
-            else:
-                progress(int(min(event.elapsed_s, cfg.time_limit_s)), int(math.ceil(cfg.time_limit_s)))
-    return TrainResult(model=trainer.model, history=trainer.history, stopped=trainer.stopped)

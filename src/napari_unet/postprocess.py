@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -251,6 +252,22 @@ def to_labels(
     """
     if mode not in ("instances", "classes"):
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
+    probabilities = _as_probabilities(probabilities)
+    shape = tuple(int(s) for s in probabilities.shape)
+    border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity,
+                                               threshold)
+    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
+    out = _output_array(out, shape[1:])
+    if mode == "classes":
+        return _label_planes(probabilities, out, _classes_2d, unique_ids=False)
+    instances = partial(_instances_2d, cell_class=int(cell_class), border_class=border_class, threshold=threshold,
+                        split=split, split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes,
+                        connectivity=connectivity)
+    return _label_planes(probabilities, out, instances, unique_ids=True)
+
+
+def _as_probabilities(probabilities):
+    """``probabilities`` as an array-like of shape (n_classes >= 2, ..., Y, X), nothing empty."""
     if not hasattr(probabilities, "shape") or not hasattr(probabilities, "__getitem__"):
         probabilities = np.asarray(probabilities)
     shape = tuple(int(s) for s in probabilities.shape)
@@ -258,11 +275,16 @@ def to_labels(
         raise ValueError(
             f"probabilities must be (n_classes, ..., Y, X) with at least 3 axes, got shape {shape}"
         )
-    n_classes = shape[0]
-    if n_classes < 2:
+    if shape[0] < 2:
         raise ValueError(f"probabilities need at least 2 classes on axis 0, got shape {shape}")
     if any(s == 0 for s in shape):
         raise ValueError(f"probabilities are empty: shape {shape}")
+    return probabilities
+
+
+def _checked_options(mode, n_classes, cell_class, border_class, split, connectivity, threshold):
+    """Check the options of :func:`to_labels` (classes against ``n_classes``); the border class as
+    an int and the threshold as a float."""
     if mode == "instances" and not 0 <= int(cell_class) < n_classes:
         raise ValueError(f"cell_class must be in [0, {n_classes - 1}] for {n_classes} classes, got {cell_class}")
     if border_class is not None and mode == "instances":
@@ -276,27 +298,34 @@ def to_labels(
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
     if threshold is not None:
         threshold = check_float("threshold", threshold, minimum=0.0, below=1.0)
-    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
-    labels_shape = shape[1:]
-    if out is None:
-        out = np.zeros(labels_shape, np.int32)
-    elif tuple(int(s) for s in out.shape) != labels_shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}, expected {labels_shape}")
+    return border_class, threshold
 
+
+def _output_array(out, labels_shape):
+    """``out``, checked against ``labels_shape``, or a new int32 array of zeros."""
+    if out is None:
+        return np.zeros(labels_shape, np.int32)
+    if tuple(int(s) for s in out.shape) != labels_shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, expected {labels_shape}")
+    return out
+
+
+def _classes_2d(probabilities: np.ndarray) -> np.ndarray:
+    """Class labels of one plane (n_classes, Y, X): the argmax."""
+    return np.argmax(probabilities, axis=0).astype(np.int32)
+
+
+def _label_planes(probabilities, out, label_plane, *, unique_ids: bool):
+    """Write ``label_plane(p)`` of every (n_classes, Y, X) plane ``p`` into ``out``; with
+    ``unique_ids`` the ids of each plane follow those of the planes before it."""
     offset = 0
-    for plane in np.ndindex(*labels_shape[:-2]):
+    for plane in np.ndindex(*tuple(int(s) for s in out.shape)[:-2]):
         p = np.asarray(probabilities[(slice(None), *plane)])
         if p.dtype.kind == "f" and not np.isfinite(p).all():
             raise ValueError(f"probabilities{'' if not plane else ' of plane ' + str(plane)} hold NaN or infinite "
                              "values: the model's weights are broken (a diverged training); retrain it")
-        if mode == "classes":
-            out[plane] = np.argmax(p, axis=0).astype(np.int32)
-            continue
-        labels = _instances_2d(
-            p, cell_class=int(cell_class), border_class=border_class if mode == "instances" else None, threshold=threshold, split=split, split_h=float(split_h),
-            min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity,
-        )
-        n = int(labels.max())
+        labels = label_plane(p)
+        n = int(labels.max()) if unique_ids else 0
         if offset and n:
             labels = np.where(labels > 0, labels + offset, 0).astype(np.int32)
         out[plane] = labels

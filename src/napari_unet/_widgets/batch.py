@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
 from ..axes import channels_last_to_first
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, upsert_layer
+from .model_panel import ModelPanel
 from .model_state import model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error
 from .workers import WorkerWidgetMixin
@@ -99,12 +100,9 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self._n_results = 0
 
         layout = QVBoxLayout(self)
-        self.model_label = QLabel(self.holder.description)
-        self.model_label.setWordWrap(True)
-        layout.addWidget(self.model_label)
-        self.load_button = QPushButton("Load model…")
-        self.load_button.clicked.connect(self.load_model)
-        layout.addWidget(self.load_button)
+        self.model_panel = ModelPanel(self.holder, self.load_model)
+        self.model_label, self.load_button = self.model_panel.label, self.model_panel.load_button
+        layout.addWidget(self.model_panel)
 
         layout.addWidget(QLabel("<b>Images</b> (checked ones are predicted, whole stacks)"))
         self.layer_list = QListWidget()
@@ -190,7 +188,6 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     # -- model / folder ---------------------------------------------------------------------
 
     def _on_model_changed(self, description: str) -> None:
-        self.model_label.setText(f"Model: {description}")
         select_model_mode(self.output_combo, self.holder.model)
         self.diameter_spin.set_model(self.holder.model)
 
@@ -225,7 +222,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     def _set_running(self, running: bool):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        self.load_button.setEnabled(not running)
+        self.model_panel.set_running(running, self.holder.model is not None)
         self.layer_list.setEnabled(not running)
 
     def run(self):

@@ -10,19 +10,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QVBoxLayout, QWidget
 
 from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
 from ..axes import channels_last_to_first
 from .layers import LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind, spatial_shape, upsert_layer
+from .model_panel import ModelPanel
 from .model_state import model_holder
 from .notify import notify_error, plain_error
 from .workers import WorkerWidgetMixin
@@ -88,16 +81,9 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self._target = None
 
         layout = QVBoxLayout(self)
-        group = QGroupBox("Model")
-        group_layout = QVBoxLayout(group)
-        self.model_label = QLabel(self.holder.description)
-        self.model_label.setWordWrap(True)
-        group_layout.addWidget(self.model_label)
-        self.load_button = QPushButton("Load model…")
-        self.load_button.setToolTip("Load a .unet model file (or train one in the Train widget).")
-        self.load_button.clicked.connect(self.load_model)
-        group_layout.addWidget(self.load_button)
-        layout.addWidget(group)
+        self.model_panel = ModelPanel(self.holder, self.load_model)
+        self.model_label, self.load_button = self.model_panel.label, self.model_panel.load_button
+        layout.addWidget(self.model_panel)
 
         form = QFormLayout()
         self.image_combo = LayerCombo(napari_viewer, "image", self)
@@ -133,10 +119,9 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
     def _set_running(self, running: bool) -> None:
         self.predict_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-        self.load_button.setEnabled(not running)
+        self.model_panel.set_running(running, self.holder.model is not None)
 
     def _on_model_changed(self, description: str) -> None:
-        self.model_label.setText(description)
         select_model_mode(self.output_combo, self.holder.model)
         self.diameter_spin.set_model(self.holder.model)
 

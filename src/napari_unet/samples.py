@@ -118,10 +118,20 @@ def make_touching_cells(
     if len(shape) != 2 or min(shape) < 8:
         raise ValueError(f"shape must be two sizes >= 8 (Y, X), got {shape}")
     rng = np.random.default_rng(seed)
-    h, w = shape
     centers, radii = _place_cells(shape, rng, mean_radius, touching_fraction, density)
-    n = len(centers)
+    instances, profile = _draw_cells(shape, rng, centers, radii)
+    if len(centers):
+        instances = _peel_borders(instances, profile, rng, len(centers))
+    image = _camera_image(profile, rng, noise, blur)
+    annotations = sparse_annotations(instances, fraction=annotated_fraction, seed=seed)
+    return image, instances, annotations
 
+
+def _draw_cells(shape, rng, centers, radii):
+    """Instances and the dome-shaped intensity profile of elliptic cells of random brightness,
+    eccentricity and orientation; a pixel belongs to the cell whose ellipse it lies deepest in."""
+    h, w = shape
+    n = len(centers)
     depth = np.full(shape, np.inf, dtype=np.float32)  # normalized squared ellipse radius
     instances = np.zeros(shape, dtype=np.int32)
     profile = np.zeros(shape, dtype=np.float32)
@@ -143,26 +153,29 @@ def make_touching_cells(
         depth[y0:y1, x0:x1][inside] = d[inside]
         instances[y0:y1, x0:x1][inside] = i + 1
         profile[y0:y1, x0:x1][inside] = (brightness[i] * (1.0 - 0.45 * d[inside])).astype(np.float32)
+    return instances, profile
 
-    # thin gaps for some touching pairs: peel one pixel off the border of ~1/3 of the cells
-    if n:
-        peel = np.zeros(n + 1, dtype=bool)
-        peel[1:] = rng.random(n) < 0.33
-        eroded_away = peel[instances] & (ndi.grey_erosion(instances, size=3) != ndi.grey_dilation(instances, size=3))
-        instances[eroded_away] = 0
-        profile[eroded_away] = 0.0
-        instances = _relabel_sequential(instances)
 
-    texture = ndi.gaussian_filter(rng.normal(0, 1, shape).astype(np.float32), 2.0)
+def _peel_borders(instances, profile, rng, n):
+    """Thin gaps for some touching pairs: one border pixel peeled off ~1/3 of the ``n`` cells (in
+    ``instances`` and ``profile``, in place); the instances relabelled 1..N."""
+    peel = np.zeros(n + 1, dtype=bool)
+    peel[1:] = rng.random(n) < 0.33
+    eroded_away = peel[instances] & (ndi.grey_erosion(instances, size=3) != ndi.grey_dilation(instances, size=3))
+    instances[eroded_away] = 0
+    profile[eroded_away] = 0.0
+    return _relabel_sequential(instances)
+
+
+def _camera_image(profile, rng, noise, blur):
+    """The cells' intensity profile, textured, blurred and noisy (Poisson-like + Gaussian), as uint16."""
+    texture = ndi.gaussian_filter(rng.normal(0, 1, profile.shape).astype(np.float32), 2.0)
     signal = profile * (1.0 + 0.15 * texture) + 0.08
     signal = ndi.gaussian_filter(signal, blur) if blur > 0 else signal
     photons = 400.0
     noisy = rng.poisson(np.clip(signal, 0, None) * photons).astype(np.float32) / photons
-    noisy += rng.normal(0, noise, shape).astype(np.float32)
-    image = np.clip(noisy * 3000.0 + 300.0, 0, 65535).astype(np.uint16)
-
-    annotations = sparse_annotations(instances, fraction=annotated_fraction, seed=seed)
-    return image, instances, annotations
+    noisy += rng.normal(0, noise, profile.shape).astype(np.float32)
+    return np.clip(noisy * 3000.0 + 300.0, 0, 65535).astype(np.uint16)
 
 
 def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -224,16 +237,31 @@ def sparse_annotations(
     rng = np.random.default_rng(seed + 7919)
     h, w = instances.shape
     budget = fraction * h * w
-    annotations = np.zeros(instances.shape, dtype=np.uint16)
+    chosen, painted = _choose_cells(instances, rng, budget / 2, n_cells)
+    lut = np.zeros(int(instances.max()) + 1, dtype=np.uint16)
+    for k, c in enumerate(chosen):
+        lut[c] = 2 + k
+    annotations = lut[instances]
+
+    # background strokes through pixels at least `margin` px away from any cell
+    far = ndi.distance_transform_edt(instances == 0) > margin
+    stroke_budget = budget - painted if n_cells is None else budget / 2
+    if far.any() and stroke_budget > 0:
+        stroke = _background_strokes(far, rng, stroke_budget, stroke_width)
+        grown = ndi.binary_dilation(stroke, iterations=stroke_width // 2) & far
+        annotations[grown & (annotations == 0)] = 1
+    return annotations
+
+
+def _choose_cells(instances, rng, cell_budget, n_cells):
+    """The ids of the cells to paint (touching pairs first, then singles; none cut by the image
+    border): ``n_cells`` of them, or cells of about ``cell_budget`` pixels; and their pixel count."""
     ids, sizes = np.unique(instances[instances > 0], return_counts=True)
     size_of = dict(zip(ids.tolist(), sizes.tolist()))
-
-    # cells: touching pairs first, then singles; skip cells cut by the image border
     border = set(np.unique(np.concatenate([instances[0], instances[-1], instances[:, 0], instances[:, -1]])).tolist())
     pairs = [p for p in touching_pairs(instances) if p[0] not in border and p[1] not in border]
     rng.shuffle(pairs)
     chosen: list[int] = []
-    cell_budget = budget / 2
     painted = 0.0
 
     def room(extra):
@@ -259,37 +287,33 @@ def sparse_annotations(
         painted += size_of[c]
     if n_cells is not None:
         chosen = chosen[:n_cells]
-    lut = np.zeros(int(instances.max()) + 1, dtype=np.uint16)
-    for k, c in enumerate(chosen):
-        lut[c] = 2 + k
-    annotations[:] = lut[instances]
+    return chosen, painted
 
-    # background strokes: random walks through pixels at least `margin` px away from any cell
-    far = ndi.distance_transform_edt(instances == 0) > margin
+
+def _background_strokes(far, rng, stroke_budget, stroke_width):
+    """Random walks through the ``far`` pixels (a mask), until about ``stroke_budget`` pixels of
+    strokes ``stroke_width`` wide: the one-pixel centre lines."""
+    h, w = far.shape
     candidates = np.flatnonzero(far)
-    stroke_budget = budget - painted if n_cells is None else budget / 2
-    if candidates.size and stroke_budget > 0:
-        stroke = np.zeros(instances.shape, dtype=bool)
-        drawn = 0
-        for _ in range(200):
-            if drawn >= stroke_budget:
-                break
-            start = candidates[rng.integers(candidates.size)]
-            y, x = divmod(int(start), w)
-            angle = rng.uniform(0, 2 * np.pi)
-            length = int(rng.integers(20, 80))
-            for _step in range(length):
-                angle += rng.normal(0, 0.3)
-                y2, x2 = y + 2 * np.sin(angle), x + 2 * np.cos(angle)
-                if not (0 <= y2 < h and 0 <= x2 < w) or not far[int(y2), int(x2)]:
-                    angle += np.pi / 2
-                    continue
-                y, x = y2, x2
-                stroke[int(y), int(x)] = True
-            drawn = int(stroke.sum()) * stroke_width
-        grown = ndi.binary_dilation(stroke, iterations=stroke_width // 2) & far
-        annotations[grown & (annotations == 0)] = 1
-    return annotations
+    stroke = np.zeros(far.shape, dtype=bool)
+    drawn = 0
+    for _ in range(200):
+        if drawn >= stroke_budget:
+            break
+        start = candidates[rng.integers(candidates.size)]
+        y, x = divmod(int(start), w)
+        angle = rng.uniform(0, 2 * np.pi)
+        length = int(rng.integers(20, 80))
+        for _step in range(length):
+            angle += rng.normal(0, 0.3)
+            y2, x2 = y + 2 * np.sin(angle), x + 2 * np.cos(angle)
+            if not (0 <= y2 < h and 0 <= x2 < w) or not far[int(y2), int(x2)]:
+                angle += np.pi / 2
+                continue
+            y, x = y2, x2
+            stroke[int(y), int(x)] = True
+        drawn = int(stroke.sum()) * stroke_width
+    return stroke
 
 
 def load_nuclei():

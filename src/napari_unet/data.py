@@ -81,6 +81,34 @@ def _annotation_list(annotations) -> list[np.ndarray]:
     return [np.asarray(annotations)]
 
 
+def _label_counts(anns, mode: str) -> tuple[np.ndarray, int]:
+    """Pixels per label over all ``anns`` (checked: integer, none negative, class ids in range)
+    and the largest label. Huge instance ids are counted as one cell label (index 2)."""
+    counts = np.zeros(2, dtype=np.int64)
+    top = 0
+    for ann in anns:
+        check_integer_labels(ann)
+        if ann.size == 0:
+            continue
+        low = int(ann.min())
+        if low < 0:
+            raise ValueError(f"annotations must not contain negative labels, got {low}")
+        high = int(ann.max())
+        if mode == "classes" and high > MAX_CLASSES:
+            raise ValueError(f"annotations hold class {high}; class mode numbers classes 1..K with K at most "
+                             f"{MAX_CLASSES} (for one id per cell use mode='instances')")
+        if high >= counts.size:
+            counts = np.pad(counts, (0, high + 1 - counts.size)) if mode == "classes" or high < 2**20 else counts
+        if mode == "classes" or high < 2**20:
+            counts += np.bincount(ann.ravel(), minlength=counts.size)[: counts.size]
+        else:  # huge instance ids: only background / cell presence matters
+            counts[1] += int(np.count_nonzero(ann == 1))
+            counts = np.pad(counts, (0, max(0, 3 - counts.size)))
+            counts[2] += int(np.count_nonzero(ann >= 2))
+        top = max(top, high)
+    return counts, top
+
+
 def validate_annotations(image, annotations=None, *, mode: str = "instances", n_classes: int | None = None, axes: str | None = None) -> int:
     """Check an annotation before training; raise ValueError / TypeError saying what is wrong.
 
@@ -122,28 +150,7 @@ def validate_annotations(image, annotations=None, *, mode: str = "instances", n_
         for img, ann in zip(images, anns):
             check_integer_labels(ann)
             resolve_axes(np.shape(img), ann.shape, axes)
-    counts = np.zeros(2, dtype=np.int64)
-    top = 0
-    for ann in anns:
-        check_integer_labels(ann)
-        if ann.size == 0:
-            continue
-        low = int(ann.min())
-        if low < 0:
-            raise ValueError(f"annotations must not contain negative labels, got {low}")
-        high = int(ann.max())
-        if mode == "classes" and high > MAX_CLASSES:
-            raise ValueError(f"annotations hold class {high}; class mode numbers classes 1..K with K at most "
-                             f"{MAX_CLASSES} (for one id per cell use mode='instances')")
-        if high >= counts.size:
-            counts = np.pad(counts, (0, high + 1 - counts.size)) if mode == "classes" or high < 2**20 else counts
-        if mode == "classes" or high < 2**20:
-            counts += np.bincount(ann.ravel(), minlength=counts.size)[: counts.size]
-        else:  # huge instance ids: only background / cell presence matters
-            counts[1] += int(np.count_nonzero(ann == 1))
-            counts = np.pad(counts, (0, max(0, 3 - counts.size)))
-            counts[2] += int(np.count_nonzero(ann >= 2))
-        top = max(top, high)
+    counts, top = _label_counts(anns, mode)
     if top == 0:
         raise ValueError(
             "the annotations are all 0 (nothing annotated): paint background (label 1) and "

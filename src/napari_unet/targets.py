@@ -160,42 +160,56 @@ def make_targets(
         raise ValueError(f"annotations must be 2D (Y, X), got shape {ann.shape}")
     if ann.size and ann.min() < 0:
         raise ValueError(f"annotations must not contain negative labels, got minimum {ann.min()}")
-    mask = ann > 0
     if mode == "instances":
-        expected = 3 if borders else 2
-        if n_classes not in (None, expected):
-            what = "background, cell, cell border" if borders else "background, cell"
-            raise ValueError(f"instance mode has {expected} classes ({what}), got n_classes={n_classes}")
-        labels = insert_gaps(ann) if gap else ann
-        implied = cell_ring(labels, ring) if ring else None
-        if implied is not None and implied.any():
-            labels = np.where(implied, 1, labels).astype(labels.dtype, copy=False)
-            mask = labels > 0
-        target = (labels >= 2).astype(np.int64)
-        # w = w_c + the border term; w_c over two classes, or three with the cell borders
-        if borders:
-            target[cell_borders(labels)] = 2
-            values = class_weight_values(np.bincount(target[mask], minlength=3), class_weights)
-            class_part = values.astype(np.float32)[target]
-        else:
-            class_part = weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")
-        weights = class_part + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
-        if ring_border and implied is not None and implied.any() and w0:
-            d = ndi.distance_transform_edt(labels < 2)[implied]
-            border = (w0 * np.exp(-((2.0 * d) ** 2) / (2.0 * sigma * sigma))).astype(np.float32)
-            weights[implied] = np.maximum(weights[implied], class_part[implied] + border)
+        target, weights, mask = _instance_targets(ann, n_classes=n_classes, gap=gap, w0=w0, sigma=sigma,
+                                                  class_weights=class_weights, ring=ring,
+                                                  ring_border=ring_border, borders=borders)
     else:
-        top = int(ann.max()) if ann.size else 0
-        if n_classes is not None and top > int(n_classes):
-            raise ValueError(f"annotation holds class {top}, beyond n_classes={n_classes}")
-        target = np.where(mask, ann.astype(np.int64) - 1, 0)
-        cw = class_weights
-        if isinstance(cw, str) or cw is None:
-            weights = weight_map(ann, class_weights=cw, mode="classes")
-        else:
-            weights = weight_map(ann, class_weights=list(cw), mode="classes")
+        mask = ann > 0
+        target, weights = _class_targets(ann, mask, n_classes, class_weights)
     weights = np.where(mask, weights, np.float32(0)).astype(np.float32, copy=False)
     return Targets(target, weights, mask)
+
+
+def _instance_targets(ann, *, n_classes, gap, w0, sigma, class_weights, ring, ring_border, borders):
+    """Instance mode of :func:`make_targets`: (target, weights, mask), the weights not yet masked."""
+    mask = ann > 0
+    expected = 3 if borders else 2
+    if n_classes not in (None, expected):
+        what = "background, cell, cell border" if borders else "background, cell"
+        raise ValueError(f"instance mode has {expected} classes ({what}), got n_classes={n_classes}")
+    labels = insert_gaps(ann) if gap else ann
+    implied = cell_ring(labels, ring) if ring else None
+    if implied is not None and implied.any():
+        labels = np.where(implied, 1, labels).astype(labels.dtype, copy=False)
+        mask = labels > 0
+    target = (labels >= 2).astype(np.int64)
+    # w = w_c + the border term; w_c over two classes, or three with the cell borders
+    if borders:
+        target[cell_borders(labels)] = 2
+        values = class_weight_values(np.bincount(target[mask], minlength=3), class_weights)
+        class_part = values.astype(np.float32)[target]
+    else:
+        class_part = weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")
+    weights = class_part + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
+    if ring_border and implied is not None and implied.any() and w0:
+        d = ndi.distance_transform_edt(labels < 2)[implied]
+        border = (w0 * np.exp(-((2.0 * d) ** 2) / (2.0 * sigma * sigma))).astype(np.float32)
+        weights[implied] = np.maximum(weights[implied], class_part[implied] + border)
+    return target, weights, mask
+
+
+def _class_targets(ann, mask, n_classes, class_weights):
+    """Class mode of :func:`make_targets`: (target, weights), the weights not yet masked."""
+    top = int(ann.max()) if ann.size else 0
+    if n_classes is not None and top > int(n_classes):
+        raise ValueError(f"annotation holds class {top}, beyond n_classes={n_classes}")
+    target = np.where(mask, ann.astype(np.int64) - 1, 0)
+    if isinstance(class_weights, str) or class_weights is None:
+        weights = weight_map(ann, class_weights=class_weights, mode="classes")
+    else:
+        weights = weight_map(ann, class_weights=list(class_weights), mode="classes")
+    return target, weights
 
 
 def instances_to_annotations(instances) -> np.ndarray:

@@ -281,15 +281,6 @@ def bioimageio_description(
 
     cfg = model.config
     meta = getattr(model, "metadata", None) or {}
-    step, minimum, offset, halo = geometry["step"], geometry["min"], geometry["offset"], geometry["halo"]
-    in_channels = [f"channel{k}" for k in range(cfg.in_channels)]
-    spatial_out = []
-    for axis in ("y", "x"):
-        entry: dict[str, Any] = {"type": "space", "id": axis,
-                                 "size": {"tensor_id": "input", "axis_id": axis, "offset": offset}}
-        if halo:
-            entry["halo"] = halo
-        spatial_out.append(entry)
     descr: dict[str, Any] = {
         "type": "model",
         "format_version": BIOIMAGEIO_FORMAT_VERSION,
@@ -302,32 +293,8 @@ def bioimageio_description(
         "tags": list(tags),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "version": "0.1.0",
-        "inputs": [{
-            "id": "input",
-            "description": "raw image (normalized by the preprocessing)",
-            "axes": [
-                {"type": "batch"},
-                {"type": "channel", "channel_names": in_channels},
-                {"type": "space", "id": "y", "size": {"min": minimum, "step": step}},
-                {"type": "space", "id": "x", "size": {"min": minimum, "step": step}},
-            ],
-            "test_tensor": {"source": "test_input.npy", "sha256": test_input_sha256},
-            "sample_tensor": {"source": "sample_input.tif", "sha256": sample_input_sha256},
-            "data": {"type": "float32"},
-            "preprocessing": _preprocessing(model),
-        }],
-        "outputs": [{
-            "id": "probabilities",
-            "description": "class probabilities (softmax over the channel axis)",
-            "axes": [
-                {"type": "batch"},
-                {"type": "channel", "channel_names": _axis_names(_class_names(model))},
-                *spatial_out,
-            ],
-            "test_tensor": {"source": "test_output.npy", "sha256": test_output_sha256},
-            "sample_tensor": {"source": "sample_output.tif", "sha256": sample_output_sha256},
-            "data": {"type": "float32", "range": [0.0, 1.0]},
-        }],
+        "inputs": [_input_description(model, geometry, test_input_sha256, sample_input_sha256)],
+        "outputs": [_output_description(model, geometry, test_output_sha256, sample_output_sha256)],
         "weights": {
             "torchscript": {
                 "source": "weights.pt",
@@ -346,6 +313,48 @@ def bioimageio_description(
     if cover:
         descr["covers"] = [cover]
     return descr
+
+
+def _input_description(model, geometry: dict, test_sha256: str, sample_sha256: str) -> dict:
+    """The ``inputs`` entry of the description: the raw image, normalized by the preprocessing."""
+    step, minimum = geometry["step"], geometry["min"]
+    return {
+        "id": "input",
+        "description": "raw image (normalized by the preprocessing)",
+        "axes": [
+            {"type": "batch"},
+            {"type": "channel", "channel_names": [f"channel{k}" for k in range(model.config.in_channels)]},
+            {"type": "space", "id": "y", "size": {"min": minimum, "step": step}},
+            {"type": "space", "id": "x", "size": {"min": minimum, "step": step}},
+        ],
+        "test_tensor": {"source": "test_input.npy", "sha256": test_sha256},
+        "sample_tensor": {"source": "sample_input.tif", "sha256": sample_sha256},
+        "data": {"type": "float32"},
+        "preprocessing": _preprocessing(model),
+    }
+
+
+def _output_description(model, geometry: dict, test_sha256: str, sample_sha256: str) -> dict:
+    """The ``outputs`` entry of the description: class probabilities, sized after the input."""
+    spatial_out = []
+    for axis in ("y", "x"):
+        entry: dict[str, Any] = {"type": "space", "id": axis,
+                                 "size": {"tensor_id": "input", "axis_id": axis, "offset": geometry["offset"]}}
+        if geometry["halo"]:
+            entry["halo"] = geometry["halo"]
+        spatial_out.append(entry)
+    return {
+        "id": "probabilities",
+        "description": "class probabilities (softmax over the channel axis)",
+        "axes": [
+            {"type": "batch"},
+            {"type": "channel", "channel_names": _axis_names(_class_names(model))},
+            *spatial_out,
+        ],
+        "test_tensor": {"source": "test_output.npy", "sha256": test_sha256},
+        "sample_tensor": {"source": "sample_output.tif", "sha256": sample_sha256},
+        "data": {"type": "float32", "range": [0.0, 1.0]},
+    }
 
 
 def _sha256(data: bytes) -> str:
@@ -432,25 +441,10 @@ def export_bioimageio(
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name such as cells.bioimageio.zip")
-    meta = getattr(model, "metadata", None) or {}
-    mode = meta.get("mode", "instances")
-    name = name or f"napari-unet {'cell' if mode == 'instances' else 'class'} segmentation U-Net"
-    description = description or (
-        "U-Net trained in napari-unet from a few painted strokes; outputs class probabilities "
-        + ("(background, cell) for cell instance segmentation." if mode == "instances" else "for semantic segmentation.")
-    )
-    if authors:
-        authors = [a if isinstance(a, dict) else {"name": str(a)} for a in authors]
-    tags = list(tags) if tags else ["unet", "segmentation", "2d", "fluorescence-light-microscopy", "napari-unet",
-                                     "instance-segmentation" if mode == "instances" else "semantic-segmentation"]
-
+    name, description, authors, tags = _package_texts(model, name, description, authors, tags)
     geometry = _geometry(model)
     scripted = _exportable(model)
-    weights = _io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(scripted, weights)
-    weights_bytes = weights.getvalue()
+    weights_bytes = _torchscript_bytes(scripted)
 
     tile = _test_tile(model, sample, geometry)
     with torch.no_grad():
@@ -476,8 +470,40 @@ def export_bioimageio(
         "cover.png": _cover(model, tile, output),
         "model.unet": model_to_bytes(model),
     }
+    return atomic_write_bytes(path, _zip_bytes(members))
+
+
+def _package_texts(model, name, description, authors, tags):
+    """``(name, description, authors, tags)`` of the package: those given (authors as dicts),
+    else defaults that describe the model's mode."""
+    mode = (getattr(model, "metadata", None) or {}).get("mode", "instances")
+    name = name or f"napari-unet {'cell' if mode == 'instances' else 'class'} segmentation U-Net"
+    description = description or (
+        "U-Net trained in napari-unet from a few painted strokes; outputs class probabilities "
+        + ("(background, cell) for cell instance segmentation." if mode == "instances" else "for semantic segmentation.")
+    )
+    if authors:
+        authors = [a if isinstance(a, dict) else {"name": str(a)} for a in authors]
+    tags = list(tags) if tags else ["unet", "segmentation", "2d", "fluorescence-light-microscopy", "napari-unet",
+                                     "instance-segmentation" if mode == "instances" else "semantic-segmentation"]
+    return name, description, authors, tags
+
+
+def _torchscript_bytes(scripted) -> bytes:
+    """A TorchScript module saved to bytes (``weights.pt``)."""
+    import torch
+
+    weights = _io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted, weights)
+    return weights.getvalue()
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A deflated zip of ``{member name: bytes}``, in that order."""
     buffer = _io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for member, data in members.items():
             zf.writestr(member, data)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()

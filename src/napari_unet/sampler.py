@@ -52,6 +52,71 @@ def _inside(start: int, length: int, size: int) -> np.ndarray:
     return (idx >= 0) & (idx < size)
 
 
+def _tile_shapes(input_shape, output_shape) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(input_shape, output_shape)`` as int pairs, the output centred inside the input."""
+    in_shape = tuple(int(s) for s in input_shape)
+    out_shape = tuple(int(s) for s in output_shape)
+    if len(in_shape) != 2 or len(out_shape) != 2:
+        raise ValueError(f"input_shape and output_shape must be (Y, X), got {input_shape}, {output_shape}")
+    if any(o > i or o < 1 for o, i in zip(out_shape, in_shape)):
+        raise ValueError(f"output_shape {out_shape} must fit inside input_shape {in_shape}")
+    if any((i - o) % 2 for o, i in zip(out_shape, in_shape)):
+        raise ValueError(f"input_shape {in_shape} - output_shape {out_shape} must be even (the output is centred)")
+    return in_shape, out_shape
+
+
+def _annotated_blocks(t: Targets, grid: np.ndarray, block: int):
+    """Of the ``block`` x ``block`` squares of one plane that hold annotated pixels: their rank in
+    ``grid``, their annotated pixel count, and whether they hold annotated foreground."""
+    ny, nx = t.weights.shape
+    gy, gx = grid.shape
+    pad = ((0, gy * block - ny), (0, gx * block - nx))
+    per_block = np.pad(t.weights > 0, pad).reshape(gy, block, gx, block).sum((1, 3))
+    fg = np.pad((t.weights > 0) & (t.target > 0), pad).reshape(gy, block, gx, block).any((1, 3))
+    return grid[per_block > 0], per_block[per_block > 0], fg[per_block > 0]
+
+
+def _holdout_threshold(ranks, counts, foreground, fraction: float) -> float:
+    """The rank up to which squares are held out: closest to ``fraction`` of the annotated pixels,
+    at least one square and never all, with some foreground when there is any to spare."""
+    order = np.argsort(ranks)
+    cumulative = np.cumsum(counts[order])
+    k = int(np.argmin(np.abs(cumulative - fraction * cumulative[-1])))  # closest to the fraction
+    k = min(k, ranks.size - 2)  # keep at least one square for training
+    # sparse annotations hold few cells: make sure validation sees some foreground too
+    # (otherwise its IoU is undefined and "best by validation loss" only rewards background)
+    if foreground.sum() >= 2 and not foreground[order[: k + 1]].any():
+        first_fg = int(np.flatnonzero(foreground[order])[0])
+        if first_fg < ranks.size - 1:
+            k = first_fg
+    return float(ranks[order][k])
+
+
+def _annotated_tiles(targets, output_shape) -> list[tuple[int, int, int]]:
+    """``(plane, centre y, centre x)`` of the cells of an output-size grid over every plane that
+    hold annotated pixels."""
+    h_out, w_out = output_shape
+    tiles = []
+    for i, t in enumerate(targets):
+        ny, nx = t.weights.shape
+        for oy in range(0, ny, h_out):
+            for ox in range(0, nx, w_out):
+                if (t.weights[oy : oy + h_out, ox : ox + w_out] > 0).any():
+                    tiles.append((i, oy + h_out // 2, ox + w_out // 2))
+    return tiles
+
+
+def _to_batch(images, targets, weights, device) -> Batch:
+    """Lists of numpy tiles as a :class:`Batch` of torch tensors on ``device``."""
+    import torch
+
+    return Batch(
+        torch.from_numpy(np.stack(images)).to(device, torch.float32),
+        torch.from_numpy(np.stack(targets)).to(device, torch.int64),
+        torch.from_numpy(np.stack(weights)).to(device, torch.float32),
+    )
+
+
 class TileSampler:
     """Draws augmented training tiles around annotated pixels.
 
@@ -81,16 +146,7 @@ class TileSampler:
     """
 
     def __init__(self, planes, targets, *, input_shape, output_shape, augment: AugmentConfig | None = None, seed: int = 0):
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.output_shape = tuple(int(s) for s in output_shape)
-        if len(self.input_shape) != 2 or len(self.output_shape) != 2:
-            raise ValueError(f"input_shape and output_shape must be (Y, X), got {input_shape}, {output_shape}")
-        if any(o > i or o < 1 for o, i in zip(self.output_shape, self.input_shape)):
-            raise ValueError(f"output_shape {self.output_shape} must fit inside input_shape {self.input_shape}")
-        if any((i - o) % 2 for o, i in zip(self.output_shape, self.input_shape)):
-            raise ValueError(
-                f"input_shape {self.input_shape} - output_shape {self.output_shape} must be even (the output is centred)"
-            )
+        self.input_shape, self.output_shape = _tile_shapes(input_shape, output_shape)
         self.augment = augment if (augment is not None and augment.enabled) else None
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
@@ -224,34 +280,12 @@ class TileSampler:
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self._split = {"seed": int(seed), "block": block, "threshold": -1.0, "ranks": {}}
-        ranks, counts, foreground = [], [], []
-        for i, t in enumerate(self._targets):
-            ny, nx = t.weights.shape
-            grid = self._block_ranks(i)
-            gy, gx = grid.shape
-            pad = ((0, gy * block - ny), (0, gx * block - nx))
-            annotated = np.pad(t.weights > 0, pad)
-            per_block = annotated.reshape(gy, block, gx, block).sum((1, 3))
-            fg = np.pad((t.weights > 0) & (t.target > 0), pad).reshape(gy, block, gx, block).any((1, 3))
-            ranks.append(grid[per_block > 0])
-            counts.append(per_block[per_block > 0])
-            foreground.append(fg[per_block > 0])
-        ranks_all, counts_all = np.concatenate(ranks), np.concatenate(counts)
-        fg_all = np.concatenate(foreground)
-        if ranks_all.size < 2:
+        blocks = [_annotated_blocks(t, self._block_ranks(i), block) for i, t in enumerate(self._targets)]
+        ranks, counts, foreground = (np.concatenate(column) for column in zip(*blocks))
+        if ranks.size < 2:
             logger.warning("split_validation: all annotations lie in one %d px square; nothing held out", block)
         else:
-            order = np.argsort(ranks_all)
-            cumulative = np.cumsum(counts_all[order])
-            k = int(np.argmin(np.abs(cumulative - float(fraction) * cumulative[-1])))  # closest to the fraction
-            k = min(k, ranks_all.size - 2)  # keep at least one square for training
-            # sparse annotations hold few cells: make sure validation sees some foreground too
-            # (otherwise its IoU is undefined and "best by validation loss" only rewards background)
-            if fg_all.sum() >= 2 and not fg_all[order[: k + 1]].any():
-                first_fg = int(np.flatnonzero(fg_all[order])[0])
-                if first_fg < ranks_all.size - 1:
-                    k = first_fg
-            self._split["threshold"] = float(ranks_all[order][k])
+            self._split["threshold"] = _holdout_threshold(ranks, counts, foreground, float(fraction))
         targets = list(self._targets)
         val = TileSampler(
             self.planes, targets, input_shape=self.input_shape, output_shape=self.output_shape, augment=None, seed=seed
@@ -311,8 +345,6 @@ class TileSampler:
         """
         import torch
 
-        from .augment import augment_batch
-
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -320,26 +352,12 @@ class TileSampler:
         centres = self._draw_centres(batch_size)
         if self.augment is None:
             images, targets, weights = zip(*(self._extract(i, cy, cx, 0) for i, cy, cx in centres))
-            return self._to_batch(images, targets, weights, device)
+            return _to_batch(images, targets, weights, device)
         regions = [self._extract(i, cy, cx, self._margin) for i, cy, cx in centres]
         images = torch.from_numpy(np.stack([r[0] for r in regions])).to(device)
         targets = torch.from_numpy(np.stack([r[1] for r in regions])).to(device)
         weights = torch.from_numpy(np.stack([r[2] for r in regions])).to(device)
-        image, target, weight = augment_batch(
-            images, targets, weights, self.augment, self._generator,
-            out_shape=self.input_shape, target_shape=self.output_shape,
-        )
-        empty = (weight > 0).flatten(1).any(1).logical_not()
-        for _attempt in range(3):
-            if not bool(empty.any()):
-                break
-            idx = torch.nonzero(empty).flatten()
-            ri, rt, rw = augment_batch(
-                images[idx], targets[idx], weights[idx], self.augment, self._generator,
-                out_shape=self.input_shape, target_shape=self.output_shape,
-            )
-            image[idx], target[idx], weight[idx] = ri, rt, rw
-            empty = (weight > 0).flatten(1).any(1).logical_not()
+        image, target, weight, empty = self._augment_annotated(images, targets, weights)
         if bool(empty.any()):  # fall back to the plain tile, whose centre pixel is annotated
             for k in torch.nonzero(empty).flatten().tolist():
                 i, cy, cx = centres[k]
@@ -349,15 +367,26 @@ class TileSampler:
                 weight[k] = torch.from_numpy(pw).to(device)
         return Batch(image.float().contiguous(), target.long().contiguous(), weight.float().contiguous())
 
-    @staticmethod
-    def _to_batch(images, targets, weights, device) -> Batch:
+    def _augment_annotated(self, images, targets, weights):
+        """Augmented tiles; a tile whose annotated pixels all moved out of the output is
+        augmented again (three tries). Returns (image, target, weights, still empty)."""
         import torch
 
-        return Batch(
-            torch.from_numpy(np.stack(images)).to(device, torch.float32),
-            torch.from_numpy(np.stack(targets)).to(device, torch.int64),
-            torch.from_numpy(np.stack(weights)).to(device, torch.float32),
-        )
+        from .augment import augment_batch
+
+        def augment(image, target, weight):
+            return augment_batch(image, target, weight, self.augment, self._generator,
+                                 out_shape=self.input_shape, target_shape=self.output_shape)
+
+        image, target, weight = augment(images, targets, weights)
+        empty = (weight > 0).flatten(1).any(1).logical_not()
+        for _attempt in range(3):
+            if not bool(empty.any()):
+                break
+            idx = torch.nonzero(empty).flatten()
+            image[idx], target[idx], weight[idx] = augment(images[idx], targets[idx], weights[idx])
+            empty = (weight > 0).flatten(1).any(1).logical_not()
+        return image, target, weight, empty
 
     def fixed_batches(self, max_tiles: int | None = 16, batch_size: int = 4, device=None) -> list[Batch]:
         """Deterministic, un-augmented tiles covering the annotated pixels (e.g. for validation).
@@ -365,14 +394,7 @@ class TileSampler:
         Each plane is cut into a grid of output-size tiles; those with annotated pixels are kept
         (at most ``max_tiles``, evenly spread over the list), with mirrored context around them.
         """
-        h_out, w_out = self.output_shape
-        tiles = []
-        for i, t in enumerate(self._targets):
-            ny, nx = t.weights.shape
-            for oy in range(0, ny, h_out):
-                for ox in range(0, nx, w_out):
-                    if (t.weights[oy : oy + h_out, ox : ox + w_out] > 0).any():
-                        tiles.append((i, oy + h_out // 2, ox + w_out // 2))
+        tiles = _annotated_tiles(self._targets, self.output_shape)
         if not tiles:
             return []
         if max_tiles is not None and len(tiles) > int(max_tiles):
@@ -382,5 +404,5 @@ class TileSampler:
         for start in range(0, len(tiles), int(batch_size)):
             parts = [self._extract(i, cy, cx, 0) for i, cy, cx in tiles[start : start + int(batch_size)]]
             images, targets, weights = zip(*parts)
-            batches.append(self._to_batch(images, targets, weights, device or "cpu"))
+            batches.append(_to_batch(images, targets, weights, device or "cpu"))
         return batches

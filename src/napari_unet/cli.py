@@ -317,6 +317,9 @@ def _add_predict(sub):
                         "(default: the median diameter of the cells painted for training, kept in the model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist (resume a batch job)")
+    p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
+                   "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")
+    p.add_argument("--block", type=_parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
@@ -331,6 +334,10 @@ def _cmd_predict(args) -> int:
 
     if args.overwrite and args.skip_existing:
         raise CliError("give --overwrite or --skip-existing, not both")
+    if args.cluster is not None or args.block is not None:
+        from .cli_cluster import predict_on_cluster
+
+        return predict_on_cluster(args, _expand_inputs(args.inputs), CliError)
     paths = _expand_inputs(args.inputs)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():

@@ -168,7 +168,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     return path
 
 
-_COMPLETE = "napari_unet_complete"
+COMPLETE_ATTR = "napari_unet_complete"
 
 
 def _write_zarr(path: Path, data, axes: str, overwrite: bool) -> Path:
@@ -186,7 +186,7 @@ def _write_zarr(path: Path, data, axes: str, overwrite: bool) -> Path:
         arr = zarr.open_array(str(tmp), mode="w", shape=shape, dtype=np.dtype(data.dtype), chunks=chunks)
         arr[...] = np.asarray(data)
         arr.attrs["axes"] = axes
-        arr.attrs[_COMPLETE] = True
+        arr.attrs[COMPLETE_ATTR] = True
         if path.exists():
             if not overwrite:
                 raise exists_error(path)
@@ -213,7 +213,7 @@ def is_complete_image(path) -> bool:
         try:
             import zarr
 
-            return bool(zarr.open(str(path), mode="r").attrs.get(_COMPLETE, False))
+            return bool(zarr.open(str(path), mode="r").attrs.get(COMPLETE_ATTR, False))
         except Exception:  # any unreadable zarr is incomplete
             return False
     try:

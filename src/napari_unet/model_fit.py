@@ -10,7 +10,7 @@ import dataclasses
 
 from .config import ModelConfig, TrainConfig, model_preset
 
-__all__ = ["channels_of", "check_channels", "classes_for_training", "model_config_for", "default_tile_shape"]
+__all__ = ["channels_of", "check_channels", "image_axes", "classes_for_training", "model_config_for", "default_tile_shape"]
 
 
 def channels_of(shape, axes: str) -> int:
@@ -81,3 +81,30 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
             depth = model.config.depth
             wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
     return tuple(int(s) for s in model.valid_input_shape(wanted))
+
+
+def image_axes(image, model) -> str:
+    """Axes of one image plane for ``model``: "YX", or "CYX" when it has the model's channels first."""
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 2:
+        return "YX"
+    if len(shape) == 3:
+        if shape[0] != model.config.in_channels:
+            hint = ""
+            if shape[-1] == model.config.in_channels:
+                hint = "; for channels last (e.g. RGB) use predict_stack(model, image, axes='YXC')"
+            elif shape[-1] in (3, 4) and shape[0] > 4:
+                hint = (f"; it looks like an {'RGB' if shape[-1] == 3 else 'RGBA'} image with the channels last, "
+                        f"but the model takes {model.config.in_channels} channel(s): convert it to gray "
+                        "(e.g. skimage.color.rgb2gray) or train a model on RGB images")
+            elif model.config.in_channels == 1 and shape[0] > 4:
+                hint = "; for a stack of planes use predict_stack(model, data, axes='ZYX')"
+            raise ValueError(
+                f"image has shape {shape}: expected (C, Y, X) with C = {model.config.in_channels} "
+                f"channel(s) as the model expects, got C = {shape[0]}{hint}"
+            )
+        return "CYX"
+    raise ValueError(
+        f"image must be (Y, X) or (C, Y, X), got shape {shape} ({len(shape)} axes); "
+        "for stacks use predict_stack(model, data, axes='ZYX')"
+    )

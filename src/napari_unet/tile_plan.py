@@ -35,17 +35,28 @@ _ACTIVATIONS_PER_PIXEL = 9
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """Tiling along one axis: tile i keeps image pixels [i*step, (i+1)*step) (clipped to size)."""
+    """Tiling along one axis: tile i keeps image pixels [start + i*step, start + (i+1)*step),
+    clipped to ``stop`` (the whole image by default, a block of it in distributed prediction)."""
 
-    size: int  # image size along the axis
+    size: int  # image size along the axis (mirroring happens at 0 and size)
     step: int  # output pixels kept per tile (multiple of the pooling factor)
     tile: int  # network input size
     context: int  # image offset from a tile's input start to its kept window
     offset: int  # where the kept window starts inside the network output
     count: int  # number of tiles
+    start: int = 0  # first image pixel predicted (a multiple of the pooling factor)
+    stop: int | None = None  # one past the last pixel predicted (None: size)
+
+    @property
+    def end(self) -> int:
+        return self.size if self.stop is None else self.stop
+
+    @property
+    def extent(self) -> int:
+        return self.end - self.start
 
     def input_start(self, i: int) -> int:
-        return i * self.step - self.context
+        return self.start + i * self.step - self.context
 
 
 def _ceil_to(value: int, multiple: int) -> int:
@@ -72,9 +83,11 @@ def _step_for_tile(model: UNet, tile: int) -> int:
     return (model.output_size_1d(tile) // g) * g
 
 
-def _plan_axis(model: UNet, size: int, step: int) -> AxisPlan:
+def _plan_axis(model: UNet, size: int, step: int, start: int = 0, stop: int | None = None) -> AxisPlan:
     tile, context, offset = _geometry_for_step(model, step)
-    return AxisPlan(size=size, step=step, tile=tile, context=context, offset=offset, count=-(-size // step))
+    extent = (size if stop is None else stop) - start
+    return AxisPlan(size=size, step=step, tile=tile, context=context, offset=offset, count=-(-extent // step),
+                    start=start, stop=stop)
 
 
 def _balanced_step(size: int, max_step: int, g: int) -> int:
@@ -144,10 +157,21 @@ def choose_tile_shape(
     return _geometry_for_step(model, step_y)[0], _geometry_for_step(model, step_x)[0]
 
 
-def plan_tiles(model: UNet, height: int, width: int, tile_shape, device, dtype_name: str) -> tuple[AxisPlan, AxisPlan]:
+def plan_tiles(
+    model: UNet, height: int, width: int, tile_shape, device, dtype_name: str, window=None
+) -> tuple[AxisPlan, AxisPlan]:
+    """The tiles over an image ``(height, width)``, or over ``window = (ys, xs)`` (two slices whose
+    starts are multiples of the pooling factor) of it: the tiles of a window lie on the same
+    pooling grid as those of the whole image, so a window's probabilities equal the whole
+    image's there (up to float rounding)."""
     g = model.pool_factor
+    ys, xs = window if window is not None else (slice(0, height), slice(0, width))
+    for name, sl in (("Y", ys), ("X", xs)):
+        if sl.start % g:
+            raise ValueError(f"a window must start on the pooling grid: {name} start {sl.start} is not a multiple of {g}")
+    extents = (ys.stop - ys.start, xs.stop - xs.start)
     if tile_shape is None:
-        tile_shape = choose_tile_shape(model, (height, width), device=device, precision=dtype_name)
+        tile_shape = choose_tile_shape(model, extents, device=device, precision=dtype_name)
         steps = [_step_for_tile(model, t) for t in tile_shape]
     else:
         wanted = check_pair("tile_shape", tile_shape, minimum=1, maximum=65536)
@@ -165,8 +189,11 @@ def plan_tiles(model: UNet, height: int, width: int, tile_shape, device, dtype_n
                 )
             steps.append(step)
     # a tile larger than the image: shrink it to just cover the image (the result is the same)
-    steps = [min(step, _ceil_to(size, g)) for step, size in zip(steps, (height, width))]
-    return _plan_axis(model, height, steps[0]), _plan_axis(model, width, steps[1])
+    steps = [min(step, _ceil_to(extent, g)) for step, extent in zip(steps, extents)]
+    if window is None:
+        return _plan_axis(model, height, steps[0]), _plan_axis(model, width, steps[1])
+    return (_plan_axis(model, height, steps[0], ys.start, ys.stop),
+            _plan_axis(model, width, steps[1], xs.start, xs.stop))
 
 
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:

@@ -45,7 +45,7 @@ from .axes import check_axes
 from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
-from .model_fit import check_channels
+from .model_fit import check_channels, image_axes
 from .progress import Progress, drive
 from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, mirror_indices, plan_tiles
 from .normalization import apply_normalization, normalization_params
@@ -53,6 +53,7 @@ from .normalization import apply_normalization, normalization_params
 __all__ = [
     "predict_tiled",
     "predict_stack",
+    "predict_block",
     "iter_predict_tiled",
     "iter_predict_stack",
     "normalization_range",
@@ -111,7 +112,7 @@ def _make_source(data, axes: str, model: UNet, name: str) -> _Source:
 
 
 # ------------------------------------------------------------------------------------ the engine
-def _prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNet:
+def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNet:
     """The network on ``device`` with channels_last weights where that is faster (CPU, CUDA).
 
     The caller's model is never changed: when it is on another device or in another memory
@@ -135,7 +136,8 @@ def _prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UN
 class _Engine:
     """Runs the tiles of one source through the network and writes the kept windows into ``out``."""
 
-    def __init__(self, model, source: _Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm):
+    def __init__(self, model, source: _Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm, plane=None):
+        self.plane = plane  # one plane only (a block of distributed prediction): ``out`` has no plane axes
         self.model = model
         self.source = source
         self.out = out
@@ -149,7 +151,10 @@ class _Engine:
         self.check_finite = np.dtype(source.data.dtype).kind == "f"
 
     def jobs(self) -> list[tuple[tuple[int, ...], int, int]]:
-        planes = list(np.ndindex(*self.source.plane_shape)) if self.source.plane_shape else [()]
+        if self.plane is not None:
+            planes = [self.plane]
+        else:
+            planes = list(np.ndindex(*self.source.plane_shape)) if self.source.plane_shape else [()]
         return [
             (plane, ty, tx)
             for plane in planes
@@ -202,9 +207,10 @@ class _Engine:
         for p, (plane, ty, tx) in zip(probs, batch):
             y0 = ty * self.plan_y.step
             x0 = tx * self.plan_x.step
-            y1 = min(y0 + self.plan_y.step, self.plan_y.size)
-            x1 = min(x0 + self.plan_x.step, self.plan_x.size)
-            self.out[(slice(None), *plane, slice(y0, y1), slice(x0, x1))] = p[:, : y1 - y0, : x1 - x0]
+            y1 = min(y0 + self.plan_y.step, self.plan_y.extent)
+            x1 = min(x0 + self.plan_x.step, self.plan_x.extent)
+            where = () if self.plane is not None else plane
+            self.out[(slice(None), *where, slice(y0, y1), slice(x0, x1))] = p[:, : y1 - y0, : x1 - x0]
 
     def run(self) -> Generator[tuple[int, int], None, None]:
         jobs = self.jobs()
@@ -296,13 +302,13 @@ def normalization_range(model: UNet, data, *, axes: str | None = None):
     """
     data = _as_array(data, "data")
     if axes is None:
-        axes = _image_axes(data, model)
+        axes = image_axes(data, model)
     lows, highs = _normalization(model, _make_source(data, axes, model, "data"), True)
     return None if lows is None else (lows, highs)
 
 
 def _iter_predict(
-    model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision
+    model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision, block=None
 ) -> Generator[tuple[int, int], None, Any]:
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
@@ -311,8 +317,10 @@ def _iter_predict(
     source = _make_source(data, axes, model, name)
     dev = select_device(device)
     dtype = resolve_precision(precision, dev)
-    plan_y, plan_x = plan_tiles(model, source.height, source.width, tile_shape, dev, precision)
-    n_tiles = plan_y.count * plan_x.count * max(int(np.prod(source.plane_shape)), 1)
+    plane, window = _check_block(block, source) if block is not None else (None, None)
+    plan_y, plan_x = plan_tiles(model, source.height, source.width, tile_shape, dev, precision, window)
+    n_planes = 1 if block is not None else max(int(np.prod(source.plane_shape)), 1)
+    n_tiles = plan_y.count * plan_x.count * n_planes
     if batch_size is None:
         batch_size = 1
         if dev.type == "cuda":
@@ -327,7 +335,10 @@ def _iter_predict(
             raise MemoryError(f"tiles of {plan_y.tile} x {plan_x.tile} pixels in batches of {batch_size} need about "
                               f"{need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free on {dev}; give a smaller "
                               "tile_shape or batch_size (None chooses what fits)")
-    out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
+    if block is None:
+        out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
+    else:
+        out_shape = (model.config.n_classes, plan_y.extent, plan_x.extent)
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
                          hint="pass out= a zarr array or a memmap to write them to disk")
@@ -338,14 +349,15 @@ def _iter_predict(
         name, tuple(data.shape), plan_y.tile, plan_x.tile, plan_y.step, plan_x.step, n_tiles,
         batch_size, dev, dtype or "fp32",
     )
-    net = _prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+    net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
     was_training = net.training
     net.eval()
     try:
         # inference mode is entered around each forward, not across the yields: it is thread-local
         # state that must not leak into the caller's code between progress events
         engine = _Engine(
-            net, source, out, plan_y, plan_x, device=dev, dtype=dtype, batch_size=int(batch_size), norm=norm
+            net, source, out, plan_y, plan_x, device=dev, dtype=dtype, batch_size=int(batch_size), norm=norm,
+            plane=plane,
         )
         with reuse_freed_memory(dev):
             yield from engine.run()
@@ -354,30 +366,19 @@ def _iter_predict(
     return out
 
 
-def _image_axes(image, model: UNet) -> str:
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 2:
-        return "YX"
-    if len(shape) == 3:
-        if shape[0] != model.config.in_channels:
-            hint = ""
-            if shape[-1] == model.config.in_channels:
-                hint = "; for channels last (e.g. RGB) use predict_stack(model, image, axes='YXC')"
-            elif shape[-1] in (3, 4) and shape[0] > 4:
-                hint = (f"; it looks like an {'RGB' if shape[-1] == 3 else 'RGBA'} image with the channels last, "
-                        f"but the model takes {model.config.in_channels} channel(s): convert it to gray "
-                        "(e.g. skimage.color.rgb2gray) or train a model on RGB images")
-            elif model.config.in_channels == 1 and shape[0] > 4:
-                hint = "; for a stack of planes use predict_stack(model, data, axes='ZYX')"
-            raise ValueError(
-                f"image has shape {shape}: expected (C, Y, X) with C = {model.config.in_channels} "
-                f"channel(s) as the model expects, got C = {shape[0]}{hint}"
-            )
-        return "CYX"
-    raise ValueError(
-        f"image must be (Y, X) or (C, Y, X), got shape {shape} ({len(shape)} axes); "
-        "for stacks use predict_stack(model, data, axes='ZYX')"
-    )
+def _check_block(block, source: _Source):
+    """``block = (plane, ys, xs)``: a plane index over the non-channel, non-YX axes and two slices."""
+    try:
+        plane, ys, xs = block
+        plane = tuple(int(i) for i in plane)
+        ys, xs = (slice(*(int(v) for v in sl.indices(size)[:2])) for sl, size in ((ys, source.height), (xs, source.width)))
+    except (TypeError, ValueError, AttributeError):
+        raise TypeError(f"block must be (plane, ys, xs) with a tuple of ints and two slices, got {block!r}") from None
+    if len(plane) != len(source.plane_shape) or any(not 0 <= i < n for i, n in zip(plane, source.plane_shape)):
+        raise ValueError(f"block plane {plane} is not a plane of a stack with planes {source.plane_shape}")
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        raise ValueError(f"block {ys.start}:{ys.stop}, {xs.start}:{xs.stop} is empty")
+    return plane, (ys, xs)
 
 
 def iter_predict_tiled(
@@ -397,7 +398,7 @@ def iter_predict_tiled(
     the prediction at the next tile batch.
     """
     image = _as_array(image, "image")
-    axes = _image_axes(image, model) if isinstance(model, UNet) else "YX"
+    axes = image_axes(image, model) if isinstance(model, UNet) else "YX"
     return (
         yield from _iter_predict(
             model, image, axes, name="image", tile_shape=tile_shape, batch_size=batch_size, device=device,
@@ -538,4 +539,52 @@ def predict_stack(
             normalize=normalize, precision=precision,
         ),
         progress,
+    )
+
+
+def predict_block(
+    model: UNet,
+    data,
+    *,
+    axes: str,
+    block,
+    tile_shape: Sequence[int] | int | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    normalize: bool | tuple = True,
+    precision: str = "auto",
+) -> np.ndarray:
+    """The probabilities of one block of a stack, exactly as :func:`predict_stack` computes them there.
+
+    ``block = (plane, ys, xs)``: ``plane`` indexes the non-channel axes before Y, X (``()`` for
+    an image), ``ys`` and ``xs`` are slices whose starts are multiples of ``model.pool_factor``.
+    The block reads its own context (mirrored at the image borders) from ``data``, which stays
+    lazy (zarr, dask), and its tiles lie on the pooling grid of the whole image, so blocks put
+    side by side equal the whole-image result (up to float rounding): the building block of
+    :func:`napari_unet.predict_distributed`. Pass ``normalize=(lows, highs)`` of the whole
+    stack (:func:`normalization_range`); True would use the percentiles of ``data`` too.
+
+    Returns
+    -------
+    probabilities : np.ndarray
+        float32 ``(n_classes, len(ys), len(xs))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_unet import UNet
+    >>> net = UNet(depth=2, base_channels=4)
+    >>> image = np.random.default_rng(0).random((60, 50), dtype=np.float32)
+    >>> whole = predict_tiled(net, image, precision="fp32")
+    >>> part = predict_block(net, image, axes="YX", block=((), slice(16, 48), slice(0, 50)), precision="fp32")
+    >>> bool(np.abs(part - whole[:, 16:48]).max() < 1e-5)
+    True
+    """
+    data = _as_array(data, "data")
+    return drive(
+        _iter_predict(
+            model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device, out=None,
+            normalize=normalize, precision=precision, block=block,
+        ),
+        None,
     )

@@ -1,0 +1,47 @@
+"""``napari-unet predict --cluster ...``: one large image or stack on a dask cluster, into OME-Zarr.
+
+Called by :mod:`napari_unet.cli` (which owns the arguments); the work is
+:func:`napari_unet.distributed.predict_distributed`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from .progress import ProgressBar, format_seconds
+
+__all__ = ["predict_on_cluster"]
+
+
+def predict_on_cluster(args, paths: list[Path], error: type[Exception]) -> int:
+    """Run ``predict`` with ``--cluster`` / ``--block``; ``error`` is the CLI's user-error type."""
+    from .distributed import iter_predict_distributed
+    from .model_files import load_model
+    from .progress import drive
+
+    if len(paths) != 1:
+        raise error(f"--cluster predicts one image or stack (a zarr, OME-Zarr or TIFF) at a time, got {len(paths)}")
+    out = Path(args.output)
+    if out.suffix.lower() != ".zarr":
+        raise error(f"with --cluster, -o names the OME-Zarr to write, e.g. -o {paths[0].stem}_prediction.zarr; got {out}")
+    if args.skip_existing:
+        raise error("--skip-existing is not used with --cluster: a run started again resumes where it stopped")
+    if importlib.util.find_spec("distributed") is None:
+        raise error('--cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
+    model = load_model(args.model, device="cpu")
+    bar = ProgressBar(f"{paths[0].name} on {args.cluster or 'a local cluster'}", enabled=not args.quiet)
+    t0 = time.monotonic()
+    result = drive(
+        iter_predict_distributed(
+            model, paths[0], out, client=args.cluster, block_shape=args.block, axes=args.axes,
+            probabilities=args.probabilities, tile_shape=args.tile, device=args.device, overwrite=args.overwrite,
+        ),
+        lambda done, total: bar.update(done, total, f"{done}/{total} tasks {format_seconds(time.monotonic() - t0)}"),
+    )
+    bar.close(result.summary())
+    if args.quiet:
+        print(result.summary(), file=sys.stderr)
+    return 0

@@ -1,0 +1,172 @@
+"""dask.distributed clusters for prediction: start or reach one, and what each worker keeps.
+
+:func:`connect` turns what a user gives (nothing, ``"local:4"``, ``"tcp://host:8786"``, a
+``Client``) into a client. A local cluster runs **processes** (torch holds the GIL while it
+computes), one per GPU on a GPU machine, else one per 4 CPU cores, each process's torch using
+its share of the cores. On a worker, the model arrives once (scattered to every worker) and is
+moved to the worker's device once (:func:`worker_model`); a worker on a machine with several GPUs
+takes the GPU of its number.
+
+dask.distributed is imported here only, when a cluster is asked for: the rest of napari-unet
+runs without it (``pip install "napari-scribble-unet[cluster]"`` installs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Connection", "connect", "model_digest", "worker_device", "worker_model", "worker_source"]
+
+logger = logging.getLogger(__name__)
+
+# torch threads per local CPU worker: more processes with fewer threads each scale better
+_THREADS_PER_CPU_WORKER = 4
+# what each worker process keeps between tasks: prepared models and opened sources
+_CACHE: dict[Any, Any] = {}
+
+
+@dataclass
+class Connection:
+    """A client and whether :func:`connect` started it (then ``close`` stops it and its cluster)."""
+
+    client: Any
+    owned: bool
+    threads: int | None  # torch threads per worker (a local CPU cluster); None: leave torch's default
+
+    def close(self) -> None:
+        if not self.owned:
+            return
+        cluster = getattr(self.client, "cluster", None)
+        self.client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError('prediction on a cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]" '
+                          '(or pip install "dask[distributed]")') from None
+    return distributed
+
+
+def _local_cluster(n_workers: int | None) -> Connection:
+    import torch
+
+    distributed = _import_distributed()
+    cuda = torch.cuda.is_available()
+    if n_workers is None:
+        n_workers = torch.cuda.device_count() if cuda else max(1, _cpus() // _THREADS_PER_CPU_WORKER)
+    threads = None if cuda else max(1, _cpus() // n_workers)
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    logger.info("started a local dask cluster: %d worker process(es)%s", n_workers,
+                "" if threads is None else f", {threads} torch thread(s) each")
+    return Connection(distributed.Client(cluster), owned=True, threads=threads)
+
+
+def connect(cluster=None) -> Connection:
+    """A dask client for ``cluster``.
+
+    ``None`` or ``"local"``: a local cluster sized to the machine; ``"local:N"``: N local worker
+    processes; ``"tcp://host:port"`` (or ``host:port``): an existing scheduler, e.g. one that
+    dask-jobqueue started on SLURM; a ``distributed.Client``: used as is (never closed here).
+    """
+    distributed = _import_distributed()
+    if isinstance(cluster, distributed.Client):
+        return Connection(cluster, owned=False, threads=None)
+    if cluster is None:
+        return _local_cluster(None)
+    if not isinstance(cluster, str):
+        raise TypeError(f"cluster must be None, 'local', 'local:N', a scheduler address or a dask Client, "
+                        f"got {type(cluster).__name__}")
+    text = cluster.strip()
+    if text == "local" or text.startswith("local:"):
+        count = text.partition(":")[2]
+        if count and (not count.isdigit() or int(count) < 1):
+            raise ValueError(f"cluster {cluster!r}: expected local:N with N >= 1 worker processes")
+        return _local_cluster(int(count) if count else None)
+    address = text if "://" in text else f"tcp://{text}"
+    try:
+        client = distributed.Client(address, timeout="20s")
+    except OSError as exc:
+        raise OSError(f"cannot reach the dask scheduler at {address}: {exc}") from None
+    return Connection(client, owned=True, threads=None)
+
+
+def model_digest(model) -> str:
+    """A short hash of a model's architecture and weights (names a run; keys the worker cache)."""
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def worker_device(device=None):
+    """The device of this worker: ``device`` when given; on a machine with several GPUs the GPU of
+    the worker's number (local workers are numbered 0, 1, ...); else napari-unet's default."""
+    if device is not None:
+        return device
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        try:
+            from distributed import get_worker
+
+            name = str(get_worker().name)
+        except (ImportError, ValueError):
+            return None
+        index = int(name) if name.isdigit() else int(hashlib.sha256(name.encode()).hexdigest(), 16)
+        return f"cuda:{index % torch.cuda.device_count()}"
+    return None
+
+
+def worker_model(model, digest: str, device=None, threads: int | None = None):
+    """The model ready on this worker's device (prepared once per worker and device)."""
+    import torch
+
+    from .devices import select_device
+    from .tiling import prepare_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = select_device(worker_device(device))
+    key = ("model", digest, str(dev))
+    net = _CACHE.get(key)
+    if net is None:
+        for old in [k for k in _CACHE if k[0] == "model"]:
+            del _CACHE[old]  # a worker keeps the model of the current run only
+        net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+        net.eval()
+        _CACHE[key] = net
+    return net
+
+
+def worker_source(source):
+    """The array a block reads: ``source`` itself, or the lazily opened zarr at a path."""
+    if not isinstance(source, str):
+        return source
+    key = ("source", source)
+    if key not in _CACHE:
+        from .images import read_image
+
+        _CACHE[key] = read_image(source)[0]
+    return _CACHE[key]

@@ -1,0 +1,418 @@
+"""Prediction on a dask cluster: exact probabilities and global instance labels, block by block.
+
+The image (or stack) is cut into blocks of ``block_shape`` pixels per plane; every block is one
+chunk of the output, so blocks write whole chunks: no locks, no blending. Three kinds of task:
+
+1. **predict**: a block reads its own context from the source (mirrored at the image borders
+   exactly as :func:`~napari_unet.predict_tiled` does) and its tiles lie on the pooling grid of
+   the whole image (:func:`~napari_unet.tiling.predict_block`), so the probabilities equal the
+   whole-image prediction whatever the block shape (fp32: to float rounding, < 1e-6).
+2. **label**: once its 3 x 3 neighbours are predicted, a block labels a window of probabilities
+   (its core and a halo of context), keeps its core with local ids and records its faces
+   (:mod:`napari_unet.label_merge`).
+3. **relabel**: the client merges the faces into one numbering (union-find over the face
+   adjacency) and each block writes its final ids (uint32, unique over the whole stack).
+
+Every finished task leaves a mark in ``<out>/.napari-unet-run/`` only after its chunks are
+written; a run started again after a crash or Ctrl-C does only what has no mark, and refuses
+when the marks belong to another model, input or settings. A lock file keeps a second run
+from writing the same output. The result is OME-Zarr (:mod:`napari_unet.ngff`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import math
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generator
+
+import numpy as np
+
+from .axes import check_axes, default_axes
+from .checks import as_real_array, check_pair
+from .cluster import connect, model_digest, worker_model, worker_source
+from .devices import PRECISIONS
+from .images import is_zarr_path, read_image
+from .label_merge import FACES, block_labels, merge_faces
+from .model import UNet
+from .model_fit import check_channels
+from .ngff import (PROBABILITIES_PATH, create_prediction_group, mark_complete, ngff_scale, open_prediction,
+                   write_prediction_metadata)
+from .outputs import atomic_write_bytes, exists_error, output_lock
+from .postprocess import label_options, to_labels
+from .progress import Progress, drive
+
+__all__ = ["BlockGrid", "DistributedResult", "iter_predict_distributed", "predict_distributed", "DEFAULT_BLOCK"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BLOCK = 1024
+RUN_DIR = ".napari-unet-run"
+_STAGES = ("predicted", "labelled", "final")
+
+
+# ------------------------------------------------------------------------------------- the grid
+@dataclass(frozen=True)
+class BlockGrid:
+    """Blocks of ``block`` pixels (Y, X) over every plane of a stack: keys ``(plane, i, j)``."""
+
+    plane_shape: tuple[int, ...]
+    height: int
+    width: int
+    block: tuple[int, int]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return -(-self.height // self.block[0]), -(-self.width // self.block[1])
+
+    def keys(self) -> list[tuple]:
+        ny, nx = self.counts
+        planes = list(np.ndindex(*self.plane_shape)) if self.plane_shape else [()]
+        return [(tuple(int(p) for p in plane), i, j) for plane in planes for i in range(ny) for j in range(nx)]
+
+    def core(self, key) -> tuple[slice, slice]:
+        _, i, j = key
+        by, bx = self.block
+        return slice(i * by, min((i + 1) * by, self.height)), slice(j * bx, min((j + 1) * bx, self.width))
+
+    def window(self, key, halo: int) -> tuple[slice, slice]:
+        ys, xs = self.core(key)
+        return (slice(max(0, ys.start - halo), min(self.height, ys.stop + halo)),
+                slice(max(0, xs.start - halo), min(self.width, xs.stop + halo)))
+
+    def neighbours(self, key) -> list[tuple]:
+        plane, i, j = key
+        ny, nx = self.counts
+        return [(plane, a, b) for a in range(max(0, i - 1), min(ny, i + 2)) for b in range(max(0, j - 1), min(nx, j + 2))]
+
+    @staticmethod
+    def name(key) -> str:
+        plane, i, j = key
+        return "-".join([*(f"p{p}" for p in plane), f"y{i}", f"x{j}"])
+
+
+@dataclass
+class DistributedResult:
+    """What a distributed prediction did: the output group, blocks, objects, time and speed."""
+
+    path: Path
+    blocks: int
+    computed: int  # blocks predicted by this run (fewer when it resumed an interrupted one)
+    objects: int | None
+    seconds: float
+    megapixels_per_second: float
+    block_seconds: float | None  # mean seconds of compute per predicted block, on a worker
+
+    def summary(self) -> str:
+        objects = "" if self.objects is None else f", {self.objects} objects"
+        return (f"{self.blocks} blocks ({self.computed} computed){objects} in {self.seconds:.1f} s, "
+                f"{self.megapixels_per_second:.2f} MP/s -> {self.path}")
+
+
+# ------------------------------------------------------------------------------ tasks (workers)
+def _mark(run_dir: str, stage: str, key) -> Path:
+    return Path(run_dir) / stage / BlockGrid.name(key)
+
+
+def _predict_task(model, digest, source, axes, key, core, norm, out, settings) -> float:
+    """Predict one block and write its chunk; returns the seconds it took."""
+    from .tiling import predict_block
+
+    t0 = time.perf_counter()
+    net = worker_model(model, digest, settings["device"], settings["threads"])
+    probabilities = predict_block(
+        net, worker_source(source), axes=axes, block=(key[0], *core), normalize=norm if norm else False,
+        tile_shape=settings["tile_shape"], device=next(net.parameters()).device, precision=settings["precision"],
+    )
+    arr = open_prediction(out, "r+")["probabilities"]
+    arr[(slice(None), *key[0], *core)] = probabilities
+    _mark(settings["run_dir"], "predicted", key).touch()
+    return time.perf_counter() - t0
+
+
+def _label_task(out, key, core, window, options, run_dir, *_neighbours):
+    """Label one block's window; keep the core with local ids and the faces (saved, returned)."""
+    arrays = open_prediction(out, "r+")
+    probabilities = np.asarray(arrays["probabilities"][(slice(None), *key[0], *window)])
+    inside = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+    if options["mode"] == "classes":
+        classes = np.argmax(probabilities[(slice(None), *inside)], axis=0).astype(np.uint32)
+        arrays["labels"][(*key[0], *core)] = classes
+        _mark(run_dir, "final", key).touch()
+        return 0, None
+    labels = to_labels(probabilities, **options)
+    local, n, faces = block_labels(labels, inside)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, local=local, n=n, **{f"{f}_ids": faces[f][0] for f in FACES},
+                        **{f"{f}_same": faces[f][1] for f in FACES})
+    atomic_write_bytes(_mark(run_dir, "labelled", key).with_suffix(".npz"), buffer.getvalue())
+    return n, faces
+
+
+def _relabel_task(out, key, core, lut, run_dir) -> None:
+    with np.load(_mark(run_dir, "labelled", key).with_suffix(".npz")) as saved:
+        local = saved["local"]
+    open_prediction(out, "r+")["labels"][(*key[0], *core)] = lut[local]
+    _mark(run_dir, "final", key).touch()
+
+
+def _saved_faces(run_dir: str, key) -> tuple[int, dict]:
+    with np.load(_mark(run_dir, "labelled", key).with_suffix(".npz")) as saved:
+        return int(saved["n"]), {f: (saved[f"{f}_ids"], saved[f"{f}_same"]) for f in FACES}
+
+
+# ------------------------------------------------------------------------------- the job (client)
+@dataclass
+class _Job:
+    model: UNet
+    source: Any  # what workers read: a zarr path or an array
+    data: Any  # the same, opened here
+    axes: str
+    grid: BlockGrid
+    out: Path
+    norm: Any
+    options: dict
+    labels: bool
+    probabilities: bool
+    settings: dict
+    scale: dict | None
+    halo: int
+
+    @property
+    def run_dir(self) -> str:
+        return str(self.out / RUN_DIR)
+
+    def done(self, stage: str, key) -> bool:
+        mark = _mark(self.run_dir, stage, key)
+        return (mark.with_suffix(".npz") if stage == "labelled" else mark).exists()
+
+
+def _open_source(source, axes):
+    """(what workers read, the array here, its axes, its pixel scale)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        data, file_axes = read_image(path)
+        scale = ngff_scale(path) if is_zarr_path(path) else None
+        lazy = is_zarr_path(path) and not isinstance(data, np.ndarray)
+        return (str(path) if lazy else data), data, (axes or file_axes), scale
+    data = as_real_array(source, "source")
+    return data, data, (axes or default_axes(len(data.shape))), None
+
+
+def _block_shape(block_shape, model: UNet) -> tuple[int, int]:
+    g = model.pool_factor
+    if block_shape is None:
+        block_shape = DEFAULT_BLOCK
+    by, bx = check_pair("block_shape", block_shape, minimum=g, maximum=1 << 20)
+    return -(-by // g) * g, -(-bx // g) * g  # blocks start on the pooling grid
+
+
+def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device):
+    from .tiling import normalization_range
+
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not (labels or probabilities):
+        raise ValueError("nothing to write: labels and probabilities are both False")
+    ref, data, axes, scale = _open_source(source, axes)
+    shape = tuple(int(s) for s in data.shape)
+    axes = check_axes(axes, shape, "source")
+    check_channels(model, shape, axes, "source")
+    plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
+    grid = BlockGrid(plane_shape, shape[axes.index("Y")], shape[axes.index("X")], _block_shape(block_shape, model))
+    options = label_options(model)
+    diameter = options.get("cell_diameter")
+    halo = min(min(grid.block), max(32, math.ceil(2 * diameter)) if diameter else 64)
+    norm = normalization_range(model, data, axes=axes)
+    settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None}
+    return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
+                scale, halo)
+
+
+def _fingerprint(job: _Job, digest: str) -> dict:
+    norm = None if job.norm is None else [np.asarray(v).tolist() for v in job.norm]
+    return {
+        "format": 1, "model": digest, "shape": [int(s) for s in job.data.shape], "dtype": str(job.data.dtype),
+        "axes": job.axes, "block": list(job.grid.block), "labels": job.labels, "probabilities": job.probabilities,
+        "options": job.options, "normalization": norm, "precision": job.settings["precision"],
+        "tile_shape": None if job.settings["tile_shape"] is None else list(job.settings["tile_shape"]),
+    }
+
+
+def _open_output(job: _Job, digest: str, overwrite: bool) -> None:
+    """Create the output, or check that an existing one is this run's to resume."""
+    out, run = job.out, Path(job.run_dir)
+    wanted = _fingerprint(job, digest)
+    if out.exists():
+        found = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
+        if found is None and not overwrite:
+            raise exists_error(out)  # a finished output, or not ours
+        if found is not None and found != wanted and not overwrite:
+            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+            raise ValueError(f"{out} holds an interrupted run with other settings ({', '.join(changed)} differ); "
+                             "pass overwrite=True (--overwrite) to start again, or choose another output")
+        if found != wanted:  # overwrite
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if not out.exists() and out.suffix.lower() != ".zarr":
+        raise ValueError(f"out must be a .zarr folder (an OME-Zarr group), got {out}")
+    create_prediction_group(out, n_classes=job.model.config.n_classes, plane_shape=job.grid.plane_shape,
+                            image_shape=(job.grid.height, job.grid.width), block_shape=job.grid.block,
+                            labels=job.labels)
+    for stage in _STAGES:
+        (run / stage).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run / "run.json", json.dumps(wanted, sort_keys=True).encode())
+
+
+def _wait(futures, counter, total):
+    """Yield (done, total) as ``futures`` finish; raise the first task error."""
+    from distributed import as_completed
+
+    for future in as_completed(futures):
+        future.result()  # raises the task's error here
+        counter[0] += 1
+        yield counter[0], total
+
+
+def _submit_blocks(client, job: _Job, model_ref, source_ref, digest: str, run_id: str):
+    """Submit the predict and label tasks still to do: ({key: predict future}, {key: label future})."""
+    keys = job.grid.keys()
+    predicted = {}
+    for key in keys:
+        if not job.done("predicted", key):
+            predicted[key] = client.submit(
+                _predict_task, model_ref, digest, source_ref, job.axes, key, job.grid.core(key), job.norm,
+                str(job.out), job.settings, key=f"napari-unet-predict-{run_id}-{BlockGrid.name(key)}", pure=False)
+    labelled = {}
+    if job.labels:
+        for key in keys:
+            if not (job.done("labelled", key) or job.done("final", key)):
+                deps = [predicted[k] for k in job.grid.neighbours(key) if k in predicted]
+                labelled[key] = client.submit(
+                    _label_task, str(job.out), key, job.grid.core(key), job.grid.window(key, job.halo), job.options,
+                    job.run_dir, *deps, key=f"napari-unet-label-{run_id}-{BlockGrid.name(key)}", pure=False)
+    return predicted, labelled
+
+
+def _merge(job: _Job, labelled: dict) -> tuple[dict, int]:
+    counts, faces = {}, {}
+    for key in job.grid.keys():
+        if key in labelled:
+            counts[key], faces[key] = labelled[key].result()
+        else:
+            counts[key], faces[key] = _saved_faces(job.run_dir, key)
+    luts = merge_faces(counts, faces)
+    objects = max((int(lut.max()) for lut in luts.values() if lut.size > 1), default=0)
+    return luts, objects
+
+
+def _finish(job: _Job) -> None:
+    write_prediction_metadata(job.out, axes=job.axes.replace("C", ""), scale=job.scale,
+                              probabilities=job.probabilities, labels=job.labels,
+                              attrs={"napari_unet": {"blocks": list(job.grid.block), "halo": job.halo}})
+    if not job.probabilities:
+        shutil.rmtree(job.out / PROBABILITIES_PATH, ignore_errors=True)
+    mark_complete(job.out)
+    shutil.rmtree(job.run_dir, ignore_errors=True)
+
+
+def iter_predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
+                             probabilities=True, precision="auto", tile_shape=None, device=None,
+                             overwrite=False) -> Generator[tuple[int, int], None, DistributedResult]:
+    """Generator form of :func:`predict_distributed`: yields ``(done, total)`` tasks; closing it
+    cancels the tasks not yet finished (a later run resumes from the finished blocks)."""
+    t0 = time.monotonic()
+    job = _prepare(model, source, out, block_shape=block_shape, axes=axes, labels=labels,
+                   probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device)
+    digest = model_digest(model)
+    with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
+        _open_output(job, digest, overwrite)
+        job.settings["run_dir"] = job.run_dir
+        connection = connect(client)
+        futures: list = []
+        try:
+            job.settings["threads"] = connection.threads
+            dask_client = connection.client
+            model_ref = dask_client.scatter(copy.deepcopy(model).cpu(), broadcast=True, hash=False)
+            source_ref = job.source if isinstance(job.source, str) else dask_client.scatter(
+                job.source, broadcast=True, hash=False)
+            run_id = uuid.uuid4().hex[:8]
+            predicted, labelled = _submit_blocks(dask_client, job, model_ref, source_ref, digest, run_id)
+            futures = [*predicted.values(), *labelled.values()]
+            keys = job.grid.keys()
+            relabel_todo = [k for k in keys if job.labels and not job.done("final", k)]
+            total, counter = len(futures) + len(relabel_todo), [0]
+            yield 0, total
+            yield from _wait(futures, counter, total)
+            objects = None
+            if job.labels and job.options["mode"] == "instances":
+                luts, objects = _merge(job, labelled)
+                futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k], job.run_dir,
+                                              key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}", pure=False)
+                           for k in relabel_todo if not job.done("final", k)]
+                yield from _wait(futures, counter, total)
+            block_seconds = [f.result() for f in predicted.values()]
+        except BaseException:
+            if futures:
+                connection.client.cancel(futures)
+            raise
+        finally:
+            connection.close()
+        _finish(job)
+    seconds = time.monotonic() - t0
+    pixels = max(int(np.prod(job.grid.plane_shape)), 1) * job.grid.height * job.grid.width
+    return DistributedResult(job.out, len(keys), len(predicted), objects, seconds, pixels / 1e6 / max(seconds, 1e-9),
+                             float(np.mean(block_seconds)) if block_seconds else None)
+
+
+def predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
+                        probabilities=True, precision="auto", progress: Progress | None = None, tile_shape=None,
+                        device=None, overwrite=False) -> DistributedResult:
+    """Predict a large image or stack on a dask cluster into an OME-Zarr group.
+
+    Parameters
+    ----------
+    model : UNet
+    source : str, Path or array
+        A zarr array or group path (OME-Zarr: its first resolution level), or any array (numpy,
+        zarr, dask). A path is opened by each worker and read block by block, so it may be larger
+        than any worker's memory; an array is sent to each worker once.
+    out : str or Path
+        The ``.zarr`` group to write: ``probabilities`` (float32, ``(n_classes, ..., Y, X)``)
+        and ``labels/cells/0`` (uint32 ids unique over the whole stack), see :mod:`napari_unet.ngff`;
+        :func:`napari_unet.ngff.open_prediction` opens them.
+    client : None, str or distributed.Client
+        None: a local cluster of processes sized to the machine (one per GPU); ``"local:N"``; a
+        scheduler address ``"tcp://host:8786"``; or a client.
+    block_shape : int or (int, int)
+        Pixels (Y, X) per block and output chunk (default 1024; rounded up to the pooling factor).
+    axes : str, optional
+        Axes of ``source`` (default: from the file, else YX / ZYX / TZYX / TZCYX).
+    labels, probabilities : bool
+        What to keep (the probabilities are written anyway when labels are asked for, then removed).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        As in :func:`~napari_unet.predict_tiled`; "fp32" makes the probabilities equal to its.
+    progress : callable, optional
+        ``progress(done, total)`` after every finished task; raising in it cancels the run.
+    tile_shape, device :
+        As in :func:`~napari_unet.predict_tiled`, for every worker (default: each worker's own).
+    overwrite : bool
+        Replace a finished output or an interrupted run with other settings.
+
+    Returns
+    -------
+    DistributedResult
+        Blocks, objects, seconds, megapixels per second (``.summary()``).
+    """
+    return drive(iter_predict_distributed(
+        model, source, out, client=client, block_shape=block_shape, axes=axes, labels=labels,
+        probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device, overwrite=overwrite,
+    ), progress)

@@ -1,0 +1,204 @@
+"""Prediction on a dask cluster (napari_unet.predict_distributed): exact probabilities, global
+labels without seams, resumable after a kill, one writer per output.
+
+The network is a hand-set "threshold" U-Net (a few weights of 1 pass the normalized intensity
+through the skip of level 0; the head thresholds it at 0.5), so the cells of the synthetic
+image become cells of the probabilities without any training and the labels are those of a
+segmentation, touching cells included."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+
+from napari_unet import UNet, predict_tiled, save_model  # noqa: E402
+from napari_unet.distributed import BlockGrid, iter_predict_distributed, predict_distributed  # noqa: E402
+from napari_unet.images import is_complete_image  # noqa: E402
+from napari_unet.label_merge import block_labels, merge_faces  # noqa: E402
+from napari_unet.metrics import match_instances  # noqa: E402
+from napari_unet.ngff import open_prediction  # noqa: E402
+from napari_unet.postprocess import label_options, to_labels  # noqa: E402
+from napari_unet.samples import make_touching_cells  # noqa: E402
+
+SHAPE = (1500, 1300)
+FP32 = {"precision": "fp32"}
+
+
+def threshold_unet(depth: int = 2) -> UNet:
+    net = UNet(depth=depth, base_channels=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.inc[0].weight[0, 0, 1, 1] = 1
+        net.inc[2].weight[0, 0, 1, 1] = 1
+        last = net.up[-1].conv
+        last[0].weight[0, 0, 1, 1] = 1
+        last[2].weight[0, 0, 1, 1] = 1
+        net.head.weight[1, 0] = 12
+        net.head.bias[1] = -6
+    net.metadata = {"mode": "instances", "cell_diameter": 22.0,
+                    "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8}}
+    return net
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    image = make_touching_cells(SHAPE, seed=3)[0]
+    source = zarr.open_array(str(root / "image.zarr"), mode="w", shape=SHAPE, chunks=(512, 512), dtype=image.dtype)
+    source[:] = image
+    net = threshold_unet()
+    whole = predict_tiled(net, image, **FP32)
+    return {"root": root, "image": image, "net": net, "whole": whole,
+            "labels": to_labels(whole, **label_options(net)), "source": str(root / "image.zarr")}
+
+
+def _split_objects(whole: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Ids of whole-image objects whose pixels carry more than one id in ``labels``."""
+    both = (whole > 0) & (labels > 0)
+    pairs = np.unique(np.stack([whole[both], labels[both]]), axis=1)
+    ids, counts = np.unique(pairs[0], return_counts=True)
+    return ids[counts > 1]
+
+
+def test_probabilities_exact_and_labels_global_without_seams(data, client, tmp_path):
+    out = tmp_path / "out.zarr"
+    result = predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+    arrays = open_prediction(out)
+    assert np.abs(arrays["probabilities"][...] - data["whole"]).max() <= 1e-6
+    labels = arrays["labels"][...]
+    assert labels.dtype == np.uint32 and labels.shape == SHAPE
+    # objects cross the block faces at 512 and 1024 in both axes
+    crossing = np.unique(data["labels"][:, 510:514])
+    assert len(crossing) > 10
+    assert _split_objects(data["labels"], labels).size == 0
+    assert _split_objects(labels, data["labels"]).size == 0  # nor two objects joined
+    assert match_instances(data["labels"], labels)["f1"] >= 0.995
+    assert result.objects == len(np.unique(labels)) - 1 == int(labels.max())  # ids 1..K, each used
+    assert result.blocks == result.computed == 9
+    assert is_complete_image(out) and not (out / ".napari-unet-run").exists()
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["multiscales"][0]["datasets"][0]["path"] == "probabilities"
+    assert root["labels"].attrs["labels"] == ["cells"]
+    assert [a["name"] for a in root["labels"]["cells"].attrs["multiscales"][0]["axes"]] == ["y", "x"]
+
+
+def test_any_block_shape_and_an_array_source_give_the_same_result(data, client, tmp_path):
+    out = tmp_path / "odd.zarr"
+    predict_distributed(data["net"], data["image"], out, client=client, block_shape=(384, 640), **FP32)
+    arrays = open_prediction(out)
+    assert np.abs(arrays["probabilities"][...] - data["whole"]).max() <= 1e-6
+    assert arrays["probabilities"].chunks == (2, 384, 640)
+    assert _split_objects(data["labels"], arrays["labels"][...]).size == 0
+    assert match_instances(data["labels"], arrays["labels"][...])["f1"] >= 0.995
+
+
+def test_stop_then_resume_equals_an_uninterrupted_run(data, client, tmp_path):
+    out = tmp_path / "resumed.zarr"
+    run = iter_predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+    for done, total in run:
+        if done >= 5:
+            break
+    run.close()  # Stop: the finished blocks keep their marks, the rest is cancelled
+    assert not is_complete_image(out)
+    marks = list((out / ".napari-unet-run" / "predicted").iterdir())
+    assert 0 < len(marks) < 9
+    # a second run with other settings must not mix with the marks of the first
+    with pytest.raises(ValueError, match="interrupted run with other settings"):
+        predict_distributed(data["net"], data["source"], out, client=client, block_shape=256, **FP32)
+    result = predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+    # blocks already running at the Stop finish and count as done too
+    assert result.computed <= 9 - len(marks)
+    arrays = open_prediction(out)
+    assert np.abs(arrays["probabilities"][...] - data["whole"]).max() <= 1e-6
+    assert _split_objects(data["labels"], arrays["labels"][...]).size == 0
+    with pytest.raises(FileExistsError):  # finished: never replaced without overwrite
+        predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+
+
+def test_a_second_run_on_the_same_output_refuses(data, client, tmp_path):
+    out = tmp_path / "busy.zarr"
+    first = iter_predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+    next(first)  # holds the output's lock
+    try:
+        with pytest.raises(FileExistsError, match="being written by another"):
+            predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
+    finally:
+        first.close()
+
+
+def test_killed_client_resumes_from_its_finished_blocks(data, tmp_path):
+    """kill -9 of the process that drives the run (its local cluster dies with it)."""
+    model = tmp_path / "threshold.unet"
+    save_model(data["net"], model)
+    out = tmp_path / "killed.zarr"
+    script = textwrap.dedent(f"""
+        import os
+        from napari_unet import load_model
+        from napari_unet.distributed import predict_distributed
+        def progress(done, total):
+            if done >= 4:
+                os._exit(9)
+        if __name__ == "__main__":
+            predict_distributed(load_model({str(model)!r}), {data['source']!r}, {str(out)!r}, client="local:1",
+                                block_shape=512, progress=progress)
+    """)
+    path = tmp_path / "run.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert not is_complete_image(out)
+    lock = out.parent / f".{out.name}.napari-unet.lock"
+    assert lock.exists()  # left by the killed process: taken over, as its pid is gone
+    env = dict(os.environ)
+    cli = subprocess.run([sys.executable, "-m", "napari_unet", "predict", "-m", str(model), data["source"], "-o", str(out),
+                          "--cluster", "local:1", "--block", "512", "--probabilities", "-q"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "9 blocks (" in cli.stderr and "objects" in cli.stderr
+    computed = int(cli.stderr.split("9 blocks (")[1].split(" computed")[0])
+    assert computed < 9
+    arrays = open_prediction(out)
+    probabilities = arrays["probabilities"][...]
+    assert np.abs(probabilities - predict_tiled(data["net"], data["image"])).max() < 1e-2  # "auto" precision
+    whole = to_labels(probabilities, **label_options(data["net"]))
+    assert _split_objects(whole, arrays["labels"][...]).size == 0
+    assert match_instances(whole, arrays["labels"][...])["f1"] >= 0.995
+
+
+def test_touching_objects_across_a_face_stay_apart_and_cut_objects_join():
+    image = np.zeros((8, 8), int)
+    image[1:4, 2:6] = 1  # crosses the face x = 4
+    image[5:7, 2:4] = 2  # touches object 3 exactly at the face
+    image[5:7, 4:7] = 3
+    grid = BlockGrid((), 8, 8, (8, 4))
+    counts, faces, locals_ = {}, {}, {}
+    for key in grid.keys():
+        ys, xs = grid.core(key)
+        wy, wx = grid.window(key, 2)
+        inside = (slice(ys.start - wy.start, ys.stop - wy.start), slice(xs.start - wx.start, xs.stop - wx.start))
+        locals_[key], counts[key], faces[key] = block_labels(image[wy, wx], inside)
+    luts = merge_faces(counts, faces)
+    merged = np.zeros_like(image)
+    for key in grid.keys():
+        merged[grid.core(key)] = luts[key][locals_[key]]
+    assert len(np.unique(merged[image == 1])) == 1
+    assert merged[5, 3] != merged[5, 4] and merged[5, 3] > 0 and merged[5, 4] > 0
+    assert sorted(np.unique(merged).tolist()) == [0, 1, 2, 3]

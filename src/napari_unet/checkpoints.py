@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 __all__ = ["CHECKPOINT_NAME", "cache_root", "checkpoint_run_dir", "checkpoint_bytes", "read_checkpoint",
-           "optimizer_state"]
+           "optimizer_state", "checkpoint_path", "trainer_checkpoint", "restore_trainer"]
 
 CHECKPOINT_NAME = "checkpoint.unet"
 
@@ -103,3 +103,53 @@ def optimizer_state(opt_json: dict, tensors: dict) -> dict:
                 entry[name[len(prefix):]] = value
         out["state"][int(pid)] = entry
     return out
+
+
+def checkpoint_path(config, path=None) -> Path:
+    """``path``, or by default the checkpoint file of the run folder ``config.checkpoint_dir``."""
+    if path is not None:
+        return path
+    if not config.checkpoint_dir:
+        raise ValueError("no path given and config.checkpoint_dir is not set")
+    return Path(config.checkpoint_dir) / CHECKPOINT_NAME
+
+
+def trainer_checkpoint(trainer, elapsed: float) -> bytes:
+    """The checkpoint of a :class:`napari_unet.Trainer` (read from its public attributes) that
+    has trained ``elapsed`` seconds: model, optimizer, progress, best and averaged weights."""
+    best = trainer.best
+    state = {
+        "iteration": trainer.iteration,
+        "elapsed_s": elapsed,
+        "config": trainer.config.to_dict(),
+        "best_val_loss": best.loss,
+        "best_val_iou": best.iou,
+        "best_iteration": best.iteration,
+        "history": trainer.history,
+        "previous_training": trainer.previous_training,
+    }
+    tensors = {"best": best.state, "ema": trainer.average.state}
+    return checkpoint_bytes(trainer.model, state, trainer.optimizer.state_dict(),
+                            {k: v for k, v in tensors.items() if v is not None})
+
+
+def restore_trainer(trainer, state: dict, tensors: dict, what: str) -> None:
+    """Set a new :class:`napari_unet.Trainer` where the checkpoint (``state`` and ``tensors``
+    from :func:`read_checkpoint`) left off: progress, history, best and averaged weights, and the
+    optimizer state (ModelFileError when it does not fit the optimizer)."""
+    from .model_files import ModelFileError
+
+    trainer.previous_training = state.get("previous_training")
+    trainer.iteration = int(state["iteration"])
+    trainer.elapsed_before = float(state["elapsed_s"])
+    trainer.history = list(state.get("history") or [])
+    best = trainer.best
+    best.loss, best.iou, best.iteration = state.get("best_val_loss"), state.get("best_val_iou"), state.get("best_iteration")
+    if "best" in tensors:
+        best.state = {k: v.to(trainer.device) for k, v in tensors["best"].items()}
+    if "ema" in tensors:
+        trainer.average.state = {k: v.to(trainer.device) for k, v in tensors["ema"].items()}
+    try:
+        trainer.optimizer.load_state_dict(optimizer_state(state["optimizer"], tensors.get("optimizer", {})))
+    except (ValueError, KeyError) as exc:
+        raise ModelFileError(f"{what}: the optimizer state does not fit ({exc}); was config.optimizer changed?") from None

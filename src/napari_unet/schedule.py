@@ -6,7 +6,7 @@ import math
 
 from .config import TrainConfig
 
-__all__ = ["learning_rate", "schedule_factor", "budget_progress", "budget_left", "budget_eta"]
+__all__ = ["learning_rate", "schedule_factor", "budget_progress", "budget_left", "budget_eta", "budget_end", "IterationRate"]
 
 
 def learning_rate(config: TrainConfig) -> float:
@@ -60,3 +60,27 @@ def budget_eta(config: TrainConfig, iteration: int, elapsed: float, it_per_s: fl
     if config.time_limit_s is not None:
         etas.append(max(0.0, config.time_limit_s - elapsed))
     return min(etas) if etas else None
+
+
+def budget_end(config: TrainConfig, iteration: int, elapsed: float) -> str | None:
+    """Why a run ends now: "time limit reached" or "finished" (its budget spent); None while
+    budget is left."""
+    if budget_left(config, iteration, elapsed):
+        return None
+    limit = config.time_limit_s
+    return "time limit reached" if (limit is not None and elapsed >= limit) else "finished"
+
+
+class IterationRate:
+    """Iterations per second of a run, measured anew about every second (``value``, None before
+    the first :meth:`update`)."""
+
+    def __init__(self, now: float, iteration: int):
+        self.since, self.since_iteration = now, iteration
+        self.value: float | None = None
+
+    def update(self, now: float, iteration: int) -> float:
+        if now - self.since >= 1.0 or self.value is None:
+            self.value = (iteration - self.since_iteration) / max(now - self.since, 1e-9)
+            self.since, self.since_iteration = now, iteration
+        return self.value

@@ -35,15 +35,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ._version import __version__
 from .averaging import WeightAverage
-from .checkpoints import CHECKPOINT_NAME, checkpoint_run_dir
+from .best_weights import BestWeights
+from .checkpoints import CHECKPOINT_NAME, checkpoint_path, checkpoint_run_dir, restore_trainer, trainer_checkpoint
 from .config import TrainConfig
 from .events import TrainEvent, TrainResult
 from .loss import validation_scores, weighted_cross_entropy
 from .model_fit import classes_for_training, default_tile_shape, model_config_for
-from .schedule import budget_eta, budget_left, budget_progress, learning_rate, schedule_factor
+from .model_metadata import set_prediction_metadata, training_summary
+from .schedule import IterationRate, budget_end, budget_eta, budget_left, budget_progress, schedule_factor
 from .training_data import TrainingData
+from .training_step import TrainingStep
 
 __all__ = [
     "Trainer",
@@ -57,6 +59,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: the reasons a run ends with its budget spent (a stopped run keeps its best weights)
+_BUDGET_SPENT = ("finished", "time limit reached")
+
 
 def _as_list(value, name: str) -> list:
     if isinstance(value, (list, tuple)):
@@ -64,6 +69,119 @@ def _as_list(value, name: str) -> list:
     if value is None:
         raise ValueError(f"{name} is required")
     return [value]
+
+
+def _inputs(images, annotations, axes) -> tuple[list, list, list]:
+    """``images``, ``annotations`` and ``axes`` as three lists of the same length."""
+    images = _as_list(images, "images")
+    annotations = _as_list(annotations, "annotations")
+    if len(images) != len(annotations):
+        raise ValueError(f"got {len(images)} image(s) but {len(annotations)} annotation(s); give one annotation per image")
+    if not images:
+        raise ValueError("no images given")
+    if axes is None or isinstance(axes, str):
+        return images, annotations, [axes] * len(images)
+    axes_list = list(axes)
+    if len(axes_list) != len(images):
+        raise ValueError(f"got {len(axes_list)} axes strings for {len(images)} images")
+    return images, annotations, axes_list
+
+
+def _kept_normalization(model) -> dict | None:
+    """The normalization of a model to train on (kept), None for a new network."""
+    if model is not None and isinstance(getattr(model, "metadata", None), dict):
+        return model.metadata.get("normalization")
+    return None
+
+
+def _network(model, config: TrainConfig, data: TrainingData, device):
+    """``(n_classes, network on device, its previous training summary)``: ``model`` to train on
+    (checked against the data), or a new network seeded by ``config.seed``."""
+    import torch
+
+    from .model import UNet
+
+    if model is not None and not isinstance(model, UNet):
+        raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+    n_classes = classes_for_training(config, in_channels=data.channels, max_class=data.max_class, model=model)
+    if model is None:
+        torch.manual_seed(config.seed)
+        model = UNet.from_config(model_config_for(config, data.channels, n_classes))
+        model.metadata = {}
+        return n_classes, model.to(device), None
+    model.metadata = dict(model.metadata or {})
+    return n_classes, model.to(device), model.metadata.get("training")
+
+
+def _check_memory(model, input_shape, batch_size: int, device) -> None:
+    """Refuse a tile and batch whose training step cannot fit in memory (before any work)."""
+    import torch
+
+    from .checks import available_memory
+    from .tiling import bytes_per_pixel
+
+    # the forward activations, kept for the backward pass, and their gradients
+    need = 2 * input_shape[0] * input_shape[1] * bytes_per_pixel(model, None) * batch_size
+    room = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    if room is not None and need > room:
+        raise MemoryError(f"training tiles of {input_shape[0]} x {input_shape[1]} pixels in batches of "
+                          f"{batch_size} need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free "
+                          f"on {device}; lower batch_size or tile_shape")
+
+
+class _Preview:
+    """The raw 2D region a run predicts now and then, set from any thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.region, self.normalize = None, True
+
+    def set(self, region, normalize) -> None:
+        with self._lock:
+            self.region = None if region is None else np.asarray(region)
+            self.normalize = normalize
+
+    def get(self):
+        """``(region, normalize)``, None for no region."""
+        with self._lock:
+            return self.region, self.normalize
+
+
+def _predict_region(model, region, normalize, *, device, train_tile, average, stop):
+    """Probabilities of ``region`` by ``model`` (its averaged weights, when ``average`` holds
+    any), in tiles a few times the training tile: fast and within memory on a CPU. None when
+    ``stop()`` turns true."""
+    import torch
+
+    from .tiling import iter_predict_tiled
+
+    tile = tuple(int(s) for s in model.valid_input_shape(tuple(max(256, 2 * s) for s in train_tile)))
+    with torch.no_grad(), average.applied(model):
+        gen = iter_predict_tiled(model, region, device=device, tile_shape=tile, normalize=normalize)
+        return _run_unless(gen, stop)
+
+
+def _done_message(reason: str, best: BestWeights, kept_loss: float | None) -> str:
+    """How a run ended and which weights it kept."""
+    if kept_loss is not None and best.kept == "best":
+        return reason + f"; kept the model of iteration {best.iteration} (validation loss {kept_loss:.4f})"
+    if kept_loss is not None:
+        return reason + (f"; kept the final model (validation loss {kept_loss:.4f}; lowest "
+                         f"{best.loss:.4f} at iteration {best.iteration})")
+    return reason
+
+
+def _run_unless(gen, stop: Callable[[], bool]):
+    """The return value of generator ``gen``; None (the generator closed) when ``stop()`` turns
+    true between two of its steps."""
+    try:
+        while True:
+            next(gen)
+            if stop():
+                gen.close()
+                return None
+    except StopIteration as done:
+        return done.value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,128 +219,60 @@ class Trainer:
     """
 
     def __init__(self, images, annotations, *, config: TrainConfig | None = None, model=None, axes=None, preview=None):
-        import torch
-
         from .devices import select_device
-        from .model import UNet
 
         self.config = config if config is not None else TrainConfig()
         if not isinstance(self.config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(self.config).__name__}")
         cfg = self.config
-        images = _as_list(images, "images")
-        annotations = _as_list(annotations, "annotations")
-        if len(images) != len(annotations):
-            raise ValueError(f"got {len(images)} image(s) but {len(annotations)} annotation(s); give one annotation per image")
-        if not images:
-            raise ValueError("no images given")
-        if axes is None or isinstance(axes, str):
-            axes_list = [axes] * len(images)
-        else:
-            axes_list = list(axes)
-            if len(axes_list) != len(images):
-                raise ValueError(f"got {len(axes_list)} axes strings for {len(images)} images")
-        self._lock = threading.Lock()
+        images, annotations, axes_list = _inputs(images, annotations, axes)
         self._stop_event = threading.Event()
-        self._preview = None
+        self._preview = _Preview()
         self.history: list[dict] = []
-        self.device = select_device(cfg.device)
-
-        # --- checks and training planes, all before any training
-        kept_norm = None
-        if model is not None and isinstance(getattr(model, "metadata", None), dict):
-            kept_norm = model.metadata.get("normalization")  # keep the model's normalization
-        self.data = TrainingData(images, annotations, axes_list, config=cfg, normalization=kept_norm)
-        in_channels = self.data.channels
-        if model is not None and not isinstance(model, UNet):
-            raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
-        n_classes = classes_for_training(cfg, in_channels=in_channels, max_class=self.data.max_class, model=model)
-        self.n_classes = n_classes
-        # instance mode with a third class, the cell border (a continued model keeps its kind)
-        self.borders = cfg.mode == "instances" and n_classes == 3
-
-        # --- the model
-        if model is None:
-            torch.manual_seed(cfg.seed)
-            model = UNet.from_config(model_config_for(cfg, in_channels, n_classes))
-            model.metadata = {}
-            self._previous_training = None
-        else:
-            model.metadata = dict(model.metadata or {})
-            self._previous_training = model.metadata.get("training")
-        self.normalization = self.data.normalization
-        self.model = model.to(self.device)
-        self.input_shape = default_tile_shape(self.model, cfg)
-        self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
-        self.batch_size = int(cfg.batch_size)
-        self._check_memory()
-        self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
-
-        # --- data: targets, validation split, sampler
-        self._build_data(cfg.seed)
-        if preview is not None:
-            self.set_preview(preview)
-
-        # --- optimizer
-        self.base_lr = learning_rate(cfg)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=self.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=self.base_lr, weight_decay=cfg.weight_decay)
         self.iteration = 0
-        self._elapsed_before = 0.0
+        self.elapsed_before = 0.0  # seconds trained before this run (a resumed checkpoint's)
         # the clock of time limits, it/s and ETA; a benchmark on a shared machine may swap in a
         # CPU-time clock (e.g. ``lambda: time.process_time() / n_threads``)
         self.clock: Callable[[], float] = time.perf_counter
-        self.best_val_loss: float | None = None
-        self.best_val_iou: float | None = None
-        self.best_iteration: int | None = None
-        self._best_state: dict | None = None
-        self._last_val: tuple[int, float, float] | None = None  # (iteration, loss, IoU) of the latest validation
-        self.kept: str | None = None  # "best" or "last": the weights the finished model holds
-        self.kept_iteration: int | None = None
+        self.best = BestWeights()
         self.average = WeightAverage(cfg.ema_decay)
         self.stopped = False
         self._finished = False
-        self._amp_dtype = None
-        self._scaler = None
-        if self.device.type == "cuda" and cfg.mixed_precision:
-            self._amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            if self._amp_dtype == torch.float16:
-                self._scaler = torch.amp.GradScaler("cuda")
+        self.device = select_device(cfg.device)
+
+        # --- checks and training planes, all before any training; the model, its tile, the optimizer
+        self.data = TrainingData(images, annotations, axes_list, config=cfg, normalization=_kept_normalization(model))
+        self.n_classes, self.model, self.previous_training = _network(model, cfg, self.data, self.device)
+        # instance mode with a third class, the cell border (a continued model keeps its kind)
+        self.borders = cfg.mode == "instances" and self.n_classes == 3
+        self.normalization = self.data.normalization
+        self.input_shape = default_tile_shape(self.model, cfg)
+        self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
+        self.batch_size = int(cfg.batch_size)
+        _check_memory(self.model, self.input_shape, self.batch_size, self.device)
+        self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
+        self._build_data(cfg.seed)
+        if preview is not None:
+            self.set_preview(preview)
+        self.training_step = TrainingStep(self.model, cfg, self.device)
+
+    best_val_loss = property(lambda self: self.best.loss, doc="The lowest validation loss so far.")
+    best_val_iou = property(lambda self: self.best.iou, doc="The validation IoU of the best weights.")
+    best_iteration = property(lambda self: self.best.iteration, doc="The iteration of the best weights.")
+    kept = property(lambda self: self.best.kept, doc='"best" or "last": the weights the finished model holds.')
+    kept_iteration = property(lambda self: self.best.kept_iteration, doc="The iteration of the kept weights.")
+    optimizer = property(lambda self: self.training_step.optimizer, doc="The torch optimizer.")
 
     # ------------------------------------------------------------------ inputs
-
-    def _check_memory(self) -> None:
-        """Refuse a tile and batch whose training step cannot fit in memory (before any work)."""
-        import torch
-
-        from .checks import available_memory
-        from .tiling import bytes_per_pixel
-
-        # the forward activations, kept for the backward pass, and their gradients
-        need = 2 * self.input_shape[0] * self.input_shape[1] * bytes_per_pixel(self.model, None) * self.batch_size
-        room = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else available_memory()
-        if room is not None and need > room:
-            raise MemoryError(f"training tiles of {self.input_shape[0]} x {self.input_shape[1]} pixels in batches of "
-                              f"{self.batch_size} need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free "
-                              f"on {self.device}; lower batch_size or tile_shape")
 
     def targets_for(self, ann):
         """Training targets (:class:`napari_unet.data.Targets`) of one 2D annotation plane, as this
         trainer makes them (gaps, ring, borders and loss weights of its config and model)."""
         return self.data.targets_for(ann, n_classes=self.n_classes, borders=self.borders)
 
-    @property
-    def sampler(self):
-        """The tile sampler of the training pixels."""
-        return self.data.sampler
-
-    @property
-    def val_sampler(self):
-        """The tile sampler of the held-out validation pixels (None when nothing is held out)."""
-        return self.data.val_sampler
+    sampler = property(lambda self: self.data.sampler, doc="The tile sampler of the training pixels.")
+    val_sampler = property(lambda self: self.data.val_sampler,
+                           doc="The tile sampler of the held-out validation pixels (None when nothing is held out).")
 
     def _build_data(self, seed: int):
         self.data.build(seed=seed, n_classes=self.n_classes, borders=self.borders, input_shape=self.input_shape,
@@ -250,8 +300,7 @@ class Trainer:
             return
         self._update_cell_diameter()
         # the validation pixels changed: earlier losses and the model kept are not comparable
-        self.best_val_loss = self.best_val_iou = self.best_iteration = None
-        self._best_state = None
+        self.best.forget()
         logger.info("annotations updated at iteration %d", self.iteration)
 
     def set_preview(self, image_region, normalize=True) -> None:
@@ -261,9 +310,7 @@ class Trainer:
         own percentiles; ``(lows, highs)`` with given ones, e.g. those of the whole stack the
         region is a plane of (:meth:`intensity_range`), as training normalizes it.
         """
-        with self._lock:
-            self._preview = None if image_region is None else np.asarray(image_region)
-            self._preview_normalize = normalize
+        self._preview.set(image_region, normalize)
 
     def intensity_range(self, index: int):
         """``(lows, highs)`` that training maps to 0 and 1 in image ``index`` (None: no normalization)."""
@@ -273,41 +320,16 @@ class Trainer:
         """Ask :meth:`run` to end (thread-safe); it ends within about a second keeping the best model."""
         self._stop_event.set()
 
-    @property
-    def total_iterations(self) -> int | None:
-        return None if self.config.iterations is None else int(self.config.iterations)
+    total_iterations = property(lambda self: None if self.config.iterations is None else int(self.config.iterations),
+                                doc="The iteration budget (None: a time limit only).")
 
     # ------------------------------------------------------------------ the loop
 
-    def _progress(self, elapsed: float) -> float:
-        return budget_progress(self.config, self.iteration, elapsed)
-
-    def _budget_left(self, elapsed: float) -> bool:
-        return budget_left(self.config, self.iteration, elapsed)
-
-    def _eta(self, elapsed: float, it_per_s: float | None) -> float | None:
-        return budget_eta(self.config, self.iteration, elapsed, it_per_s)
-
     def _step(self, batch) -> float:
-        import torch
-
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self._amp_dtype is not None:
-            with torch.autocast(device_type="cuda", dtype=self._amp_dtype):
-                logits = self.model(batch.image)
-        else:
-            logits = self.model(batch.image)
-        loss = weighted_cross_entropy(logits, batch.target, batch.weights)
-        if self._scaler is not None:
-            self._scaler.scale(loss).backward()
-            self._scaler.step(self.optimizer)
-            self._scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        """One optimization step on ``batch``, then the weight average follows; returns the loss."""
+        loss = self.training_step(self.model, batch)
         self.average.update(self.model, self.iteration)
-        return float(loss.detach())
+        return loss
 
     def run(self) -> Iterator[TrainEvent]:
         """Train, yielding a :class:`TrainEvent` every ``config.log_every`` iterations and at
@@ -316,104 +338,89 @@ class Trainer:
         Closing the generator early (or :meth:`stop`) also ends training and restores the best
         model.
         """
-        cfg = self.config
         if self._finished:
             raise RuntimeError("this Trainer has finished; make a new one (pass model=trainer.model to train on)")
         t0 = self.clock()
-        last_checkpoint = t0
-        rate_t, rate_it = t0, self.iteration
-        it_per_s = None
-        loss = None
-        reason = "finished"
-        budget_used = False  # a run stopped or closed early keeps its best weights
-        recent: list[float] = []
+        self._last_checkpoint = t0
+        rate = IterationRate(t0, self.iteration)
+        loss = reason = None
         try:
             while True:
-                elapsed = self._elapsed_before + self.clock() - t0
-                if self._stop_event.is_set():
-                    reason = "stopped"
-                    break
-                if not self._budget_left(elapsed):
-                    reason = "time limit reached" if (cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s) else "finished"
-                    budget_used = True
+                elapsed = self.elapsed_before + self.clock() - t0
+                reason = "stopped" if self._stop_event.is_set() else budget_end(self.config, self.iteration, elapsed)
+                if reason is not None:
                     break
                 self._apply_pending()
-                factor = schedule_factor(cfg.lr_schedule, self._progress(elapsed))
-                lr = self.base_lr * factor
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                batch = self.sampler.sample(self.batch_size, device=self.device)
-                loss = self._step(batch)
+                lr = self.training_step.base_lr * schedule_factor(self.config.lr_schedule,
+                                                                  budget_progress(self.config, self.iteration, elapsed))
+                self.training_step.set_learning_rate(lr)
+                loss = self._step(self.sampler.sample(self.batch_size, device=self.device))
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} at iteration {self.iteration + 1}; lower the learning rate"
                     )
                 self.iteration += 1
-                recent.append(loss)
                 now = self.clock()
-                elapsed = self._elapsed_before + now - t0
-                if now - rate_t >= 1.0 or it_per_s is None:
-                    it_per_s = (self.iteration - rate_it) / max(now - rate_t, 1e-9)
-                    rate_t, rate_it = now, self.iteration
-                record = {"iteration": self.iteration, "loss": loss, "learning_rate": lr, "elapsed_s": elapsed}
-                self.history.append(record)
-                event = dict(iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
-                             it_per_s=it_per_s, eta_s=self._eta(elapsed, it_per_s), elapsed_s=elapsed,
-                             learning_rate=lr, best_val_loss=self.best_val_loss)
-                if self.iteration % max(1, cfg.log_every) == 0:
-                    yield TrainEvent("step", **event)
-                last = not self._budget_left(elapsed)
-                if self.data.val_batches and (self.iteration % max(1, cfg.validate_every) == 0 or last):
-                    result = self._validate()
-                    if result is None:  # stopped during validation
-                        continue
-                    val_loss, val_iou = result
-                    record.update(val_loss=val_loss, val_iou=val_iou)
-                    event.update(best_val_loss=self.best_val_loss)
-                    yield TrainEvent("validation", val_loss=val_loss, val_iou=val_iou, **event)
-                if cfg.preview_every and self._preview is not None and (self.iteration % cfg.preview_every == 0 or last):
-                    probabilities = self._predict_preview()
-                    if probabilities is not None:
-                        yield TrainEvent("preview", preview=probabilities, **event)
-                if cfg.checkpoint_dir and self.clock() - last_checkpoint >= cfg.checkpoint_every_s:
-                    path = self.save_checkpoint(elapsed=elapsed)
-                    last_checkpoint = self.clock()
-                    yield TrainEvent("checkpoint", message=str(path), **event)
+                elapsed = self.elapsed_before + now - t0
+                event = self._record(loss, lr, elapsed, rate.update(now, self.iteration))
+                yield from self._reports(event, elapsed)
         except (GeneratorExit, KeyboardInterrupt):
             reason = "stopped"  # closed early or Ctrl-C: the same end as stop()
             raise
         finally:
             # also runs when the consumer closes the generator early
-            elapsed = self._elapsed_before + self.clock() - t0
+            elapsed = self.elapsed_before + self.clock() - t0
             if not self._finished:
                 self.stopped = reason == "stopped"
-                self._finish(elapsed, budget_used=budget_used)
-        message = reason
-        kept_loss, kept_iou = self._kept_validation()
-        if kept_loss is not None and self.kept == "best":
-            message += f"; kept the model of iteration {self.best_iteration} (validation loss {kept_loss:.4f})"
-        elif kept_loss is not None:
-            message += (f"; kept the final model (validation loss {kept_loss:.4f}; lowest "
-                        f"{self.best_val_loss:.4f} at iteration {self.best_iteration})")
-        if cfg.checkpoint_dir:
+                self._finish(elapsed, budget_used=reason in _BUDGET_SPENT)
+        if self.config.checkpoint_dir:
             self.save_checkpoint(elapsed=elapsed)
-        yield TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
-                         val_loss=kept_loss, val_iou=kept_iou, it_per_s=it_per_s, eta_s=0.0,
-                         elapsed_s=elapsed, message=message, best_val_loss=self.best_val_loss)
+        yield self._done_event(reason, loss, rate.value, elapsed)
+
+    def _record(self, loss: float, lr: float, elapsed: float, it_per_s: float) -> dict:
+        """Add the iteration just done to the history; the fields of its events."""
+        self.history.append({"iteration": self.iteration, "loss": loss, "learning_rate": lr, "elapsed_s": elapsed})
+        return dict(iteration=self.iteration, total_iterations=self.total_iterations, loss=loss, it_per_s=it_per_s,
+                    eta_s=budget_eta(self.config, self.iteration, elapsed, it_per_s), elapsed_s=elapsed,
+                    learning_rate=lr, best_val_loss=self.best.loss)
+
+    def _reports(self, event: dict, elapsed: float) -> Iterator[TrainEvent]:
+        """The events of the iteration just done: its step, then validation, preview and
+        checkpoint when they are due (the last iteration validates and previews)."""
+        cfg = self.config
+        if self.iteration % max(1, cfg.log_every) == 0:
+            yield TrainEvent("step", **event)
+        last = not budget_left(cfg, self.iteration, elapsed)
+        if self.data.val_batches and (self.iteration % max(1, cfg.validate_every) == 0 or last):
+            scores = self._validate()
+            if scores is None:  # stopped during validation
+                return
+            val_loss, val_iou = scores
+            self.history[-1].update(val_loss=val_loss, val_iou=val_iou)
+            event.update(best_val_loss=self.best.loss)
+            yield TrainEvent("validation", val_loss=val_loss, val_iou=val_iou, **event)
+        if cfg.preview_every and self._preview.region is not None and (self.iteration % cfg.preview_every == 0 or last):
+            probabilities = self._predict_preview()
+            if probabilities is not None:
+                yield TrainEvent("preview", preview=probabilities, **event)
+        if cfg.checkpoint_dir and self.clock() - self._last_checkpoint >= cfg.checkpoint_every_s:
+            path = self.save_checkpoint(elapsed=elapsed)
+            self._last_checkpoint = self.clock()
+            yield TrainEvent("checkpoint", message=str(path), **event)
 
     def _finish(self, elapsed: float, *, budget_used: bool = False):
         self._finished = True
-        self._elapsed_before = elapsed
+        self.elapsed_before = elapsed
         keep_last = budget_used and self.config.keep_model == "last"  # stopped early: the best
-        if self._best_state is not None and not keep_last:
-            self.model.load_state_dict(self._best_state)
-            self.kept, self.kept_iteration = "best", self.best_iteration
-        else:
-            if self.average.state is not None:
-                self.model.load_state_dict(self.average.state)
-            self.kept, self.kept_iteration = "last", self.iteration
+        self.best.keep(self.model, self.average, self.iteration, keep_last=keep_last)
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
+
+    def _done_event(self, reason: str, loss, it_per_s, elapsed: float) -> TrainEvent:
+        kept_loss, kept_iou = self.best.kept_scores(self.iteration)
+        return TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
+                          val_loss=kept_loss, val_iou=kept_iou, it_per_s=it_per_s, eta_s=0.0, elapsed_s=elapsed,
+                          message=_done_message(reason, self.best, kept_loss), best_val_loss=self.best.loss)
 
     # ------------------------------------------------------------------ validation / preview
 
@@ -421,137 +428,41 @@ class Trainer:
         """Loss and foreground IoU on the held-out pixels; keeps the best weights. None when stopped."""
         with self.average.applied(self.model):
             scores = validation_scores(self.model, self.data.val_batches, self.n_classes,
-                                       amp_dtype=self._amp_dtype, stop=self._stop_event.is_set)
+                                       amp_dtype=self.training_step.amp_dtype, stop=self._stop_event.is_set)
         if scores is None:
             return None
         val_loss, val_iou = scores
-        self._last_val = (self.iteration, val_loss, val_iou)
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
-            self.best_val_loss = val_loss
-            self.best_val_iou = val_iou
-            self.best_iteration = self.iteration
-            source = self.average.state if self.average.state is not None else self.model.state_dict()
-            self._best_state = {k: v.detach().clone() for k, v in source.items()}
+        self.best.record(self.iteration, val_loss, val_iou, self.model, self.average)
         return val_loss, val_iou
 
-    def _predict_tile(self):
-        # a prediction tile a few times the training tile: fast and within memory on a CPU
-        return tuple(int(s) for s in self.model.valid_input_shape(tuple(max(256, 2 * s) for s in self.input_shape)))
-
     def _predict_preview(self):
-        import torch
-
-        from .tiling import iter_predict_tiled
-
-        with self._lock:
-            region = self._preview
-            normalize = getattr(self, "_preview_normalize", True)
+        region, normalize = self._preview.get()
         if region is None:
             return None
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=None)
-        with torch.no_grad(), self.average.applied(self.model):
-            gen = iter_predict_tiled(self.model, region, device=self.device, tile_shape=self._predict_tile(),
-                                     normalize=normalize)
-            try:
-                while True:
-                    next(gen)
-                    if self._stop_event.is_set():
-                        gen.close()
-                        return None
-            except StopIteration as stop:
-                return stop.value
+        return _predict_region(self.model, region, normalize, device=self.device, train_tile=self.input_shape,
+                               average=self.average, stop=self._stop_event.is_set)
 
     # ------------------------------------------------------------------ metadata / checkpoints
 
     def _set_metadata(self, *, iterations: int, elapsed: float | None):
-        cfg = self.config
-        meta = self.model.metadata
-        meta["mode"] = cfg.mode
-        if cfg.class_names is not None:
-            names = list(cfg.class_names)
-        elif meta.get("class_names") and len(meta["class_names"]) == self.n_classes:
-            names = list(meta["class_names"])
-        elif cfg.mode == "instances":
-            names = ["background", "cell", "cell border"] if self.borders else ["background", "cell"]
-        else:
-            names = ["background"] + [f"class {k}" for k in range(2, self.n_classes + 1)]
-        if len(names) != self.n_classes:
-            raise ValueError(f"config.class_names has {len(names)} names for {self.n_classes} classes")
-        meta["class_names"] = names
-        if self.borders:
-            meta["border_class"] = 2
-        else:
-            meta.pop("border_class", None)
-        meta["normalization"] = dict(self.normalization)
-        meta["axes"] = "YX" if self.model.config.in_channels == 1 else "CYX"
-        meta["tile"] = {
-            "train_input_shape": list(self.input_shape),
-            "train_output_shape": list(self.output_shape),
-            "padding": self.model.config.padding,
-        }
-        if elapsed is None:
-            return
-        previous = self._previous_training or {}
-        kept_loss, kept_iou = self._kept_validation()
-        meta["training"] = {
-            "iterations": int(iterations),
-            "total_iterations": int(previous.get("total_iterations", 0)) + int(iterations),
-            "elapsed_s": round(float(elapsed), 3),
-            "best_iteration": getattr(self, "best_iteration", None),
-            "best_val_loss": getattr(self, "best_val_loss", None),
-            "best_val_iou": getattr(self, "best_val_iou", None),
-            "kept": getattr(self, "kept", None),
-            "kept_iteration": getattr(self, "kept_iteration", None),
-            "kept_val_loss": kept_loss,
-            "kept_val_iou": kept_iou,
-            "final_loss": self.history[-1]["loss"] if getattr(self, "history", None) else None,
-            "stopped": bool(getattr(self, "stopped", False)),
-            "n_images": len(self.data.images),
-            "n_annotated_pixels": int(self.data.n_annotated),
-            "device": str(self.device),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "package_version": __version__,
-            "continued_from": previous or None,
-            "config": cfg.to_dict(),
-        }
-
-    def _kept_validation(self) -> tuple[float | None, float | None]:
-        """Validation loss and IoU of the weights the finished model holds (None where unknown)."""
-        kept = getattr(self, "kept", None)
-        if kept == "best":
-            return self.best_val_loss, self.best_val_iou
-        last = getattr(self, "_last_val", None)
-        if kept == "last" and last is not None and last[0] == self.iteration:
-            return last[1], last[2]
-        return None, None
+        """What prediction needs into the model's metadata; with ``elapsed``, the training summary."""
+        set_prediction_metadata(self.model, self.config, n_classes=self.n_classes, borders=self.borders,
+                                normalization=self.normalization, input_shape=self.input_shape,
+                                output_shape=self.output_shape)
+        if elapsed is not None:
+            self.model.metadata["training"] = training_summary(self, iterations=iterations, elapsed=elapsed)
 
     def save_checkpoint(self, path=None, *, elapsed: float | None = None) -> Path:
         """Write model + optimizer + progress to ``path`` (default ``checkpoint_dir/checkpoint.unet``),
         atomically. The file is also a model file that :func:`napari_unet.load_model` reads."""
-        from .checkpoints import checkpoint_bytes
         from .outputs import atomic_write_bytes
 
-        if path is None:
-            if not self.config.checkpoint_dir:
-                raise ValueError("no path given and config.checkpoint_dir is not set")
-            path = Path(self.config.checkpoint_dir) / CHECKPOINT_NAME
-        elapsed = self._elapsed_before if elapsed is None else elapsed
+        path = checkpoint_path(self.config, path)
+        elapsed = self.elapsed_before if elapsed is None else elapsed
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
-        state = {
-            "iteration": self.iteration,
-            "elapsed_s": elapsed,
-            "config": self.config.to_dict(),
-            "best_val_loss": self.best_val_loss,
-            "best_val_iou": self.best_val_iou,
-            "best_iteration": self.best_iteration,
-            "history": self.history,
-            "previous_training": self._previous_training,
-        }
-        tensors = {"best": self._best_state, "ema": self.average.state}
-        data = checkpoint_bytes(self.model, state, self.optimizer.state_dict(),
-                                {k: v for k, v in tensors.items() if v is not None})
-        return atomic_write_bytes(path, data)
+        return atomic_write_bytes(path, trainer_checkpoint(self, elapsed))
 
     @classmethod
     def resume(cls, path, images, annotations, *, config: TrainConfig | None = None, axes=None, preview=None) -> "Trainer":
@@ -562,30 +473,12 @@ class Trainer:
         seed derived from the iteration, so a resumed run is reproducible but not bit-identical
         to an uninterrupted one.
         """
-        from .checkpoints import optimizer_state, read_checkpoint
-        from .model_files import ModelFileError
+        from .checkpoints import read_checkpoint
 
         model, state, extra_tensors, what = read_checkpoint(path)
-        if config is None:
-            config = TrainConfig.from_dict(state["config"])
-        config = dataclasses.replace(config, seed=int(config.seed) + int(state["iteration"]))
-        trainer = cls(images, annotations, config=config, model=model, axes=axes, preview=preview)
-        trainer._previous_training = state.get("previous_training")
-        trainer.iteration = int(state["iteration"])
-        trainer._elapsed_before = float(state["elapsed_s"])
-        trainer.history = list(state.get("history") or [])
-        trainer.best_val_loss = state.get("best_val_loss")
-        trainer.best_val_iou = state.get("best_val_iou")
-        trainer.best_iteration = state.get("best_iteration")
-        if "best" in extra_tensors:
-            trainer._best_state = {k: v.to(trainer.device) for k, v in extra_tensors["best"].items()}
-        if "ema" in extra_tensors:
-            trainer.average.state = {k: v.to(trainer.device) for k, v in extra_tensors["ema"].items()}
-        opt_state = optimizer_state(state["optimizer"], extra_tensors.get("optimizer", {}))
-        try:
-            trainer.optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError) as exc:
-            raise ModelFileError(f"{what}: the optimizer state does not fit ({exc}); was config.optimizer changed?") from None
-        # restore the original seed in the stored config
-        trainer.config = dataclasses.replace(config, seed=int(config.seed) - int(state["iteration"]))
+        config = config if config is not None else TrainConfig.from_dict(state["config"])
+        shifted = dataclasses.replace(config, seed=int(config.seed) + int(state["iteration"]))
+        trainer = cls(images, annotations, config=shifted, model=model, axes=axes, preview=preview)
+        restore_trainer(trainer, state, extra_tensors, what)
+        trainer.config = dataclasses.replace(config, seed=int(config.seed))  # the original seed in the stored config
         return trainer

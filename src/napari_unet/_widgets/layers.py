@@ -267,3 +267,22 @@ def layer_annotation_problems(image_layer, labels_layer, mode: str = "instances"
         ], []
     return annotation_problems(spatial_shape(image_layer), labels_layer.data, mode,
                                image_name=image_layer.name, labels_name=labels_layer.name)
+
+
+def write_plane_layer(viewer, image, suffix: str, kind: str, plane, index, shape, dtype, **kwargs):
+    """Write one plane into the layer ``<image name><suffix>`` of ``kind`` (created at the image's
+    full ``shape`` when missing or of another shape, else updated in place)."""
+    name = image.name + suffix
+    layer = next((l for l in viewer.layers if l.name == name and is_kind(l, kind)), None)
+    if layer is None or tuple(layer.data.shape) != shape:
+        data = np.zeros(shape, dtype=dtype)
+        data[index] = plane
+        return upsert_layer(viewer, name, kind, data, source_layer=image, **kwargs)
+    if index:
+        layer.data[index] = plane
+    else:
+        layer.data[...] = plane
+    if "contrast_limits" in kwargs and kind == "image":
+        layer.contrast_limits = kwargs["contrast_limits"]
+    layer.refresh()
+    return layer

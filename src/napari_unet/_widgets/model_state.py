@@ -99,3 +99,50 @@ def load_model_into(holder: ModelHolder, path, device=None):
     holder.set_model(model, describe_model(model, f"loaded from {Path(path).name}"))
     notify_info(f"Model loaded from {path}")
     return model
+
+
+def save_model_file(model, path):
+    """Save ``model`` to ``path`` (``.unet`` added when missing; a file there is replaced: the save
+    dialog asked); the path written, or None after an error notification."""
+    from pathlib import Path
+
+    from ..model_files import save_model
+
+    path = Path(path)
+    if path.suffix != ".unet":
+        path = path.with_suffix(".unet")
+    try:
+        save_model(model, path, overwrite=True)
+    except (OSError, ValueError) as exc:
+        notify_error(f"Could not save the model to {path}: {plain_error(exc)}")
+        return None
+    notify_info(f"Model saved to {path}")
+    return path
+
+
+def export_model_file(model, path, *, sample=None, overwrite: bool = False):
+    """Export ``model`` as a bioimage.io package to ``path`` (``.zip`` added when missing) under a
+    wait cursor; the path written, or None after an error notification."""
+    from pathlib import Path
+
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    from ..bioimageio import export_bioimageio
+
+    path = Path(path)
+    if not path.name.endswith(".zip"):
+        path = path.with_name(path.name + ".zip")
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        export_bioimageio(model, path, sample=sample, overwrite=overwrite)
+    except FileExistsError:
+        notify_error(f"{path} exists: choose another name (nothing was overwritten).")
+        return None
+    except (OSError, ValueError, RuntimeError) as exc:
+        notify_error(f"Could not export the model to {path}: {plain_error(exc)}")
+        return None
+    finally:
+        QApplication.restoreOverrideCursor()
+    notify_info(f"bioimage.io package written to {path}")
+    return path

@@ -10,32 +10,28 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
-from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..axes import channels_last_to_first
 from ..progress import format_seconds
 from ..train_job import TrainJob
+from .annotation_sync import AnnotationSync
 from .controls import device_label, select_model_mode
-from .layers import (PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, current_plane_index, disconnect_all,
-                     image_axes, image_plane, is_kind, layer_annotation_problems, spatial_shape, upsert_layer)
+from .layers import current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems
 from .loss_plot import LossPlot
-from .model_state import ask_export_path, ask_model_path, describe_model, model_holder
+from .model_panel import ModelPanel
+from .model_state import (ask_export_path, ask_model_path, describe_model, export_model_file, model_holder,
+                          save_model_file)
 from .notify import notify_error, notify_info, notify_warning, plain_error
 from .pair_table import PairTable
+from .train_progress import TrainProgressView
 from .train_settings import TrainSettings
 from .workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
-
-
-# hand freshly painted annotations to the trainer at most this often
-SYNC_EVERY_S = 1.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -53,9 +49,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self.holder = model_holder(napari_viewer)
         self.job: TrainJob | None = None
         self._pairs: list = []
-        self._dirty: set[int] = set()
-        self._last_sync = 0.0
-        self._connections: list = []
+        self.annotation_sync = AnnotationSync()
         self._started_at = 0.0
 
         layout = QVBoxLayout(self)
@@ -86,29 +80,14 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self._add_progress(layout, 1)
         self.loss_plot = LossPlot()
         layout.addWidget(self.loss_plot)
+        self.view = TrainProgressView(napari_viewer, self.progress, self.status_label, self.loss_plot)
 
-        group = QGroupBox("Model")
-        group_layout = QVBoxLayout(group)
-        self.model_label = QLabel(self.holder.description)
-        self.model_label.setWordWrap(True)
-        group_layout.addWidget(self.model_label)
-        model_buttons = QHBoxLayout()
-        self.save_button = QPushButton("Save model…")
-        self.save_button.setToolTip("Save the model (weights, architecture, normalization, classes) to a .unet file.")
-        self.save_button.clicked.connect(self.save_model)
-        self.load_button = QPushButton("Load model…")
-        self.load_button.setToolTip("Load a .unet model file (to predict with, or to continue training).")
-        self.load_button.clicked.connect(self.load_model)
-        self.export_button = QPushButton("Export bioimage.io…")
-        self.export_button.setToolTip(
-            "Export the model as a bioimage.io package (zip) for ilastik, deepImageJ (Fiji), QuPath and the "
-            "bioimage.io model zoo; the visible plane of the first training image becomes its test image.")
-        self.export_button.clicked.connect(self.export_bioimageio)
-        model_buttons.addWidget(self.save_button)
-        model_buttons.addWidget(self.load_button)
-        group_layout.addLayout(model_buttons)
-        group_layout.addWidget(self.export_button)
-        layout.addWidget(group)
+        self.model_panel = ModelPanel(
+            self.holder, self.load_model, save=self.save_model, export=self.export_bioimageio,
+            load_tooltip="Load a .unet model file (to predict with, or to continue training).")
+        self.model_label, self.load_button = self.model_panel.label, self.model_panel.load_button
+        self.save_button, self.export_button = self.model_panel.save_button, self.model_panel.export_button
+        layout.addWidget(self.model_panel)
         layout.addStretch(1)
 
         self.holder.changed.connect(self._on_model_changed)
@@ -123,47 +102,17 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self.start_button.setEnabled(not running)
         self.continue_button.setEnabled(not running and has_model)
         self.stop_button.setEnabled(running)
-        self.load_button.setEnabled(not running)
-        self.save_button.setEnabled(has_model)
-        self.export_button.setEnabled(has_model and not running)
+        self.model_panel.set_running(running, has_model)
         for widget in (self.pair_table, self.mode_combo, self.preset_combo, self.batch_spin,
                        self.augment_check, self.device_combo):
             widget.setEnabled(not running)
 
     def _on_model_changed(self, description: str) -> None:
-        self.model_label.setText(description)
         self._set_running(self.is_running)
 
     def train_config(self, continue_training: bool = False, model=None):
-        from ..config import AugmentConfig, TrainConfig, model_preset
-
-        iterations = self.iterations_spin.value() or None
-        minutes = self.time_spin.value()
-        time_limit = minutes * 60.0 if minutes > 0 else None
-        if iterations is None and time_limit is None:
-            raise ValueError("set an iteration count or a time limit: training needs a budget")
-        mode = self.mode_combo.currentData()
-        kwargs = dict(
-            mode=mode,
-            preset=self.preset_combo.currentData(),
-            iterations=iterations,
-            time_limit_s=time_limit,
-            batch_size=self.batch_spin.value(),
-            augment=AugmentConfig(enabled=self.augment_check.isChecked()),
-            device=self.device_combo.device(),
-            preview_every=self.preview_spin.value(),
-            checkpoint_dir=self._checkpoint_dir(),
-        )
-        if model is None:
-            in_channels, n_classes = self._channels_and_classes(mode)
-            kwargs["model"] = model_preset(kwargs["preset"], in_channels=in_channels, n_classes=n_classes)
-            if n_classes is not None and mode == "classes":
-                kwargs["n_classes"] = n_classes
-        else:
-            kwargs["model"] = model.config
-            if mode == "classes":
-                kwargs["n_classes"] = model.config.n_classes
-        return TrainConfig(**kwargs)
+        """The TrainConfig of the settings for the pairs being trained (``model``: the one continued)."""
+        return self.settings.train_config(self._pairs, model, checkpoint_dir=self._checkpoint_dir)
 
     def _checkpoint_dir(self) -> str | None:
         """A fresh checkpoint folder for this run (None, with a warning, if none can be made)."""
@@ -174,19 +123,6 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         except OSError as exc:
             notify_warning(f"Training without checkpoints (cannot create the checkpoint folder: {plain_error(exc)})")
             return None
-
-    def _channels_and_classes(self, mode):
-        channels = set()
-        for image, _ in self._pairs:
-            axes = image_axes(image)
-            channels.add(int(image.data.shape[axes.index("C")]) if "C" in axes else 1)
-        if len(channels) > 1:
-            raise ValueError(f"the checked images have different channel counts {sorted(channels)}: train on one kind")
-        in_channels = channels.pop() if channels else 1
-        n_classes = 2
-        if mode == "classes":
-            n_classes = max(2, max(int(np.max(labels.data)) for _, labels in self._pairs))
-        return in_channels, n_classes
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -249,22 +185,9 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             weight_map=self.weight_check.isChecked(),
             uncertainty=self.uncertainty_check.isChecked(),
         )
-        self._connect_annotation_layers(pairs)
-        self.loss_plot.clear()
-        self._dirty.clear()
-        self._warned = set()
-        self._last_validation = (None, None)
+        self.annotation_sync.follow(pairs)
+        self.view.start(config)
         self._started_at = time.monotonic()
-        if config.checkpoint_dir:
-            self.progress.setToolTip(f"Checkpoints every {format_seconds(config.checkpoint_every_s)} and at the end "
-                                     f"go to {config.checkpoint_dir} (model files: Load model… opens them)")
-        if config.iterations:
-            self.progress.setRange(0, int(config.iterations))
-        else:
-            self.progress.setRange(0, int(config.time_limit_s))
-        self.progress.setValue(0)
-        self.progress.setFormat("starting…")
-        self.status_label.setText("Preparing the training data…")
         self._continue = continue_training
         self._start_worker(self.job.run(), yielded=self._on_yielded, returned=self._on_returned)
 
@@ -282,39 +205,9 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             self.progress.setFormat("stopping…")
             self.stop_button.setEnabled(False)
 
-    def _connect_annotation_layers(self, pairs):
-        disconnect_all(self._connections)
-        self._connections = []
-        for index, (_, labels) in enumerate(pairs):
-            def callback(event=None, index=index):
-                self._dirty.add(index)
-
-            for emitter in (labels.events.paint, labels.events.data):
-                emitter.connect(callback)
-                self._connections.append((emitter, callback))
-
     def sync_annotations(self, force: bool = False) -> None:
         """Hand freshly painted annotations to the trainer (main thread)."""
-        if self.job is None or not self._dirty:
-            return
-        if not force and time.monotonic() - self._last_sync < SYNC_EVERY_S:
-            return
-        for index in sorted(self._dirty):
-            image, labels = self._pairs[index]
-            errors, _ = layer_annotation_problems(image, labels, self.job.config.mode)
-            if errors:
-                # keep training on the previous annotations until they are usable again
-                if index not in self._warned:
-                    self._warned.add(index)
-                    notify_warning("Still training on the previous annotations: " + " ".join(errors))
-                continue
-            self._warned.discard(index)
-            try:
-                self.job.set_annotations(index, np.array(labels.data, copy=True))
-            except (ValueError, TypeError) as exc:
-                notify_warning(f"The new annotations of {labels.name!r} were not used: {plain_error(exc)}")
-        self._dirty.clear()
-        self._last_sync = time.monotonic()
+        self.annotation_sync.sync(self.job, force)
 
     def _preview_target(self):
         """(pair index, plane index) of the visible slice of the image being previewed."""
@@ -344,87 +237,11 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             if device is not None:
                 self.status_label.setText(f"Training on {device_label(device)}…")
         elif kind == "progress":
-            self._show_progress(payload)
+            job = self.job
+            self.view.show_progress(payload, job.config if job else None, job.device if job else None)
             self.sync_annotations()
         elif kind == "preview":
-            self._show_preview(payload)
-
-    def _show_progress(self, event):
-        kind = getattr(event, "kind", "step")
-        iteration = int(getattr(event, "iteration", 0))
-        if kind == "step":
-            self.loss_plot.add(iteration, event.loss, None)
-        elif kind == "validation":
-            self.loss_plot.add(iteration, None, event.val_loss)
-            self._last_validation = (event.val_loss, event.val_iou)
-        config = self.job.config if self.job else None
-        if config is not None and config.iterations:
-            self.progress.setValue(min(iteration, self.progress.maximum()))
-            text = f"{iteration}/{config.iterations} it."
-        else:
-            self.progress.setValue(int(min(event.elapsed_s or 0, self.progress.maximum())))
-            text = f"{iteration} it."
-        if kind == "checkpoint":
-            self.progress.setToolTip(f"Last checkpoint: {event.message} (a model file: Load model… opens it)")
-        if kind == "done":
-            self.progress.setValue(self.progress.maximum())
-            self.progress.setFormat(f"{text}  done")
-            if event.message:
-                self.status_label.setText(f"Training {event.message}.")
-            return
-        self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
-        parts = []
-        if event.loss is not None:
-            parts.append(f"loss {event.loss:.4f}")
-        val_loss, val_iou = getattr(self, "_last_validation", (None, None))
-        if val_loss is not None and math.isfinite(val_loss):
-            parts.append(f"validation {val_loss:.4f}")
-        if val_iou is not None and math.isfinite(val_iou):
-            parts.append(f"IoU {val_iou:.3f}")
-        if event.it_per_s:
-            parts.append(f"{event.it_per_s:.2f} it/s")
-        if self.job is not None and self.job.device is not None:
-            parts.append(device_label(self.job.device))
-        self.status_label.setText(" · ".join(parts))
-
-    def _show_preview(self, preview):
-        pair = preview["pair"]
-        if pair >= len(self._pairs):
-            return
-        image = self._pairs[pair][0]
-        if image not in self.viewer.layers:
-            return
-        index = tuple(preview["index"])
-        shape = spatial_shape(image)
-        self._update_plane_layer(image, PREVIEW_SUFFIX, "labels", preview["labels"], index, shape,
-                                 dtype=np.int32, opacity=0.5)
-        if "uncertainty" in preview:
-            self._update_plane_layer(image, UNCERTAINTY_SUFFIX, "image", preview["uncertainty"], index, shape,
-                                     dtype=np.float32, colormap="inferno", opacity=0.7,
-                                     contrast_limits=(0.0, 1.0))
-        if "weight_map" in preview:
-            weights = preview["weight_map"]
-            top = float(np.max(weights)) if weights.size else 1.0
-            self._update_plane_layer(image, WEIGHTS_SUFFIX, "image", weights, index, shape,
-                                     dtype=np.float32, colormap="viridis", opacity=0.7,
-                                     contrast_limits=(0.0, max(top, 1e-3)))
-
-    def _update_plane_layer(self, image, suffix, kind, plane, index, shape, dtype, **kwargs):
-        """Write one plane into the layer ``<image><suffix>`` (created at the image's full shape)."""
-        name = image.name + suffix
-        layer = next((l for l in self.viewer.layers if l.name == name and is_kind(l, kind)), None)
-        if layer is None or tuple(layer.data.shape) != shape:
-            data = np.zeros(shape, dtype=dtype)
-            data[index] = plane
-            return upsert_layer(self.viewer, name, kind, data, source_layer=image, **kwargs)
-        if index:
-            layer.data[index] = plane
-        else:
-            layer.data[...] = plane
-        if "contrast_limits" in kwargs and kind == "image":
-            layer.contrast_limits = kwargs["contrast_limits"]
-        layer.refresh()
-        return layer
+            self.view.show_preview(payload, self._pairs)
 
     def _on_returned(self, trainer):
         if trainer.iteration == 0:
@@ -445,8 +262,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         job, self.job = self.job, None
         if job is not None:
             job.trainer = None
-        disconnect_all(self._connections)
-        self._connections = []
+        self.annotation_sync.disconnect()
 
     # -- model files -------------------------------------------------------------------------
 
@@ -456,20 +272,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             notify_error("There is no model to save yet: train one first.")
             return None
         path = path or ask_model_path(self, save=True)
-        if not path:
-            return None
-        path = Path(path)
-        if path.suffix != ".unet":
-            path = path.with_suffix(".unet")
-        from ..model_files import save_model
-
-        try:
-            save_model(self.holder.model, path, overwrite=True)  # the save dialog asked
-        except (OSError, ValueError) as exc:
-            notify_error(f"Could not save the model to {path}: {plain_error(exc)}")
-            return None
-        notify_info(f"Model saved to {path}")
-        return path
+        return save_model_file(self.holder.model, path) if path else None
 
     def _export_sample(self, model):
         """The visible plane of the first training image, if it fits the model (else None)."""
@@ -497,27 +300,8 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         path = path or ask_export_path(self)
         if not path:
             return None
-        path = Path(path)
-        if not path.name.endswith(".zip"):
-            path = path.with_name(path.name + ".zip")
-        from qtpy.QtWidgets import QApplication
-
-        from ..bioimageio import export_bioimageio
-
         model = self.holder.model
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            export_bioimageio(model, path, sample=self._export_sample(model), overwrite=overwrite)
-        except FileExistsError:
-            notify_error(f"{path} exists: choose another name (nothing was overwritten).")
-            return None
-        except (OSError, ValueError, RuntimeError) as exc:
-            notify_error(f"Could not export the model to {path}: {plain_error(exc)}")
-            return None
-        finally:
-            QApplication.restoreOverrideCursor()
-        notify_info(f"bioimage.io package written to {path}")
-        return path
+        return export_model_file(model, path, sample=self._export_sample(model), overwrite=overwrite)
 
     def load_model(self, path: str | None = None):
         """Load a model file (asks for it when ``path`` is None); its mode becomes the annotation mode."""
@@ -529,4 +313,4 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         # stop the trainer, not the worker: it ends by itself and keeps the best model
         if self.job is not None:
             self.job.stop()
-        disconnect_all(self._connections)
+        self.annotation_sync.disconnect()

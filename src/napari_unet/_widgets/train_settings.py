@@ -3,9 +3,13 @@ preview and the optional weight-map and uncertainty layers."""
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
 
 from .controls import MODE_CHOICES, DeviceCombo, choice_combo
+from .layers import image_axes
 
 PRESETS = [
     ("fast", "fast: small network (CPU friendly)"),
@@ -13,6 +17,21 @@ PRESETS = [
     ("tiny", "tiny: smoke tests only"),
 ]
 MODES = MODE_CHOICES
+
+
+def channels_and_classes(pairs, mode: str) -> tuple[int, int]:
+    """``(in_channels, n_classes)`` of a new network for the ``(image, labels)`` layer ``pairs``."""
+    channels = set()
+    for image, _ in pairs:
+        axes = image_axes(image)
+        channels.add(int(image.data.shape[axes.index("C")]) if "C" in axes else 1)
+    if len(channels) > 1:
+        raise ValueError(f"the checked images have different channel counts {sorted(channels)}: train on one kind")
+    in_channels = channels.pop() if channels else 1
+    n_classes = 2
+    if mode == "classes":
+        n_classes = max(2, max(int(np.max(labels.data)) for _, labels in pairs))
+    return in_channels, n_classes
 
 
 class TrainSettings(QWidget):
@@ -82,3 +101,37 @@ class TrainSettings(QWidget):
         checks.addWidget(self.weight_check)
         checks.addWidget(self.uncertainty_check)
         form.addRow(checks)
+
+    def train_config(self, pairs, model=None, checkpoint_dir: Callable[[], str | None] = lambda: None):
+        """The :class:`napari_unet.TrainConfig` of the form for the ``(image, labels)`` layer
+        ``pairs``: a new network of the chosen preset, or the architecture of ``model`` (continued);
+        ``checkpoint_dir()`` gives the run's checkpoint folder. ValueError without a budget."""
+        from ..config import AugmentConfig, TrainConfig, model_preset
+
+        iterations = self.iterations_spin.value() or None
+        minutes = self.time_spin.value()
+        time_limit = minutes * 60.0 if minutes > 0 else None
+        if iterations is None and time_limit is None:
+            raise ValueError("set an iteration count or a time limit: training needs a budget")
+        mode = self.mode_combo.currentData()
+        kwargs = dict(
+            mode=mode,
+            preset=self.preset_combo.currentData(),
+            iterations=iterations,
+            time_limit_s=time_limit,
+            batch_size=self.batch_spin.value(),
+            augment=AugmentConfig(enabled=self.augment_check.isChecked()),
+            device=self.device_combo.device(),
+            preview_every=self.preview_spin.value(),
+            checkpoint_dir=checkpoint_dir(),
+        )
+        if model is None:
+            in_channels, n_classes = channels_and_classes(pairs, mode)
+            kwargs["model"] = model_preset(kwargs["preset"], in_channels=in_channels, n_classes=n_classes)
+            if n_classes is not None and mode == "classes":
+                kwargs["n_classes"] = n_classes
+        else:
+            kwargs["model"] = model.config
+            if mode == "classes":
+                kwargs["n_classes"] = model.config.n_classes
+        return TrainConfig(**kwargs)

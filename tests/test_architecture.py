@@ -95,3 +95,35 @@ def test_architecture_map_lists_every_module():
     missing = [p.name for p in PACKAGE.glob("*.py") if p.name not in text]
     missing += [p.name for p in (PACKAGE / "_widgets").glob("*.py") if p.name != "__init__.py" and p.name not in text]
     assert not missing, f"docs/architecture.md does not name {missing}"
+
+
+MAX_MODULE_LINES = 600
+MAX_CLASS_LINES = 300
+MAX_FUNCTION_LINES = 80
+
+
+def _definitions(node, prefix=""):
+    """(qualified name, kind, lines) of every class and function below ``node``, nested ones too."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            kind = "class" if isinstance(child, ast.ClassDef) else "function"
+            yield prefix + child.name, kind, child.end_lineno - child.lineno + 1
+            yield from _definitions(child, prefix + child.name + ".")
+        else:
+            yield from _definitions(child, prefix)
+
+
+def test_no_module_class_or_function_over_its_size_limit():
+    """One room per concern: a module of at most 600 lines, a class of at most 300, a function of
+    at most 80 (from its ``def``/``class`` line to its last line, docstring included)."""
+    limits = {"class": MAX_CLASS_LINES, "function": MAX_FUNCTION_LINES}
+    too_long = []
+    for name, path in sorted(_modules().items()):
+        text = path.read_text()
+        n_lines = len(text.splitlines())
+        if n_lines > MAX_MODULE_LINES:
+            too_long.append(f"module {name}: {n_lines} lines > {MAX_MODULE_LINES}")
+        for qualname, kind, size in _definitions(ast.parse(text)):
+            if size > limits[kind]:
+                too_long.append(f"{kind} {name}.{qualname}: {size} lines > {limits[kind]}")
+    assert not too_long, "\n".join(too_long)

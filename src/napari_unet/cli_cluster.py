@@ -38,6 +38,7 @@ def predict_on_cluster(args, paths: list[Path], error: type[Exception]) -> int:
         iter_predict_distributed(
             model, paths[0], out, client=args.cluster, block_shape=args.block, axes=args.axes,
             probabilities=args.probabilities, tile_shape=args.tile, device=args.device, overwrite=args.overwrite,
+            label_kwargs={"cell_diameter": args.cell_diameter} if args.cell_diameter else None,
         ),
         lambda done, total: bar.update(done, total, f"{done}/{total} tasks {format_seconds(time.monotonic() - t0)}"),
     )

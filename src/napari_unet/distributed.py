@@ -214,7 +214,8 @@ def _block_shape(block_shape, model: UNet) -> tuple[int, int]:
     return -(-by // g) * g, -(-bx // g) * g  # blocks start on the pooling grid
 
 
-def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device):
+def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device,
+             label_kwargs=None):
     from .tiling import normalization_range
 
     if not isinstance(model, UNet):
@@ -229,7 +230,9 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     check_channels(model, shape, axes, "source")
     plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
     grid = BlockGrid(plane_shape, shape[axes.index("Y")], shape[axes.index("X")], _block_shape(block_shape, model))
-    options = label_options(model)
+    options = {**label_options(model), **(label_kwargs or {})}
+    if options.get("mode") == "classes":
+        options = {"mode": "classes"}
     diameter = options.get("cell_diameter")
     halo = min(min(grid.block), max(32, math.ceil(2 * diameter)) if diameter else 64)
     norm = normalization_range(model, data, axes=axes)
@@ -326,12 +329,13 @@ def _finish(job: _Job) -> None:
 
 def iter_predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                              probabilities=True, precision="auto", tile_shape=None, device=None,
-                             overwrite=False) -> Generator[tuple[int, int], None, DistributedResult]:
+                             overwrite=False, label_kwargs=None) -> Generator[tuple[int, int], None, DistributedResult]:
     """Generator form of :func:`predict_distributed`: yields ``(done, total)`` tasks; closing it
     cancels the tasks not yet finished (a later run resumes from the finished blocks)."""
     t0 = time.monotonic()
     job = _prepare(model, source, out, block_shape=block_shape, axes=axes, labels=labels,
-                   probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device)
+                   probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device,
+                   label_kwargs=label_kwargs)
     digest = model_digest(model)
     with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
         _open_output(job, digest, overwrite)
@@ -375,7 +379,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
 
 def predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                         probabilities=True, precision="auto", progress: Progress | None = None, tile_shape=None,
-                        device=None, overwrite=False) -> DistributedResult:
+                        device=None, overwrite=False, label_kwargs=None) -> DistributedResult:
     """Predict a large image or stack on a dask cluster into an OME-Zarr group.
 
     Parameters
@@ -406,6 +410,9 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
         As in :func:`~napari_unet.predict_tiled`, for every worker (default: each worker's own).
     overwrite : bool
         Replace a finished output or an interrupted run with other settings.
+    label_kwargs : dict, optional
+        Keywords of :func:`~napari_unet.to_labels` over those of ``label_options(model)``, e.g.
+        ``{"cell_diameter": 30}`` or ``{"mode": "classes"}``.
 
     Returns
     -------
@@ -415,4 +422,5 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
     return drive(iter_predict_distributed(
         model, source, out, client=client, block_shape=block_shape, axes=axes, labels=labels,
         probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device, overwrite=overwrite,
+        label_kwargs=label_kwargs,
     ), progress)

@@ -85,3 +85,34 @@ def test_bad_input(viewer, open_widget, notifications, trained_model):
     widget.folder_edit.setText("")
     widget.run_button.click()
     assert widget.worker is None and any("folder" in m for m in notifications.errors)
+
+
+def test_batch_on_a_dask_cluster_matches_local_and_saves_ome_zarr(viewer, open_widget, qtbot, with_model, cells,
+                                                                  tmp_path, notifications):
+    """'run on a dask cluster': the same labels as here (one worker process), saved as OME-Zarr."""
+    import pytest
+
+    pytest.importorskip("distributed")
+    from napari_unet.images import is_complete_image
+    from napari_unet.ngff import open_prediction
+
+    viewer.add_image(cells[0], name="a")
+    widget = open_widget("Batch predict")
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    here = np.asarray(viewer.layers["a prediction"].data).copy()
+
+    widget.cluster_check.setChecked(True)
+    widget.cluster_edit.setText("local:1")
+    widget.save_check.setChecked(True)
+    widget.folder_edit.setText(str(tmp_path))
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert not notifications.errors, notifications.errors
+    out = tmp_path / "a_prediction.zarr"
+    assert is_complete_image(out)
+    on_cluster = np.asarray(viewer.layers["a prediction"].data)
+    np.testing.assert_array_equal(on_cluster, open_prediction(out)["labels"][...])
+    # one image, one block: the same segmentation (ids may be numbered alike; compare as partitions)
+    assert on_cluster.max() == here.max()
+    assert np.array_equal(on_cluster > 0, here > 0)

@@ -1,12 +1,14 @@
 """BatchPredictWidget: run the model over every checked image layer (whole stacks).
 
-One worker thread goes through the layers in turn; each result reaches the viewer (a Labels layer
-named after its source) as soon as it is ready, and is optionally written to a folder as TIFF.
+One worker thread goes through the layers in turn (the Qt-free jobs of :mod:`napari_unet.batch_jobs`),
+here or on a dask cluster; each result reaches the viewer (a Labels layer named after its source)
+as soon as it is ready, and is optionally written to a folder (TIFF, or OME-Zarr from a cluster).
 Existing files are never overwritten without asking.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
-from ..axes import channels_last_to_first
+from ..batch_jobs import batch_job, cluster_batch_job, output_path
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, upsert_layer
 from .model_panel import ModelPanel
 from .model_state import model_holder
@@ -39,52 +41,6 @@ logger = logging.getLogger(__name__)
 
 # per-layer progress is scaled into this many steps of the total bar
 _STEPS = 1000
-
-
-def output_path(folder, layer_name: str) -> Path:
-    """``folder/<layer name>_labels.tif`` with characters unsafe in file names replaced."""
-    safe = "".join(c if (c.isalnum() or c in "-_. ") else "_" for c in layer_name).strip() or "image"
-    return Path(folder) / f"{safe}_labels.tif"
-
-
-def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None):
-    """Generator over ``items`` = [(name, data, axes, path or None), ...].
-
-    ``cell_diameter`` overrides the model's (see :class:`.controls.CellDiameterSpin`).
-
-    Yields ``("progress", fraction)`` and ``("result", name, labels, path, error)``; returns the
-    number of layers done.
-    """
-    from ..images import write_image
-    from ..postprocess import label_options, to_labels
-    from ..tiling import iter_predict_stack
-
-    options = label_options(model, mode)
-    if cell_diameter and options["mode"] == "instances":
-        options["cell_diameter"] = float(cell_diameter)
-    n = len(items)
-    for i, (name, data, axes, path) in enumerate(items):
-        if axes.endswith("YXC"):
-            data, axes = channels_last_to_first(data, axes)
-        gen = iter_predict_stack(model, data, axes=axes, device=device)
-        try:
-            while True:
-                done, total = next(gen)
-                yield ("progress", (i + (done / total if total else 0.0)) / n)
-        except StopIteration as stop:
-            probabilities = stop.value
-        labels = to_labels(probabilities, **options)
-        del probabilities
-        error = None
-        if path is not None:
-            out_axes = axes.replace("C", "")
-            try:
-                write_image(path, labels, axes=out_axes, overwrite=True)
-            except (OSError, ValueError) as exc:
-                error = plain_error(exc)
-        yield ("result", (name, labels, path, error))
-        yield ("progress", (i + 1) / n)
-    return n
 
 
 class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
@@ -136,6 +92,14 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(browse)
         form.addRow(self.save_check, folder_row)
+        self.cluster_check = QCheckBox("run on a dask cluster")
+        self.cluster_check.setToolTip("Predict block by block on dask workers (docs/cluster.md); results are saved "
+                                      "as OME-Zarr '<folder>/<layer name>_prediction.zarr'.")
+        self.cluster_edit = QLineEdit("local")
+        self.cluster_edit.setPlaceholderText("local, local:4 or tcp://scheduler:8786")
+        self.cluster_edit.setToolTip("'local': worker processes on this machine (one per GPU, or per 4 cores); "
+                                     "'local:N': N of them; or the address of a running dask scheduler.")
+        form.addRow(self.cluster_check, self.cluster_edit)
         layout.addLayout(form)
 
         self.run_button = self._add_run_buttons(layout, "Predict all checked", self.run)
@@ -224,6 +188,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.cancel_button.setEnabled(running)
         self.model_panel.set_running(running, self.holder.model is not None)
         self.layer_list.setEnabled(not running)
+        self.cluster_check.setEnabled(not running)
+        self.cluster_edit.setEnabled(not running)
 
     def run(self):
         """Predict every checked layer in one worker; results become Labels layers."""
@@ -257,7 +223,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
             if folder.exists() and not folder.is_dir():
                 notify_error(f"{folder} is a file, not a folder.")
                 return
-            paths = [output_path(folder, item[0]) for item in items]
+            suffix = "_prediction.zarr" if self.cluster_check.isChecked() else "_labels.tif"
+            paths = [output_path(folder, item[0], suffix) for item in items]
             if len(set(paths)) != len(paths):
                 notify_error("Two checked layers would be saved to the same file name; rename one of them.")
                 return
@@ -279,13 +246,26 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.progress.setFormat(f"0 of {len(items)} images  %p%")
         self.status_label.setText(f"Predicting {len(items)} image(s)…")
         self._total = len(items)
+        job = self._job(model, [tuple(item) for item in items])
+        if job is None:
+            return
         self._start_worker(
-            batch_job(model, [tuple(item) for item in items], self.output_combo.currentData(),
-                      device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter()),
+            job,
             yielded=self._on_yielded,
             returned=self._on_returned,
             aborted=self._on_aborted,
         )
+
+    def _job(self, model, items):
+        mode, device, diameter = self.output_combo.currentData(), self.device_combo.device(), self.diameter_spin.diameter()
+        if not self.cluster_check.isChecked():
+            return batch_job(model, items, mode, device=device, cell_diameter=diameter)
+        address = self.cluster_edit.text().strip() or "local"
+        if importlib.util.find_spec("distributed") is None:
+            notify_error('Running on a cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
+            return None
+        self.status_label.setText(f"Predicting {len(items)} image(s) on {address}…")
+        return cluster_batch_job(model, items, mode, cluster=address, device=device, cell_diameter=diameter)
 
     def _on_yielded(self, value):
         kind, payload = value
@@ -299,7 +279,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         if source is not None and source in self.viewer.layers:
             upsert_layer(self.viewer, name + PREDICTION_SUFFIX, "labels", labels, source_layer=source)
         if error:
-            notify_warning(f"{name}: the result was not saved: {error}")
+            notify_warning(f"{name}: the result was not saved: {plain_error(error)}")
         elif path is not None:
             self._saved.append(path)
 

@@ -1,0 +1,114 @@
+"""Batch prediction over several images, Qt-free: the Batch widget runs these generators in a
+worker thread (and closes them on Stop); a script can drive them too.
+
+:func:`batch_job` predicts in this process (tiles, whole stacks) and writes TIFFs;
+:func:`cluster_batch_job` sends each image to a dask cluster (:func:`~napari_unet.predict_distributed`)
+and writes OME-Zarr. Both yield ``("progress", fraction)`` and ``("result", (name, labels, path,
+error))`` (``error``: the exception that kept the result from being saved, else None) and return
+the number of images done.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .axes import channels_last_to_first
+
+__all__ = ["batch_job", "cluster_batch_job", "output_path"]
+
+
+def output_path(folder, name: str, suffix: str = "_labels.tif") -> Path:
+    """``folder/<name><suffix>`` with the characters unsafe in file names replaced."""
+    safe = "".join(c if (c.isalnum() or c in "-_. ") else "_" for c in name).strip() or "image"
+    return Path(folder) / f"{safe}{suffix}"
+
+
+def _options(model, mode: str, cell_diameter: float | None) -> dict:
+    from .postprocess import label_options
+
+    options = label_options(model, mode)
+    if cell_diameter and options["mode"] == "instances":
+        options["cell_diameter"] = float(cell_diameter)
+    return options
+
+
+def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None):
+    """Predict ``items`` = [(name, data, axes, TIFF path or None), ...] one by one, here.
+
+    ``cell_diameter`` overrides the model's (pixels).
+    """
+    from .images import write_image
+    from .postprocess import to_labels
+    from .tiling import iter_predict_stack
+
+    options = _options(model, mode, cell_diameter)
+    n = len(items)
+    for i, (name, data, axes, path) in enumerate(items):
+        if axes.endswith("YXC"):
+            data, axes = channels_last_to_first(data, axes)
+        gen = iter_predict_stack(model, data, axes=axes, device=device)
+        try:
+            while True:
+                done, total = next(gen)
+                yield ("progress", (i + (done / total if total else 0.0)) / n)
+        except StopIteration as stop:
+            probabilities = stop.value
+        labels = to_labels(probabilities, **options)
+        del probabilities
+        error = None
+        if path is not None:
+            try:
+                write_image(path, labels, axes=axes.replace("C", ""), overwrite=True)
+            except (OSError, ValueError) as exc:
+                error = exc
+        yield ("result", (name, labels, path, error))
+        yield ("progress", (i + 1) / n)
+    return n
+
+
+def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_diameter: float | None = None):
+    """Predict ``items`` = [(name, data, axes, OME-Zarr path or None), ...] on a dask cluster.
+
+    ``cluster``: "local", "local:N", a scheduler address or a client (see
+    :func:`napari_unet.cluster.connect`); one connection serves all items. An item with a path
+    writes (or resumes) that OME-Zarr and its labels stay there, read lazily; one without is
+    predicted into a temporary folder and its labels are read into memory.
+    """
+    from .cluster import connect
+    from .distributed import iter_predict_distributed
+    from .ngff import open_prediction
+
+    options = _options(model, mode, cell_diameter)
+    connection = connect(cluster)
+    n = len(items)
+    try:
+        for i, (name, data, axes, path) in enumerate(items):
+            if axes.endswith("YXC"):
+                data, axes = channels_last_to_first(data, axes)
+            scratch = None if path is not None else Path(tempfile.mkdtemp(prefix="napari-unet-cluster-"))
+            out = Path(path) if path is not None else output_path(scratch, name, ".zarr")
+            try:
+                run = iter_predict_distributed(model, data, out, client=connection.client, axes=axes,
+                                               probabilities=False, device=device, overwrite=True,
+                                               label_kwargs=options)
+                try:
+                    while True:
+                        done, total = next(run)
+                        yield ("progress", (i + (done / total if total else 0.0)) / n)
+                except StopIteration:
+                    pass
+                finally:
+                    run.close()
+                labels = open_prediction(out)["labels"]
+                if scratch is not None:
+                    labels = labels[...]
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            yield ("result", (name, labels, path, None))
+            yield ("progress", (i + 1) / n)
+    finally:
+        connection.close()
+    return n

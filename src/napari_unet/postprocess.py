@@ -252,22 +252,19 @@ def to_labels(
     """
     if mode not in ("instances", "classes"):
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
-    probabilities = _as_probabilities(probabilities)
-    shape = tuple(int(s) for s in probabilities.shape)
-    border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity,
-                                               threshold)
+    probabilities, shape = _as_probabilities(probabilities)
+    border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold)
     split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
     out = _output_array(out, shape[1:])
     if mode == "classes":
         return _label_planes(probabilities, out, _classes_2d, unique_ids=False)
-    instances = partial(_instances_2d, cell_class=int(cell_class), border_class=border_class, threshold=threshold,
-                        split=split, split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes,
-                        connectivity=connectivity)
+    instances = partial(_instances_2d, cell_class=int(cell_class), border_class=border_class, threshold=threshold, split=split,
+                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity)
     return _label_planes(probabilities, out, instances, unique_ids=True)
 
 
 def _as_probabilities(probabilities):
-    """``probabilities`` as an array-like of shape (n_classes >= 2, ..., Y, X), nothing empty."""
+    """``(probabilities, shape)``: an array-like of shape (n_classes >= 2, ..., Y, X), nothing empty."""
     if not hasattr(probabilities, "shape") or not hasattr(probabilities, "__getitem__"):
         probabilities = np.asarray(probabilities)
     shape = tuple(int(s) for s in probabilities.shape)
@@ -279,7 +276,7 @@ def _as_probabilities(probabilities):
         raise ValueError(f"probabilities need at least 2 classes on axis 0, got shape {shape}")
     if any(s == 0 for s in shape):
         raise ValueError(f"probabilities are empty: shape {shape}")
-    return probabilities
+    return probabilities, shape
 
 
 def _checked_options(mode, n_classes, cell_class, border_class, split, connectivity, threshold):

@@ -428,8 +428,6 @@ def export_bioimageio(
     -------
     Path of the written package. The write is atomic (temporary file + rename).
     """
-    import torch
-
     from .model_files import model_to_bytes
     from .outputs import atomic_write_bytes
     from .model import UNet
@@ -447,8 +445,7 @@ def export_bioimageio(
     weights_bytes = _torchscript_bytes(scripted)
 
     tile = _test_tile(model, sample, geometry)
-    with torch.no_grad():
-        output = scripted(torch.from_numpy(_normalize_like_model(tile, model))).numpy().astype(np.float32)
+    output = _scripted_output(scripted, model, tile)
     test_in, test_out = _npy_bytes(tile), _npy_bytes(output)
     sample_in, sample_out = _tif_bytes(tile[0]), _tif_bytes(output[0])
     descr = bioimageio_description(
@@ -487,6 +484,14 @@ def _package_texts(model, name, description, authors, tags):
     tags = list(tags) if tags else ["unet", "segmentation", "2d", "fluorescence-light-microscopy", "napari-unet",
                                      "instance-segmentation" if mode == "instances" else "semantic-segmentation"]
     return name, description, authors, tags
+
+
+def _scripted_output(scripted, model, tile: np.ndarray) -> np.ndarray:
+    """What the exported network gives for the raw ``tile``, normalized as ``model`` normalizes."""
+    import torch
+
+    with torch.no_grad():
+        return scripted(torch.from_numpy(_normalize_like_model(tile, model))).numpy().astype(np.float32)
 
 
 def _torchscript_bytes(scripted) -> bytes:

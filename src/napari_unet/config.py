@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .checks import check_choice, check_float, check_int, check_pair
+from .pixel_size import check_pixel_size
 
 __all__ = [
     "ModelConfig",
@@ -293,6 +294,10 @@ class TrainConfig:
     mixed_precision: bool = True
     """On CUDA, train in mixed precision (bfloat16 where supported, else float16 with loss
     scaling); MPS and CPU always train in float32."""
+    pixel_size: tuple[float, float] | None = None
+    """Micrometres per pixel (y, x) of the training images (a number for square pixels); kept in
+    ``model.metadata["pixel_size"]`` so prediction resamples images of another pixel size to it.
+    None: unknown (the widgets and the CLI fill it from the layer scale / file metadata)."""
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("instances", "classes"))
@@ -306,6 +311,7 @@ class TrainConfig:
             check_int("n_classes", self.n_classes, minimum=2, maximum=MAX_CLASSES)
         if self.tile_shape is not None:
             object.__setattr__(self, "tile_shape", check_pair("tile_shape", self.tile_shape, minimum=8, maximum=8192))
+        object.__setattr__(self, "pixel_size", check_pixel_size(self.pixel_size, "pixel_size"))
         check_int("batch_size", self.batch_size, minimum=1, maximum=1024)
         check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         if self.learning_rate is not None:

@@ -289,7 +289,11 @@ def check_metadata(metadata, what: str = "model metadata") -> dict:
     names = meta.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         bad("class_names", "a list of strings")
-    for key in ("cell_diameter",):
+    pixel = meta.get("pixel_size")
+    if pixel is not None and not (isinstance(pixel, list) and len(pixel) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in pixel)):
+        bad("pixel_size", "a [y, x] pair of positive micrometres per pixel")
+    for key in ("cell_diameter", "cell_diameter_um"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value <= 0):

@@ -39,6 +39,8 @@ def set_prediction_metadata(model, config: TrainConfig, *, n_classes: int, borde
         meta.pop("border_class", None)
     meta["normalization"] = dict(normalization)
     meta["axes"] = "YX" if model.config.in_channels == 1 else "CYX"
+    if config.pixel_size is not None:  # else a continued model keeps the pixel size it had
+        meta["pixel_size"] = [float(v) for v in config.pixel_size]
     meta["tile"] = {
         "train_input_shape": list(input_shape),
         "train_output_shape": list(output_shape),

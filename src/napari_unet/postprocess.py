@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -32,8 +33,9 @@ SPLIT_H_PER_DIAMETER = 0.1
 MIN_SIZE_PER_AREA = 0.1
 
 
-def _scaled_defaults(split, split_h, min_size, cell_diameter):
-    """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known."""
+def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
+    """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known (``sampling``:
+    the voxel size of 3D labelling, in xy pixels)."""
     if cell_diameter is not None:
         cell_diameter = check_float("cell_diameter (pixels)", cell_diameter, above=0.0)
     if split_h is None:
@@ -44,19 +46,23 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter):
         else:
             split_h = 2.0
     if min_size is None:
-        if cell_diameter is not None:
+        if cell_diameter is not None and sampling is not None:  # a tenth of a ball's volume, in voxels
+            min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**3 / 6 / float(np.prod(sampling)))))
+        elif cell_diameter is not None:
             min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**2 / 4)))
         else:
             min_size = 10
     return check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0)
 
 
-def label_options(model, mode: str | None = None) -> dict:
+def label_options(model, mode: str | None = None, *, pixel_size=None) -> dict:
     """Keyword arguments of :func:`to_labels` that a trained model implies.
 
     ``mode`` (given, or the model's) and, in instance mode, the ``cell_diameter`` the model
     learnt from the painted cells and the ``border_class`` of a model that learnt cell borders
-    (``TrainConfig.borders``): ``to_labels(probabilities, **label_options(model))``.
+    (``TrainConfig.borders``): ``to_labels(probabilities, **label_options(model))``. With the
+    image's ``pixel_size`` (micrometres, y and x) and a model that knows the diameter in
+    micrometres (``"cell_diameter_um"``), the diameter is given in the image's pixels.
 
     Examples
     --------
@@ -68,6 +74,11 @@ def label_options(model, mode: str | None = None) -> dict:
     mode = mode or meta.get("mode") or ("classes" if getattr(getattr(model, "config", None), "n_classes", 2) > 2 else "instances")
     options: dict = {"mode": mode}
     diameter = meta.get("cell_diameter")
+    if pixel_size is not None and meta.get("cell_diameter_um"):  # the image's grid: the diameter in its pixels
+        from .pixel_size import check_pixel_size
+
+        py, px = check_pixel_size(pixel_size)
+        diameter = round(float(meta["cell_diameter_um"]) / math.sqrt(py * px), 3)
     if mode == "instances" and diameter:
         options["cell_diameter"] = float(diameter)
     if mode == "instances" and meta.get("border_class") is not None:
@@ -87,10 +98,10 @@ def _dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
 
     surface = surface.astype(np.float64, copy=False)
     rec = reconstruction(surface - h, surface, method="dilation")
-    return local_maxima(rec, connectivity=2, allow_borders=True)
+    return local_maxima(rec, connectivity=surface.ndim, allow_borders=True)
 
 
-def _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity, min_seed):
+def _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity, min_seed, sigma=1.0):
     """Instances of a network with a cell-border class: one seed per cell interior, grown over
     interior + border (a watershed of the smoothed interior probability)."""
     from skimage.measure import label as cc_label
@@ -109,7 +120,7 @@ def _seeded_instances(probabilities, cell_class, border_class, threshold, connec
     if min_seed > 1 and markers.max():  # specks of interior are no cells: the flood takes them
         sizes = np.bincount(markers.ravel())
         markers[(sizes < min_seed)[markers] & (markers > 0)] = 0
-    surface = ndi.gaussian_filter(interior_p.astype(np.float32, copy=False), 1.0)
+    surface = ndi.gaussian_filter(interior_p.astype(np.float32, copy=False), sigma)
     labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
     # parts of the mask that no interior reached (a small or thin cell) are cells of their own
     rest = cc_label(mask & (labels == 0), connectivity=connectivity)
@@ -118,7 +129,7 @@ def _seeded_instances(probabilities, cell_class, border_class, threshold, connec
     return labels
 
 
-def _instances_2d(
+def _instances(
     probabilities: np.ndarray,
     *,
     cell_class: int,
@@ -129,14 +140,17 @@ def _instances_2d(
     min_size: int,
     fill_holes: bool,
     connectivity: int,
+    sampling=None,
 ) -> np.ndarray:
-    """Instance labels 1..n of one plane (n_classes, Y, X)."""
+    """Instance labels 1..n of one plane (n_classes, Y, X) or volume (n_classes, Z, Y, X) with the
+    voxel size ``sampling`` (in xy pixels)."""
+    sigma = 1.0 if sampling is None else tuple(1.0 / s for s in sampling)
     from skimage.measure import label as cc_label
     from skimage.segmentation import watershed
 
     if border_class is not None:
         labels = _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity,
-                                   max(1, min_size // 4))
+                                   max(1, min_size // 4), sigma)
         return _size_filter(labels, min_size)
     cell = probabilities[cell_class]
     if threshold is None:
@@ -151,12 +165,12 @@ def _instances_2d(
         labels = cc_label(mask, connectivity=connectivity)
     else:
         if split == "distance":
-            surface = ndi.distance_transform_edt(mask)
-            surface = ndi.gaussian_filter(surface, 1.0)
+            surface = ndi.distance_transform_edt(mask, sampling=sampling)
+            surface = ndi.gaussian_filter(surface, sigma)
         else:  # "probability"
-            surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), 1.0)
+            surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), sigma)
         surface = np.where(mask, surface, 0)
-        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=2)
+        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=mask.ndim)
         # every component gets at least one marker (h_maxima misses components lower than h)
         components = cc_label(mask, connectivity=connectivity)
         unmarked = np.setdiff1d(np.unique(components[markers == 0]), np.unique(components[markers > 0]))
@@ -198,6 +212,8 @@ def to_labels(
     cell_diameter: float | None = None,
     fill_holes: bool = False,
     connectivity: int = 1,
+    three_d: bool = False,
+    spacing=None,
     out=None,
 ) -> Any:
     """Turn class probabilities into int32 labels.
@@ -206,42 +222,41 @@ def to_labels(
     ----------
     probabilities : array-like
         ``(n_classes, ..., Y, X)`` softmax probabilities (e.g. from ``predict_tiled`` or
-        ``predict_stack``); numpy, memmap, zarr or dask, read plane by plane.
+        ``predict_stack``); numpy, memmap, zarr or dask, read plane (or volume) by plane.
     mode : {"instances", "classes"}
-        "classes": the argmax (0 = background, k = class k).
-        "instances": connected components of ``cell_class`` (class 1, "cell", in instance mode),
-        one id per cell; planes of a stack are labelled one by one, ids unique across the stack.
+        "classes": the argmax (0 = background, k = class k). "instances": one id per cell of
+        ``cell_class``; planes of a stack are labelled one by one, ids unique across the stack.
     cell_class : int
         Class counted as cells in instance mode (the cell interior when ``border_class`` is given).
     border_class : int, optional
-        Instance mode, a network that learnt cell borders (``TrainConfig.borders``): each
-        connected cell interior seeds one instance, grown over interior and border pixels by a
-        watershed of the interior probability; ``split`` is then not used.
+        A network that learnt cell borders (``TrainConfig.borders``): each connected cell interior
+        seeds one instance, grown over interior and border pixels; ``split`` is then not used.
     threshold : float, optional
-        Instance mode: cells are pixels whose ``cell_class`` probability exceeds it (None: the
-        argmax is ``cell_class``).
+        Cells are pixels whose ``cell_class`` probability exceeds it (None: the argmax).
     split : {None, "distance", "probability"}
         Split merged cells with a watershed seeded by the h-maxima of the distance transform
         ("distance", the default) or of the smoothed cell probability ("probability"); None keeps
-        the connected components. A network trained with the touching-cell weight map learns
-        the gaps between cells; the distance split catches the pairs it still merges (measured
-        in ``benchmarks/bench_train.py``, see ``benchmarks/README.md``).
+        the connected components (the distance split catches the touching pairs a network still
+        merges: ``benchmarks/README.md``).
     split_h : float, optional
         Height of the maxima that seed the split; larger values split less. Default for
-        "distance": ``0.1 * cell_diameter`` pixels (a fifth of the typical radius) when the
-        cell diameter is known, else 2 pixels; for "probability": 0.1.
+        "distance": ``0.1 * cell_diameter`` pixels when the cell diameter is known, else 2
+        pixels; for "probability": 0.1.
     min_size : int, optional
-        Objects smaller than this many pixels (per plane) are removed. Default: a tenth of the
-        area of a typical cell (``0.1 * pi * (cell_diameter / 2) ** 2``) when the cell
-        diameter is known, else 10 pixels.
+        Objects smaller than this many pixels (voxels with ``three_d``) are removed. Default: a
+        tenth of a typical cell's area (volume) when the cell diameter is known, else 10.
     cell_diameter : float, optional
-        Typical cell diameter in pixels. A model trained in instance mode records the median
-        diameter of the painted cells in ``model.metadata["cell_diameter"]``; pass it here so
-        the split and the size filter scale with the cells (see :func:`label_options`).
+        Typical cell diameter in (xy) pixels, e.g. the painted cells' median that a trained model
+        keeps (:func:`label_options`): the split and the size filter scale with it.
     fill_holes : bool
         Fill holes inside the cell mask before labelling.
     connectivity : {1, 2}
-        Pixel connectivity of a cell: 1 = 4-neighbours, 2 = 8-neighbours.
+        Pixel connectivity of a cell: 1 = 4-neighbours (6 in 3D), 2 = 8-neighbours (18 in 3D).
+    three_d : bool
+        Label 3D objects in ``(n_classes, ..., Z, Y, X)``: one id per object over its planes,
+        touching objects split by a watershed of the anisotropic distance transform.
+    spacing : (dz, dy, dx), optional
+        Voxel size with ``three_d`` (any unit, e.g. micrometres); default isotropic voxels.
     out : array-like, optional
         int32 array of shape ``probabilities.shape[1:]`` to write into (e.g. zarr).
 
@@ -254,13 +269,31 @@ def to_labels(
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
     probabilities, shape = _as_probabilities(probabilities)
     border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold)
-    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter)
+    sampling = _sampling(three_d and mode == "instances", spacing, shape)
+    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter, sampling)
     out = _output_array(out, shape[1:])
     if mode == "classes":
         return _label_planes(probabilities, out, _classes_2d, unique_ids=False)
-    instances = partial(_instances_2d, cell_class=int(cell_class), border_class=border_class, threshold=threshold, split=split,
-                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity)
-    return _label_planes(probabilities, out, instances, unique_ids=True)
+    instances = partial(_instances, cell_class=int(cell_class), border_class=border_class, threshold=threshold, split=split,
+                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity,
+                        sampling=sampling)
+    return _label_planes(probabilities, out, instances, unique_ids=True, dims=2 if sampling is None else 3)
+
+
+def _sampling(three_d: bool, spacing, shape) -> tuple[float, float, float] | None:
+    """Voxel size relative to the xy pixel (distances in xy pixels), or None for planes."""
+    if not three_d:
+        return None
+    if len(shape) < 4:
+        raise ValueError(f"three_d needs probabilities (n_classes, ..., Z, Y, X), got shape {shape}")
+    if spacing is None:
+        return (1.0, 1.0, 1.0)
+    try:
+        dz, dy, dx = (check_float(f"spacing[{i}]", v, above=0.0) for i, v in enumerate(spacing))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing!r} ({exc})") from None
+    xy = math.sqrt(dy * dx)
+    return dz / xy, dy / xy, dx / xy
 
 
 def _as_probabilities(probabilities):
@@ -312,11 +345,11 @@ def _classes_2d(probabilities: np.ndarray) -> np.ndarray:
     return np.argmax(probabilities, axis=0).astype(np.int32)
 
 
-def _label_planes(probabilities, out, label_plane, *, unique_ids: bool):
-    """Write ``label_plane(p)`` of every (n_classes, Y, X) plane ``p`` into ``out``; with
-    ``unique_ids`` the ids of each plane follow those of the planes before it."""
+def _label_planes(probabilities, out, label_plane, *, unique_ids: bool, dims: int = 2):
+    """Write ``label_plane(p)`` of every (n_classes, Y, X) plane ``p`` (``dims=3``: (n_classes, Z,
+    Y, X) volume) into ``out``; with ``unique_ids`` the ids of each follow those before it."""
     offset = 0
-    for plane in np.ndindex(*tuple(int(s) for s in out.shape)[:-2]):
+    for plane in np.ndindex(*tuple(int(s) for s in out.shape)[:-dims]):
         p = np.asarray(probabilities[(slice(None), *plane)])
         if p.dtype.kind == "f" and not np.isfinite(p).all():
             raise ValueError(f"probabilities{'' if not plane else ' of plane ' + str(plane)} hold NaN or infinite "

@@ -35,18 +35,18 @@ import contextlib
 import copy
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
 
-from .axes import check_axes
-from .checks import as_real_array, available_memory, check_allocation, check_finite_image, check_int
+from .checks import available_memory, check_allocation, check_int
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
-from .model_fit import check_channels, image_axes
+from .model_fit import image_axes
+from .pixel_size import model_pixel_size, resample_factors, resample_image, resample_probabilities
 from .progress import Progress, drive
+from .sources import Source, as_image_array, make_source
 from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, mirror_indices, plan_tiles
 from .normalization import apply_normalization, normalization_params
 
@@ -64,51 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------- source
-@dataclass(frozen=True)
-class _Source:
-    """A stack seen as planes of (C, Y, X); reads windows lazily from numpy / zarr / dask."""
-
-    data: Any
-    axes: str
-    plane_shape: tuple[int, ...]
-    n_channels: int
-    height: int
-    width: int
-
-    def read(self, plane: tuple[int, ...], ys: slice, xs: slice) -> np.ndarray:
-        key: list[Any] = []
-        it = iter(plane)
-        for ax in self.axes:
-            if ax == "Y":
-                key.append(ys)
-            elif ax == "X":
-                key.append(xs)
-            elif ax == "C":
-                key.append(slice(None))
-            else:
-                key.append(next(it))
-        block = np.asarray(self.data[tuple(key)])
-        kept = [ax for ax in self.axes if ax in "CYX"]
-        if "C" not in kept:
-            return block[None]
-        return block.transpose(kept.index("C"), kept.index("Y"), kept.index("X"))
-
-
-def _as_array(data, name: str):
-    data = as_real_array(data, name)
-    check_finite_image(data, name)
-    return data
-
-
-def _make_source(data, axes: str, model: UNet, name: str) -> _Source:
-    shape = tuple(int(s) for s in data.shape)
-    axes = check_axes(axes, shape, name)
-    n_channels = check_channels(model, shape, axes, name)
-    plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
-    return _Source(data, axes, plane_shape, n_channels, shape[axes.index("Y")], shape[axes.index("X")])
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -136,7 +91,7 @@ def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNe
 class _Engine:
     """Runs the tiles of one source through the network and writes the kept windows into ``out``."""
 
-    def __init__(self, model, source: _Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm, plane=None):
+    def __init__(self, model, source: Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm, plane=None):
         self.plane = plane  # one plane only (a block of distributed prediction): ``out`` has no plane axes
         self.model = model
         self.source = source
@@ -260,7 +215,7 @@ def _check_out(out, shape: tuple[int, ...], name: str = "out"):
     return out
 
 
-def _normalization(model: UNet, source: _Source, normalize):
+def _normalization(model: UNet, source: Source, normalize):
     if isinstance(normalize, (tuple, list)):  # (lows, highs) given, e.g. those of a whole stack
         if len(normalize) != 2:
             raise ValueError(f"normalize must be True, False or a (lows, highs) pair, got {normalize!r}")
@@ -300,21 +255,27 @@ def normalization_range(model: UNet, data, *, axes: str | None = None):
     >>> normalization_range(net, np.arange(24).reshape(2, 3, 4), axes="ZYX")
     (array([0.]), array([23.]))
     """
-    data = _as_array(data, "data")
+    data = as_image_array(data, "data")
     if axes is None:
         axes = image_axes(data, model)
-    lows, highs = _normalization(model, _make_source(data, axes, model, "data"), True)
+    lows, highs = _normalization(model, make_source(data, axes, model, "data"), True)
     return None if lows is None else (lows, highs)
 
 
 def _iter_predict(
-    model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision, block=None
+    model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision, block=None,
+    pixel_size=None,
 ) -> Generator[tuple[int, int], None, Any]:
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    source = _make_source(data, axes, model, name)
+    source = make_source(data, axes, model, name)
+    factors = resample_factors(pixel_size, model_pixel_size(model)) if block is None else None
+    if factors is not None:
+        return (yield from _iter_resampled(model, data, axes, factors, source, name=name, tile_shape=tile_shape,
+                                           batch_size=batch_size, device=device, out=out, normalize=normalize,
+                                           precision=precision))
     dev = select_device(device)
     dtype = resolve_precision(precision, dev)
     plane, window = _check_block(block, source) if block is not None else (None, None)
@@ -366,7 +327,29 @@ def _iter_predict(
     return out
 
 
-def _check_block(block, source: _Source):
+def _iter_resampled(model, data, axes, factors, source: Source, *, out, normalize, **kwargs):
+    """Predict ``data`` resampled by ``factors`` (to the model's pixel size) and resample the
+    probabilities back to the input's grid (the resampled stack is held in memory)."""
+    if normalize is True:  # the percentiles of the image itself, not of its resampled copy
+        normalize = _normalization(model, source, True)
+        normalize = False if normalize[0] is None else normalize
+    out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
+    check_allocation(4 * int(np.prod(data.shape)) * factors[0] * factors[1], "the resampled image",
+                     hint="predict without pixel_size, or resample the image yourself")
+    if out is None:
+        check_allocation(4 * int(np.prod(out_shape)), "the probabilities", hint="pass out= a zarr array or a memmap")
+    out = _check_out(out, out_shape)
+    resampled = resample_image(data, axes, factors)
+    logger.info("resampled %s by %.3g x %.3g to the model's pixel size: %s", tuple(data.shape), *factors,
+                tuple(resampled.shape))
+    probabilities = yield from _iter_predict(model, resampled, axes, out=None, normalize=normalize, **kwargs)
+    for plane in np.ndindex(*source.plane_shape):
+        out[(slice(None), *plane)] = resample_probabilities(probabilities[(slice(None), *plane)],
+                                                            (source.height, source.width))
+    return out
+
+
+def _check_block(block, source: Source):
     """``block = (plane, ys, xs)``: a plane index over the non-channel, non-YX axes and two slices."""
     try:
         plane, ys, xs = block
@@ -391,18 +374,19 @@ def iter_predict_tiled(
     out=None,
     normalize: bool | tuple = True,
     precision: str = "auto",
+    pixel_size=None,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_tiled`: yields ``(done, total)`` tiles, returns the result.
 
     ``probabilities = yield from iter_predict_tiled(model, image)``; closing the generator cancels
     the prediction at the next tile batch.
     """
-    image = _as_array(image, "image")
+    image = as_image_array(image, "image")
     axes = image_axes(image, model) if isinstance(model, UNet) else "YX"
     return (
         yield from _iter_predict(
             model, image, axes, name="image", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision,
+            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size,
         )
     )
 
@@ -418,6 +402,7 @@ def predict_tiled(
     progress: Progress | None = None,
     normalize: bool | tuple = True,
     precision: str = "auto",
+    pixel_size=None,
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
 
@@ -447,6 +432,11 @@ def predict_tiled(
         it is within :func:`predict_stack`.
     precision : {"auto", "fp32", "bf16", "fp16"}
         Arithmetic; "auto" picks the fastest that keeps the argmax (see the module notes).
+    pixel_size : float or (float, float), optional
+        Micrometres per pixel (y, x) of the image. When the model knows its own
+        (``model.metadata["pixel_size"]``) and they differ by more than 5 %, the image is
+        resampled to the model's grid, predicted, and the probabilities resampled back: the
+        result keeps the image's shape. None: predicted as it is.
 
     Returns
     -------
@@ -464,7 +454,7 @@ def predict_tiled(
     return drive(
         iter_predict_tiled(
             model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision,
+            normalize=normalize, precision=precision, pixel_size=pixel_size,
         ),
         progress,
     )
@@ -481,13 +471,14 @@ def iter_predict_stack(
     out=None,
     normalize: bool | tuple = True,
     precision: str = "auto",
+    pixel_size=None,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_stack`: yields ``(done, total)`` tiles over all planes."""
-    data = _as_array(data, "data")
+    data = as_image_array(data, "data")
     return (
         yield from _iter_predict(
             model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision,
+            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size,
         )
     )
 
@@ -504,6 +495,7 @@ def predict_stack(
     progress: Progress | None = None,
     normalize: bool | tuple = True,
     precision: str = "auto",
+    pixel_size=None,
 ):
     """Class probabilities of a stack, predicted plane by plane with one progress total.
 
@@ -536,7 +528,7 @@ def predict_stack(
     return drive(
         iter_predict_stack(
             model, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision,
+            normalize=normalize, precision=precision, pixel_size=pixel_size,
         ),
         progress,
     )
@@ -580,7 +572,7 @@ def predict_block(
     >>> bool(np.abs(part - whole[:, 16:48]).max() < 1e-5)
     True
     """
-    data = _as_array(data, "data")
+    data = as_image_array(data, "data")
     return drive(
         _iter_predict(
             model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device, out=None,

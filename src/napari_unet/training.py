@@ -286,6 +286,9 @@ class Trainer:
         diameter = self.data.cell_diameter()
         if diameter is not None:
             self.model.metadata["cell_diameter"] = round(float(diameter), 3)
+            if self.config.pixel_size is not None:  # in micrometres too: right on any grid
+                self.model.metadata["cell_diameter_um"] = round(float(diameter) * math.sqrt(
+                    self.config.pixel_size[0] * self.config.pixel_size[1]), 4)
 
     def set_annotations(self, index: int, annotations) -> None:
         """Swap in fresh annotations for image ``index`` (thread-safe; applied at the next iteration).

@@ -1,0 +1,190 @@
+"""Pixel sizes (micrometres per pixel): where they come from, and resampling between an image and a model.
+
+A model trained with a known pixel size keeps it (``model.metadata["pixel_size"] = [y, x]``) and
+keeps the typical cell diameter in micrometres too (``"cell_diameter_um"``). An image whose pixel
+size differs from the model's by more than 5 % (:data:`TOLERANCE`) is resampled to the model's
+grid for prediction and the probabilities are resampled back, so the output has exactly the
+input's shape (:mod:`napari_unet.tiling`). Images without a pixel size behave as before.
+
+Pixel sizes come from the user (``pixel_size=``, ``--pixel-size``), a napari layer's ``scale``,
+an OME-Zarr's multiscales, an OME-TIFF's ``PhysicalSizeX/Y/Z`` or an ImageJ TIFF's resolution
+and ``spacing`` (:func:`pixel_size_of_file`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "TOLERANCE",
+    "check_pixel_size",
+    "model_pixel_size",
+    "pixel_size_of_file",
+    "pixel_size_from_scale",
+    "resample_factors",
+    "describe_resampling",
+    "resample_image",
+    "resample_probabilities",
+]
+
+#: relative difference of pixel sizes below which an image is predicted as it is
+TOLERANCE = 0.05
+_UNITS = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
+          "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
+
+
+def check_pixel_size(value, name: str = "pixel_size") -> tuple[float, float] | None:
+    """``(y, x)`` micrometres per pixel from a number, a pair or None (unknown).
+
+    >>> check_pixel_size(0.5), check_pixel_size([0.3, 0.25]), check_pixel_size(None)
+    ((0.5, 0.5), (0.3, 0.25), None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, bool)):
+        raise TypeError(f"{name} must be a number or a (y, x) pair of micrometres per pixel, got {value!r}")
+    if isinstance(value, numbers.Real):
+        value = (value, value)
+    try:
+        items = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or a (y, x) pair of micrometres per pixel, got {value!r}") from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a (y, x) pair of micrometres per pixel, got {len(items)} values {value!r}")
+    if not all(math.isfinite(v) and 0 < v < 1e6 for v in items):
+        raise ValueError(f"{name} must be positive micrometres per pixel, got {value!r}")
+    return items[0], items[1]
+
+
+def model_pixel_size(model) -> tuple[float, float] | None:
+    """The pixel size a model was trained at, or None."""
+    meta = getattr(model, "metadata", None) or {}
+    return check_pixel_size(meta.get("pixel_size"), "model pixel_size")
+
+
+def pixel_size_from_scale(scale: Sequence[float] | None, axes: str) -> dict | None:
+    """``{"z": .., "y": .., "x": ..}`` from a napari layer's ``scale`` over the layer's ``axes``
+    (channels excluded); None when the scale says nothing (all ones, napari's default)."""
+    if scale is None:
+        return None
+    values = [float(s) for s in scale]
+    spatial = [a for a in axes if a != "C"]
+    if len(values) != len(spatial) or all(v == 1.0 for v in values):
+        return None
+    found = {ax.lower(): v for ax, v in zip(spatial, values) if ax in "ZYX" and math.isfinite(v) and v > 0}
+    return found if "y" in found and "x" in found else None
+
+
+def _tiff_pixel_size(path: Path) -> dict | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tif.ome_metadata)
+            for pixels in root.iter():
+                if pixels.tag.endswith("Pixels"):
+                    found = {}
+                    for ax in "ZYX":
+                        value = pixels.get(f"PhysicalSize{ax}")
+                        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+                        if value is not None and unit in _UNITS:
+                            found[ax.lower()] = float(value) * _UNITS[unit]
+                    return found if "y" in found and "x" in found else None
+        page = tif.pages[0]
+        meta = tif.imagej_metadata or {}
+        unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
+        tags = page.tags
+        if unit not in _UNITS or "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        xr, yr = tags["XResolution"].value, tags["YResolution"].value
+        found = {"y": yr[1] / yr[0] * _UNITS[unit], "x": xr[1] / xr[0] * _UNITS[unit]}
+        if "spacing" in meta:
+            found["z"] = float(meta["spacing"]) * _UNITS[unit]
+        return found
+
+
+def pixel_size_of_file(path) -> dict | None:
+    """Micrometres per pixel recorded in an image file (``{"z": .., "y": .., "x": ..}``, z when
+    known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
+    from .images import is_zarr_path
+    from .ngff import ngff_scale
+
+    path = Path(path)
+    try:
+        if is_zarr_path(path):
+            scale = ngff_scale(path)
+            return scale if scale and "y" in scale and "x" in scale else None
+        return _tiff_pixel_size(path)
+    except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError):
+        return None  # unreadable metadata: no pixel size, as for a file without one
+
+
+def resample_factors(image_pixel_size, model_pixel: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Zoom factors (y, x) that bring an image to the model's grid, or None when either pixel size
+    is unknown or they agree within :data:`TOLERANCE`.
+
+    >>> resample_factors((0.65, 0.65), (0.325, 0.325))
+    (2.0, 2.0)
+    >>> resample_factors((0.33, 0.33), (0.325, 0.325)) is None
+    True
+    """
+    image_px = check_pixel_size(image_pixel_size)
+    if image_px is None or model_pixel is None:
+        return None
+    factors = (image_px[0] / model_pixel[0], image_px[1] / model_pixel[1])
+    if all(abs(f - 1.0) <= TOLERANCE for f in factors):
+        return None
+    return factors
+
+
+def describe_resampling(model, image_pixel_size) -> str:
+    """What prediction will do, for a widget: "model: 0.32 µm/px, image: 0.65 µm/px, resampled x2.0"."""
+    model_px = model_pixel_size(model)
+    image_px = check_pixel_size(image_pixel_size)
+    if model_px is None:
+        return "model: pixel size unknown" + (f", image: {image_px[1]:.3g} µm/px" if image_px else "")
+    if image_px is None:
+        return f"model: {model_px[1]:.3g} µm/px, image: pixel size unknown (predicted as it is)"
+    factors = resample_factors(image_px, model_px)
+    text = f"model: {model_px[1]:.3g} µm/px, image: {image_px[1]:.3g} µm/px"
+    if factors is None:
+        return text + " (same grid)"
+    return text + f", resampled x{math.sqrt(factors[0] * factors[1]):.2g}"
+
+
+def resample_image(data, axes: str, factors: tuple[float, float]) -> np.ndarray:
+    """``data`` (axes as named, Y and X among them) zoomed by ``factors`` along Y and X (linear,
+    anti-aliased when shrinking), float32."""
+    from skimage.transform import resize
+
+    data = np.asarray(data, dtype=np.float32)
+    shape = list(data.shape)
+    iy, ix = axes.index("Y"), axes.index("X")
+    shape[iy] = max(1, int(round(shape[iy] * factors[0])))
+    shape[ix] = max(1, int(round(shape[ix] * factors[1])))
+    sigma = [0.0] * data.ndim
+    for i, f in ((iy, factors[0]), (ix, factors[1])):
+        sigma[i] = max(0.0, (1.0 / f - 1.0) / 2.0)  # skimage's anti-aliasing sigma, Y and X only
+    if any(sigma):
+        from scipy import ndimage as ndi
+
+        data = ndi.gaussian_filter(data, sigma, mode="mirror")
+    return resize(data, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True).astype(np.float32)
+
+
+def resample_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Probabilities ``(n_classes, ..., y, x)`` resized to ``shape`` (Y, X), linear, summing to 1."""
+    from skimage.transform import resize
+
+    p = np.asarray(probabilities, dtype=np.float32)
+    out = resize(p, (*p.shape[:-2], *shape), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    out = out.astype(np.float32, copy=False)
+    out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-12)
+    return out

@@ -1,0 +1,135 @@
+"""Physical space: pixel sizes kept by models and used by prediction; 3D objects from a z-stack."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import napari_unet.tiling as tiling
+from napari_unet import TrainConfig, UNet, load_model, predict_stack, predict_tiled, save_model, to_labels
+from napari_unet.metrics import match_instances
+from napari_unet.model_files import ModelFileError
+from napari_unet.pixel_size import (check_pixel_size, describe_resampling, pixel_size_from_scale, pixel_size_of_file,
+                                    resample_factors)
+from napari_unet.postprocess import label_options
+from napari_unet.samples import make_touching_cells
+
+
+def threshold_unet(pixel_size=(0.5, 0.5)) -> UNet:
+    """A U-Net whose 'cell' probability is the normalized intensity thresholded at 0.5 (no training)."""
+    net = UNet(depth=2, base_channels=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.inc[0].weight[0, 0, 1, 1] = net.inc[2].weight[0, 0, 1, 1] = 1
+        last = net.up[-1].conv
+        last[0].weight[0, 0, 1, 1] = last[2].weight[0, 0, 1, 1] = 1
+        net.head.weight[1, 0] = 12
+        net.head.bias[1] = -6
+    net.metadata = {"mode": "instances", "cell_diameter": 22.0, "cell_diameter_um": 11.0,
+                    "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8}}
+    if pixel_size is not None:
+        net.metadata["pixel_size"] = list(pixel_size)
+    return net
+
+
+def test_pixel_size_checks_and_config():
+    assert check_pixel_size(0.5) == (0.5, 0.5)
+    assert TrainConfig(iterations=1, pixel_size=0.325).pixel_size == (0.325, 0.325)
+    assert TrainConfig.from_dict(TrainConfig(iterations=1, pixel_size=(0.3, 0.2)).to_dict()).pixel_size == (0.3, 0.2)
+    for bad in (0, -1, float("nan"), (0.1, 0.2, 0.3), "0.5"):
+        with pytest.raises((ValueError, TypeError), match="pixel_size"):
+            TrainConfig(iterations=1, pixel_size=bad)
+    assert resample_factors((0.52, 0.5), (0.5, 0.5)) is None  # within 5 %: predicted as it is
+    assert resample_factors((0.6, 0.5), (0.5, 0.5)) == pytest.approx((1.2, 1.0))
+    assert resample_factors(None, (0.5, 0.5)) is None and resample_factors((1, 1), None) is None
+    assert pixel_size_from_scale((1.0, 1.0), "YX") is None  # napari's default scale says nothing
+    assert pixel_size_from_scale((2.0, 0.65, 0.65), "ZYX") == {"z": 2.0, "y": 0.65, "x": 0.65}
+    assert "resampled x2" in describe_resampling(threshold_unet((0.325, 0.325)), 0.65)
+
+
+def test_pixel_size_round_trips_through_model_files(tmp_path):
+    net = threshold_unet((0.325, 0.3))
+    save_model(net, tmp_path / "m.unet")
+    loaded = load_model(tmp_path / "m.unet")
+    assert loaded.metadata["pixel_size"] == [0.325, 0.3] and loaded.metadata["cell_diameter_um"] == 11.0
+    net.metadata["pixel_size"] = [0.3, -1]
+    save_model(net, tmp_path / "bad.unet")
+    with pytest.raises(ModelFileError, match="pixel_size"):
+        load_model(tmp_path / "bad.unet")
+
+
+def test_pixel_size_of_tiff_and_ome_metadata(tmp_path):
+    image = np.zeros((3, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", image, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
+                     metadata={"unit": "um", "spacing": 1.5, "axes": "ZYX"})
+    assert pixel_size_of_file(tmp_path / "ij.tif") == pytest.approx({"z": 1.5, "y": 0.25, "x": 0.25})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", image, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 1.0})
+    assert pixel_size_of_file(tmp_path / "ome.ome.tif") == pytest.approx({"z": 1.0, "y": 0.2, "x": 0.2})
+    tifffile.imwrite(tmp_path / "plain.tif", image, photometric="minisblack")
+    assert pixel_size_of_file(tmp_path / "plain.tif") is None
+
+
+def test_a_coarser_image_is_resampled_and_agrees_with_full_resolution(monkeypatch):
+    image = make_touching_cells((384, 384), seed=5)[0]
+    net = threshold_unet((0.5, 0.5))
+    full = to_labels(predict_tiled(net, image, precision="fp32"), **label_options(net, pixel_size=0.5))
+    coarse = image.reshape(192, 2, 192, 2).mean(axis=(1, 3))  # 2x downsampled: 1.0 µm per pixel
+    calls = []
+    original = tiling.resample_image
+    monkeypatch.setattr(tiling, "resample_image", lambda *a: calls.append(a[2]) or original(*a))
+    probabilities = predict_tiled(net, coarse, precision="fp32", pixel_size=1.0)
+    assert calls == [(2.0, 2.0)]  # predicted on the model's grid
+    assert probabilities.shape == (2, 192, 192)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)
+    options = label_options(net, pixel_size=1.0)
+    assert options["cell_diameter"] == pytest.approx(11.0)  # 11 µm at 1 µm/px
+    labels = to_labels(probabilities, **options)
+    upsampled = np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1)
+    assert match_instances(full, upsampled)["f1"] >= 0.9
+    # the same pixel size as the model, and no pixel size: not resampled
+    calls.clear()
+    predict_tiled(net, image, precision="fp32", pixel_size=0.51)
+    predict_stack(net, np.stack([image, image]), axes="ZYX", precision="fp32")
+    assert calls == []
+
+
+def test_a_stack_keeps_its_shape_when_resampled():
+    net = threshold_unet((0.5, 0.5))
+    stack = np.stack([make_touching_cells((100, 90), seed=s)[0] for s in (1, 2)])
+    out = predict_stack(net, stack, axes="ZYX", precision="fp32", pixel_size=(0.8, 0.8))
+    assert out.shape == (2, 2, 100, 90)
+
+
+def _spheres():
+    """Anisotropic spheres, the z step twice the xy pixel; spheres 1 and 2 touch."""
+    zz, yy, xx = np.mgrid[:40, :96, :96].astype(float)
+    zz *= 2.0
+    truth = np.zeros(zz.shape, np.int32)
+    for i, (cz, cy, cx, r) in enumerate([(40, 30, 30, 14), (40, 30, 57, 14), (30, 70, 50, 12), (54, 66, 72, 11)], 1):
+        truth[(np.sqrt((zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2) < r) & (truth == 0)] = i
+    cells = (truth > 0).astype(np.float32)
+    return truth, np.stack([1 - cells, cells])
+
+
+def test_three_d_gives_one_id_per_sphere_and_splits_touching_ones():
+    truth, probabilities = _spheres()
+    labels = to_labels(probabilities, three_d=True, spacing=(2.0, 1.0, 1.0), cell_diameter=24)
+    assert labels.shape == truth.shape and labels.dtype == np.int32
+    assert labels.max() == 4
+    for i in range(1, 5):
+        assert len(np.unique(labels[truth == i])) == 1  # one id over all its planes
+    assert labels[truth == 1][0] != labels[truth == 2][0]  # the touching pair split
+    planes = to_labels(probabilities, cell_diameter=24)
+    assert planes.max() > 20  # plane by plane: a new id on every plane
+    # a time series of volumes (T, Z, Y, X): ids unique over all of it
+    series = to_labels(np.stack([probabilities, probabilities], axis=1), three_d=True, spacing=(2, 1, 1),
+                       cell_diameter=24)
+    assert series.shape == (2, *truth.shape) and series.max() == 8
+    with pytest.raises(ValueError, match="three_d needs"):
+        to_labels(probabilities[:, 0], three_d=True)
+    with pytest.raises(ValueError, match="spacing"):
+        to_labels(probabilities, three_d=True, spacing=(0, 1, 1))

@@ -11,8 +11,8 @@ import napari_unet.tiling as tiling
 from napari_unet import TrainConfig, UNet, load_model, predict_stack, predict_tiled, save_model, to_labels
 from napari_unet.metrics import match_instances
 from napari_unet.model_files import ModelFileError
-from napari_unet.pixel_size import (check_pixel_size, describe_resampling, pixel_size_from_scale, pixel_size_of_file,
-                                    resample_factors)
+from napari_unet.images import read_pixel_size
+from napari_unet.pixel_size import check_pixel_size, describe_resampling, pixel_size_from_scale, resample_factors
 from napari_unet.postprocess import label_options
 from napari_unet.samples import make_touching_cells
 
@@ -65,12 +65,12 @@ def test_pixel_size_of_tiff_and_ome_metadata(tmp_path):
     image = np.zeros((3, 16, 16), np.uint16)
     tifffile.imwrite(tmp_path / "ij.tif", image, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
                      metadata={"unit": "um", "spacing": 1.5, "axes": "ZYX"})
-    assert pixel_size_of_file(tmp_path / "ij.tif") == pytest.approx({"z": 1.5, "y": 0.25, "x": 0.25})
+    assert read_pixel_size(tmp_path / "ij.tif") == pytest.approx({"z": 1.5, "y": 0.25, "x": 0.25})
     tifffile.imwrite(tmp_path / "ome.ome.tif", image, ome=True,
                      metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 1.0})
-    assert pixel_size_of_file(tmp_path / "ome.ome.tif") == pytest.approx({"z": 1.0, "y": 0.2, "x": 0.2})
+    assert read_pixel_size(tmp_path / "ome.ome.tif") == pytest.approx({"z": 1.0, "y": 0.2, "x": 0.2})
     tifffile.imwrite(tmp_path / "plain.tif", image, photometric="minisblack")
-    assert pixel_size_of_file(tmp_path / "plain.tif") is None
+    assert read_pixel_size(tmp_path / "plain.tif") is None
 
 
 def test_a_coarser_image_is_resampled_and_agrees_with_full_resolution(monkeypatch):

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from .axes import CANONICAL, canonical_axes, default_axes, to_canonical
-from .outputs import default_permissions, exists_error, temporary_sibling
+from .outputs import COMPLETE_ATTR, default_permissions, exists_error, temporary_sibling
 
-__all__ = ["read_image", "write_image", "is_complete_image", "is_zarr_path"]
+__all__ = ["read_image", "write_image", "is_complete_image", "is_zarr_path", "read_pixel_size"]
 
 
 def is_zarr_path(path: Path) -> bool:
@@ -168,7 +168,6 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     return path
 
 
-COMPLETE_ATTR = "napari_unet_complete"
 
 
 def _write_zarr(path: Path, data, axes: str, overwrite: bool) -> Path:
@@ -224,3 +223,51 @@ def is_complete_image(path) -> bool:
     except Exception:  # any unreadable TIFF is incomplete
         return False
 
+
+_UNITS = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
+          "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
+
+
+def _tiff_pixel_size(path: Path) -> dict | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            import xml.etree.ElementTree as ET
+
+            root = ET.fromstring(tif.ome_metadata)
+            for pixels in root.iter():
+                if pixels.tag.endswith("Pixels"):
+                    found = {}
+                    for ax in "ZYX":
+                        value = pixels.get(f"PhysicalSize{ax}")
+                        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+                        if value is not None and unit in _UNITS:
+                            found[ax.lower()] = float(value) * _UNITS[unit]
+                    return found if "y" in found and "x" in found else None
+        page = tif.pages[0]
+        meta = tif.imagej_metadata or {}
+        unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
+        tags = page.tags
+        if unit not in _UNITS or "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        xr, yr = tags["XResolution"].value, tags["YResolution"].value
+        found = {"y": yr[1] / yr[0] * _UNITS[unit], "x": xr[1] / xr[0] * _UNITS[unit]}
+        if "spacing" in meta:
+            found["z"] = float(meta["spacing"]) * _UNITS[unit]
+        return found
+
+
+def read_pixel_size(path) -> dict | None:
+    """Micrometres per pixel recorded in an image file (``{"z": .., "y": .., "x": ..}``, z when
+    known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
+    from .ngff import ngff_scale
+
+    path = Path(path)
+    try:
+        if is_zarr_path(path):
+            scale = ngff_scale(path)
+            return scale if scale and "y" in scale and "x" in scale else None
+        return _tiff_pixel_size(path)
+    except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError):
+        return None  # unreadable metadata: no pixel size, as for a file without one

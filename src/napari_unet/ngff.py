@@ -107,7 +107,7 @@ def write_prediction_metadata(path, *, axes: str, scale: dict | None = None, pro
 
 def mark_complete(path) -> None:
     """Mark a prediction output complete (:func:`napari_unet.images.is_complete_image` is True)."""
-    from .images import COMPLETE_ATTR
+    from .outputs import COMPLETE_ATTR
 
     _zarr_group(path, "a").attrs[COMPLETE_ATTR] = True
 

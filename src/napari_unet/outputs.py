@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = [
+    "COMPLETE_ATTR",
     "atomic_write_bytes",
     "temporary_sibling",
     "check_output_path",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+#: the attribute that marks a zarr output complete (written last, after every chunk)
+COMPLETE_ATTR = "napari_unet_complete"
 
 
 def default_permissions(path) -> None:

@@ -8,14 +8,13 @@ input's shape (:mod:`napari_unet.tiling`). Images without a pixel size behave as
 
 Pixel sizes come from the user (``pixel_size=``, ``--pixel-size``), a napari layer's ``scale``,
 an OME-Zarr's multiscales, an OME-TIFF's ``PhysicalSizeX/Y/Z`` or an ImageJ TIFF's resolution
-and ``spacing`` (:func:`pixel_size_of_file`).
+and ``spacing`` (:func:`napari_unet.images.read_pixel_size`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +23,6 @@ __all__ = [
     "TOLERANCE",
     "check_pixel_size",
     "model_pixel_size",
-    "pixel_size_of_file",
     "pixel_size_from_scale",
     "resample_factors",
     "describe_resampling",
@@ -34,8 +32,6 @@ __all__ = [
 
 #: relative difference of pixel sizes below which an image is predicted as it is
 TOLERANCE = 0.05
-_UNITS = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
-          "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
 
 
 def check_pixel_size(value, name: str = "pixel_size") -> tuple[float, float] | None:
@@ -78,52 +74,6 @@ def pixel_size_from_scale(scale: Sequence[float] | None, axes: str) -> dict | No
         return None
     found = {ax.lower(): v for ax, v in zip(spatial, values) if ax in "ZYX" and math.isfinite(v) and v > 0}
     return found if "y" in found and "x" in found else None
-
-
-def _tiff_pixel_size(path: Path) -> dict | None:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        if tif.is_ome and tif.ome_metadata:
-            import xml.etree.ElementTree as ET
-
-            root = ET.fromstring(tif.ome_metadata)
-            for pixels in root.iter():
-                if pixels.tag.endswith("Pixels"):
-                    found = {}
-                    for ax in "ZYX":
-                        value = pixels.get(f"PhysicalSize{ax}")
-                        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
-                        if value is not None and unit in _UNITS:
-                            found[ax.lower()] = float(value) * _UNITS[unit]
-                    return found if "y" in found and "x" in found else None
-        page = tif.pages[0]
-        meta = tif.imagej_metadata or {}
-        unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
-        tags = page.tags
-        if unit not in _UNITS or "XResolution" not in tags or "YResolution" not in tags:
-            return None
-        xr, yr = tags["XResolution"].value, tags["YResolution"].value
-        found = {"y": yr[1] / yr[0] * _UNITS[unit], "x": xr[1] / xr[0] * _UNITS[unit]}
-        if "spacing" in meta:
-            found["z"] = float(meta["spacing"]) * _UNITS[unit]
-        return found
-
-
-def pixel_size_of_file(path) -> dict | None:
-    """Micrometres per pixel recorded in an image file (``{"z": .., "y": .., "x": ..}``, z when
-    known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
-    from .images import is_zarr_path
-    from .ngff import ngff_scale
-
-    path = Path(path)
-    try:
-        if is_zarr_path(path):
-            scale = ngff_scale(path)
-            return scale if scale and "y" in scale and "x" in scale else None
-        return _tiff_pixel_size(path)
-    except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError):
-        return None  # unreadable metadata: no pixel size, as for a file without one
 
 
 def resample_factors(image_pixel_size, model_pixel: tuple[float, float] | None) -> tuple[float, float] | None:

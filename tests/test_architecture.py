@@ -71,10 +71,10 @@ def test_no_import_circles():
 
 def test_the_core_never_imports_the_cli_or_the_widgets():
     for name, deps in _graph().items():
-        if name.startswith("napari_unet._widgets") or name in ("napari_unet.cli", "napari_unet.__main__",
-                                                                "napari_unet._gui", "napari_unet._sample_data"):
+        if name.startswith(("napari_unet._widgets", "napari_unet.cli")) or name in (
+                "napari_unet.__main__", "napari_unet._gui", "napari_unet._sample_data"):
             continue
-        bad = {d for d in deps if d.startswith("napari_unet._widgets") or d in ("napari_unet.cli", "napari_unet._gui")}
+        bad = {d for d in deps if d.startswith(("napari_unet._widgets", "napari_unet.cli")) or d == "napari_unet._gui"}
         assert not bad, f"{name} imports {sorted(bad)}"
 
 

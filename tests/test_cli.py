@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from napari_unet import cli
+from napari_unet.cli_args import parse_duration
 from napari_unet.io import load_model, read_image, write_image
 from napari_unet.samples import make_touching_cells
 
@@ -139,9 +140,9 @@ def test_png_writer_round_trip(tmp_path):
 
 
 def test_duration_parser():
-    assert cli._parse_duration("90") == 90
-    assert cli._parse_duration("5m") == 300
-    assert cli._parse_duration("1.5h") == 5400
+    assert parse_duration("90") == 90
+    assert parse_duration("5m") == 300
+    assert parse_duration("1.5h") == 5400
 
 
 def test_console_entry_point_in_a_subprocess(files, tmp_path):

@@ -133,3 +133,28 @@ def test_three_d_gives_one_id_per_sphere_and_splits_touching_ones():
         to_labels(probabilities[:, 0], three_d=True)
     with pytest.raises(ValueError, match="spacing"):
         to_labels(probabilities, three_d=True, spacing=(0, 1, 1))
+
+
+def test_cli_reads_pixel_sizes_trains_with_them_and_labels_3d_objects(tmp_path):
+    from napari_unet.cli import main
+
+    image, _, annotations = make_touching_cells((128, 128), seed=3, annotated_fraction=0.08)
+    tifffile.imwrite(tmp_path / "img.tif", image, imagej=True, resolution=(1 / 0.4, 1 / 0.4), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "ann.tif", annotations.astype(np.uint16), imagej=True)
+    assert main(["train", str(tmp_path / "img.tif"), "-a", str(tmp_path / "ann.tif"), "-o", str(tmp_path / "m.unet"),
+                 "--preset", "tiny", "--iterations", "2", "-q"]) == 0
+    assert load_model(tmp_path / "m.unet").metadata["pixel_size"] == pytest.approx([0.4, 0.4])
+
+    truth, probabilities = _spheres()
+    stack = (100 + 900 * probabilities[1]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "um", "spacing": 1.0, "axes": "ZYX"})
+    net = threshold_unet((0.5, 0.5))
+    save_model(net, tmp_path / "t.unet")
+    out = tmp_path / "out"
+    assert main(["predict", "-m", str(tmp_path / "t.unet"), str(tmp_path / "stack.tif"), "-o", str(out), "--3d", "-q"]) == 0
+    labels = tifffile.imread(out / "stack_labels.tif")
+    assert labels.shape == truth.shape
+    assert len(np.unique(labels)) - 1 == 4  # one id per sphere over all its planes, the touching pair split
+    assert labels[truth == 1][0] != labels[truth == 2][0]
+    assert main(["predict", "-m", str(tmp_path / "t.unet"), str(tmp_path / "img.tif"), "-o", str(out), "--3d", "-q"]) == 2

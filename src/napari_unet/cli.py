@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from .axes import to_canonical
+from .cli_args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, positive_float,
+                       positive_int, training_loop)
+from .cli_demo import add_demo
 from .progress import ProgressBar, format_seconds
-from .render import gray_rgb, overlay, side_by_side, write_png
+from .render import write_png
 
 __all__ = ["main", "build_parser", "ProgressBar", "write_png"]  # write_png: from render, kept for scripts
 
@@ -42,40 +44,12 @@ logger = logging.getLogger(__name__)
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
 
 
-class CliError(Exception):
-    """A user error: printed without a traceback, exit status 2."""
-
-
 # what bad input, files or paths raise in the core: one line on stderr and exit 2, no traceback
 _EXPECTED = (CliError, ValueError, TypeError, OSError, MemoryError)
 
 
 # ---------------------------------------------------------------------------------------------
 # argument helpers
-
-
-def _parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"5m"``, ``"1.5h"`` -> seconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?|min)\s*", str(text).lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}; use seconds or e.g. 90s, 5m, 1.5h")
-    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be > 0, got {text!r}")
-    return value
-
-
-def _parse_tile(text: str) -> tuple[int, int]:
-    parts = re.split(r"[x,]", text.lower())
-    try:
-        values = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188")
-    return tuple(values)  # type: ignore[return-value]
 
 
 def _expand_inputs(inputs) -> list[Path]:
@@ -137,61 +111,34 @@ def _add_train(sub):
     p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
     p.add_argument("--preset", choices=["fast", "paper", "tiny"], default="fast",
                    help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests)")
-    p.add_argument("--iterations", type=_positive_int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
-    p.add_argument("--time-limit", type=_parse_duration, default=None, help="stop after this long, e.g. 300, 90s, 5m, 1h")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per iteration")
-    p.add_argument("--tile", type=_parse_tile, default=None, help="training input tile, e.g. 188 or 188x188")
+    p.add_argument("--iterations", type=positive_int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
+    p.add_argument("--time-limit", type=parse_duration, default=None, help="stop after this long, e.g. 300, 90s, 5m, 1h")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="tiles per iteration")
+    p.add_argument("--tile", type=parse_tile, default=None, help="training input tile, e.g. 188 or 188x188")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="adam (default) or sgd (the paper's, momentum 0.99)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: 1e-3 Adam, 0.01 SGD)")
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument("--validation-fraction", type=float, default=None, help="fraction of annotated pixels held out (default 0.1)")
     p.add_argument("--keep", choices=["best", "last"], default=None,
                    help="weights to end with: best (lowest validation loss; default) or last (the final ones; an "
                         "interrupted run keeps the best)")
-    p.add_argument("--ring", type=_non_negative_int, default=None,
+    p.add_argument("--ring", type=non_negative_int, default=None,
                    help="instances: unpainted pixels this close (px) to a painted cell are background, since a "
                         "painted cell is whole (default 1; 0 = the paper's rule, only painted pixels count)")
     p.add_argument("--borders", action="store_true",
                    help="instances: learn a third class, the cell border, and seed one cell per interior")
     p.add_argument("--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: from the files)")
+    p.add_argument("--pixel-size", type=parse_pixel_size, default=None,
+                   help="micrometres per pixel, e.g. 0.325 or 0.3x0.25 (default: from the files' metadata)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--continue", dest="continue_from", default=None, help="continue training this model file")
     p.add_argument("--checkpoint-dir", default=None, help="write checkpoints to this folder")
-    p.add_argument("--checkpoint-every", type=_parse_duration, default=None, help="time between checkpoints (default 5m)")
+    p.add_argument("--checkpoint-every", type=parse_duration, default=None, help="time between checkpoints (default 5m)")
     p.add_argument("--resume", default=None, help="resume from this checkpoint file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output model file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
-
-
-def _int_at_least(minimum: int):
-    """An argparse type: a whole number >= ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_non_negative_int = _int_at_least(0)
-_positive_int = _int_at_least(1)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
 
 
 def _train_config(args):
@@ -217,38 +164,21 @@ def _train_config(args):
     return config
 
 
-def _training_loop(trainer, *, quiet: bool, label: str = "train") -> bool:
-    """Drive the training with a progress bar; False when Ctrl-C stopped it (best weights kept)."""
-    bar = ProgressBar(label, enabled=not quiet)
-    cfg = trainer.config
-    last_val = ""
-    events = trainer.run()
-    try:
-        for event in events:
-            if event.kind == "validation" and event.val_loss is not None:
-                last_val = f" val {event.val_loss:.3f} IoU {event.val_iou:.2f}"
-            if event.kind == "checkpoint":
-                logger.info("checkpoint written to %s", event.message)
-            if event.kind not in ("step", "validation", "done"):
-                continue
-            if cfg.iterations is not None:
-                done, total = event.iteration, cfg.iterations
-                if cfg.time_limit_s is not None:
-                    done, total = max(event.iteration / cfg.iterations, event.elapsed_s / cfg.time_limit_s), 1.0
-            else:
-                done, total = event.elapsed_s, cfg.time_limit_s
-            info = (f"it {event.iteration} loss {event.loss if event.loss is not None else float('nan'):.3f}{last_val} "
-                    f"{event.it_per_s or 0:.2f} it/s {format_seconds(event.elapsed_s)} ETA {format_seconds(event.eta_s)}")
-            bar.update(done, total, info, force=event.kind == "done")
-            if event.kind == "done":
-                bar.close(f"{label}: {event.message} after {event.iteration} iterations, {format_seconds(event.elapsed_s)}")
-    except KeyboardInterrupt:
-        # Ctrl-C: end like stop(): the generator's cleanup keeps the best model, stopped: true
-        trainer.stop()
-        events.close()  # ends like the Stop button: best weights kept, stopped: true
-        bar.close(f"{label}: interrupted; keeping the best model so far")
-        return False
-    return True
+def _pixel_size(paths, given) -> tuple[float, float] | None:
+    """``--pixel-size``, else the one recorded in the files (they must agree), else None."""
+    from .images import read_pixel_size
+    from .pixel_size import resample_factors
+
+    if given is not None:
+        return given
+    found = [read_pixel_size(path) for path in paths]
+    known = [(f["y"], f["x"]) for f in found if f]
+    if not known:
+        return None
+    if len(known) != len(found) or any(resample_factors(k, known[0]) for k in known):
+        raise CliError(f"the images record different pixel sizes ({', '.join(str(f) for f in found)}): give "
+                       "--pixel-size, or train on images of one pixel size")
+    return known[0]
 
 
 def _cmd_train(args) -> int:
@@ -263,6 +193,7 @@ def _cmd_train(args) -> int:
         raise CliError(f"got {len(args.images)} image(s) but {len(args.annotations)} annotation file(s); give one per image")
     if args.resume and args.continue_from:
         raise CliError("give --resume or --continue, not both")
+    pixel_size = _pixel_size(args.images, args.pixel_size)
     images, annotations, axes_list = [], [], []
     for image_path, ann_path in zip(args.images, args.annotations):
         image, axes = _read(Path(image_path), args.axes)
@@ -271,6 +202,10 @@ def _cmd_train(args) -> int:
         annotations.append(np.asarray(ann))
         axes_list.append(axes)
     config = _train_config(args)
+    if pixel_size is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, pixel_size=pixel_size)
     try:
         if args.resume:
             if is_model_file(args.resume) and not has_training_state(args.resume):
@@ -287,7 +222,7 @@ def _cmd_train(args) -> int:
         print(f"training a {config.preset if config.model is None else 'custom'} U-Net ({n_params / 1e6:.2f} M parameters) "
               f"on {trainer.device}, tile {trainer.input_shape} -> {trainer.output_shape}, batch {trainer.batch_size}",
               file=sys.stderr)
-    finished = _training_loop(trainer, quiet=args.quiet)
+    finished = training_loop(trainer, quiet=args.quiet)
     saved = save_or_rescue(trainer.model, output, overwrite=args.overwrite)
     if saved != output:
         raise CliError(f"could not write {output}; the trained model was saved to {saved} instead")
@@ -310,18 +245,48 @@ def _add_predict(sub):
     p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="output format (default tif)")
     p.add_argument("--axes", default=None, help="axes of the inputs, e.g. YX, CYX, ZYX, TZCYX (default: from the files)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
-    p.add_argument("--tile", type=_parse_tile, default=None, help="prediction input tile, e.g. 572 or 572x572")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="tiles per forward pass")
-    p.add_argument("--cell-diameter", type=_positive_float, default=None,
+    p.add_argument("--tile", type=parse_tile, default=None, help="prediction input tile, e.g. 572 or 572x572")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="tiles per forward pass")
+    p.add_argument("--cell-diameter", type=positive_float, default=None,
                    help="typical cell diameter in pixels for the split of touching cells and the size filter "
                         "(default: the median diameter of the cells painted for training, kept in the model)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs already exist (resume a batch job)")
+    p.add_argument("--pixel-size", type=parse_pixel_size, default=None,
+                   help="micrometres per pixel of the inputs (default: from their metadata); an image whose pixel "
+                   "size differs from the model's by > 5%% is resampled to it, the outputs keep the input's shape")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="label 3D objects in z-stacks (one id per object over its planes; voxel size from the "
+                   "files' metadata); default: plane by plane")
     p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
                    "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")
-    p.add_argument("--block", type=_parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")
+    p.add_argument("--block", type=parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
+
+
+def _physical_options(path: Path, args, axes: str, model, options: dict) -> tuple:
+    """(pixel size of the input, to_labels options for it): the cell diameter in the input's pixels
+    when both pixel sizes are known; with --3d the voxel spacing (z from the file, else isotropic)."""
+    from .images import read_pixel_size
+    from .postprocess import label_options
+
+    found = read_pixel_size(path) or {}
+    pixel = args.pixel_size or ((found["y"], found["x"]) if found else None)
+    options = dict(options)
+    if pixel is not None and args.cell_diameter is None and options.get("mode") == "instances":
+        diameter = label_options(model, "instances", pixel_size=pixel).get("cell_diameter")
+        if diameter:
+            options["cell_diameter"] = diameter
+    if args.three_d:
+        if "Z" not in axes or options.get("mode") != "instances":
+            raise CliError(f"--3d labels 3D objects of a z-stack in instance mode; {path} has axes {axes}"
+                           + ("" if "Z" in axes else " (give --axes ZYX if its first axis is z)"))
+        if "z" not in found:
+            logger.warning("%s records no z step: 3D objects assume cubic voxels", path)
+        xy = pixel or (1.0, 1.0)
+        options.update(three_d=True, spacing=(found.get("z", (xy[0] * xy[1]) ** 0.5), *xy))
+    return pixel, options
 
 
 def _cmd_predict(args) -> int:
@@ -337,7 +302,7 @@ def _cmd_predict(args) -> int:
     if args.cluster is not None or args.block is not None:
         from .cli_cluster import predict_on_cluster
 
-        return predict_on_cluster(args, _expand_inputs(args.inputs), CliError)
+        return predict_on_cluster(args, _expand_inputs(args.inputs))
     paths = _expand_inputs(args.inputs)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
@@ -387,10 +352,12 @@ def _cmd_predict(args) -> int:
         replace = args.overwrite or args.skip_existing  # --skip-existing redoes incomplete outputs only
         with output_lock(outdir / f".{_stem(path)}.napari-unet.lock"):
             t0 = time.monotonic()
-            probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, **kwargs),
+            pixel, input_options = _physical_options(path, args, axes, model, options)
+            probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel,
+                                                     **kwargs),
                                   lambda done, total: bar.update(
                                       done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
-            labels = to_labels(probabilities, **options)
+            labels = to_labels(probabilities, **input_options)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end
                 prob, prob_axes = to_canonical(probabilities, "C" + out_axes)
@@ -400,93 +367,6 @@ def _cmd_predict(args) -> int:
                   f"{'objects' if mode == 'instances' else 'classes'} -> {outputs['labels']}")
     if not jobs and not args.quiet:
         print("nothing to do: all outputs exist", file=sys.stderr)
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# demo
-
-
-def _add_demo(sub):
-    p = sub.add_parser("demo", help="paint -> train -> predict on the synthetic sample, headless",
-                       description="Train the fast network on the synthetic touching-cells sample and its sparse "
-                                   "annotation (~2%% of the pixels), predict a fresh image, score it and write the "
-                                   "prediction, the model and a side-by-side PNG.")
-    p.add_argument("--out", default="napari-unet-demo", help="output folder (default ./napari-unet-demo)")
-    p.add_argument("--minutes", type=_positive_float, default=1.0, help="training time in minutes (default 1)")
-    p.add_argument("--long", action="store_true", help="train for 5 minutes (the benchmarked setting)")
-    p.add_argument("--size", type=_positive_int, default=384, help="size of the synthetic images (default 384)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training image (the test image uses seed + 1)")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest available)")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier demo outputs")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args) -> int:
-    import dataclasses
-
-    from .config import TrainConfig
-    from .images import write_image
-    from .model_files import save_model
-    from .metrics import match_instances, pixel_iou, separated_pairs
-    from .postprocess import label_options, to_labels
-    from .samples import make_touching_cells, touching_pairs
-    from .tiling import predict_tiled
-    from .training import Trainer
-
-    out = Path(args.out)
-    names = {"model": out / "demo.unet", "prediction": out / "prediction_labels.tif",
-             "image": out / "test_image.tif", "annotations": out / "train_annotations.tif",
-             "train_image": out / "train_image.tif", "png": out / "demo.png"}
-    existing = [p for p in names.values() if p.exists()]
-    if existing and not args.overwrite:
-        raise CliError(f"{existing[0]} already exists; pass --overwrite or choose another --out")
-    if args.size < 256:
-        raise CliError(f"--size must be >= 256 (smaller synthetic samples have too few painted strokes), got {args.size}")
-    minutes = 5.0 if args.long else float(args.minutes)
-    if minutes <= 0:
-        raise CliError(f"--minutes must be > 0, got {args.minutes}")
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-
-    shape = (args.size, args.size)
-    image, _, annotations = make_touching_cells(shape, seed=args.seed)
-    test_image, test_instances, _ = make_touching_cells(shape, seed=args.seed + 1)
-    painted = float((annotations > 0).mean())
-    say(f"1/3 annotate: synthetic {shape[0]}x{shape[1]} image, {int(annotations.max()) - 1} cells painted + "
-        f"background strokes ({100 * painted:.1f}% of the pixels)")
-    base = TrainConfig()
-    config = dataclasses.replace(base, preset="fast", iterations=None, time_limit_s=60.0 * minutes,
-                                 device=args.device, seed=args.seed)
-    try:
-        trainer = Trainer([image], [annotations], config=config)
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"{exc} (try a larger --size)") from None
-    say(f"2/3 train: fast U-Net on {trainer.device} for {minutes:g} min")
-    _training_loop(trainer, quiet=args.quiet, label="train")
-    say("3/3 predict: a new synthetic image (never seen in training)")
-    probabilities = predict_tiled(trainer.model, test_image, device=args.device)
-    labels = to_labels(probabilities, **label_options(trainer.model, "instances"))
-    scores = match_instances(test_instances, labels)
-    sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(trainer.model, names["model"], overwrite=args.overwrite)
-    write_image(names["train_image"], image, axes="YX", overwrite=args.overwrite)
-    write_image(names["annotations"], annotations, axes="YX", overwrite=args.overwrite)
-    write_image(names["image"], test_image, axes="YX", overwrite=args.overwrite)
-    write_image(names["prediction"], labels, axes="YX", overwrite=args.overwrite)
-    # left: training image, middle: its annotation, right: prediction on the new image
-    picture = np.concatenate([side_by_side(image, annotations, np.zeros_like(labels))[:, : 2 * shape[1] + 8],
-                              np.full((shape[0], 8, 3), 255, np.uint8),
-                              overlay(gray_rgb(test_image), labels)], axis=1)
-    write_png(names["png"], picture)
-    print(f"object F1 (IoU >= 0.5) {scores['f1']:.3f} (precision {scores['precision']:.3f}, recall {scores['recall']:.3f}), "
-          f"pixel IoU {pixel_iou(test_instances, labels):.3f}, touching pairs separated {sep}/{n_pairs}")
-    say("(a synthetic image like the painted one; on images nobody tuned for, painted with ~10 whole cells, "
-        "expect a mean object F1 of about 0.88-0.96 after 1-5 CPU minutes, lower where the painted cells "
-        "are not typical of the image: benchmarks/README.md, 'Segmentation quality on unseen images')")
-    for key in ("png", "prediction", "model"):
-        print(f"{key}: {names[key]}")
     return 0
 
 
@@ -555,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_export(sub)
-    _add_demo(sub)
+    add_demo(sub)
     return parser
 
 

@@ -11,26 +11,30 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_args import CliError
 from .progress import ProgressBar, format_seconds
 
 __all__ = ["predict_on_cluster"]
 
 
-def predict_on_cluster(args, paths: list[Path], error: type[Exception]) -> int:
-    """Run ``predict`` with ``--cluster`` / ``--block``; ``error`` is the CLI's user-error type."""
+def predict_on_cluster(args, paths: list[Path]) -> int:
+    """Run ``predict`` with ``--cluster`` / ``--block``."""
     from .distributed import iter_predict_distributed
     from .model_files import load_model
     from .progress import drive
 
     if len(paths) != 1:
-        raise error(f"--cluster predicts one image or stack (a zarr, OME-Zarr or TIFF) at a time, got {len(paths)}")
+        raise CliError(f"--cluster predicts one image or stack (a zarr, OME-Zarr or TIFF) at a time, got {len(paths)}")
     out = Path(args.output)
     if out.suffix.lower() != ".zarr":
-        raise error(f"with --cluster, -o names the OME-Zarr to write, e.g. -o {paths[0].stem}_prediction.zarr; got {out}")
+        raise CliError(f"with --cluster, -o names the OME-Zarr to write, e.g. -o {paths[0].stem}_prediction.zarr; got {out}")
+    if args.three_d:
+        raise CliError("--3d is not available with --cluster: the cluster labels plane by plane (ids unique over the "
+                       "volume); predict the stack without --cluster for 3D objects")
     if args.skip_existing:
-        raise error("--skip-existing is not used with --cluster: a run started again resumes where it stopped")
+        raise CliError("--skip-existing is not used with --cluster: a run started again resumes where it stopped")
     if importlib.util.find_spec("distributed") is None:
-        raise error('--cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
+        raise CliError('--cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
     model = load_model(args.model, device="cpu")
     bar = ProgressBar(f"{paths[0].name} on {args.cluster or 'a local cluster'}", enabled=not args.quiet)
     t0 = time.monotonic()
@@ -39,6 +43,7 @@ def predict_on_cluster(args, paths: list[Path], error: type[Exception]) -> int:
             model, paths[0], out, client=args.cluster, block_shape=args.block, axes=args.axes,
             probabilities=args.probabilities, tile_shape=args.tile, device=args.device, overwrite=args.overwrite,
             label_kwargs={"cell_diameter": args.cell_diameter} if args.cell_diameter else None,
+            pixel_size=args.pixel_size,
         ),
         lambda done, total: bar.update(done, total, f"{done}/{total} tasks {format_seconds(time.monotonic() - t0)}"),
     )

@@ -47,6 +47,7 @@ from .ngff import (PROBABILITIES_PATH, create_prediction_group, mark_complete, n
                    write_prediction_metadata)
 from .outputs import atomic_write_bytes, exists_error, output_lock
 from .postprocess import label_options, to_labels
+from .pixel_size import check_pixel_size, model_pixel_size, resample_factors
 from .progress import Progress, drive
 
 __all__ = ["BlockGrid", "DistributedResult", "iter_predict_distributed", "predict_distributed", "DEFAULT_BLOCK"]
@@ -215,7 +216,7 @@ def _block_shape(block_shape, model: UNet) -> tuple[int, int]:
 
 
 def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device,
-             label_kwargs=None):
+             label_kwargs=None, pixel_size=None):
     from .tiling import normalization_range
 
     if not isinstance(model, UNet):
@@ -225,6 +226,7 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     if not (labels or probabilities):
         raise ValueError("nothing to write: labels and probabilities are both False")
     ref, data, axes, scale = _open_source(source, axes)
+    scale = _checked_scale(model, scale, pixel_size)
     shape = tuple(int(s) for s in data.shape)
     axes = check_axes(axes, shape, "source")
     check_channels(model, shape, axes, "source")
@@ -239,6 +241,19 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None}
     return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
                 scale, halo)
+
+
+def _checked_scale(model, scale: dict | None, pixel_size) -> dict | None:
+    """The pixel scale of the output; refuses an image whose pixel size is not the model's."""
+    given = check_pixel_size(pixel_size)
+    if given is not None:
+        scale = {**(scale or {}), "y": given[0], "x": given[1]}
+    factors = resample_factors((scale["y"], scale["x"]), model_pixel_size(model)) if scale and "y" in scale else None
+    if factors is not None:
+        raise ValueError(f"the image has {scale['x']:.3g} µm per pixel and the model {model_pixel_size(model)[1]:.3g}: "
+                         "on a cluster, resample the image to the model's pixel size first (predict_tiled / "
+                         "predict_stack resample by themselves)")
+    return scale
 
 
 def _fingerprint(job: _Job, digest: str) -> dict:
@@ -329,13 +344,14 @@ def _finish(job: _Job) -> None:
 
 def iter_predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                              probabilities=True, precision="auto", tile_shape=None, device=None,
-                             overwrite=False, label_kwargs=None) -> Generator[tuple[int, int], None, DistributedResult]:
+                             overwrite=False, label_kwargs=None,
+                             pixel_size=None) -> Generator[tuple[int, int], None, DistributedResult]:
     """Generator form of :func:`predict_distributed`: yields ``(done, total)`` tasks; closing it
     cancels the tasks not yet finished (a later run resumes from the finished blocks)."""
     t0 = time.monotonic()
     job = _prepare(model, source, out, block_shape=block_shape, axes=axes, labels=labels,
                    probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device,
-                   label_kwargs=label_kwargs)
+                   label_kwargs=label_kwargs, pixel_size=pixel_size)
     digest = model_digest(model)
     with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
         _open_output(job, digest, overwrite)
@@ -379,7 +395,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
 
 def predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                         probabilities=True, precision="auto", progress: Progress | None = None, tile_shape=None,
-                        device=None, overwrite=False, label_kwargs=None) -> DistributedResult:
+                        device=None, overwrite=False, label_kwargs=None, pixel_size=None) -> DistributedResult:
     """Predict a large image or stack on a dask cluster into an OME-Zarr group.
 
     Parameters
@@ -413,6 +429,10 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
     label_kwargs : dict, optional
         Keywords of :func:`~napari_unet.to_labels` over those of ``label_options(model)``, e.g.
         ``{"cell_diameter": 30}`` or ``{"mode": "classes"}``.
+    pixel_size : float or (float, float), optional
+        Micrometres per pixel (y, x) of the source (default: an OME-Zarr's own), written to the
+        output's metadata; a source whose pixel size differs from the model's by more than 5 %
+        is refused (resample it first).
 
     Returns
     -------
@@ -422,5 +442,5 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
     return drive(iter_predict_distributed(
         model, source, out, client=client, block_shape=block_shape, axes=axes, labels=labels,
         probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device, overwrite=overwrite,
-        label_kwargs=label_kwargs,
+        label_kwargs=label_kwargs, pixel_size=pixel_size,
     ), progress)

@@ -25,30 +25,43 @@ def output_path(folder, name: str, suffix: str = "_labels.tif") -> Path:
     return Path(folder) / f"{safe}{suffix}"
 
 
-def _options(model, mode: str, cell_diameter: float | None) -> dict:
+def _options(model, mode: str, cell_diameter: float | None, space: dict | None = None, three_d: bool = False,
+             axes: str = "") -> dict:
+    """to_labels options for one image: the cell diameter in its pixels (``space``: its pixel sizes
+    ``{"z", "y", "x"}`` in micrometres), 3D objects for a z-stack with ``three_d``."""
     from .postprocess import label_options
 
-    options = label_options(model, mode)
+    options = label_options(model, mode, pixel_size=(space["y"], space["x"]) if space else None)
     if cell_diameter and options["mode"] == "instances":
         options["cell_diameter"] = float(cell_diameter)
+    if three_d and "Z" in axes and options["mode"] == "instances":
+        xy = (space["y"], space["x"]) if space else (1.0, 1.0)
+        spacing = (space.get("z", (xy[0] * xy[1]) ** 0.5) if space else 1.0, *xy)
+        options.update(three_d=True, spacing=spacing)
     return options
 
 
-def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None):
+def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None, spaces=None,
+              three_d: bool = False):
     """Predict ``items`` = [(name, data, axes, TIFF path or None), ...] one by one, here.
 
-    ``cell_diameter`` overrides the model's (pixels).
+    ``cell_diameter`` overrides the model's (pixels). ``spaces``: each item's pixel sizes
+    (``{"z", "y", "x"}`` µm or None): images are resampled to the model's pixel size when they
+    differ. ``three_d``: z-stacks get one id per 3D object.
     """
     from .images import write_image
     from .postprocess import to_labels
     from .tiling import iter_predict_stack
 
-    options = _options(model, mode, cell_diameter)
     n = len(items)
+    spaces = list(spaces) if spaces is not None else [None] * n
     for i, (name, data, axes, path) in enumerate(items):
         if axes.endswith("YXC"):
             data, axes = channels_last_to_first(data, axes)
-        gen = iter_predict_stack(model, data, axes=axes, device=device)
+        space = spaces[i]
+        options = _options(model, mode, cell_diameter, space, three_d, axes)
+        gen = iter_predict_stack(model, data, axes=axes, device=device,
+                                 pixel_size=(space["y"], space["x"]) if space else None)
         try:
             while True:
                 done, total = next(gen)
@@ -68,7 +81,8 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
     return n
 
 
-def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_diameter: float | None = None):
+def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_diameter: float | None = None,
+                      spaces=None):
     """Predict ``items`` = [(name, data, axes, OME-Zarr path or None), ...] on a dask cluster.
 
     ``cluster``: "local", "local:N", a scheduler address or a client (see
@@ -80,11 +94,13 @@ def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_dia
     from .distributed import iter_predict_distributed
     from .ngff import open_prediction
 
-    options = _options(model, mode, cell_diameter)
     connection = connect(cluster)
     n = len(items)
+    spaces = list(spaces) if spaces is not None else [None] * n
     try:
         for i, (name, data, axes, path) in enumerate(items):
+            space = spaces[i]
+            options = _options(model, mode, cell_diameter, space)
             if axes.endswith("YXC"):
                 data, axes = channels_last_to_first(data, axes)
             scratch = None if path is not None else Path(tempfile.mkdtemp(prefix="napari-unet-cluster-"))
@@ -92,7 +108,8 @@ def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_dia
             try:
                 run = iter_predict_distributed(model, data, out, client=connection.client, axes=axes,
                                                probabilities=False, device=device, overwrite=True,
-                                               label_kwargs=options)
+                                               label_kwargs=options,
+                                               pixel_size=(space["y"], space["x"]) if space else None)
                 try:
                     while True:
                         done, total = next(run)

@@ -70,9 +70,15 @@ def pixel_size_from_scale(scale: Sequence[float] | None, axes: str) -> dict | No
         return None
     values = [float(s) for s in scale]
     spatial = [a for a in axes if a != "C"]
-    if len(values) != len(spatial) or all(v == 1.0 for v in values):
+    if len(values) == len(axes):  # the scale covers a channel axis too (a multichannel layer)
+        pairs = [(a, v) for a, v in zip(axes, values) if a != "C"]
+    elif len(values) == len(spatial):  # RGB: the channel has no scale
+        pairs = list(zip(spatial, values))
+    else:
         return None
-    found = {ax.lower(): v for ax, v in zip(spatial, values) if ax in "ZYX" and math.isfinite(v) and v > 0}
+    if all(v == 1.0 for _, v in pairs):
+        return None
+    found = {ax.lower(): v for ax, v in pairs if ax in "ZYX" and math.isfinite(v) and v > 0}
     return found if "y" in found and "x" in found else None
 
 

@@ -116,3 +116,16 @@ def test_batch_on_a_dask_cluster_matches_local_and_saves_ome_zarr(viewer, open_w
     # one image, one block: the same segmentation (ids may be numbered alike; compare as partitions)
     assert on_cluster.max() == here.max()
     assert np.array_equal(on_cluster > 0, here > 0)
+
+
+def test_batch_3d_objects_over_the_planes_of_a_stack(viewer, open_widget, qtbot, with_model, cells, notifications):
+    stack = np.stack([cells[0]] * 3)
+    viewer.add_image(stack, name="stack", scale=(2.0, 1.0, 1.0))
+    widget = open_widget("Batch predict")
+    widget.three_d_check.setChecked(True)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert not notifications.errors, notifications.errors
+    labels = viewer.layers["stack prediction"].data
+    ids = [set(np.unique(labels[z])) - {0} for z in range(3)]
+    assert len(ids[0]) > 1 and ids[0] == ids[1] == ids[2]

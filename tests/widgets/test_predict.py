@@ -129,3 +129,34 @@ def test_failed_worker_reenables_buttons(viewer, open_widget, qtbot, with_model,
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
     assert any("simulated failure" in m for m in notifications.errors)
+
+
+def test_pixel_sizes_resample_and_3d_objects_keep_the_layer_grid(viewer, open_widget, qtbot, trained_model, cells,
+                                                                  notifications):
+    """A layer at twice the model's pixel size is resampled (said in the widget); the output keeps the
+    layer's shape, scale and translate; '3D objects' gives one id per object over the planes."""
+    import copy
+
+    from napari_unet._widgets.model_state import model_holder
+
+    model = copy.deepcopy(trained_model)
+    model.metadata["pixel_size"] = [0.25, 0.25]
+    model_holder(viewer).set_model(model, "test model")
+    coarse = cells[0].reshape(96, 2, 96, 2).mean(axis=(1, 3)).astype(np.float32)
+    stack = np.stack([coarse] * 4)  # the same nuclei on 4 planes: 3D objects span them
+    viewer.add_image(stack, name="stack", scale=(0.5, 0.5, 0.5), translate=(0, 10, 20))
+    widget = open_widget("Predict")
+    widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("stack"))
+    assert "image: 0.5 µm/px, resampled x2" in widget.pixel_label.text()
+    assert widget.three_d_check.isEnabled()
+    widget.three_d_check.setChecked(True)
+    widget.show_3d_check.setChecked(True)
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert not notifications.errors, notifications.errors
+    labels = viewer.layers["stack prediction"]
+    assert labels.data.shape == stack.shape
+    assert tuple(labels.scale) == (0.5, 0.5, 0.5) and tuple(labels.translate) == (0, 10, 20)
+    ids = [set(np.unique(labels.data[z])) - {0} for z in range(4)]
+    assert len(ids[0]) > 1 and ids[0] == ids[1] == ids[2] == ids[3]  # one id per object over the 4 planes
+    assert viewer.dims.ndisplay == 3

@@ -209,3 +209,19 @@ def test_export_bioimageio_from_the_widget(viewer, open_widget, cells, with_mode
     assert train.export_bioimageio(str(written)) is None
     assert written.read_bytes() == before
     assert any("nothing was overwritten" in m for m in notifications.errors)
+
+
+def test_the_layers_scale_gives_the_models_pixel_size(viewer, open_widget, cells):
+    import pytest
+
+    image, _, annotations = cells
+    a = viewer.add_image(image, name="a", scale=(0.3, 0.3))
+    a_labels = viewer.add_labels(annotations, name="a annotations")
+    b = viewer.add_image(image, name="b", scale=(0.6, 0.6))
+    b_labels = viewer.add_labels(annotations, name="b annotations")
+    widget = open_widget("Train")
+    assert widget.settings.train_config([(a, a_labels)]).pixel_size == (0.3, 0.3)
+    with pytest.raises(ValueError, match="different pixel sizes"):
+        widget.settings.train_config([(a, a_labels), (b, b_labels)])
+    plain = viewer.add_image(image, name="plain")  # napari's default scale: unknown
+    assert widget.settings.train_config([(plain, a_labels)]).pixel_size is None

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
 from ..batch_jobs import batch_job, cluster_batch_job, output_path
-from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, upsert_layer
+from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
 from .model_panel import ModelPanel
 from .model_state import model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error
@@ -79,6 +79,10 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         form.addRow("output", self.output_combo)
         self.diameter_spin = CellDiameterSpin()
         form.addRow("cell diameter", self.diameter_spin)
+        self.three_d_check = QCheckBox("3D objects")
+        self.three_d_check.setToolTip("z-stacks: one id per object over all its planes (voxel size from each layer's "
+                                      "scale); other images: plane by plane.")
+        form.addRow(self.three_d_check)
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
         self.save_check = QCheckBox("save as TIFF to")
@@ -189,6 +193,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.model_panel.set_running(running, self.holder.model is not None)
         self.layer_list.setEnabled(not running)
         self.cluster_check.setEnabled(not running)
+        self.three_d_check.setEnabled(not running)
         self.cluster_edit.setEnabled(not running)
 
     def run(self):
@@ -258,14 +263,21 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
 
     def _job(self, model, items):
         mode, device, diameter = self.output_combo.currentData(), self.device_combo.device(), self.diameter_spin.diameter()
+        in_channels = int(model.config.in_channels)
+        spaces = [layer_pixel_size(self._sources[item[0]], in_channels) for item in items]
         if not self.cluster_check.isChecked():
-            return batch_job(model, items, mode, device=device, cell_diameter=diameter)
+            return batch_job(model, items, mode, device=device, cell_diameter=diameter, spaces=spaces,
+                             three_d=self.three_d_check.isChecked())
+        if self.three_d_check.isChecked():
+            notify_error("3D objects are not available on a cluster yet (it labels plane by plane): uncheck one of them.")
+            return None
         address = self.cluster_edit.text().strip() or "local"
         if importlib.util.find_spec("distributed") is None:
             notify_error('Running on a cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
             return None
         self.status_label.setText(f"Predicting {len(items)} image(s) on {address}…")
-        return cluster_batch_job(model, items, mode, cluster=address, device=device, cell_diameter=diameter)
+        return cluster_batch_job(model, items, mode, cluster=address, device=device, cell_diameter=diameter,
+                                 spaces=spaces)
 
     def _on_yielded(self, value):
         kind, payload = value

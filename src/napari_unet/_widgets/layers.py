@@ -48,6 +48,33 @@ def image_axes(layer, in_channels: int = 1) -> str:
     return ("TZ"[2 - leading:] + "YX") if leading <= 2 else _too_many(layer)
 
 
+def layer_pixel_size(layer, in_channels: int = 1) -> dict | None:
+    """``{"z", "y", "x"}`` micrometres per pixel from an image layer's ``scale`` (None: napari's
+    default scale of ones, or a layer whose axes cannot be named)."""
+    from ..pixel_size import pixel_size_from_scale
+
+    try:
+        return pixel_size_from_scale(tuple(layer.scale), image_axes(layer, in_channels))
+    except ValueError:
+        return None
+
+
+def common_pixel_size(layers, in_channels: int = 1) -> tuple[float, float] | None:
+    """The (y, x) pixel size shared by image ``layers`` (None when any says nothing); ValueError when
+    they differ by more than 5 %: one model learns one pixel size."""
+    from ..pixel_size import resample_factors
+
+    found = [layer_pixel_size(layer, in_channels) for layer in layers]
+    if not found or not all(found):
+        return None
+    sizes = [(f["y"], f["x"]) for f in found]
+    if any(resample_factors(size, sizes[0]) for size in sizes):
+        raise ValueError("the images have different pixel sizes ("
+                         + ", ".join(f"{layer.name}: {size[1]:.3g} µm" for layer, size in zip(layers, sizes))
+                         + "); train on images of one pixel size, or set their scales alike")
+    return sizes[0]
+
+
 def _too_many(layer):
     raise ValueError(
         f"layer {layer.name!r} has shape {tuple(layer.data.shape)}: more than 2 axes before Y, X "

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
 from ..axes import channels_last_to_first
-from .layers import LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind, spatial_shape, upsert_layer
+from ..pixel_size import describe_resampling
+from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
+                     layer_pixel_size, spatial_shape, upsert_layer)
 from .model_panel import ModelPanel
 from .model_state import model_holder
 from .notify import notify_error, plain_error
@@ -37,16 +39,19 @@ def check_model_fits(model, layer) -> str:
 
 
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
-                cell_diameter: float | None = None):
+                cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False):
     """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
 
     ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).
     ``cell_diameter`` overrides the model's (instance mode: the split of touching cells and
-    the smallest object kept scale with it).
+    the smallest object kept scale with it). ``space``: the layer's pixel sizes (``{"z", "y",
+    "x"}`` micrometres, from its scale): the image is resampled to the model's pixel size when
+    they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``).
     """
     from ..postprocess import label_options, to_labels
     from ..tiling import iter_predict_stack, iter_predict_tiled, normalization_range
 
+    pixel_size = (space["y"], space["x"]) if space else None
     if index is not None:
         plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
@@ -54,19 +59,29 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
         if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
             whole, whole_axes = channels_last_to_first(data, axes)
             normalize = normalization_range(model, whole, axes=whole_axes) or True
-        probabilities = yield from iter_predict_tiled(model, plane, device=device, normalize=normalize)
+        probabilities = yield from iter_predict_tiled(model, plane, device=device, normalize=normalize,
+                                                      pixel_size=pixel_size)
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
-        probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device)
-    options = label_options(model, mode)
+        probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device, pixel_size=pixel_size)
+    options = label_options(model, mode, pixel_size=pixel_size)
     if cell_diameter and options["mode"] == "instances":
         options["cell_diameter"] = float(cell_diameter)
+    if three_d and index is None and "Z" in axes and options["mode"] == "instances":
+        options.update(three_d=True, spacing=voxel_spacing(space))
     labels = to_labels(probabilities, **options)
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
         # probability of "not background" (cell, or any foreground class)
         result["probability"] = (1.0 - probabilities[0]).astype(np.float32)
     return result
+
+
+def voxel_spacing(space: dict | None) -> tuple[float, float, float]:
+    """(dz, dy, dx) of a layer's pixel sizes; cubic voxels when the scale says nothing."""
+    if not space:
+        return (1.0, 1.0, 1.0)
+    return (space.get("z", (space["y"] * space["x"]) ** 0.5), space["y"], space["x"])
 
 
 class PredictWidget(WorkerWidgetMixin, QWidget):
@@ -101,6 +116,18 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         form.addRow("predict", self.scope_combo)
         self.diameter_spin = CellDiameterSpin()
         form.addRow("cell diameter", self.diameter_spin)
+        self.three_d_check = QCheckBox("3D objects")
+        self.three_d_check.setToolTip("Whole z-stacks: one id per object over all its planes (touching objects split "
+                                      "in 3D, voxel size from the layer's scale). Off: plane by plane.")
+        self.show_3d_check = QCheckBox("show in 3D")
+        self.show_3d_check.setToolTip("Switch the viewer to 3D when the 3D objects are ready.")
+        row = QHBoxLayout()
+        row.addWidget(self.three_d_check)
+        row.addWidget(self.show_3d_check)
+        form.addRow(row)
+        self.pixel_label = QLabel("")
+        self.pixel_label.setWordWrap(True)
+        form.addRow(self.pixel_label)
         self.probability_check = QCheckBox("also add the probability layer")
         self.probability_check.setToolTip("An Image layer with the probability of foreground (1 - background) per pixel.")
         form.addRow(self.probability_check)
@@ -114,7 +141,10 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
 
         self.holder.changed.connect(self._on_model_changed)
         self._on_model_changed(self.holder.description)
+        self.image_combo.layer_changed.connect(self._update_space)
+        self.scope_combo.currentIndexChanged.connect(self._update_space)
         self._set_running(False)
+        self._update_space()
 
     def _set_running(self, running: bool) -> None:
         self.predict_button.setEnabled(not running)
@@ -124,6 +154,25 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
     def _on_model_changed(self, description: str) -> None:
         select_model_mode(self.output_combo, self.holder.model)
         self.diameter_spin.set_model(self.holder.model)
+        self._update_space()
+
+    def _space(self, image, axes: str) -> dict | None:
+        model = self.holder.model
+        return layer_pixel_size(image, int(model.config.in_channels) if model else 1) if image is not None else None
+
+    def _update_space(self, *_):
+        """3D objects only for whole z-stacks; what prediction does with the pixel sizes."""
+        image, model = self.image_combo.layer(), self.holder.model
+        try:
+            axes = image_axes(image, int(model.config.in_channels) if model else 1) if image is not None else ""
+        except ValueError:
+            axes = ""
+        stack_3d = "Z" in axes and self.scope_combo.currentData() == "stack"
+        self.three_d_check.setEnabled(stack_3d)
+        self.show_3d_check.setEnabled(stack_3d)
+        space = self._space(image, axes)
+        text = describe_resampling(model, (space["y"], space["x"]) if space else None) if model is not None else ""
+        self.pixel_label.setText(text)
 
     def predict(self):
         """Predict the chosen image (slice or stack) in a worker thread."""
@@ -154,9 +203,12 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self.progress.setFormat("predicting… %p%")
         what = f"slice {index}" if index else "the whole image" if n_leading == 0 else "the whole stack"
         self.status_label.setText(f"Predicting {what} of {image.name!r}…")
+        three_d = self.three_d_check.isEnabled() and self.three_d_check.isChecked() and index is None
+        self._show_3d = three_d and self.show_3d_check.isChecked()
         self._start_worker(
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
-                        device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter()),
+                        device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter(),
+                        space=self._space(image, axes), three_d=three_d),
             yielded=self._on_progress,
             returned=self._on_returned,
             aborted=self._on_aborted,
@@ -185,6 +237,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self.status_label.setText(f"{image.name + PREDICTION_SUFFIX!r}: {n} {kind}.")
         self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("done")
+        if getattr(self, "_show_3d", False):
+            self.viewer.dims.ndisplay = 3
 
     def _write(self, image, suffix, kind, data, index, shape, **kwargs):
         """Whole result -> update or add the layer; one plane -> write it into the layer."""

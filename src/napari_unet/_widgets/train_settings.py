@@ -9,7 +9,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
 
 from .controls import MODE_CHOICES, DeviceCombo, choice_combo
-from .layers import image_axes
+from .layers import common_pixel_size, image_axes
 
 PRESETS = [
     ("fast", "fast: small network (CPU friendly)"),
@@ -134,4 +134,6 @@ class TrainSettings(QWidget):
             kwargs["model"] = model.config
             if mode == "classes":
                 kwargs["n_classes"] = model.config.n_classes
+        in_channels = model.config.in_channels if model is not None else kwargs["model"].in_channels
+        kwargs["pixel_size"] = common_pixel_size([image for image, _labels in pairs], in_channels)
         return TrainConfig(**kwargs)

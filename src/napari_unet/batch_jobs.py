@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .axes import channels_last_to_first
+from .pixel_size import voxel_spacing
 
 __all__ = ["batch_job", "cluster_batch_job", "output_path"]
 
@@ -35,9 +36,7 @@ def _options(model, mode: str, cell_diameter: float | None, space: dict | None =
     if cell_diameter and options["mode"] == "instances":
         options["cell_diameter"] = float(cell_diameter)
     if three_d and "Z" in axes and options["mode"] == "instances":
-        xy = (space["y"], space["x"]) if space else (1.0, 1.0)
-        spacing = (space.get("z", (xy[0] * xy[1]) ** 0.5) if space else 1.0, *xy)
-        options.update(three_d=True, spacing=spacing)
+        options.update(three_d=True, spacing=voxel_spacing(space))
     return options
 
 

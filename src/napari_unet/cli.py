@@ -34,6 +34,7 @@ from .axes import to_canonical
 from .cli_args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, positive_float,
                        positive_int, training_loop)
 from .cli_demo import add_demo
+from .pixel_size import voxel_spacing
 from .progress import ProgressBar, format_seconds
 from .render import write_png
 
@@ -284,8 +285,8 @@ def _physical_options(path: Path, args, axes: str, model, options: dict) -> tupl
                            + ("" if "Z" in axes else " (give --axes ZYX if its first axis is z)"))
         if "z" not in found:
             logger.warning("%s records no z step: 3D objects assume cubic voxels", path)
-        xy = pixel or (1.0, 1.0)
-        options.update(three_d=True, spacing=(found.get("z", (xy[0] * xy[1]) ** 0.5), *xy))
+        space = {**found, "y": pixel[0], "x": pixel[1]} if pixel else found
+        options.update(three_d=True, spacing=voxel_spacing(space))
     return pixel, options
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "pixel_size_from_scale",
     "resample_factors",
     "describe_resampling",
+    "voxel_spacing",
     "resample_image",
     "resample_probabilities",
 ]
@@ -113,6 +114,18 @@ def describe_resampling(model, image_pixel_size) -> str:
     if factors is None:
         return text + " (same grid)"
     return text + f", resampled x{math.sqrt(factors[0] * factors[1]):.2g}"
+
+
+def voxel_spacing(space: dict | None) -> tuple[float, float, float]:
+    """(dz, dy, dx) of pixel sizes ``{"z", "y", "x"}``: z as the xy size when unknown, cubic voxels
+    when nothing is known.
+
+    >>> voxel_spacing({"y": 0.5, "x": 0.5}), voxel_spacing(None)
+    ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
+    """
+    if not space:
+        return (1.0, 1.0, 1.0)
+    return (space.get("z", math.sqrt(space["y"] * space["x"])), space["y"], space["x"])
 
 
 def resample_image(data, axes: str, factors: tuple[float, float]) -> np.ndarray:

@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLay
 
 from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
 from ..axes import channels_last_to_first
-from ..pixel_size import describe_resampling
+from ..pixel_size import describe_resampling, voxel_spacing
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
                      layer_pixel_size, spatial_shape, upsert_layer)
 from .model_panel import ModelPanel
@@ -75,13 +75,6 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
         # probability of "not background" (cell, or any foreground class)
         result["probability"] = (1.0 - probabilities[0]).astype(np.float32)
     return result
-
-
-def voxel_spacing(space: dict | None) -> tuple[float, float, float]:
-    """(dz, dy, dx) of a layer's pixel sizes; cubic voxels when the scale says nothing."""
-    if not space:
-        return (1.0, 1.0, 1.0)
-    return (space.get("z", (space["y"] * space["x"]) ** 0.5), space["y"], space["x"])
 
 
 class PredictWidget(WorkerWidgetMixin, QWidget):

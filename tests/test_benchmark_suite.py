@@ -88,3 +88,19 @@ def test_edge_jitter_paints_each_cell_within_a_pixel_of_its_edge(clumps):
         assert np.all(ndi.binary_erosion(ref, cross) <= got) and np.all(got <= ndi.binary_dilation(ref, cross))
         changed += not np.array_equal(ref, got)
     assert changed >= 3
+
+
+def test_rescore_labels_relabels_saved_probabilities_with_each_variant(tmp_path):
+    rescore_labels = pytest.importorskip("rescore_labels")
+    assert rescore_labels.parse_variant("fill_holes=False, split_h=2.5") == {"fill_holes": False, "split_h": 2.5}
+    assert rescore_labels.parse_variant("") == {}
+    name, kind, image, inst = quality_suite.suite("synthetic")[0]
+    cell = (inst > 0).astype(np.float32) * 0.9 + 0.05
+    cell[::7, ::7] = 0.4  # pin holes the defaults fill
+    np.savez(tmp_path / f"{name.replace(' ', '_')}_a_s0_60.npz", probabilities=np.stack([1 - cell, cell]),
+             annotations=np.zeros(inst.shape, np.uint16), options='{"mode": "instances", "cell_diameter": 20.0}')
+    rows = rescore_labels.rescore(tmp_path, ["", "split=None", "fill_holes=False"])
+    scores = {variant: f1 for variant, (f1,) in rows[(kind, name)].items()}
+    assert scores[""] > 0.75  # the reference cells with their pin holes filled, split
+    assert scores["split=None"] < scores[""] - 0.2  # touching cells merged without the split
+    assert scores["fill_holes=False"] < scores[""] - 0.2  # pin holes cut the cells apart

@@ -191,3 +191,41 @@ def test_label_options_pass_the_border_class():
 
     assert label_options(Model()) == {"mode": "instances", "cell_diameter": 12.0, "border_class": 2}
     assert label_options(Model(), "classes") == {"mode": "classes"}
+
+
+def test_uncertain_holes_are_filled_confident_background_is_kept():
+    """A large cell whose textured inside the network was unsure of (p 0.4) is one whole cell;
+    a lumen ringed by cells that the network is sure is background (p 0.02) stays background."""
+    yy, xx = np.mgrid[:120, :200]
+    r = np.hypot(yy - 60, xx - 50)
+    cell = np.where(r < 30, 0.9, 0.02)
+    cell[(r < 22) & ((yy + xx) % 7 < 4)] = 0.4  # pin holes and a ragged inside, just below 0.5
+    ring = np.hypot(yy - 60, xx - 150)
+    cell[(ring >= 12) & (ring < 24)] = 0.9  # a ring of cell around a sure lumen
+    p = np.stack([1 - cell, cell]).astype(np.float32)
+    labels = to_labels(p, cell_diameter=40)
+    big = labels[np.hypot(yy - 60, xx - 50) < 30]
+    assert (big > 0).all() and len(np.unique(big)) == 1  # one cell, no holes, not split
+    assert labels[60, 150] == 0 and (labels[ring < 11] == 0).all()  # the lumen is not filled
+    fragments = to_labels(p, cell_diameter=40, fill_holes=False)
+    assert (fragments[r < 22] == 0).any()  # without filling the pin holes stay
+    assert to_labels(p, cell_diameter=40, fill_holes=True)[60, 150] > 0  # True fills every hole
+    with pytest.raises(ValueError, match="fill_holes"):
+        to_labels(p, fill_holes="yes")
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_every_object_is_one_connected_piece(connectivity):
+    """Ragged, noisy cells (probabilities near 0.5): each id is one piece under the cell
+    connectivity, so a block's faces see every object that crosses them (distributed labels)."""
+    from scipy import ndimage as ndi
+
+    structure = ndi.generate_binary_structure(2, connectivity)
+    for seed in (2, 3, 4):
+        rng = np.random.default_rng(seed)
+        cell = np.clip(ndi.gaussian_filter(rng.random((160, 160)), 1.0) * 4 - 1.5 + 0.25 * rng.random((160, 160)), 0, 1)
+        p = np.stack([1 - cell, cell]).astype(np.float32)
+        labels = to_labels(p, cell_diameter=12, connectivity=connectivity, min_size=1)
+        assert labels.max() > 50
+        for i, box in enumerate(ndi.find_objects(labels), start=1):
+            assert ndi.label(labels[box] == i, structure)[1] == 1, (seed, i)

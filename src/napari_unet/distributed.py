@@ -25,7 +25,6 @@ import copy
 import io
 import json
 import logging
-import math
 import shutil
 import time
 import uuid
@@ -46,7 +45,7 @@ from .model_fit import check_channels
 from .ngff import (PROBABILITIES_PATH, create_prediction_group, mark_complete, ngff_scale, open_prediction,
                    write_prediction_metadata)
 from .outputs import atomic_write_bytes, exists_error, output_lock
-from .postprocess import label_options, to_labels
+from .postprocess import label_context, label_options, to_labels
 from .pixel_size import check_pixel_size, model_pixel_size, resample_factors
 from .progress import Progress, drive
 
@@ -236,7 +235,7 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     if options.get("mode") == "classes":
         options = {"mode": "classes"}
     diameter = options.get("cell_diameter")
-    halo = min(min(grid.block), max(32, math.ceil(2 * diameter)) if diameter else 64)
+    halo = min(min(grid.block), label_context(diameter))
     norm = normalization_range(model, data, axes=axes)
     settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None}
     return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,

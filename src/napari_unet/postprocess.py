@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from .checks import check_float, check_int
 
-__all__ = ["to_labels", "label_options"]
+__all__ = ["to_labels", "label_options", "label_context"]
 
 _SPLITS = (None, "distance", "probability")
 
@@ -31,6 +31,14 @@ _SPLITS = (None, "distance", "probability")
 SPLIT_H_PER_DIAMETER = 0.1
 #: smallest object kept, as a fraction of the area of a typical cell
 MIN_SIZE_PER_AREA = 0.1
+#: ``fill_holes="uncertain"`` fills a hole in the cell mask when its mean cell probability is at
+#: least this: the network was unsure there (a large cell's textured inside), not sure of
+#: background (a lumen ringed by cells)
+UNCERTAIN_HOLE_P = 0.3
+#: ... and when it is no wider than this many typical cell diameters (30 px when the diameter is
+#: unknown): a hole is a local thing, so labelling a window with :func:`label_context` pixels
+#: of context around a block fills the same holes as labelling the whole image
+HOLE_EXTENT_PER_DIAMETER = 3.0
 
 
 def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
@@ -53,6 +61,19 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
         else:
             min_size = 10
     return check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0)
+
+
+def _hole_extent(cell_diameter) -> float:
+    return HOLE_EXTENT_PER_DIAMETER * float(cell_diameter) if cell_diameter else 30.0
+
+
+def label_context(cell_diameter: float | None) -> int:
+    """Pixels of context on each side of a block that labelling it needs to give the labels of
+    the whole image: the widest hole that may be filled, and two cell diameters beyond it for the
+    split (5 diameters; 64 px when the diameter is unknown)."""
+    if not cell_diameter:
+        return 64
+    return max(32, math.ceil(2 * float(cell_diameter) + _hole_extent(cell_diameter)))
 
 
 def label_options(model, mode: str | None = None, *, pixel_size=None) -> dict:
@@ -138,7 +159,8 @@ def _instances(
     split: str | None,
     split_h: float,
     min_size: int,
-    fill_holes: bool,
+    fill_holes: bool | str,
+    max_hole: float,
     connectivity: int,
     sampling=None,
 ) -> np.ndarray:
@@ -158,7 +180,7 @@ def _instances(
     else:
         mask = cell > threshold
     if fill_holes:
-        mask = ndi.binary_fill_holes(mask)
+        mask = _filled(mask, cell, max_hole, sampling) if fill_holes == "uncertain" else ndi.binary_fill_holes(mask)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
     if split is None:
@@ -170,7 +192,7 @@ def _instances(
         else:  # "probability"
             surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), sigma)
         surface = np.where(mask, surface, 0)
-        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=mask.ndim)
+        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=connectivity)
         # every component gets at least one marker (h_maxima misses components lower than h)
         components = cc_label(mask, connectivity=connectivity)
         unmarked = np.setdiff1d(np.unique(components[markers == 0]), np.unique(components[markers > 0]))
@@ -182,6 +204,20 @@ def _instances(
             markers = np.where(extra > 0, extra + markers.max(), markers)
         labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
     return _size_filter(labels, min_size)
+
+
+def _filled(mask: np.ndarray, probability: np.ndarray, max_extent: float, sampling=None) -> np.ndarray:
+    """``mask`` with the holes filled whose mean cell ``probability`` is at least
+    :data:`UNCERTAIN_HOLE_P` and that span at most ``max_extent`` (xy) pixels along every axis
+    (``sampling``: the voxel size in xy pixels)."""
+    holes, n = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+    if not n:
+        return mask
+    mean = np.asarray(ndi.mean(probability, holes, index=np.arange(1, n + 1)))
+    size = sampling or (1.0,) * mask.ndim
+    extent = np.array([max((s.stop - s.start) * d for s, d in zip(box, size)) for box in ndi.find_objects(holes)])
+    fill = (mean >= UNCERTAIN_HOLE_P) & (extent <= max_extent)
+    return mask | np.concatenate([[False], fill])[holes]
 
 
 def _size_filter(labels, min_size):
@@ -210,7 +246,7 @@ def to_labels(
     split_h: float | None = None,
     min_size: int | None = None,
     cell_diameter: float | None = None,
-    fill_holes: bool = False,
+    fill_holes: bool | str = "uncertain",
     connectivity: int = 1,
     three_d: bool = False,
     spacing=None,
@@ -248,8 +284,12 @@ def to_labels(
     cell_diameter : float, optional
         Typical cell diameter in (xy) pixels, e.g. the painted cells' median that a trained model
         keeps (:func:`label_options`): the split and the size filter scale with it.
-    fill_holes : bool
-        Fill holes inside the cell mask before labelling.
+    fill_holes : {"uncertain", True, False}
+        Holes inside the cell mask before labelling: "uncertain" (the default) fills a hole whose
+        mean cell probability is at least 0.3 (:data:`UNCERTAIN_HOLE_P`: the network was unsure
+        there, e.g. inside a large textured cell) and that is at most 3 cell diameters wide, and
+        keeps holes it is sure are background (a lumen ringed by cells); True fills every hole,
+        False none.
     connectivity : {1, 2}
         Pixel connectivity of a cell: 1 = 4-neighbours (6 in 3D), 2 = 8-neighbours (18 in 3D).
     three_d : bool
@@ -269,13 +309,16 @@ def to_labels(
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
     probabilities, shape = _as_probabilities(probabilities)
     border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold)
+    if not (isinstance(fill_holes, bool) or isinstance(fill_holes, str) and fill_holes == "uncertain"):
+        raise ValueError(f'fill_holes must be "uncertain", True or False, got {fill_holes!r}')
     sampling = _sampling(three_d and mode == "instances", spacing, shape)
     split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter, sampling)
     out = _output_array(out, shape[1:])
     if mode == "classes":
         return _label_planes(probabilities, out, _classes_2d, unique_ids=False)
     instances = partial(_instances, cell_class=int(cell_class), border_class=border_class, threshold=threshold, split=split,
-                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes, connectivity=connectivity,
+                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes,
+                        max_hole=_hole_extent(cell_diameter), connectivity=connectivity,
                         sampling=sampling)
     return _label_planes(probabilities, out, instances, unique_ids=True, dims=2 if sampling is None else 3)
 

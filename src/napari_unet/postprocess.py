@@ -285,11 +285,8 @@ def to_labels(
         Typical cell diameter in (xy) pixels, e.g. the painted cells' median that a trained model
         keeps (:func:`label_options`): the split and the size filter scale with it.
     fill_holes : {"uncertain", True, False}
-        Holes inside the cell mask before labelling: "uncertain" (the default) fills a hole whose
-        mean cell probability is at least 0.3 (:data:`UNCERTAIN_HOLE_P`: the network was unsure
-        there, e.g. inside a large textured cell) and that is at most 3 cell diameters wide, and
-        keeps holes it is sure are background (a lumen ringed by cells); True fills every hole,
-        False none.
+        "uncertain": fill the holes of the cell mask the network was unsure of (mean probability
+        >= :data:`UNCERTAIN_HOLE_P`, at most 3 diameters wide), keep a sure lumen; True: all.
     connectivity : {1, 2}
         Pixel connectivity of a cell: 1 = 4-neighbours (6 in 3D), 2 = 8-neighbours (18 in 3D).
     three_d : bool
@@ -300,17 +297,13 @@ def to_labels(
     out : array-like, optional
         int32 array of shape ``probabilities.shape[1:]`` to write into (e.g. zarr).
 
-    Returns
-    -------
-    labels : np.ndarray (or ``out``)
-        int32, shape ``probabilities.shape[1:]``.
+    Returns ``labels`` (np.ndarray, or ``out``): int32, shape ``probabilities.shape[1:]``.
     """
     if mode not in ("instances", "classes"):
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
     probabilities, shape = _as_probabilities(probabilities)
-    border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold)
-    if not (isinstance(fill_holes, bool) or isinstance(fill_holes, str) and fill_holes == "uncertain"):
-        raise ValueError(f'fill_holes must be "uncertain", True or False, got {fill_holes!r}')
+    border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold,
+                                               fill_holes)
     sampling = _sampling(three_d and mode == "instances", spacing, shape)
     split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter, sampling)
     out = _output_array(out, shape[1:])
@@ -355,7 +348,7 @@ def _as_probabilities(probabilities):
     return probabilities, shape
 
 
-def _checked_options(mode, n_classes, cell_class, border_class, split, connectivity, threshold):
+def _checked_options(mode, n_classes, cell_class, border_class, split, connectivity, threshold, fill_holes):
     """Check the options of :func:`to_labels` (classes against ``n_classes``); the border class as
     an int and the threshold as a float."""
     if mode == "instances" and not 0 <= int(cell_class) < n_classes:
@@ -369,6 +362,8 @@ def _checked_options(mode, n_classes, cell_class, border_class, split, connectiv
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
+    if not (isinstance(fill_holes, bool) or isinstance(fill_holes, str) and fill_holes == "uncertain"):
+        raise ValueError(f'fill_holes must be "uncertain", True or False, got {fill_holes!r}')
     if threshold is not None:
         threshold = check_float("threshold", threshold, minimum=0.0, below=1.0)
     return border_class, threshold

@@ -39,8 +39,9 @@ def rescore(folder: Path, variants: list[str], pattern: str = "*.npz") -> dict:
     from napari_unet.metrics import match_instances
     from napari_unet.postprocess import to_labels
 
-    names = {name.replace(" ", "_"): (name, kind) for name, kind, _, _ in quality_suite.suite()}
-    truth = {name: inst for name, _, _, inst in quality_suite.suite()}
+    suite = quality_suite.suite()
+    names = {name.replace(" ", "_"): (name, kind) for name, kind, _, _ in suite}
+    truth = {name: inst for name, _, _, inst in suite}
     rows: dict = {}
     for path in sorted(folder.glob(pattern)):
         key = path.stem.rsplit("_", 3)[0]

@@ -23,6 +23,7 @@ Run::
     python benchmarks/bench_quality.py                                  # style a, 60 and 300 s, 3 seeds
     python benchmarks/bench_quality.py --styles a,b,c --seconds 30,60,120,300
     python benchmarks/bench_quality.py --set w0=5 --out /tmp/w0.jsonl   # a variant of the defaults
+    python benchmarks/bench_quality.py --styles c --continue-set learning_rate=3e-4  # Continue at another rate
     python benchmarks/bench_quality.py --report --out quality.jsonl
 """
 
@@ -123,13 +124,16 @@ def run_one(task):
     budget = {"iterations": task["iterations"]} if task["iterations"] else {"iterations": None,
                                                                            "time_limit_s": task["seconds"]}
     t0 = time.perf_counter()
+    extra = {}
     if style == "c":  # a first half, the correction round, the second half
         half = ({"iterations": max(1, budget["iterations"] // 2)} if budget["iterations"]
                 else {"iterations": None, "time_limit_s": budget["time_limit_s"] / 2})
         first = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **half))
-        ann = quality_suite.paint_corrections(inst, _predict(first.model, image)[1], ann, n=3, seed=seed)
-        trainer = _train(image, ann, make_config(task["overrides"], seed=seed + 1, device="cpu", **half),
-                         model=first.model)
+        first_labels = _predict(first.model, image)[1]
+        extra["f1_first"] = _scores(inst, first_labels)["f1"]  # before the correction round
+        ann = quality_suite.paint_corrections(inst, first_labels, ann, n=3, seed=seed)
+        second = task.get("continue_overrides") or task["overrides"]  # --continue-set: the second half only
+        trainer = _train(image, ann, make_config(second, seed=seed + 1, device="cpu", **half), model=first.model)
         iterations = first.iteration + trainer.iteration
     else:
         trainer = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **budget))
@@ -147,7 +151,7 @@ def run_one(task):
                             options=json.dumps(label_options(trainer.model)))
     return {**{k: task[k] for k in ("label", "image", "kind", "style", "seed", "seconds")}, **scores,
             "iterations": iterations, "train_s": round(train_s, 1), "painted": round(float((ann > 0).mean()), 4),
-            "cells_painted": int(len(np.unique(ann[ann >= 2])))}
+            "cells_painted": int(len(np.unique(ann[ann >= 2]))), **extra}
 
 
 def calibrate(overrides, threads):
@@ -248,6 +252,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a TrainConfig field (augment.FIELD for augmentation); repeatable")
+    parser.add_argument("--continue-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="style c: override a TrainConfig field for the training after the corrections only")
     parser.add_argument("--label", default="", help="name of this configuration in the results (default: the --set text)")
     parser.add_argument("--budget", choices=["iterations", "wall"], default="iterations")
     parser.add_argument("--it-per-s", type=float, default=None, help="iterations per second of 2-core training "
@@ -265,7 +271,8 @@ def main(argv=None):
                         help="print a markdown table of F1 per image from these results files and stop")
     parser.add_argument("--list", action="store_true", help="list the suite's images and stop")
     args = parser.parse_args(argv)
-    label = args.label or (" ".join(sorted(args.set)) or "defaults")
+    label = args.label or (" ".join(sorted(args.set) + [f"continue {c}" for c in sorted(args.continue_set)])
+                           or "defaults")
     out = Path(args.out)
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     if args.compare:
@@ -304,7 +311,9 @@ def main(argv=None):
                     if (label, name, style, seed, s) in done:
                         continue
                     tasks.append({"label": label, "image": name, "kind": kind, "style": style, "seed": seed,
-                                  "seconds": s, "overrides": overrides, "threads": threads, "save": args.save_probs,
+                                  "seconds": s, "overrides": overrides,
+                                  "continue_overrides": parse_overrides(args.set + args.continue_set),
+                                  "threads": threads, "save": args.save_probs,
                                   "edge_jitter": args.edge_jitter,
                                   "iterations": int(round(s * it_per_s)) if it_per_s else None})
     print(f"{len(tasks)} runs to do ({len(done)} already in {out}); {args.jobs} at once, {threads} thread(s) each",

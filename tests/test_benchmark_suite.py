@@ -104,3 +104,30 @@ def test_rescore_labels_relabels_saved_probabilities_with_each_variant(tmp_path)
     assert scores[""] > 0.75  # the reference cells with their pin holes filled, split
     assert scores["split=None"] < scores[""] - 0.2  # touching cells merged without the split
     assert scores["fill_holes=False"] < scores[""] - 0.2  # pin holes cut the cells apart
+
+
+def test_style_c_scores_the_first_half_and_sets_the_second_half_apart(monkeypatch):
+    """Style c: corrections painted after a first half; ``--continue-set`` steers only the second."""
+    bench_quality = pytest.importorskip("bench_quality")
+    image, instances = quality_suite.dense_clumps((96, 96), seed=3)
+    monkeypatch.setattr(bench_quality, "_image", lambda name, kind: (image, instances))
+    trained = []
+
+    class Trained:
+        def __init__(self, ann, config, model):
+            self.ann, self.config, self.model, self.iteration = ann, config, model or object(), config.iterations
+
+    monkeypatch.setattr(bench_quality, "_train", lambda img, ann, config, model=None: trained.append(
+        Trained(ann.copy(), config, model)) or trained[-1])
+    first_prediction = np.where(instances > 0, 1, 0).astype(np.int32)  # every touching clump merged
+    monkeypatch.setattr(bench_quality, "_predict", lambda model, img: (None, first_prediction))
+    task = {"label": "t", "image": "x", "kind": "synthetic", "style": "c", "seed": 0, "seconds": 1.0,
+            "overrides": {}, "continue_overrides": bench_quality.parse_overrides(["learning_rate=3e-4"]),
+            "threads": 1, "save": None, "edge_jitter": 0, "iterations": 8}
+    record = bench_quality.run_one(task)
+    first, second = trained
+    assert first.config.learning_rate is None and second.config.learning_rate == 3e-4
+    assert first.config.iterations == second.config.iterations == 4 and record["iterations"] == 8
+    assert second.model is first.model  # the second half trains on from the first
+    assert (second.ann >= 2).sum() > (first.ann >= 2).sum()  # the corrections painted merged cells
+    assert 0 <= record["f1_first"] < 0.5  # the merged first prediction, scored

@@ -4,7 +4,9 @@ For every image of the suite (``quality_suite.py``: real labelled images and syn
 hard in the ways microscopy is hard), every painting style and every seed: paint a sparse
 annotation with the painting simulator, train with the default settings (or those given with
 ``--set``), predict the whole image with ``predict_tiled`` and make instances with
-``to_labels(probabilities, **label_options(model))``, then score against the complete ground truth:
+``to_labels(probabilities, **label_options(model))`` and the half-scale pass for cells larger than
+the painted ones (``napari_unet.large_cells``; ``f1_full`` keeps the F1 without it, ``--large-cells
+off`` leaves it out), then score against the complete ground truth:
 object F1 at IoU 0.5 (one-to-one matching), pixel IoU of the foreground, and touching ground-truth
 pairs that come out as two objects. Real and synthetic images are reported apart, as the mean over
 images (each image first averaged over seeds) and the worst image.
@@ -86,13 +88,19 @@ def make_config(overrides, **fields):
     return config
 
 
-def _predict(model, image):
-    """``(probabilities, labels)`` of a whole image, as the plugin predicts it."""
+def _predict(model, image, large_cells=True):
+    """``(probabilities, labels, full-scale labels)`` of a whole image, as the plugin predicts it
+    (``large_cells``: with the half-scale pass; else both labels are the full-scale ones)."""
+    from napari_unet.large_cells import iter_large_cells
     from napari_unet.postprocess import label_options, to_labels
-    from napari_unet.tiling import predict_tiled
+    from napari_unet.tiling import drive, predict_tiled
 
     probabilities = predict_tiled(model, image)
-    return probabilities, to_labels(probabilities, **label_options(model))
+    options = label_options(model)
+    labels = to_labels(probabilities, **options)
+    if not large_cells:
+        return probabilities, labels, labels
+    return probabilities, drive(iter_large_cells(model, image, labels, options, axes="YX")), labels
 
 
 def _scores(gt, pred):
@@ -129,7 +137,7 @@ def run_one(task):
         half = ({"iterations": max(1, budget["iterations"] // 2)} if budget["iterations"]
                 else {"iterations": None, "time_limit_s": budget["time_limit_s"] / 2})
         first = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **half))
-        first_labels = _predict(first.model, image)[1]
+        first_labels = _predict(first.model, image, task.get("large_cells", True))[1]
         extra["f1_first"] = _scores(inst, first_labels)["f1"]  # before the correction round
         ann = quality_suite.paint_corrections(inst, first_labels, ann, n=3, seed=seed)
         second = task.get("continue_overrides") or task["overrides"]  # --continue-set: the second half only
@@ -139,8 +147,9 @@ def run_one(task):
         trainer = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **budget))
         iterations = trainer.iteration
     train_s = time.perf_counter() - t0
-    probabilities, labels = _predict(trainer.model, image)
+    probabilities, labels, full = _predict(trainer.model, image, task.get("large_cells", True))
     scores = _scores(inst, labels)
+    extra["f1_full"] = scores["f1"] if full is labels else _scores(inst, full)["f1"]  # without the half-scale pass
     if task.get("save"):  # for studies of the post-processing without training again
         from napari_unet.postprocess import label_options
 
@@ -176,9 +185,10 @@ def _mean(values):
     return float(np.mean(values)) if values else float("nan")
 
 
-def report(records, label):
-    """Print the per-image table and, per suite and budget, the mean and the worst image."""
-    records = [r for r in records if r["label"] == label]
+def report(records, label, metric="f1"):
+    """Print the per-image table and, per suite and budget, the mean and the worst image
+    (``metric``: the F1 to report, e.g. ``f1_full`` for the labels without the half-scale pass)."""
+    records = [{**r, "f1": r[metric]} for r in records if r["label"] == label and metric in r]
     if not records:
         print(f"no results for {label!r}")
         return {}
@@ -222,7 +232,7 @@ def compare(records, metric="f1"):
     columns = list(dict.fromkeys((r["label"], r["style"], r["seconds"]) for r in records))
     images = list(dict.fromkeys((r["kind"], r["image"]) for r in records))
     cell = {}
-    for r in records:
+    for r in (r for r in records if metric in r):
         cell.setdefault(((r["kind"], r["image"]), (r["label"], r["style"], r["seconds"])), []).append(r[metric])
     print("| image | kind | " + " | ".join(f"{lab}, {style}, {sec:g} s" for lab, style, sec in columns) + " |")
     print("| --- | --- |" + " --- |" * len(columns))
@@ -266,22 +276,26 @@ def main(argv=None):
                              "is not exact; 0 = the reference cells exactly)")
     parser.add_argument("--save-probs", default=None, metavar="DIR",
                         help="also save each run's probabilities and annotation here (.npz)")
+    parser.add_argument("--large-cells", choices=["on", "off"], default="on",
+                        help="the half-scale pass for cells larger than the painted ones (as the plugin: on)")
+    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first"],
+                        help="--report / --compare: the F1 to show (f1_full: without the half-scale pass)")
     parser.add_argument("--report", action="store_true", help="print the tables from --out and stop")
     parser.add_argument("--compare", default="", metavar="FILE,FILE",
                         help="print a markdown table of F1 per image from these results files and stop")
     parser.add_argument("--list", action="store_true", help="list the suite's images and stop")
     args = parser.parse_args(argv)
     label = args.label or (" ".join(sorted(args.set) + [f"continue {c}" for c in sorted(args.continue_set)])
-                           or "defaults")
+                           or "defaults") + (" no half scale" if args.large_cells == "off" else "")
     out = Path(args.out)
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     if args.compare:
         compare([json.loads(line) for f in args.compare.split(",") for line in Path(f).read_text().splitlines()
-                 if line.strip()])
+                 if line.strip()], args.metric)
         return
     if args.report:
         for lab in dict.fromkeys(r["label"] for r in records):
-            report(records, lab)
+            report(records, lab, args.metric)
         return
     kinds = [k for k in args.suite.split(",") if k]
     items = [(n, k) for n, k, _, _ in quality_suite.suite(kinds)]
@@ -314,7 +328,7 @@ def main(argv=None):
                                   "seconds": s, "overrides": overrides,
                                   "continue_overrides": parse_overrides(args.set + args.continue_set),
                                   "threads": threads, "save": args.save_probs,
-                                  "edge_jitter": args.edge_jitter,
+                                  "edge_jitter": args.edge_jitter, "large_cells": args.large_cells == "on",
                                   "iterations": int(round(s * it_per_s)) if it_per_s else None})
     print(f"{len(tasks)} runs to do ({len(done)} already in {out}); {args.jobs} at once, {threads} thread(s) each",
           flush=True)
@@ -330,7 +344,7 @@ def main(argv=None):
             print(f"[{k}/{len(tasks)} {time.perf_counter() - t0:6.0f} s] {record['image']:<24} {record['style']} "
                   f"s{record['seed']} {record['seconds']:g}s: F1 {record['f1']:.3f} IoU {record['iou']:.3f} "
                   f"sep {record['sep']}/{record['pairs']} ({record['iterations']} it)", flush=True)
-    report(records, label)
+    report(records, label, args.metric)
 
 
 if __name__ == "__main__":

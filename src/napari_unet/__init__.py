@@ -28,6 +28,8 @@ _EXPORTS = {
     "open_prediction": "ngff",
     "to_labels": "postprocess",
     "label_options": "postprocess",
+    "add_large_cells": "large_cells",
+    "predict_half_scale": "large_cells",
     "weight_map": "weights",
     "fiji_weight_map": "weights",
     "elastic_deform": "augment",

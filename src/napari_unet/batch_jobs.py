@@ -40,15 +40,28 @@ def _options(model, mode: str, cell_diameter: float | None, space: dict | None =
     return options
 
 
+def _progress(gen, i: int, n: int, start: float = 0.0, share: float = 1.0):
+    """Forward the ``(done, total)`` of image ``i`` of ``n`` as ``("progress", fraction of all)``,
+    ``gen`` filling ``share`` of the image's part of the bar from ``start``."""
+    try:
+        while True:
+            done, total = next(gen)
+            yield ("progress", (i + start + share * (done / total if total else 0.0)) / n)
+    except StopIteration as stop:
+        return stop.value
+
+
 def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None, spaces=None,
-              three_d: bool = False):
+              three_d: bool = False, large_cells: bool = True):
     """Predict ``items`` = [(name, data, axes, TIFF path or None), ...] one by one, here.
 
     ``cell_diameter`` overrides the model's (pixels). ``spaces``: each item's pixel sizes
     (``{"z", "y", "x"}`` µm or None): images are resampled to the model's pixel size when they
-    differ. ``three_d``: z-stacks get one id per 3D object.
+    differ. ``three_d``: z-stacks get one id per 3D object. ``large_cells``: the half-scale pass
+    for cells much larger than the painted ones (:mod:`napari_unet.large_cells`).
     """
     from .images import write_image
+    from .large_cells import applies, iter_large_cells
     from .postprocess import to_labels
     from .tiling import iter_predict_stack
 
@@ -59,16 +72,15 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
             data, axes = channels_last_to_first(data, axes)
         space = spaces[i]
         options = _options(model, mode, cell_diameter, space, three_d, axes)
-        gen = iter_predict_stack(model, data, axes=axes, device=device,
-                                 pixel_size=(space["y"], space["x"]) if space else None)
-        try:
-            while True:
-                done, total = next(gen)
-                yield ("progress", (i + (done / total if total else 0.0)) / n)
-        except StopIteration as stop:
-            probabilities = stop.value
+        pixel_size = (space["y"], space["x"]) if space else None
+        share = 0.8 if large_cells and applies(options) else 1.0  # the half-scale pass: a quarter of the tiles
+        probabilities = yield from _progress(iter_predict_stack(model, data, axes=axes, device=device,
+                                                                pixel_size=pixel_size), i, n, 0.0, share)
         labels = to_labels(probabilities, **options)
         del probabilities
+        if share < 1.0:
+            labels = yield from _progress(iter_large_cells(model, data, labels, options, axes=axes, device=device,
+                                                           pixel_size=pixel_size), i, n, share, 1.0 - share)
         error = None
         if path is not None:
             try:

@@ -259,6 +259,9 @@ def _add_predict(sub):
     p.add_argument("--3d", dest="three_d", action="store_true",
                    help="label 3D objects in z-stacks (one id per object over its planes; voxel size from the "
                    "files' metadata); default: plane by plane")
+    p.add_argument("--no-large-cells", dest="large_cells", action="store_false",
+                   help="leave out the half-scale pass that finds cells more than twice the painted diameter "
+                   "(napari_unet.large_cells; it adds a third to a half to the prediction time; local prediction only)")
     p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
                    "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")
     p.add_argument("--block", type=parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")
@@ -290,13 +293,28 @@ def _physical_options(path: Path, args, axes: str, model, options: dict) -> tupl
     return pixel, options
 
 
+def _predict_file(model, data, axes: str, args, pixel, options: dict, bar, **kwargs) -> tuple:
+    """(probabilities, labels) of one input, with the half-scale pass unless --no-large-cells."""
+    from .large_cells import iter_large_cells
+    from .postprocess import to_labels
+    from .tiling import drive, iter_predict_stack
+
+    t0 = time.monotonic()
+    probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel, **kwargs),
+                          lambda done, total: bar.update(
+                              done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
+    labels = to_labels(probabilities, **options)
+    if args.large_cells:
+        labels = drive(iter_large_cells(model, data, labels, options, axes=axes, device=args.device, pixel_size=pixel),
+                       lambda done, total: bar.update(done, total, f"half scale: {done}/{total} tiles"))
+    return probabilities, labels
+
 def _cmd_predict(args) -> int:
     from .images import is_complete_image, write_image
     from .model_files import load_model
     from .model_fit import check_channels
     from .outputs import check_output_path, output_lock
-    from .postprocess import label_options, to_labels
-    from .tiling import drive, iter_predict_stack
+    from .postprocess import label_options
 
     if args.overwrite and args.skip_existing:
         raise CliError("give --overwrite or --skip-existing, not both")
@@ -352,13 +370,8 @@ def _cmd_predict(args) -> int:
             kwargs["batch_size"] = args.batch_size
         replace = args.overwrite or args.skip_existing  # --skip-existing redoes incomplete outputs only
         with output_lock(outdir / f".{_stem(path)}.napari-unet.lock"):
-            t0 = time.monotonic()
             pixel, input_options = _physical_options(path, args, axes, model, options)
-            probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel,
-                                                     **kwargs),
-                                  lambda done, total: bar.update(
-                                      done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
-            labels = to_labels(probabilities, **input_options)
+            probabilities, labels = _predict_file(model, data, axes, args, pixel, input_options, bar, **kwargs)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end
                 prob, prob_axes = to_canonical(probabilities, "C" + out_axes)

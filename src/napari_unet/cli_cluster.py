@@ -36,6 +36,9 @@ def predict_on_cluster(args, paths: list[Path]) -> int:
     if importlib.util.find_spec("distributed") is None:
         raise CliError('--cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
     model = load_model(args.model, device="cpu")
+    if args.large_cells:
+        print("note: the half-scale pass for cells much larger than the painted ones runs in local prediction only; "
+              "labels on a cluster equal local ones made with --no-large-cells", file=sys.stderr)
     bar = ProgressBar(f"{paths[0].name} on {args.cluster or 'a local cluster'}", enabled=not args.quiet)
     t0 = time.monotonic()
     result = drive(

@@ -40,7 +40,8 @@ def cmd_demo(args) -> int:
     from .metrics import match_instances, pixel_iou, separated_pairs
     from .postprocess import label_options, to_labels
     from .samples import make_touching_cells, touching_pairs
-    from .tiling import predict_tiled
+    from .large_cells import iter_large_cells
+    from .tiling import drive, predict_tiled
     from .training import Trainer
 
     out = Path(args.out)
@@ -74,7 +75,9 @@ def cmd_demo(args) -> int:
     training_loop(trainer, quiet=args.quiet, label="train")
     say("3/3 predict: a new synthetic image (never seen in training)")
     probabilities = predict_tiled(trainer.model, test_image, device=args.device)
-    labels = to_labels(probabilities, **label_options(trainer.model, "instances"))
+    options = label_options(trainer.model, "instances")
+    labels = drive(iter_large_cells(trainer.model, test_image, to_labels(probabilities, **options), options, axes="YX",
+                                    device=args.device))  # as the Predict widget: with the half-scale pass
     scores = match_instances(test_instances, labels)
     sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
     out.mkdir(parents=True, exist_ok=True)

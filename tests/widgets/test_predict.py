@@ -160,3 +160,38 @@ def test_pixel_sizes_resample_and_3d_objects_keep_the_layer_grid(viewer, open_wi
     ids = [set(np.unique(labels.data[z])) - {0} for z in range(4)]
     assert len(ids[0]) > 1 and ids[0] == ids[1] == ids[2] == ids[3]  # one id per object over the 4 planes
     assert viewer.dims.ndisplay == 3
+
+
+def test_the_half_scale_pass_runs_as_in_the_api_and_can_be_switched_off(viewer, open_widget, qtbot, with_model, cells,
+                                                                          monkeypatch):
+    import napari_unet.large_cells as large_cells
+    from napari_unet import label_options, predict_half_scale, predict_tiled, to_labels
+
+    calls = []
+    real = large_cells.add_large_cells
+    monkeypatch.setattr(large_cells, "add_large_cells", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    viewer.add_image(cells[0], name="cells")
+    widget = open_widget("Predict")
+    assert widget.large_cells_check.isChecked()  # on by default
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    options = label_options(with_model)
+    assert calls == [options]
+    expected = real(to_labels(predict_tiled(with_model, cells[0]), **options), predict_half_scale(with_model, cells[0]),
+                    **options)
+    assert np.array_equal(viewer.layers["cells prediction"].data, expected)  # what the API gives
+    widget.large_cells_check.setChecked(False)
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(calls) == 1
+
+    from napari_unet._widgets.predict import predict_job
+
+    job, steps = predict_job(with_model, cells[0], "YX", (), "instances", False, device="cpu"), []
+    try:
+        while True:
+            steps.append(next(job))
+    except StopIteration:
+        pass
+    permille = [done for done, total in steps]  # one bar over both passes: it never jumps back
+    assert permille == sorted(permille) and permille[-1] == 1000 and any(600 <= v <= 850 for v in permille)

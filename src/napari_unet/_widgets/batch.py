@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .controls import CellDiameterSpin, DeviceCombo, choice_combo, select_model_mode
+from .controls import CellDiameterSpin, DeviceCombo, choice_combo, large_cells_check, select_model_mode
 from ..batch_jobs import batch_job, cluster_batch_job, output_path
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
 from .model_panel import ModelPanel
@@ -83,6 +83,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.three_d_check.setToolTip("z-stacks: one id per object over all its planes (voxel size from each layer's "
                                       "scale); other images: plane by plane.")
         form.addRow(self.three_d_check)
+        self.large_cells_check = large_cells_check()
+        form.addRow(self.large_cells_check)
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
         self.save_check = QCheckBox("save as TIFF to")
@@ -194,6 +196,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.layer_list.setEnabled(not running)
         self.cluster_check.setEnabled(not running)
         self.three_d_check.setEnabled(not running)
+        self.large_cells_check.setEnabled(not running)
         self.cluster_edit.setEnabled(not running)
 
     def run(self):
@@ -267,7 +270,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         spaces = [layer_pixel_size(self._sources[item[0]], in_channels) for item in items]
         if not self.cluster_check.isChecked():
             return batch_job(model, items, mode, device=device, cell_diameter=diameter, spaces=spaces,
-                             three_d=self.three_d_check.isChecked())
+                             three_d=self.three_d_check.isChecked(), large_cells=self.large_cells_check.isChecked())
         if self.three_d_check.isChecked():
             notify_error("3D objects are not available on a cluster yet (it labels plane by plane): uncheck one of them.")
             return None
@@ -275,7 +278,9 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         if importlib.util.find_spec("distributed") is None:
             notify_error('Running on a cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
             return None
-        self.status_label.setText(f"Predicting {len(items)} image(s) on {address}…")
+        self.status_label.setText(f"Predicting {len(items)} image(s) on {address}…"
+                                  + (" (without the half-scale pass for large cells: it runs in local prediction only)"
+                                     if self.large_cells_check.isChecked() else ""))
         return cluster_batch_job(model, items, mode, cluster=address, device=device, cell_diameter=diameter,
                                  spaces=spaces)
 

@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any, Iterable
 
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +145,15 @@ def select_model_mode(combo: QComboBox, model) -> None:
     """Select the output / annotation mode ``model`` was trained for, when it says so."""
     if model is not None:
         select_data(combo, (model.metadata or {}).get("mode"))
+
+
+def large_cells_check() -> QCheckBox:
+    """The switch of the half-scale pass (:mod:`napari_unet.large_cells`), on by default."""
+    check = QCheckBox("also find cells larger than the painted ones")
+    check.setChecked(True)
+    check.setToolTip(
+        "Cells output: predict each image a second time at half size (a third to a half more time) and take from it\n"
+        "the cells more than twice the typical painted diameter that the full size finds only as rings or\n"
+        "fragments. Cells of the painted size keep their labels. Off: the full-size prediction only.\n"
+        "Not with 3D objects, nor on a cluster.")
+    return check

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, select_model_mode
+from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, large_cells_check, select_model_mode
 from ..axes import channels_last_to_first
 from ..pixel_size import describe_resampling, voxel_spacing
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
@@ -38,8 +38,20 @@ def check_model_fits(model, layer) -> str:
     return axes
 
 
+def _part(gen, start: float, share: float):
+    """Forward the ``(done, total)`` of ``gen`` as ``(permille, 1000)`` of a bar it fills from
+    ``start`` over ``share`` of its length; returns what ``gen`` returns."""
+    try:
+        while True:
+            done, total = next(gen)
+            yield int(1000 * (start + share * (done / total if total else 1.0))), 1000
+    except StopIteration as stop:
+        return stop.value
+
+
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
-                cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False):
+                cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False,
+                large_cells: bool = True):
     """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
 
     ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).
@@ -47,11 +59,22 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     the smallest object kept scale with it). ``space``: the layer's pixel sizes (``{"z", "y",
     "x"}`` micrometres, from its scale): the image is resampled to the model's pixel size when
     they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``).
+    ``large_cells``: the half-scale pass for cells much larger than the painted ones
+    (:mod:`napari_unet.large_cells`; instances of planes only).
     """
+    from ..large_cells import applies, iter_large_cells
     from ..postprocess import label_options, to_labels
     from ..tiling import iter_predict_stack, iter_predict_tiled, normalization_range
 
     pixel_size = (space["y"], space["x"]) if space else None
+    options = label_options(model, mode, pixel_size=pixel_size)
+    if cell_diameter and options["mode"] == "instances":
+        options["cell_diameter"] = float(cell_diameter)
+    if three_d and index is None and "Z" in axes and options["mode"] == "instances":
+        options.update(three_d=True, spacing=voxel_spacing(space))
+    large_cells = large_cells and applies(options)
+    share = 0.8 if large_cells else 1.0  # of the progress bar: the half-scale pass has a quarter of the tiles
+    normalize = None
     if index is not None:
         plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
@@ -59,17 +82,18 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
         if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
             whole, whole_axes = channels_last_to_first(data, axes)
             normalize = normalization_range(model, whole, axes=whole_axes) or True
-        probabilities = yield from iter_predict_tiled(model, plane, device=device, normalize=normalize,
-                                                      pixel_size=pixel_size)
+        probabilities = yield from _part(iter_predict_tiled(model, plane, device=device, normalize=normalize,
+                                                            pixel_size=pixel_size), 0.0, share)
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
-        probabilities = yield from iter_predict_stack(model, data, axes=axes, device=device, pixel_size=pixel_size)
-    options = label_options(model, mode, pixel_size=pixel_size)
-    if cell_diameter and options["mode"] == "instances":
-        options["cell_diameter"] = float(cell_diameter)
-    if three_d and index is None and "Z" in axes and options["mode"] == "instances":
-        options.update(three_d=True, spacing=voxel_spacing(space))
+        probabilities = yield from _part(iter_predict_stack(model, data, axes=axes, device=device,
+                                                            pixel_size=pixel_size), 0.0, share)
+        plane, plane_axes = data, axes
     labels = to_labels(probabilities, **options)
+    if large_cells:
+        labels = yield from _part(iter_large_cells(model, plane, labels, options, axes=plane_axes, device=device,
+                                                   pixel_size=pixel_size,
+                                                   normalize=None if normalize is True else normalize), share, 1 - share)
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
         # probability of "not background" (cell, or any foreground class)
@@ -118,6 +142,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         row.addWidget(self.three_d_check)
         row.addWidget(self.show_3d_check)
         form.addRow(row)
+        self.large_cells_check = large_cells_check()
+        form.addRow(self.large_cells_check)
         self.pixel_label = QLabel("")
         self.pixel_label.setWordWrap(True)
         form.addRow(self.pixel_label)
@@ -201,7 +227,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self._start_worker(
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
                         device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter(),
-                        space=self._space(image, axes), three_d=three_d),
+                        space=self._space(image, axes), three_d=three_d,
+                        large_cells=self.large_cells_check.isChecked()),
             yielded=self._on_progress,
             returned=self._on_returned,
             aborted=self._on_aborted,

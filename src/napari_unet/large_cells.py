@@ -1,0 +1,173 @@
+"""A second look at half scale, for cells much larger than the painted ones.
+
+A network learns the cell size it was shown. Painted only on small cells, it sees a cell three or
+four times their diameter as a ring of edges with fragments inside (``benchmarks/README.md``,
+"mixed sizes"). At half scale the same cell looks like a painted one, so the image is predicted a
+second time, downscaled by 2, and its objects replace the full-scale labels where they are much
+larger than a typical painted cell *and* the full-scale labels cover them poorly. Cells of the
+painted size keep their full-scale labels, so images without unusually large cells get the same
+labels as without this pass.
+
+Examples
+--------
+>>> import numpy as np
+>>> p = np.zeros((2, 40, 40), np.float32); p[0] = 1
+>>> p[:, 4:36, 4:36] = [[[0.2]], [[0.8]]]          # one large cell, 32 px wide
+>>> ring = p.copy(); ring[:, 8:32, 8:32] = [[[0.9]], [[0.1]]]   # full scale: only its rim
+>>> half = p[:, ::2, ::2]                          # half scale: the whole cell
+>>> full = to_labels(ring, min_size=1)
+>>> int((full > 0).sum()) < 32 * 32
+True
+>>> fused = add_large_cells(full, half, cell_diameter=8.0)
+>>> int((fused > 0).sum()), int(fused.max())
+(1024, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import numpy as np
+
+from .postprocess import to_labels
+
+__all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
+           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE"]
+
+#: an object of the half-scale labels is a large cell when its equivalent diameter is at least
+#: this many typical cell diameters (the painted cells' median the model keeps)
+LARGE_CELL_DIAMETERS = 2.25
+#: ... and it replaces the full-scale labels only where these cover less than this fraction of it
+#: (a ring with fragments); a clump the full scale split correctly covers it almost completely
+LARGE_CELL_COVERAGE = 0.7
+
+
+def half_scale(data) -> np.ndarray:
+    """``data`` (``(..., Y, X)``) downscaled by 2 in Y and X, anti-aliased, as float32."""
+    from skimage.transform import resize
+
+    data = np.asarray(data)
+    shape = (*data.shape[:-2], max(1, (data.shape[-2] + 1) // 2), max(1, (data.shape[-1] + 1) // 2))
+    return resize(data.astype(np.float32, copy=False), shape, order=1, anti_aliasing=True,
+                  preserve_range=True).astype(np.float32)
+
+
+def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=None, precision: str = "auto",
+                            normalize=None) -> Generator[tuple[int, int], None, Any]:
+    """Generator: yields ``(done, total)`` tiles; returns the probabilities of ``data`` downscaled
+    by 2, ``(n_classes, ..., ceil(Y/2), ceil(X/2))``.
+
+    ``data``: an image or stack with ``axes`` (channels first, as :func:`~napari_unet.predict_stack`
+    takes them). It is normalized with the full-scale data's percentiles (or ``normalize``, as in
+    :func:`~napari_unet.predict_tiled`: e.g. the whole stack's range for one plane). ``pixel_size``: the
+    full-scale image's (micrometres, y and x), when the model resamples to its own pixel size:
+    the half-scale image is then resampled by the same factor and so is seen at half the model's
+    grid.
+    """
+    from .tiling import iter_predict_stack, normalization_range
+
+    if normalize is None:
+        normalize = normalization_range(model, data, axes=axes) or True
+    small = half_scale(data)
+    return (yield from iter_predict_stack(model, small, axes=axes, device=device, normalize=normalize,
+                                          pixel_size=pixel_size, precision=precision))
+
+
+def predict_half_scale(model, data, *, axes: str | None = None, device=None, pixel_size=None, progress=None,
+                       **kwargs) -> np.ndarray:
+    """:func:`iter_predict_half_scale` in one call (``axes``: default from the data and the model;
+    ``progress(done, total)`` after each tile batch): the ``half_probabilities`` of
+    :func:`add_large_cells`, e.g.
+    ``add_large_cells(to_labels(p, **options), predict_half_scale(model, image), **options)``."""
+    from .model_fit import image_axes
+    from .progress import drive
+
+    axes = axes or image_axes(np.asarray(data) if not hasattr(data, "shape") else data, model)
+    return drive(iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size, **kwargs),
+                 progress)
+
+
+def _upsampled(labels: np.ndarray, shape) -> np.ndarray:
+    """Half-scale labels on the full grid (each full pixel takes its half-scale pixel's id)."""
+    ys = np.minimum(np.arange(shape[0]) // 2, labels.shape[0] - 1)
+    xs = np.minimum(np.arange(shape[1]) // 2, labels.shape[1] - 1)
+    return labels[np.ix_(ys, xs)]
+
+
+def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float) -> np.ndarray:
+    """Replace the full-scale labels of one plane by the large, poorly covered half-scale objects."""
+    half = _upsampled(half, full.shape)
+    ids, areas = np.unique(half[half > 0], return_counts=True)
+    large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]
+    if not len(large):
+        return full
+    out = full.copy()
+    next_id = int(full.max()) + 1
+    for i in large:
+        cell = half == i
+        if (full[cell] > 0).mean() >= LARGE_CELL_COVERAGE:
+            continue
+        for j in np.unique(full[cell]):  # fragments lying mostly inside the large cell go
+            if j and cell[full == j].mean() > 0.5:
+                out[full == j] = 0
+        out[cell] = next_id
+        next_id += 1
+    return out
+
+
+def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label_kwargs) -> np.ndarray:
+    """Instance ``labels`` (``(..., Y, X)``, from :func:`~napari_unet.to_labels`) with the cells
+    much larger than ``cell_diameter`` taken from the half-scale prediction.
+
+    ``half_probabilities``: ``(n_classes, ..., ceil(Y/2), ceil(X/2))`` from
+    :func:`iter_predict_half_scale`. ``label_kwargs``: the other :func:`~napari_unet.to_labels`
+    options the labels were made with (e.g. ``border_class``); the half-scale labels use half the
+    cell diameter. Returns new int32 labels; ids stay unique over the planes of a stack.
+    """
+    labels = np.asarray(labels)
+    if not cell_diameter or cell_diameter <= 0:
+        raise ValueError("the half-scale pass needs the typical cell diameter (the model's painted cells, "
+                         f"or cell_diameter=...), got {cell_diameter!r}")
+    expected = (*labels.shape[:-2], (labels.shape[-2] + 1) // 2, (labels.shape[-1] + 1) // 2)
+    if tuple(np.shape(half_probabilities))[1:] != expected:
+        raise ValueError(f"half-scale probabilities of shape {np.shape(half_probabilities)} do not fit labels of "
+                         f"shape {labels.shape}: expected (n_classes, *{expected})")
+    options = {k: v for k, v in label_kwargs.items() if k not in ("mode", "three_d", "spacing", "out")}
+    half = to_labels(half_probabilities, "instances", cell_diameter=cell_diameter / 2, **options)
+    out = np.empty(labels.shape, np.int32)
+    offset = 0
+    for plane in np.ndindex(*labels.shape[:-2]):
+        fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter))
+        kept = np.unique(fused[fused > 0])  # renumber 1..n after the ids of the planes before
+        lut = np.zeros(int(fused.max()) + 1, np.int32)
+        lut[kept] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.int32)
+        out[plane] = lut[fused]
+        offset += len(kept)
+    return out
+
+
+def applies(options: dict) -> bool:
+    """Whether the half-scale pass applies to labels made with these :func:`~napari_unet.to_labels`
+    options: instances of planes (not 3D objects) with a known typical cell diameter."""
+    return options.get("mode", "instances") == "instances" and not options.get("three_d") \
+        and bool(options.get("cell_diameter"))
+
+
+def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=None, pixel_size=None, normalize=None
+                     ) -> Generator[tuple[int, int], None, Any]:
+    """Generator: the half-scale pass over ``labels`` (made from ``data`` with ``options``); yields
+    ``(done, total)`` tiles of the half-scale prediction and returns the new labels, or ``labels``
+    unchanged when the pass does not apply (:func:`applies`).
+
+    ``data``, ``axes``, ``device``, ``pixel_size``, ``normalize``: as the full-scale prediction got
+    them (channels first, or last as ``"YXC"``).
+    """
+    if not applies(options):
+        return labels
+    if axes.endswith("C"):
+        from .axes import channels_last_to_first
+
+        data, axes = channels_last_to_first(data, axes)
+    half = yield from iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size,
+                                              normalize=normalize)
+    return add_large_cells(labels, half, **options)

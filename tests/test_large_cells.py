@@ -1,0 +1,158 @@
+"""The half-scale pass: cells much larger than the painted ones, from a second look at half size."""
+
+import numpy as np
+import pytest
+
+from napari_unet import UNet, to_labels
+from napari_unet.large_cells import add_large_cells, applies, half_scale, iter_large_cells, predict_half_scale
+from napari_unet.tiling import drive
+
+
+def _probabilities(cell_mask):
+    p = np.where(cell_mask, 0.9, 0.1).astype(np.float32)
+    return np.stack([1 - p, p])
+
+
+def _disk(shape, center, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def test_half_scale_halves_y_and_x_only_and_rounds_up():
+    assert half_scale(np.zeros((5, 7))).shape == (3, 4)
+    assert half_scale(np.zeros((2, 3, 6, 8), np.uint16)).shape == (2, 3, 3, 4)
+    stripes = np.tile([0.0, 100.0], (8, 4))  # 1-px stripes: anti-aliased to their mean, not sampled
+    assert np.allclose(half_scale(stripes), 50.0, atol=10)
+
+
+def test_a_large_cell_seen_as_a_ring_is_taken_from_half_scale_and_small_cells_keep_their_labels():
+    shape = (96, 96)
+    large = _disk(shape, (48, 40), 20)  # 40 px across: five times the painted 8 px
+    ring = large & ~_disk(shape, (48, 40), 14)  # what the full scale finds: its rim
+    small = [_disk(shape, (10, 85), 4), _disk(shape, (85, 85), 4)]
+    full = to_labels(_probabilities(ring | small[0] | small[1]), cell_diameter=8.0)
+    half = _probabilities(large | small[0] | small[1])[:, ::2, ::2]  # half scale: the whole cell
+    fused = add_large_cells(full, half, cell_diameter=8.0)
+    big_id = np.bincount(fused[large]).argmax()
+    assert big_id > 0 and (fused[large] == big_id).mean() > 0.95  # one object covers the whole cell
+    assert len(np.unique(fused[large])) <= 2  # no fragment of the ring left inside it
+    for disk in small:  # the painted-size cells: exactly their full-scale labels
+        ids = np.unique(full[disk])
+        assert len(ids) == 1 and ids[0] > 0
+        assert np.array_equal(fused[disk] > 0, full[disk] > 0) and len(np.unique(fused[disk])) == 1
+    assert int(fused.max()) == 3 and set(np.unique(fused)) == {0, 1, 2, 3}
+
+
+def test_a_clump_the_full_scale_split_well_is_kept_when_half_scale_merges_it():
+    shape = (64, 64)
+    full = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate([(10, 10), (10, 26), (26, 10), (26, 26)], start=1):
+        full[y : y + 15, x : x + 15] = k  # four 15-px cells with 1-px gaps: covered by the full scale
+    blob = np.zeros(shape, bool)
+    blob[10:41, 10:41] = True
+    merged = _probabilities(blob)[:, ::2, ::2]
+    fused = add_large_cells(full, merged, cell_diameter=8.0)  # the half-scale blob is 4.5 diameters wide
+    assert np.array_equal(fused, full)
+
+
+def test_ids_stay_unique_over_the_planes_of_a_stack():
+    shape = (48, 48)
+    large = _disk(shape, (24, 24), 16)
+    ring = large & ~_disk(shape, (24, 24), 11)
+    full = np.stack([to_labels(_probabilities(ring), cell_diameter=6.0), to_labels(_probabilities(ring),
+                                                                                    cell_diameter=6.0)])
+    half = np.stack([_probabilities(large)[:, ::2, ::2]] * 2, axis=1)
+    fused = add_large_cells(full, half, cell_diameter=6.0)
+    assert fused.shape == full.shape and fused.dtype == np.int32
+    assert (fused[0][large] == 1).mean() > 0.95 and (fused[1][large] == 2).mean() > 0.95
+    assert set(np.unique(fused)) == {0, 1, 2}  # one cell per plane, numbered on from the plane before
+
+
+def test_bad_inputs_are_refused_in_plain_words():
+    labels = np.zeros((10, 10), np.int32)
+    with pytest.raises(ValueError, match="typical cell diameter"):
+        add_large_cells(labels, np.zeros((2, 5, 5), np.float32), cell_diameter=None)
+    with pytest.raises(ValueError, match="do not fit"):
+        add_large_cells(labels, np.zeros((2, 10, 10), np.float32), cell_diameter=8.0)
+
+
+def test_the_pass_applies_to_instances_of_planes_with_a_known_diameter_only():
+    assert applies({"mode": "instances", "cell_diameter": 12.0})
+    assert not applies({"mode": "instances"})  # no painted size known: nothing to call large
+    assert not applies({"mode": "classes", "cell_diameter": 12.0})
+    assert not applies({"mode": "instances", "cell_diameter": 12.0, "three_d": True})
+    labels = np.ones((8, 8), np.int32)
+    gen = iter_large_cells(object(), np.zeros((8, 8)), labels, {"mode": "classes"}, axes="YX")
+    assert drive(gen) is labels  # not applied: nothing predicted, the labels come back as they were
+
+
+def test_the_half_scale_prediction_has_half_the_shape_and_the_full_scale_normalization():
+    torch = pytest.importorskip("torch")
+    from napari_unet import normalization_range, predict_stack
+
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4).eval()
+    net.metadata = {"normalization": {"kind": "percentile", "low": 1.0, "high": 99.8}}
+    rng = np.random.default_rng(0)
+    stack = np.stack([rng.normal(100, 30, (50, 70)), rng.normal(300, 30, (50, 70))]).astype(np.float32)
+    half = predict_half_scale(net, stack, axes="ZYX", precision="fp32")
+    assert half.shape == (2, 2, 25, 35) and np.allclose(half.sum(0), 1, atol=1e-5)
+    expected = predict_stack(net, half_scale(stack), axes="ZYX", precision="fp32",
+                             normalize=normalization_range(net, stack, axes="ZYX"))
+    assert np.allclose(half, expected, atol=1e-6)  # the percentiles of the full-scale stack
+    own = predict_stack(net, half_scale(stack), axes="ZYX", precision="fp32")
+    assert not np.allclose(own, expected, atol=1e-3)  # (its own percentiles would differ)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Records the calls of add_large_cells (shapes of labels and half-scale probabilities, options)."""
+    import napari_unet.large_cells as large_cells
+
+    calls = []
+    real = large_cells.add_large_cells
+
+    def recording(labels, half, **options):
+        calls.append((np.shape(labels), np.shape(half), options))
+        return real(labels, half, **options)
+
+    monkeypatch.setattr(large_cells, "add_large_cells", recording)
+    return calls
+
+
+def _tiny_model(diameter=6.0):
+    pytest.importorskip("torch")
+    net = UNet(depth=2, base_channels=4).eval()
+    net.metadata = {"mode": "instances", "cell_diameter": diameter}
+    return net
+
+
+def test_batch_prediction_runs_the_pass_unless_switched_off(spy):
+    from napari_unet.batch_jobs import batch_job
+
+    net = _tiny_model()
+    items = [("stack", np.random.default_rng(1).random((2, 40, 30)).astype(np.float32), "ZYX", None)]
+    steps = list(batch_job(net, items, "instances", device="cpu"))
+    results = [v for kind, v in steps if kind == "result"]
+    progress = [v for kind, v in steps if kind == "progress"]  # one bar over both passes
+    assert progress == sorted(progress) and progress[-1] == 1.0 and any(0.6 <= v <= 0.85 for v in progress)
+    assert len(results) == 1 and results[0][1].shape == (2, 40, 30)
+    assert spy == [((2, 40, 30), (2, 2, 20, 15), {"mode": "instances", "cell_diameter": 6.0})]
+    list(batch_job(net, items, "instances", device="cpu", large_cells=False))
+    list(batch_job(net, items, "classes", device="cpu"))  # classes: nothing to call a cell
+    list(batch_job(net, items, "instances", device="cpu", three_d=True))  # 3D objects: not applied
+    assert len(spy) == 1
+
+
+def test_cli_predict_runs_the_pass_unless_no_large_cells(spy, tmp_path):
+    from napari_unet import cli
+    from napari_unet.io import save_model, write_image
+
+    model = tmp_path / "m.unet"
+    save_model(_tiny_model(5.0), model)
+    write_image(tmp_path / "a.tif", np.random.default_rng(2).random((36, 44)).astype(np.float32))
+    base = ["predict", "-m", str(model), str(tmp_path / "a.tif"), "-q", "--device", "cpu"]
+    assert cli.main(base + ["-o", str(tmp_path / "with")]) == 0
+    assert spy == [((36, 44), (2, 18, 22), {"mode": "instances", "cell_diameter": 5.0})]
+    assert cli.main(base + ["-o", str(tmp_path / "without"), "--no-large-cells"]) == 0
+    assert len(spy) == 1 and (tmp_path / "without" / "a_labels.tif").exists()

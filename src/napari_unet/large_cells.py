@@ -5,8 +5,9 @@ four times their diameter as a ring of edges with fragments inside (``benchmarks
 "mixed sizes"). At half scale the same cell looks like a painted one, so the image is predicted a
 second time, downscaled by 2, and its objects replace the full-scale labels where they are much
 larger than a typical painted cell *and* the full-scale labels cover them poorly. Cells of the
-painted size keep their full-scale labels, so images without unusually large cells get the same
-labels as without this pass.
+painted size keep their full-scale labels, so images without unusually large cells almost always
+get the same labels as without this pass (the constants below were chosen on the quality suite:
+``benchmarks/README.md``).
 
 Examples
 --------

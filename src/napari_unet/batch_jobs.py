@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .axes import channels_last_to_first
 from .pixel_size import voxel_spacing
+from .progress import part
 
 __all__ = ["batch_job", "cluster_batch_job", "output_path"]
 
@@ -41,14 +42,9 @@ def _options(model, mode: str, cell_diameter: float | None, space: dict | None =
 
 
 def _progress(gen, i: int, n: int, start: float = 0.0, share: float = 1.0):
-    """Forward the ``(done, total)`` of image ``i`` of ``n`` as ``("progress", fraction of all)``,
-    ``gen`` filling ``share`` of the image's part of the bar from ``start``."""
-    try:
-        while True:
-            done, total = next(gen)
-            yield ("progress", (i + start + share * (done / total if total else 0.0)) / n)
-    except StopIteration as stop:
-        return stop.value
+    """``gen`` filling ``share`` of image ``i`` of ``n``'s part of the bar from ``start``, as
+    ``("progress", fraction of all)``."""
+    return (yield from part(gen, (i + start) / n, share / n, lambda fraction: ("progress", fraction)))
 
 
 def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None, spaces=None,

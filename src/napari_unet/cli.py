@@ -309,6 +309,7 @@ def _predict_file(model, data, axes: str, args, pixel, options: dict, bar, **kwa
                        lambda done, total: bar.update(done, total, f"half scale: {done}/{total} tiles"))
     return probabilities, labels
 
+
 def _cmd_predict(args) -> int:
     from .images import is_complete_image, write_image
     from .model_files import load_model

@@ -37,10 +37,10 @@ def cmd_demo(args) -> int:
     from .config import TrainConfig
     from .images import write_image
     from .model_files import save_model
+    from .large_cells import iter_large_cells
     from .metrics import match_instances, pixel_iou, separated_pairs
     from .postprocess import label_options, to_labels
     from .samples import make_touching_cells, touching_pairs
-    from .large_cells import iter_large_cells
     from .tiling import drive, predict_tiled
     from .training import Trainer
 

@@ -2,6 +2,7 @@
 
 * ``Progress``: the ``progress(done, total)`` callables core functions accept.
 * :func:`drive`: run a ``(done, total)`` generator to its end, reporting each step.
+* :func:`part`: a ``(done, total)`` generator as one part of a longer job's bar.
 * :func:`format_seconds`: ``75`` -> ``"1:15"``.
 * :class:`ProgressBar`: a one-line text bar on stderr (redrawn on a terminal, a line every few
   seconds in a cluster job's log).
@@ -14,7 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Generator
 
-__all__ = ["Progress", "drive", "format_seconds", "ProgressBar"]
+__all__ = ["Progress", "drive", "part", "format_seconds", "ProgressBar"]
 
 Progress = Callable[[int, int], Any]
 
@@ -32,6 +33,30 @@ def drive(gen: Generator[tuple[int, int], None, Any], progress: Progress | None 
         return stop.value
     finally:
         gen.close()
+
+
+def part(gen: Generator[tuple[int, int], None, Any], start: float, share: float,
+         emit: Callable[[float], Any] = lambda fraction: (int(round(1000 * fraction)), 1000)):
+    """Forward the steps of ``gen`` as ``emit(fraction of the whole job)``, ``gen`` filling
+    ``share`` of it from ``start``; returns the generator's return value.
+
+    ``emit`` defaults to ``(permille, 1000)`` steps. E.g. ``yield from part(prediction, 0.0, 0.8)``
+    then ``yield from part(second_pass, 0.8, 0.2)``: one bar that never jumps back.
+
+    >>> def steps():
+    ...     yield 1, 2
+    ...     yield 2, 2
+    ...     return "done"
+    >>> outer = part(steps(), 0.5, 0.5)
+    >>> [next(outer), next(outer)]
+    [(750, 1000), (1000, 1000)]
+    """
+    try:
+        while True:
+            done, total = next(gen)
+            yield emit(start + share * (done / total if total else 1.0))
+    except StopIteration as stop:
+        return stop.value
 
 
 def format_seconds(seconds: float | None) -> str:

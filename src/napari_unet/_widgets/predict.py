@@ -38,17 +38,6 @@ def check_model_fits(model, layer) -> str:
     return axes
 
 
-def _part(gen, start: float, share: float):
-    """Forward the ``(done, total)`` of ``gen`` as ``(permille, 1000)`` of a bar it fills from
-    ``start`` over ``share`` of its length; returns what ``gen`` returns."""
-    try:
-        while True:
-            done, total = next(gen)
-            yield int(1000 * (start + share * (done / total if total else 1.0))), 1000
-    except StopIteration as stop:
-        return stop.value
-
-
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
                 cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False,
                 large_cells: bool = True):
@@ -64,6 +53,7 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     """
     from ..large_cells import applies, iter_large_cells
     from ..postprocess import label_options, to_labels
+    from ..progress import part
     from ..tiling import iter_predict_stack, iter_predict_tiled, normalization_range
 
     pixel_size = (space["y"], space["x"]) if space else None
@@ -82,16 +72,16 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
         if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
             whole, whole_axes = channels_last_to_first(data, axes)
             normalize = normalization_range(model, whole, axes=whole_axes) or True
-        probabilities = yield from _part(iter_predict_tiled(model, plane, device=device, normalize=normalize,
+        probabilities = yield from part(iter_predict_tiled(model, plane, device=device, normalize=normalize,
                                                             pixel_size=pixel_size), 0.0, share)
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
-        probabilities = yield from _part(iter_predict_stack(model, data, axes=axes, device=device,
+        probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device,
                                                             pixel_size=pixel_size), 0.0, share)
         plane, plane_axes = data, axes
     labels = to_labels(probabilities, **options)
     if large_cells:
-        labels = yield from _part(iter_large_cells(model, plane, labels, options, axes=plane_axes, device=device,
+        labels = yield from part(iter_large_cells(model, plane, labels, options, axes=plane_axes, device=device,
                                                    pixel_size=pixel_size,
                                                    normalize=None if normalize is True else normalize), share, 1 - share)
     result = {"labels": labels, "index": index, "probability": None}

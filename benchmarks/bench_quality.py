@@ -6,7 +6,9 @@ annotation with the painting simulator, train with the default settings (or thos
 ``--set``), predict the whole image with ``predict_tiled`` and make instances with
 ``to_labels(probabilities, **label_options(model))`` and the half-scale pass for cells larger than
 the painted ones (``napari_unet.large_cells``; ``f1_full`` keeps the F1 without it, ``--large-cells
-off`` leaves it out), then score against the complete ground truth:
+off`` leaves it out), averaging the plugin's flipped views (``--tta``, default
+``napari_unet.views.PLUGIN_TTA``; ``f1_one_view`` keeps the F1 of one view, the network's output
+once, as every run before the flipped views), then score against the complete ground truth:
 object F1 at IoU 0.5 (one-to-one matching), pixel IoU of the foreground, and touching ground-truth
 pairs that come out as two objects. Real and synthetic images are reported apart, as the mean over
 images (each image first averaged over seeds) and the worst image.
@@ -47,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_suite  # noqa: E402
+from napari_unet.views import PLUGIN_TTA, VIEWS  # noqa: E402
 
 _CACHE: dict = {}
 
@@ -88,19 +91,20 @@ def make_config(overrides, **fields):
     return config
 
 
-def _predict(model, image, large_cells=True):
+def _predict(model, image, large_cells=True, tta=1):
     """``(probabilities, labels, full-scale labels)`` of a whole image, as the plugin predicts it
-    (``large_cells``: with the half-scale pass; else both labels are the full-scale ones)."""
+    (``large_cells``: with the half-scale pass; else both labels are the full-scale ones; ``tta``:
+    flipped views averaged)."""
     from napari_unet.large_cells import iter_large_cells
     from napari_unet.postprocess import label_options, to_labels
     from napari_unet.tiling import drive, predict_tiled
 
-    probabilities = predict_tiled(model, image)
+    probabilities = predict_tiled(model, image, tta=tta)
     options = label_options(model)
     labels = to_labels(probabilities, **options)
     if not large_cells:
         return probabilities, labels, labels
-    return probabilities, drive(iter_large_cells(model, image, labels, options, axes="YX")), labels
+    return probabilities, drive(iter_large_cells(model, image, labels, options, axes="YX", tta=tta)), labels
 
 
 def _scores(gt, pred):
@@ -137,7 +141,7 @@ def run_one(task):
         half = ({"iterations": max(1, budget["iterations"] // 2)} if budget["iterations"]
                 else {"iterations": None, "time_limit_s": budget["time_limit_s"] / 2})
         first = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **half))
-        first_labels = _predict(first.model, image, task.get("large_cells", True))[1]
+        first_labels = _predict(first.model, image, task.get("large_cells", True), task.get("tta", 1))[1]
         extra["f1_first"] = _scores(inst, first_labels)["f1"]  # before the correction round
         ann = quality_suite.paint_corrections(inst, first_labels, ann, n=3, seed=seed)
         second = task.get("continue_overrides") or task["overrides"]  # --continue-set: the second half only
@@ -147,9 +151,13 @@ def run_one(task):
         trainer = _train(image, ann, make_config(task["overrides"], seed=seed, device="cpu", **budget))
         iterations = trainer.iteration
     train_s = time.perf_counter() - t0
-    probabilities, labels, full = _predict(trainer.model, image, task.get("large_cells", True))
+    tta = task.get("tta", 1)
+    probabilities, labels, full = _predict(trainer.model, image, task.get("large_cells", True), tta)
     scores = _scores(inst, labels)
     extra["f1_full"] = scores["f1"] if full is labels else _scores(inst, full)["f1"]  # without the half-scale pass
+    extra["tta"] = tta
+    if tta != 1:  # the network's output once, as every run before the flipped views
+        extra["f1_one_view"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True))[1])["f1"]
     if task.get("save"):  # for studies of the post-processing without training again
         from napari_unet.postprocess import label_options
 
@@ -158,6 +166,9 @@ def run_one(task):
         stem = f"{task['image'].replace(' ', '_')}_{style}_s{seed}_{task['seconds']:g}"
         np.savez_compressed(folder / f"{stem}.npz", probabilities=probabilities.astype(np.float16), annotations=ann,
                             options=json.dumps(label_options(trainer.model)))
+        from napari_unet.model_files import save_model
+
+        save_model(trainer.model, folder / f"{stem}.unet", overwrite=True)  # to predict again (e.g. at other scales)
     return {**{k: task[k] for k in ("label", "image", "kind", "style", "seed", "seconds")}, **scores,
             "iterations": iterations, "train_s": round(train_s, 1), "painted": round(float((ann > 0).mean()), 4),
             "cells_painted": int(len(np.unique(ann[ann >= 2]))), **extra}
@@ -278,15 +289,19 @@ def main(argv=None):
                         help="also save each run's probabilities and annotation here (.npz)")
     parser.add_argument("--large-cells", choices=["on", "off"], default="on",
                         help="the half-scale pass for cells larger than the painted ones (as the plugin: on)")
-    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first"],
-                        help="--report / --compare: the F1 to show (f1_full: without the half-scale pass)")
+    parser.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
+                        help="flipped views averaged in prediction (default: the plugin's)")
+    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first", "f1_one_view"],
+                        help="--report / --compare: the F1 to show (f1_full: without the half-scale pass; "
+                             "f1_one_view: without the flipped views)")
     parser.add_argument("--report", action="store_true", help="print the tables from --out and stop")
     parser.add_argument("--compare", default="", metavar="FILE,FILE",
                         help="print a markdown table of F1 per image from these results files and stop")
     parser.add_argument("--list", action="store_true", help="list the suite's images and stop")
     args = parser.parse_args(argv)
     label = args.label or (" ".join(sorted(args.set) + [f"continue {c}" for c in sorted(args.continue_set)])
-                           or "defaults") + (" no half scale" if args.large_cells == "off" else "")
+                           or "defaults") + (" no half scale" if args.large_cells == "off" else "") \
+        + ("" if args.tta == PLUGIN_TTA else f" {args.tta} view{'s' if args.tta > 1 else ''}")
     out = Path(args.out)
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     if args.compare:
@@ -316,7 +331,8 @@ def main(argv=None):
         print(f"budget: {it_per_s:.2f} iterations per second of 2-core training "
               f"({'given' if args.it_per_s else 'measured now'})", flush=True)
     threads = max(1, args.threads // max(1, args.jobs))
-    done = {(r["label"], r["image"], r["style"], r["seed"], r["seconds"]) for r in records}
+    done = {(r["label"], r["image"], r["style"], r["seed"], r["seconds"]) for r in records
+            if r.get("tta", 1) == args.tta}  # runs from before the flipped views had one view
     tasks = []
     for s in seconds:
         for style in args.styles.split(","):
@@ -329,6 +345,7 @@ def main(argv=None):
                                   "continue_overrides": parse_overrides(args.set + args.continue_set),
                                   "threads": threads, "save": args.save_probs,
                                   "edge_jitter": args.edge_jitter, "large_cells": args.large_cells == "on",
+                                  "tta": args.tta,
                                   "iterations": int(round(s * it_per_s)) if it_per_s else None})
     print(f"{len(tasks)} runs to do ({len(done)} already in {out}); {args.jobs} at once, {threads} thread(s) each",
           flush=True)

@@ -120,8 +120,8 @@ def test_style_c_scores_the_first_half_and_sets_the_second_half_apart(monkeypatc
     monkeypatch.setattr(bench_quality, "_train", lambda img, ann, config, model=None: trained.append(
         Trained(ann.copy(), config, model)) or trained[-1])
     first_prediction = np.where(instances > 0, 1, 0).astype(np.int32)  # every touching clump merged
-    monkeypatch.setattr(bench_quality, "_predict", lambda model, img, large_cells=True: (None, first_prediction,
-                                                                                          first_prediction))
+    monkeypatch.setattr(bench_quality, "_predict", lambda model, img, large_cells=True, tta=1: (
+        None, first_prediction, first_prediction))
     task = {"label": "t", "image": "x", "kind": "synthetic", "style": "c", "seed": 0, "seconds": 1.0,
             "overrides": {}, "continue_overrides": bench_quality.parse_overrides(["learning_rate=3e-4"]),
             "threads": 1, "save": None, "edge_jitter": 0, "iterations": 8}

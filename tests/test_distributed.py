@@ -169,7 +169,8 @@ def test_killed_client_resumes_from_its_finished_blocks(data, tmp_path):
     assert lock.exists()  # left by the killed process: taken over, as its pid is gone
     env = dict(os.environ)
     cli = subprocess.run([sys.executable, "-m", "napari_unet", "predict", "-m", str(model), data["source"], "-o", str(out),
-                          "--cluster", "local:1", "--block", "512", "--probabilities", "-q"],
+                          "--cluster", "local:1", "--block", "512", "--probabilities", "-q",
+                          "--tta", "1"],  # the killed run had the API's one view (other views would not resume)
                          capture_output=True, text=True, timeout=300, env=env)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "9 blocks (" in cli.stderr and "objects" in cli.stderr
@@ -203,3 +204,15 @@ def test_touching_objects_across_a_face_stay_apart_and_cut_objects_join():
     assert len(np.unique(merged[image == 1])) == 1
     assert merged[5, 3] != merged[5, 4] and merged[5, 3] > 0 and merged[5, 4] > 0
     assert sorted(np.unique(merged).tolist()) == [0, 1, 2, 3]
+
+
+def test_flipped_views_on_a_cluster_equal_the_whole_image(data, client, tmp_path):
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4)  # random weights: its flipped views differ
+    net.metadata = dict(data["net"].metadata)
+    image = data["image"][:600, :500]
+    whole = predict_tiled(net, image, tta=2, **FP32)
+    assert np.abs(whole - predict_tiled(net, image, **FP32)).max() > 1e-3
+    out = tmp_path / "tta.zarr"
+    predict_distributed(net, image, out, client=client, block_shape=256, labels=False, tta=2, **FP32)
+    assert np.abs(open_prediction(out)["probabilities"][...] - whole).max() <= 1e-5

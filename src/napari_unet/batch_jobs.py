@@ -48,13 +48,14 @@ def _progress(gen, i: int, n: int, start: float = 0.0, share: float = 1.0):
 
 
 def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None, spaces=None,
-              three_d: bool = False, large_cells: bool = True):
+              three_d: bool = False, large_cells: bool = True, tta: int = 1):
     """Predict ``items`` = [(name, data, axes, TIFF path or None), ...] one by one, here.
 
     ``cell_diameter`` overrides the model's (pixels). ``spaces``: each item's pixel sizes
     (``{"z", "y", "x"}`` µm or None): images are resampled to the model's pixel size when they
     differ. ``three_d``: z-stacks get one id per 3D object. ``large_cells``: the half-scale pass
-    for cells much larger than the painted ones (:mod:`napari_unet.large_cells`).
+    for cells much larger than the painted ones (:mod:`napari_unet.large_cells`). ``tta``: flipped
+    views averaged (:func:`~napari_unet.predict_tiled`).
     """
     from .images import write_image
     from .large_cells import applies, iter_large_cells
@@ -71,12 +72,12 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
         pixel_size = (space["y"], space["x"]) if space else None
         share = 0.8 if large_cells and applies(options) else 1.0  # the half-scale pass: a quarter of the tiles
         probabilities = yield from _progress(iter_predict_stack(model, data, axes=axes, device=device,
-                                                                pixel_size=pixel_size), i, n, 0.0, share)
+                                                                pixel_size=pixel_size, tta=tta), i, n, 0.0, share)
         labels = to_labels(probabilities, **options)
         del probabilities
         if share < 1.0:
             labels = yield from _progress(iter_large_cells(model, data, labels, options, axes=axes, device=device,
-                                                           pixel_size=pixel_size), i, n, share, 1.0 - share)
+                                                           pixel_size=pixel_size, tta=tta), i, n, share, 1.0 - share)
         error = None
         if path is not None:
             try:
@@ -89,7 +90,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
 
 
 def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_diameter: float | None = None,
-                      spaces=None):
+                      spaces=None, tta: int = 1):
     """Predict ``items`` = [(name, data, axes, OME-Zarr path or None), ...] on a dask cluster.
 
     ``cluster``: "local", "local:N", a scheduler address or a client (see
@@ -116,7 +117,7 @@ def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_dia
                 run = iter_predict_distributed(model, data, out, client=connection.client, axes=axes,
                                                probabilities=False, device=device, overwrite=True,
                                                label_kwargs=options,
-                                               pixel_size=(space["y"], space["x"]) if space else None)
+                                               pixel_size=(space["y"], space["x"]) if space else None, tta=tta)
                 try:
                     while True:
                         done, total = next(run)

@@ -36,6 +36,7 @@ from .cli_args import (CliError, non_negative_int, parse_duration, parse_pixel_s
 from .cli_demo import add_demo
 from .pixel_size import voxel_spacing
 from .progress import ProgressBar, format_seconds
+from .views import PLUGIN_TTA, VIEWS
 from .render import write_png
 
 __all__ = ["main", "build_parser", "ProgressBar", "write_png"]  # write_png: from render, kept for scripts
@@ -262,6 +263,9 @@ def _add_predict(sub):
     p.add_argument("--no-large-cells", dest="large_cells", action="store_false",
                    help="leave out the half-scale pass that finds cells more than twice the painted diameter "
                    "(napari_unet.large_cells; it adds a third to a half to the prediction time; local prediction only)")
+    p.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
+                   help=f"flipped views of each tile averaged (default {PLUGIN_TTA}: steadier on noisy images, that many "
+                   "times the prediction time; 1 = the network's output once)")
     p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
                    "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")
     p.add_argument("--block", type=parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")
@@ -300,12 +304,14 @@ def _predict_file(model, data, axes: str, args, pixel, options: dict, bar, **kwa
     from .tiling import drive, iter_predict_stack
 
     t0 = time.monotonic()
-    probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel, **kwargs),
+    probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel, tta=args.tta,
+                                             **kwargs),
                           lambda done, total: bar.update(
                               done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
     labels = to_labels(probabilities, **options)
     if args.large_cells:
-        labels = drive(iter_large_cells(model, data, labels, options, axes=axes, device=args.device, pixel_size=pixel),
+        labels = drive(iter_large_cells(model, data, labels, options, axes=axes, device=args.device, pixel_size=pixel,
+                                        tta=args.tta),
                        lambda done, total: bar.update(done, total, f"half scale: {done}/{total} tiles"))
     return probabilities, labels
 

@@ -46,7 +46,7 @@ def predict_on_cluster(args, paths: list[Path]) -> int:
             model, paths[0], out, client=args.cluster, block_shape=args.block, axes=args.axes,
             probabilities=args.probabilities, tile_shape=args.tile, device=args.device, overwrite=args.overwrite,
             label_kwargs={"cell_diameter": args.cell_diameter} if args.cell_diameter else None,
-            pixel_size=args.pixel_size,
+            pixel_size=args.pixel_size, tta=args.tta,
         ),
         lambda done, total: bar.update(done, total, f"{done}/{total} tasks {format_seconds(time.monotonic() - t0)}"),
     )

@@ -144,7 +144,7 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
     import torch
 
     from .devices import select_device
-    from .tiling import prepare_model
+    from .tile_engine import prepare_model
 
     if threads:
         torch.set_num_threads(int(threads))

@@ -130,6 +130,7 @@ def _predict_task(model, digest, source, axes, key, core, norm, out, settings) -
     probabilities = predict_block(
         net, worker_source(source), axes=axes, block=(key[0], *core), normalize=norm if norm else False,
         tile_shape=settings["tile_shape"], device=next(net.parameters()).device, precision=settings["precision"],
+        tta=settings.get("tta", 1),
     )
     arr = open_prediction(out, "r+")["probabilities"]
     arr[(slice(None), *key[0], *core)] = probabilities
@@ -215,7 +216,8 @@ def _block_shape(block_shape, model: UNet) -> tuple[int, int]:
 
 
 def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device,
-             label_kwargs=None, pixel_size=None):
+             label_kwargs=None, pixel_size=None, tta=1):
+    from .views import check_tta
     from .tiling import normalization_range
 
     if not isinstance(model, UNet):
@@ -237,7 +239,8 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     diameter = options.get("cell_diameter")
     halo = min(min(grid.block), label_context(diameter))
     norm = normalization_range(model, data, axes=axes)
-    settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None}
+    settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None,
+                "tta": check_tta(tta)}
     return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
                 scale, halo)
 
@@ -261,6 +264,7 @@ def _fingerprint(job: _Job, digest: str) -> dict:
         "format": 1, "model": digest, "shape": [int(s) for s in job.data.shape], "dtype": str(job.data.dtype),
         "axes": job.axes, "block": list(job.grid.block), "labels": job.labels, "probabilities": job.probabilities,
         "options": job.options, "normalization": norm, "precision": job.settings["precision"],
+        **({"tta": job.settings["tta"]} if job.settings["tta"] != 1 else {}),  # runs without it resume as before
         "tile_shape": None if job.settings["tile_shape"] is None else list(job.settings["tile_shape"]),
     }
 
@@ -344,13 +348,13 @@ def _finish(job: _Job) -> None:
 def iter_predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                              probabilities=True, precision="auto", tile_shape=None, device=None,
                              overwrite=False, label_kwargs=None,
-                             pixel_size=None) -> Generator[tuple[int, int], None, DistributedResult]:
+                             pixel_size=None, tta=1) -> Generator[tuple[int, int], None, DistributedResult]:
     """Generator form of :func:`predict_distributed`: yields ``(done, total)`` tasks; closing it
     cancels the tasks not yet finished (a later run resumes from the finished blocks)."""
     t0 = time.monotonic()
     job = _prepare(model, source, out, block_shape=block_shape, axes=axes, labels=labels,
                    probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device,
-                   label_kwargs=label_kwargs, pixel_size=pixel_size)
+                   label_kwargs=label_kwargs, pixel_size=pixel_size, tta=tta)
     digest = model_digest(model)
     with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
         _open_output(job, digest, overwrite)
@@ -394,7 +398,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
 
 def predict_distributed(model, source, out, *, client=None, block_shape=None, axes=None, labels=True,
                         probabilities=True, precision="auto", progress: Progress | None = None, tile_shape=None,
-                        device=None, overwrite=False, label_kwargs=None, pixel_size=None) -> DistributedResult:
+                        device=None, overwrite=False, label_kwargs=None, pixel_size=None, tta=1) -> DistributedResult:
     """Predict a large image or stack on a dask cluster into an OME-Zarr group.
 
     Parameters
@@ -432,6 +436,9 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
         Micrometres per pixel (y, x) of the source (default: an OME-Zarr's own), written to the
         output's metadata; a source whose pixel size differs from the model's by more than 5 %
         is refused (resample it first).
+    tta : {1, 2, 4}
+        Flipped views of each tile averaged, as in :func:`~napari_unet.predict_tiled`; the result
+        still equals the whole-image prediction with the same ``tta``.
 
     Returns
     -------
@@ -441,5 +448,5 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
     return drive(iter_predict_distributed(
         model, source, out, client=client, block_shape=block_shape, axes=axes, labels=labels,
         probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device, overwrite=overwrite,
-        label_kwargs=label_kwargs, pixel_size=pixel_size,
+        label_kwargs=label_kwargs, pixel_size=pixel_size, tta=tta,
     ), progress)

@@ -54,7 +54,7 @@ def half_scale(data) -> np.ndarray:
 
 
 def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=None, precision: str = "auto",
-                            normalize=None) -> Generator[tuple[int, int], None, Any]:
+                            normalize=None, tta: int = 1) -> Generator[tuple[int, int], None, Any]:
     """Generator: yields ``(done, total)`` tiles; returns the probabilities of ``data`` downscaled
     by 2, ``(n_classes, ..., ceil(Y/2), ceil(X/2))``.
 
@@ -63,7 +63,7 @@ def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=N
     :func:`~napari_unet.predict_tiled`: e.g. the whole stack's range for one plane). ``pixel_size``: the
     full-scale image's (micrometres, y and x), when the model resamples to its own pixel size:
     the half-scale image is then resampled by the same factor and so is seen at half the model's
-    grid.
+    grid. ``tta``: flipped views averaged, as in :func:`~napari_unet.predict_tiled`.
     """
     from .tiling import iter_predict_stack, normalization_range
 
@@ -71,7 +71,7 @@ def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=N
         normalize = normalization_range(model, data, axes=axes) or True
     small = half_scale(data)
     return (yield from iter_predict_stack(model, small, axes=axes, device=device, normalize=normalize,
-                                          pixel_size=pixel_size, precision=precision))
+                                          pixel_size=pixel_size, precision=precision, tta=tta))
 
 
 def predict_half_scale(model, data, *, axes: str | None = None, device=None, pixel_size=None, progress=None,
@@ -154,14 +154,14 @@ def applies(options: dict) -> bool:
         and bool(options.get("cell_diameter"))
 
 
-def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=None, pixel_size=None, normalize=None
-                     ) -> Generator[tuple[int, int], None, Any]:
+def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=None, pixel_size=None, normalize=None,
+                     tta: int = 1) -> Generator[tuple[int, int], None, Any]:
     """Generator: the half-scale pass over ``labels`` (made from ``data`` with ``options``); yields
     ``(done, total)`` tiles of the half-scale prediction and returns the new labels, or ``labels``
     unchanged when the pass does not apply (:func:`applies`).
 
-    ``data``, ``axes``, ``device``, ``pixel_size``, ``normalize``: as the full-scale prediction got
-    them (channels first, or last as ``"YXC"``).
+    ``data``, ``axes``, ``device``, ``pixel_size``, ``normalize``, ``tta``: as the full-scale
+    prediction got them (channels first, or last as ``"YXC"``).
     """
     if not applies(options):
         return labels
@@ -170,5 +170,5 @@ def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=No
 
         data, axes = channels_last_to_first(data, axes)
     half = yield from iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size,
-                                              normalize=normalize)
+                                              normalize=normalize, tta=tta)
     return add_large_cells(labels, half, **options)

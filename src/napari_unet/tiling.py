@@ -31,10 +31,7 @@ with reduced precision two tile shapes agree to the rounding of that precision.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generator, Sequence
 
 import numpy as np
@@ -47,8 +44,10 @@ from .model_fit import image_axes
 from .pixel_size import model_pixel_size, resample_factors, resample_image, resample_probabilities
 from .progress import Progress, drive
 from .sources import Source, as_image_array, make_source
-from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, mirror_indices, plan_tiles
-from .normalization import apply_normalization, normalization_params
+from .tile_engine import TileEngine, prepare_model
+from .views import check_tta
+from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, plan_tiles
+from .normalization import normalization_params
 
 __all__ = [
     "predict_tiled",
@@ -64,143 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------ the engine
-def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNet:
-    """The network on ``device`` with channels_last weights where that is faster (CPU, CUDA).
-
-    The caller's model is never changed: when it is on another device or in another memory
-    format, a copy is used (one copy per call, negligible next to the prediction itself).
-    """
-    try:
-        current = next(model.parameters()).device
-    except StopIteration:  # pragma: no cover - a UNet always has parameters
-        current = device
-    same_device = current == device or (current.type == device.type and device.index is None)
-    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
-    same_format = not channels_last or all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
-    if same_device and same_format:
-        return model
-    net = copy.deepcopy(model).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return net
-
-
-class _Engine:
-    """Runs the tiles of one source through the network and writes the kept windows into ``out``."""
-
-    def __init__(self, model, source: Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm, plane=None):
-        self.plane = plane  # one plane only (a block of distributed prediction): ``out`` has no plane axes
-        self.model = model
-        self.source = source
-        self.out = out
-        self.plan_y = plan_y
-        self.plan_x = plan_x
-        self.device = device
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.lows, self.highs = norm
-        self.channels_last = device.type in ("cpu", "cuda")
-        self.check_finite = np.dtype(source.data.dtype).kind == "f"
-
-    def jobs(self) -> list[tuple[tuple[int, ...], int, int]]:
-        if self.plane is not None:
-            planes = [self.plane]
-        else:
-            planes = list(np.ndindex(*self.source.plane_shape)) if self.source.plane_shape else [()]
-        return [
-            (plane, ty, tx)
-            for plane in planes
-            for ty in range(self.plan_y.count)
-            for tx in range(self.plan_x.count)
-        ]
-
-    def _read_tile(self, plane, ty: int, tx: int) -> np.ndarray:
-        iy = mirror_indices(self.plan_y.input_start(ty), self.plan_y.input_start(ty) + self.plan_y.tile, self.plan_y.size)
-        ix = mirror_indices(self.plan_x.input_start(tx), self.plan_x.input_start(tx) + self.plan_x.tile, self.plan_x.size)
-        y0, y1 = int(iy.min()), int(iy.max()) + 1
-        x0, x1 = int(ix.min()), int(ix.max()) + 1
-        block = self.source.read(plane, slice(y0, y1), slice(x0, x1))
-        if not (y1 - y0 == len(iy) and iy[0] == y0 and np.all(np.diff(iy) == 1)):
-            block = block[:, iy - y0]
-        if not (x1 - x0 == len(ix) and ix[0] == x0 and np.all(np.diff(ix) == 1)):
-            block = block[:, :, ix - x0]
-        if self.check_finite and not np.isfinite(block).all():
-            where = f"plane {plane}, " if plane else ""
-            raise ValueError(
-                f"the image contains NaN or infinite values ({where}near y={max(y0, 0)}, x={max(x0, 0)}); "
-                "expected finite numbers: replace them first, e.g. with np.nan_to_num"
-            )
-        return apply_normalization(block, self.lows, self.highs, channel_axis=0)
-
-    def load_batch(self, batch) -> np.ndarray:
-        x = np.empty((len(batch), self.source.n_channels, self.plan_y.tile, self.plan_x.tile), np.float32)
-        for i, (plane, ty, tx) in enumerate(batch):
-            x[i] = self._read_tile(plane, ty, tx)
-        return x
-
-    @torch.inference_mode()
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).to(self.device)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            logits = self.model(t)
-        oy, ox = self.plan_y.offset, self.plan_x.offset
-        logits = logits[:, :, oy : oy + self.plan_y.step, ox : ox + self.plan_x.step]
-        probs = torch.softmax(logits.float(), dim=1)
-        return probs.cpu().numpy()
-
-    def write_batch(self, probs: np.ndarray, batch) -> None:
-        for p, (plane, ty, tx) in zip(probs, batch):
-            y0 = ty * self.plan_y.step
-            x0 = tx * self.plan_x.step
-            y1 = min(y0 + self.plan_y.step, self.plan_y.extent)
-            x1 = min(x0 + self.plan_x.step, self.plan_x.extent)
-            where = () if self.plane is not None else plane
-            self.out[(slice(None), *where, slice(y0, y1), slice(x0, x1))] = p[:, : y1 - y0, : x1 - x0]
-
-    def run(self) -> Generator[tuple[int, int], None, None]:
-        jobs = self.jobs()
-        batches = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
-        total = len(jobs)
-        done = 0
-        yield done, total
-        if len(batches) == 1:  # nothing to overlap
-            self.write_batch(self.forward(self.load_batch(batches[0])), batches[0])
-            yield total, total
-            return
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-read")
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-write")
-        pending_write: Future | None = None
-        try:
-            pending_read = reader.submit(self.load_batch, batches[0])
-            for k, batch in enumerate(batches):
-                x = pending_read.result()
-                if k + 1 < len(batches):
-                    pending_read = reader.submit(self.load_batch, batches[k + 1])
-                probs = self.forward(x)
-                del x
-                if pending_write is not None:
-                    pending_write.result()
-                pending_write = writer.submit(self.write_batch, probs, batch)
-                done += len(batch)
-                if done < total:
-                    yield done, total
-            pending_write.result()
-            pending_write = None
-            yield total, total
-        finally:
-            # on cancel (generator closed) or error: let the threads finish their current item
-            reader.shutdown(wait=True, cancel_futures=True)
-            writer.shutdown(wait=True, cancel_futures=True)
 
 
 def _check_out(out, shape: tuple[int, ...], name: str = "out"):
@@ -264,18 +126,19 @@ def normalization_range(model: UNet, data, *, axes: str | None = None):
 
 def _iter_predict(
     model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision, block=None,
-    pixel_size=None,
+    pixel_size=None, tta: int = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    tta = check_tta(tta)
     source = make_source(data, axes, model, name)
     factors = resample_factors(pixel_size, model_pixel_size(model)) if block is None else None
     if factors is not None:
         return (yield from _iter_resampled(model, data, axes, factors, source, name=name, tile_shape=tile_shape,
                                            batch_size=batch_size, device=device, out=out, normalize=normalize,
-                                           precision=precision))
+                                           precision=precision, tta=tta))
     dev = select_device(device)
     dtype = resolve_precision(precision, dev)
     plane, window = _check_block(block, source) if block is not None else (None, None)
@@ -316,9 +179,9 @@ def _iter_predict(
     try:
         # inference mode is entered around each forward, not across the yields: it is thread-local
         # state that must not leak into the caller's code between progress events
-        engine = _Engine(
+        engine = TileEngine(
             net, source, out, plan_y, plan_x, device=dev, dtype=dtype, batch_size=int(batch_size), norm=norm,
-            plane=plane,
+            plane=plane, tta=tta,
         )
         with reuse_freed_memory(dev):
             yield from engine.run()
@@ -375,6 +238,7 @@ def iter_predict_tiled(
     normalize: bool | tuple = True,
     precision: str = "auto",
     pixel_size=None,
+    tta: int = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_tiled`: yields ``(done, total)`` tiles, returns the result.
 
@@ -386,7 +250,7 @@ def iter_predict_tiled(
     return (
         yield from _iter_predict(
             model, image, axes, name="image", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size,
+            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
         )
     )
 
@@ -403,6 +267,7 @@ def predict_tiled(
     normalize: bool | tuple = True,
     precision: str = "auto",
     pixel_size=None,
+    tta: int = 1,
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
 
@@ -437,6 +302,11 @@ def predict_tiled(
         (``model.metadata["pixel_size"]``) and they differ by more than 5 %, the image is
         resampled to the model's grid, predicted, and the probabilities resampled back: the
         result keeps the image's shape. None: predicted as it is.
+    tta : {1, 2, 4}
+        Test-time augmentation: the number of flipped views of each tile whose probabilities are
+        averaged (1: none; 2: and its left-right mirror; 4: every flip along Y and X). Steadier
+        probabilities on noisy images, at that many times the computation; still seamless and
+        exact block by block (:mod:`napari_unet.tile_engine`).
 
     Returns
     -------
@@ -454,7 +324,7 @@ def predict_tiled(
     return drive(
         iter_predict_tiled(
             model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision, pixel_size=pixel_size,
+            normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
         ),
         progress,
     )
@@ -472,13 +342,14 @@ def iter_predict_stack(
     normalize: bool | tuple = True,
     precision: str = "auto",
     pixel_size=None,
+    tta: int = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_stack`: yields ``(done, total)`` tiles over all planes."""
     data = as_image_array(data, "data")
     return (
         yield from _iter_predict(
             model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size,
+            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
         )
     )
 
@@ -496,6 +367,7 @@ def predict_stack(
     normalize: bool | tuple = True,
     precision: str = "auto",
     pixel_size=None,
+    tta: int = 1,
 ):
     """Class probabilities of a stack, predicted plane by plane with one progress total.
 
@@ -528,7 +400,7 @@ def predict_stack(
     return drive(
         iter_predict_stack(
             model, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision, pixel_size=pixel_size,
+            normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
         ),
         progress,
     )
@@ -545,6 +417,7 @@ def predict_block(
     device: str | torch.device | None = None,
     normalize: bool | tuple = True,
     precision: str = "auto",
+    tta: int = 1,
 ) -> np.ndarray:
     """The probabilities of one block of a stack, exactly as :func:`predict_stack` computes them there.
 
@@ -576,7 +449,7 @@ def predict_block(
     return drive(
         _iter_predict(
             model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device, out=None,
-            normalize=normalize, precision=precision, block=block,
+            normalize=normalize, precision=precision, block=block, tta=tta,
         ),
         None,
     )

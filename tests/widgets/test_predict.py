@@ -162,10 +162,11 @@ def test_pixel_sizes_resample_and_3d_objects_keep_the_layer_grid(viewer, open_wi
     assert viewer.dims.ndisplay == 3
 
 
-def test_the_half_scale_pass_runs_as_in_the_api_and_can_be_switched_off(viewer, open_widget, qtbot, with_model, cells,
-                                                                          monkeypatch):
+def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_switched_off(
+        viewer, open_widget, qtbot, with_model, cells, monkeypatch, engines):
     import napari_unet.large_cells as large_cells
     from napari_unet import label_options, predict_half_scale, predict_tiled, to_labels
+    from napari_unet.views import PLUGIN_TTA
 
     calls = []
     real = large_cells.add_large_cells
@@ -177,13 +178,23 @@ def test_the_half_scale_pass_runs_as_in_the_api_and_can_be_switched_off(viewer, 
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     options = label_options(with_model)
     assert calls == [options]
-    expected = real(to_labels(predict_tiled(with_model, cells[0]), **options), predict_half_scale(with_model, cells[0]),
-                    **options)
-    assert np.array_equal(viewer.layers["cells prediction"].data, expected)  # what the API gives
+    assert widget.flips_check.isChecked() and engines == [PLUGIN_TTA, PLUGIN_TTA]  # both passes: flipped views
+
+    def api(tta):
+        return real(to_labels(predict_tiled(with_model, cells[0], tta=tta), **options),
+                    predict_half_scale(with_model, cells[0], tta=tta), **options)
+
+    assert np.array_equal(viewer.layers["cells prediction"].data, api(PLUGIN_TTA))  # what the API gives
+    widget.flips_check.setChecked(False)
+    del engines[:]
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert engines == [1, 1]
+    assert np.array_equal(viewer.layers["cells prediction"].data, api(1))
     widget.large_cells_check.setChecked(False)
     widget.predict_button.click()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
     from napari_unet._widgets.predict import predict_job
 

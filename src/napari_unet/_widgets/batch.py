@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .controls import CellDiameterSpin, DeviceCombo, choice_combo, large_cells_check, select_model_mode
+from .controls import CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, large_cells_check, select_model_mode
 from ..batch_jobs import batch_job, cluster_batch_job, output_path
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
 from .model_panel import ModelPanel
@@ -85,6 +85,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         form.addRow(self.three_d_check)
         self.large_cells_check = large_cells_check()
         form.addRow(self.large_cells_check)
+        self.flips_check = FlipsCheck()
+        form.addRow(self.flips_check)
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
         self.save_check = QCheckBox("save as TIFF to")
@@ -197,6 +199,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.cluster_check.setEnabled(not running)
         self.three_d_check.setEnabled(not running)
         self.large_cells_check.setEnabled(not running)
+        self.flips_check.setEnabled(not running)
         self.cluster_edit.setEnabled(not running)
 
     def run(self):
@@ -270,7 +273,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         spaces = [layer_pixel_size(self._sources[item[0]], in_channels) for item in items]
         if not self.cluster_check.isChecked():
             return batch_job(model, items, mode, device=device, cell_diameter=diameter, spaces=spaces,
-                             three_d=self.three_d_check.isChecked(), large_cells=self.large_cells_check.isChecked())
+                             three_d=self.three_d_check.isChecked(), large_cells=self.large_cells_check.isChecked(),
+                             tta=self.flips_check.tta())
         if self.three_d_check.isChecked():
             notify_error("3D objects are not available on a cluster yet (it labels plane by plane): uncheck one of them.")
             return None
@@ -282,7 +286,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
                                   + (" (without the half-scale pass for large cells: it runs in local prediction only)"
                                      if self.large_cells_check.isChecked() else ""))
         return cluster_batch_job(model, items, mode, cluster=address, device=device, cell_diameter=diameter,
-                                 spaces=spaces)
+                                 spaces=spaces, tta=self.flips_check.tta())
 
     def _on_yielded(self, value):
         kind, payload = value

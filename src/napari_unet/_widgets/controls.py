@@ -147,6 +147,24 @@ def select_model_mode(combo: QComboBox, model) -> None:
         select_data(combo, (model.metadata or {}).get("mode"))
 
 
+class FlipsCheck(QCheckBox):
+    """The switch of the flipped views (test-time augmentation, :mod:`napari_unet.tile_engine`)."""
+
+    def __init__(self, parent=None):
+        from ..views import PLUGIN_TTA
+
+        super().__init__(f"average {PLUGIN_TTA} flipped views (steadier, {PLUGIN_TTA}x the time)", parent)
+        self._views = PLUGIN_TTA
+        self.setChecked(True)
+        self.setToolTip(
+            f"Predict every tile {PLUGIN_TTA} times, flipped up-down and left-right, and average the probabilities:\n"
+            "steadier cells on noisy images, at that many times the prediction time. Off: the network's output once.")
+
+    def tta(self) -> int:
+        """The ``tta`` of :func:`~napari_unet.predict_tiled` for the current state."""
+        return self._views if self.isChecked() else 1
+
+
 def large_cells_check() -> QCheckBox:
     """The switch of the half-scale pass (:mod:`napari_unet.large_cells`), on by default."""
     check = QCheckBox("also find cells larger than the painted ones")

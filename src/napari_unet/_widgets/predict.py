@@ -12,7 +12,8 @@ import logging
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .controls import CellDiameterSpin, DeviceCombo, MODE_CHOICES, choice_combo, large_cells_check, select_model_mode
+from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, large_cells_check,
+                       select_model_mode)
 from ..axes import channels_last_to_first
 from ..pixel_size import describe_resampling, voxel_spacing
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
@@ -40,7 +41,7 @@ def check_model_fits(model, layer) -> str:
 
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
                 cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False,
-                large_cells: bool = True):
+                large_cells: bool = True, tta: int = 1):
     """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
 
     ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).
@@ -49,7 +50,8 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     "x"}`` micrometres, from its scale): the image is resampled to the model's pixel size when
     they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``).
     ``large_cells``: the half-scale pass for cells much larger than the painted ones
-    (:mod:`napari_unet.large_cells`; instances of planes only).
+    (:mod:`napari_unet.large_cells`; instances of planes only). ``tta``: flipped views averaged
+    (:func:`~napari_unet.predict_tiled`).
     """
     from ..large_cells import applies, iter_large_cells
     from ..postprocess import label_options, to_labels
@@ -73,16 +75,16 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
             whole, whole_axes = channels_last_to_first(data, axes)
             normalize = normalization_range(model, whole, axes=whole_axes) or True
         probabilities = yield from part(iter_predict_tiled(model, plane, device=device, normalize=normalize,
-                                                            pixel_size=pixel_size), 0.0, share)
+                                                            pixel_size=pixel_size, tta=tta), 0.0, share)
     else:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
         probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device,
-                                                            pixel_size=pixel_size), 0.0, share)
+                                                            pixel_size=pixel_size, tta=tta), 0.0, share)
         plane, plane_axes = data, axes
     labels = to_labels(probabilities, **options)
     if large_cells:
         labels = yield from part(iter_large_cells(model, plane, labels, options, axes=plane_axes, device=device,
-                                                   pixel_size=pixel_size,
+                                                   pixel_size=pixel_size, tta=tta,
                                                    normalize=None if normalize is True else normalize), share, 1 - share)
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
@@ -134,6 +136,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         form.addRow(row)
         self.large_cells_check = large_cells_check()
         form.addRow(self.large_cells_check)
+        self.flips_check = FlipsCheck()
+        form.addRow(self.flips_check)
         self.pixel_label = QLabel("")
         self.pixel_label.setWordWrap(True)
         form.addRow(self.pixel_label)
@@ -218,7 +222,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),
                         device=self.device_combo.device(), cell_diameter=self.diameter_spin.diameter(),
                         space=self._space(image, axes), three_d=three_d,
-                        large_cells=self.large_cells_check.isChecked()),
+                        large_cells=self.large_cells_check.isChecked(), tta=self.flips_check.tta()),
             yielded=self._on_progress,
             returned=self._on_returned,
             aborted=self._on_aborted,

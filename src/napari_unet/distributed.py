@@ -130,7 +130,7 @@ def _predict_task(model, digest, source, axes, key, core, norm, out, settings) -
     probabilities = predict_block(
         net, worker_source(source), axes=axes, block=(key[0], *core), normalize=norm if norm else False,
         tile_shape=settings["tile_shape"], device=next(net.parameters()).device, precision=settings["precision"],
-        tta=settings.get("tta", 1),
+        tta=settings["tta"],
     )
     arr = open_prediction(out, "r+")["probabilities"]
     arr[(slice(None), *key[0], *core)] = probabilities

@@ -154,7 +154,6 @@ class FlipsCheck(QCheckBox):
         from ..views import PLUGIN_TTA
 
         super().__init__(f"average {PLUGIN_TTA} flipped views (steadier, {PLUGIN_TTA}x the time)", parent)
-        self._views = PLUGIN_TTA
         self.setChecked(True)
         self.setToolTip(
             f"Predict every tile {PLUGIN_TTA} times, flipped up-down and left-right, and average the probabilities:\n"
@@ -162,7 +161,9 @@ class FlipsCheck(QCheckBox):
 
     def tta(self) -> int:
         """The ``tta`` of :func:`~napari_unet.predict_tiled` for the current state."""
-        return self._views if self.isChecked() else 1
+        from ..views import PLUGIN_TTA
+
+        return PLUGIN_TTA if self.isChecked() else 1
 
 
 def large_cells_check() -> QCheckBox:

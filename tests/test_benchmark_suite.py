@@ -132,3 +132,4 @@ def test_style_c_scores_the_first_half_and_sets_the_second_half_apart(monkeypatc
     assert second.model is first.model  # the second half trains on from the first
     assert (second.ann >= 2).sum() > (first.ann >= 2).sum()  # the corrections painted merged cells
     assert 0 <= record["f1_first"] < 0.5  # the merged first prediction, scored
+    assert record["pairs"] > 0 and record["merged"] == record["pairs"] and record["sep"] == 0  # all merged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.metrics import match_instances, pixel_iou, separated_pairs
+from napari_unet.metrics import match_instances, merged_pairs, pixel_iou, separated_pairs
 
 
 def test_match_counts_true_and_false_positives_by_iou():
@@ -70,6 +70,20 @@ def test_separated_pairs_needs_two_different_dominant_objects():
     mostly_background = apart.copy()
     mostly_background[:3, 0:4] = 0  # cell 1 mostly predicted as background
     assert separated_pairs(gt, mostly_background, pairs) == (1, 2)
+
+
+def test_merged_pairs_counts_one_object_over_both_cells_only():
+    gt = np.zeros((4, 12), int)
+    gt[:, 0:4], gt[:, 4:8], gt[:, 8:12] = 1, 2, 3
+    pairs = [(1, 2), (2, 3)]
+    assert merged_pairs(gt, gt * 10, pairs) == (0, 2)
+    assert merged_pairs(gt, np.where(gt > 0, 7, 0), pairs) == (2, 2)
+    thin = np.zeros_like(gt)
+    thin[1:3, 1:3], thin[1:3, 5:7], thin[1:3, 9:11] = 1, 2, 3  # each cell found, a quarter of it
+    assert separated_pairs(gt, thin, pairs) == (0, 2)  # too small to count as separated ...
+    assert merged_pairs(gt, thin, pairs) == (0, 2)  # ... but not merged either
+    half = np.where(gt == 3, 0, np.where(gt > 0, 5, 0))  # cells 1 and 2 one object, cell 3 missed
+    assert merged_pairs(gt, half, pairs) == (1, 2)
 
 
 def test_pixel_iou():

@@ -3,6 +3,7 @@
 * :func:`match_instances`: object precision / recall / F1, instances matched one-to-one by
   IoU >= a threshold (0.5 by default; above 0.5 a match is necessarily unique).
 * :func:`separated_pairs`: how many touching ground-truth pairs come out as two objects.
+* :func:`merged_pairs`: how many come out as one object (the failure the weight map fights).
 * :func:`pixel_iou`: foreground IoU.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["match_instances", "separated_pairs", "pixel_iou"]
+__all__ = ["match_instances", "separated_pairs", "merged_pairs", "pixel_iou"]
 
 
 def _overlaps(gt: np.ndarray, pred: np.ndarray):
@@ -96,6 +97,25 @@ def separated_pairs(gt, pred, pairs) -> tuple[int, int]:
         if pa and pb and pa != pb:
             separated += 1
     return separated, len(pairs)
+
+
+def merged_pairs(gt, pred, pairs) -> tuple[int, int]:
+    """How many of the touching ground-truth ``pairs`` come out merged into one object.
+
+    A cell's object here is the predicted id overlapping it most, however little of the cell
+    it covers; a pair is merged when both cells have the same one. A pair that is neither
+    separated (:func:`separated_pairs`) nor merged has a cell that was missed or found mostly
+    smaller than its reference (e.g. reference labels that fill the gaps of a clump).
+    Returns ``(merged, total)``.
+    """
+    g, p, inter, _, _ = _overlaps(gt, pred)
+    best: dict[int, tuple[int, int]] = {}
+    for a, b, n in zip(g.tolist(), p.tolist(), inter.tolist()):
+        if n > best.get(a, (0, 0))[1]:
+            best[a] = (b, n)
+    pairs = list(pairs)
+    merged = sum(1 for a, b in pairs if int(a) in best and best[int(a)][0] == best.get(int(b), (None,))[0])
+    return merged, len(pairs)
 
 
 def pixel_iou(gt, pred) -> float:

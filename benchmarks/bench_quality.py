@@ -11,8 +11,9 @@ off`` leaves it out), averaging the plugin's flipped views (``--tta``, default
 once, as every run before the flipped views), then score against the complete ground truth:
 object F1 at IoU 0.5 (one-to-one matching), pixel IoU of the foreground, touching ground-truth
 pairs that come out as two objects, and those merged into one (``merged``; a pair neither separated
-nor merged has a cell missed or found much smaller than its reference). Real and synthetic images are reported apart, as the mean over
-images (each image first averaged over seeds) and the worst image.
+nor merged has a cell missed or found much smaller than its reference). Real and synthetic images
+are reported apart, as the mean over images (each image first averaged over seeds) and the worst
+image.
 
 The training budget is given in seconds of training on 2 CPU cores. By default it is turned into
 a number of iterations with the speed of this configuration measured at the start on 2 threads

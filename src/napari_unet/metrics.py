@@ -74,6 +74,15 @@ def match_instances(gt, pred, threshold: float = 0.5) -> dict:
     }
 
 
+def _largest_objects(g, p, inter) -> dict[int, tuple[int, int]]:
+    """For each reference cell overlapped by a prediction: (predicted id overlapping it most, overlap)."""
+    best: dict[int, tuple[int, int]] = {}
+    for a, b, n in zip(g.tolist(), p.tolist(), inter.tolist()):
+        if n > best.get(a, (0, 0))[1]:
+            best[a] = (b, n)
+    return best
+
+
 def separated_pairs(gt, pred, pairs) -> tuple[int, int]:
     """How many of the touching ground-truth ``pairs`` come out as two different objects.
 
@@ -82,12 +91,10 @@ def separated_pairs(gt, pred, pairs) -> tuple[int, int]:
     two differ. Returns ``(separated, total)``.
     """
     g, p, inter, gt_size, _ = _overlaps(gt, pred)
-    best: dict[int, tuple[int, int]] = {}
-    covered: dict[int, int] = {}
-    for a, b, n in zip(g.tolist(), p.tolist(), inter.tolist()):
-        covered[a] = covered.get(a, 0) + n
-        if n > best.get(a, (0, 0))[1]:
-            best[a] = (b, n)
+    best = _largest_objects(g, p, inter)
+    covered = dict.fromkeys(best, 0)
+    for a, n in zip(g.tolist(), inter.tolist()):
+        covered[a] += n
     # the dominant label must beat the background predicted inside the cell
     dominant = {a: b for a, (b, n) in best.items() if n >= gt_size[a] - covered[a]}
     separated = 0
@@ -108,13 +115,9 @@ def merged_pairs(gt, pred, pairs) -> tuple[int, int]:
     smaller than its reference (e.g. reference labels that fill the gaps of a clump).
     Returns ``(merged, total)``.
     """
-    g, p, inter, _, _ = _overlaps(gt, pred)
-    best: dict[int, tuple[int, int]] = {}
-    for a, b, n in zip(g.tolist(), p.tolist(), inter.tolist()):
-        if n > best.get(a, (0, 0))[1]:
-            best[a] = (b, n)
+    obj = {a: b for a, (b, _) in _largest_objects(*_overlaps(gt, pred)[:3]).items()}
     pairs = list(pairs)
-    merged = sum(1 for a, b in pairs if int(a) in best and best[int(a)][0] == best.get(int(b), (None,))[0])
+    merged = sum(1 for a, b in pairs if obj.get(int(a), 0) and obj.get(int(a)) == obj.get(int(b)))
     return merged, len(pairs)
 
 

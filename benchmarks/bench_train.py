@@ -6,6 +6,8 @@ Part 1 (``--part accuracy``): the default CPU preset trained for 1, 2, 5 (and 10
       and on a fresh synthetic image (seed + 1) it never saw;
   (b) the real nuclei sample (6 slices; ~9 complete nuclei + background strokes painted on
       2 of them, < 5 % of the pixels), scored on all 6 slices.
+  Labels as the Predict widget makes them (the plugin's flipped views, the half-scale pass for
+  large cells; ``--tta 1 --large-cells off``: the network's output once, as before 2026-12-01).
   Pixel IoU of the foreground, object precision / recall / F1 (instances matched one-to-one at
   IoU >= 0.5), and touching ground-truth pairs that come out as two objects. Baselines on the
   same strokes: Otsu + connected components, and scikit-image's random-forest trainable
@@ -120,16 +122,15 @@ def _random_forest(image, annotations, per_plane):
     return (out if per_plane else out[0]), fit_s
 
 
-def _predict_labels(model, image, axes):
-    from napari_unet.postprocess import label_options, to_labels
-    from napari_unet.tiling import predict_stack, predict_tiled
+def _predict_labels(model, image, axes, *, tta=None, large_cells=True):
+    """Labels as the Predict widget makes them: ``tta`` flipped views averaged (default the
+    plugin's), ``to_labels`` with the options the model implies (the split of touching cells and
+    the size filter scale with the painted cells' diameter) and the half-scale pass for cells
+    larger than the painted ones (planes of a stack labelled one by one, as Predict does)."""
+    from napari_unet.segmentation import segment
+    from napari_unet.views import PLUGIN_TTA
 
-    if axes == "YX":
-        probs = predict_tiled(model, image)
-    else:
-        probs = predict_stack(model, image, axes=axes)
-    # the split of touching cells and the size filter scale with the painted cells' diameter
-    return to_labels(probs, **label_options(model, "instances"))
+    return segment(model, image, axes=axes, tta=PLUGIN_TTA if tta is None else tta, large_cells=large_cells)[1]
 
 
 def accuracy(args):
@@ -182,7 +183,8 @@ def accuracy(args):
                 train_s = time.perf_counter() - t0
                 seed_text = f" s{seed}" if len(args.seeds) > 1 else ""
                 for label, img, gt in evals:
-                    labels = _predict_labels(trainer.model, img, axes)
+                    labels = _predict_labels(trainer.model, img, axes, tta=args.tta,
+                                             large_cells=args.large_cells == "on")
                     scores = _scores(gt, labels, per_plane)
                     runs.setdefault(label, []).append(scores)
                     _row(label, f"U-Net fast {minutes:g} min{seed_text} ({trainer.iteration} it)", train_s, scores)
@@ -283,6 +285,10 @@ def main(argv=None):
                         help="training budget in wall time (default: what a user waits) or in process CPU time / "
                              "threads (for a shared machine; generous)")
     parser.add_argument("--verbose", action="store_true", help="print the kept iteration and a weights checksum")
+    parser.add_argument("--tta", type=int, default=None,
+                        help="flipped views averaged in prediction (default: the plugin's)")
+    parser.add_argument("--large-cells", choices=["on", "off"], default="on",
+                        help="the half-scale pass for cells larger than the painted ones (default on, as Predict)")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]

@@ -83,13 +83,13 @@ def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
 
 
 def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, capsys, monkeypatch):
-    import napari_unet.postprocess as post
+    import napari_unet.segmentation as segmentation
 
     folder, image, _, model = files
     diameter = load_model(model).metadata["cell_diameter"]
     seen = []
-    real = post.to_labels
-    monkeypatch.setattr(post, "to_labels", lambda p, **kw: seen.append(kw) or real(p, **kw))
+    real = segmentation.to_labels
+    monkeypatch.setattr(segmentation, "to_labels", lambda p, **kw: seen.append(kw) or real(p, **kw))
     base = ["predict", "-m", str(model), str(folder / "img.tif"), "-q", "--device", "cpu"]
     assert cli.main(base + ["-o", str(tmp_path / "a")]) == 0
     assert cli.main(base + ["-o", str(tmp_path / "b"), "--cell-diameter", "31.5"]) == 0

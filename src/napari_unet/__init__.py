@@ -30,6 +30,7 @@ _EXPORTS = {
     "label_options": "postprocess",
     "add_large_cells": "large_cells",
     "predict_half_scale": "large_cells",
+    "segment": "segmentation",
     "weight_map": "weights",
     "fiji_weight_map": "weights",
     "elastic_deform": "augment",

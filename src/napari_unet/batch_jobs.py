@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 from .axes import channels_last_to_first
-from .pixel_size import voxel_spacing
 from .progress import part
 
 __all__ = ["batch_job", "cluster_batch_job", "output_path"]
@@ -25,20 +24,6 @@ def output_path(folder, name: str, suffix: str = "_labels.tif") -> Path:
     """``folder/<name><suffix>`` with the characters unsafe in file names replaced."""
     safe = "".join(c if (c.isalnum() or c in "-_. ") else "_" for c in name).strip() or "image"
     return Path(folder) / f"{safe}{suffix}"
-
-
-def _options(model, mode: str, cell_diameter: float | None, space: dict | None = None, three_d: bool = False,
-             axes: str = "") -> dict:
-    """to_labels options for one image: the cell diameter in its pixels (``space``: its pixel sizes
-    ``{"z", "y", "x"}`` in micrometres), 3D objects for a z-stack with ``three_d``."""
-    from .postprocess import label_options
-
-    options = label_options(model, mode, pixel_size=(space["y"], space["x"]) if space else None)
-    if cell_diameter and options["mode"] == "instances":
-        options["cell_diameter"] = float(cell_diameter)
-    if three_d and "Z" in axes and options["mode"] == "instances":
-        options.update(three_d=True, spacing=voxel_spacing(space))
-    return options
 
 
 def _progress(gen, i: int, n: int, start: float = 0.0, share: float = 1.0):
@@ -58,9 +43,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
     views averaged (:func:`~napari_unet.predict_tiled`).
     """
     from .images import write_image
-    from .large_cells import applies, iter_large_cells
-    from .postprocess import to_labels
-    from .tiling import iter_predict_stack
+    from .segmentation import iter_segment, segment_options
 
     n = len(items)
     spaces = list(spaces) if spaces is not None else [None] * n
@@ -68,16 +51,10 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
         if axes.endswith("YXC"):
             data, axes = channels_last_to_first(data, axes)
         space = spaces[i]
-        options = _options(model, mode, cell_diameter, space, three_d, axes)
-        pixel_size = (space["y"], space["x"]) if space else None
-        share = 0.8 if large_cells and applies(options) else 1.0  # the half-scale pass: a quarter of the tiles
-        probabilities = yield from _progress(iter_predict_stack(model, data, axes=axes, device=device,
-                                                                pixel_size=pixel_size, tta=tta), i, n, 0.0, share)
-        labels = to_labels(probabilities, **options)
-        del probabilities
-        if share < 1.0:
-            labels = yield from _progress(iter_large_cells(model, data, labels, options, axes=axes, device=device,
-                                                           pixel_size=pixel_size, tta=tta), i, n, share, 1.0 - share)
+        options = segment_options(model, mode, cell_diameter=cell_diameter, space=space, three_d=three_d, axes=axes)
+        _, labels = yield from _progress(iter_segment(model, data, axes=axes, options=options, device=device,
+                                                      pixel_size=(space["y"], space["x"]) if space else None,
+                                                      tta=tta, large_cells=large_cells, keep_probabilities=False), i, n)
         error = None
         if path is not None:
             try:
@@ -101,6 +78,7 @@ def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_dia
     from .cluster import connect
     from .distributed import iter_predict_distributed
     from .ngff import open_prediction
+    from .segmentation import segment_options
 
     connection = connect(cluster)
     n = len(items)
@@ -108,7 +86,7 @@ def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_dia
     try:
         for i, (name, data, axes, path) in enumerate(items):
             space = spaces[i]
-            options = _options(model, mode, cell_diameter, space)
+            options = segment_options(model, mode, cell_diameter=cell_diameter, space=space)
             if axes.endswith("YXC"):
                 data, axes = channels_last_to_first(data, axes)
             scratch = None if path is not None else Path(tempfile.mkdtemp(prefix="napari-unet-cluster-"))

@@ -35,7 +35,7 @@ from .cli_args import (CliError, non_negative_int, parse_duration, parse_pixel_s
                        positive_int, training_loop)
 from .cli_demo import add_demo
 from .pixel_size import voxel_spacing
-from .progress import ProgressBar, format_seconds
+from .progress import ProgressBar, drive, format_seconds
 from .views import PLUGIN_TTA, VIEWS
 from .render import write_png
 
@@ -299,21 +299,12 @@ def _physical_options(path: Path, args, axes: str, model, options: dict) -> tupl
 
 def _predict_file(model, data, axes: str, args, pixel, options: dict, bar, **kwargs) -> tuple:
     """(probabilities, labels) of one input, with the half-scale pass unless --no-large-cells."""
-    from .large_cells import iter_large_cells
-    from .postprocess import to_labels
-    from .tiling import drive, iter_predict_stack
+    from .segmentation import iter_segment
 
     t0 = time.monotonic()
-    probabilities = drive(iter_predict_stack(model, data, axes=axes, device=args.device, pixel_size=pixel, tta=args.tta,
-                                             **kwargs),
-                          lambda done, total: bar.update(
-                              done, total, f"{done}/{total} tiles {format_seconds(time.monotonic() - t0)}"))
-    labels = to_labels(probabilities, **options)
-    if args.large_cells:
-        labels = drive(iter_large_cells(model, data, labels, options, axes=axes, device=args.device, pixel_size=pixel,
-                                        tta=args.tta),
-                       lambda done, total: bar.update(done, total, f"half scale: {done}/{total} tiles"))
-    return probabilities, labels
+    return drive(iter_segment(model, data, axes=axes, options=options, device=args.device, pixel_size=pixel,
+                              tta=args.tta, large_cells=args.large_cells, **kwargs),
+                 lambda done, total: bar.update(done, total, format_seconds(time.monotonic() - t0)))
 
 
 def _cmd_predict(args) -> int:

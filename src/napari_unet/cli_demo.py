@@ -37,13 +37,11 @@ def cmd_demo(args) -> int:
     from .config import TrainConfig
     from .images import write_image
     from .model_files import save_model
-    from .large_cells import iter_large_cells
     from .metrics import match_instances, pixel_iou, separated_pairs
-    from .postprocess import label_options, to_labels
     from .samples import make_touching_cells, touching_pairs
-    from .views import PLUGIN_TTA
-    from .tiling import drive, predict_tiled
+    from .segmentation import segment
     from .training import Trainer
+    from .views import PLUGIN_TTA
 
     out = Path(args.out)
     names = {"model": out / "demo.unet", "prediction": out / "prediction_labels.tif",
@@ -75,10 +73,8 @@ def cmd_demo(args) -> int:
     say(f"2/3 train: fast U-Net on {trainer.device} for {minutes:g} min")
     training_loop(trainer, quiet=args.quiet, label="train")
     say("3/3 predict: a new synthetic image (never seen in training)")
-    probabilities = predict_tiled(trainer.model, test_image, device=args.device, tta=PLUGIN_TTA)
-    options = label_options(trainer.model, "instances")
-    labels = drive(iter_large_cells(trainer.model, test_image, to_labels(probabilities, **options), options, axes="YX",
-                                    device=args.device, tta=PLUGIN_TTA))  # as the Predict widget
+    _, labels = segment(trainer.model, test_image, axes="YX", device=args.device,
+                        tta=PLUGIN_TTA)  # as the Predict widget
     scores = match_instances(test_instances, labels)
     sep, n_pairs = separated_pairs(test_instances, labels, touching_pairs(test_instances))
     out.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,7 @@ def test_failed_worker_reenables_buttons(viewer, open_widget, qtbot, with_model,
         yield (0, 1)
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(tiling, "iter_predict_tiled", broken)
+    monkeypatch.setattr(tiling, "iter_predict_stack", broken)  # what segmentation.iter_segment runs
     viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="gray")
     widget = open_widget("Predict")
     widget.predict_button.click()

@@ -1,7 +1,8 @@
 """PredictWidget: image layer -> Labels layer (instances or classes) and a probability layer.
 
-The prediction runs in a napari thread worker over the core's generator forms
-(``iter_predict_tiled`` / ``iter_predict_stack``); results reach the layers on the main thread.
+The prediction runs in a napari thread worker over the core's generator
+(:func:`napari_unet.segmentation.iter_segment`, as the CLI and the Batch widget); results reach the
+layers on the main thread.
 Re-running updates the output layers instead of adding new ones.
 """
 
@@ -15,7 +16,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLay
 from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, large_cells_check,
                        select_model_mode)
 from ..axes import channels_last_to_first
-from ..pixel_size import describe_resampling, voxel_spacing
+from ..pixel_size import describe_resampling
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
                      layer_pixel_size, spatial_shape, upsert_layer)
 from .model_panel import ModelPanel
@@ -53,39 +54,24 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     (:mod:`napari_unet.large_cells`; instances of planes only). ``tta``: flipped views averaged
     (:func:`~napari_unet.predict_tiled`).
     """
-    from ..large_cells import applies, iter_large_cells
-    from ..postprocess import label_options, to_labels
-    from ..progress import part
-    from ..tiling import iter_predict_stack, iter_predict_tiled, normalization_range
+    from ..segmentation import iter_segment, segment_options
+    from ..tiling import normalization_range
 
     pixel_size = (space["y"], space["x"]) if space else None
-    options = label_options(model, mode, pixel_size=pixel_size)
-    if cell_diameter and options["mode"] == "instances":
-        options["cell_diameter"] = float(cell_diameter)
-    if three_d and index is None and "Z" in axes and options["mode"] == "instances":
-        options.update(three_d=True, spacing=voxel_spacing(space))
-    large_cells = large_cells and applies(options)
-    share = 0.8 if large_cells else 1.0  # of the progress bar: the half-scale pass has a quarter of the tiles
-    normalize = None
+    options = segment_options(model, mode, cell_diameter=cell_diameter, space=space,
+                              three_d=three_d and index is None, axes=axes)
+    normalize = True
     if index is not None:
         plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
-        normalize = True
         if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
             whole, whole_axes = channels_last_to_first(data, axes)
             normalize = normalization_range(model, whole, axes=whole_axes) or True
-        probabilities = yield from part(iter_predict_tiled(model, plane, device=device, normalize=normalize,
-                                                            pixel_size=pixel_size, tta=tta), 0.0, share)
     else:
-        data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
-        probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device,
-                                                            pixel_size=pixel_size, tta=tta), 0.0, share)
-        plane, plane_axes = data, axes
-    labels = to_labels(probabilities, **options)
-    if large_cells:
-        labels = yield from part(iter_large_cells(model, plane, labels, options, axes=plane_axes, device=device,
-                                                   pixel_size=pixel_size, tta=tta,
-                                                   normalize=None if normalize is True else normalize), share, 1 - share)
+        plane, plane_axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
+    probabilities, labels = yield from iter_segment(model, plane, axes=plane_axes, options=options, device=device,
+                                                    pixel_size=pixel_size, normalize=normalize, tta=tta,
+                                                    large_cells=large_cells)
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
         # probability of "not background" (cell, or any foreground class)

@@ -43,16 +43,32 @@ def test_a_large_cell_seen_as_a_ring_is_taken_from_half_scale_and_small_cells_ke
     assert int(fused.max()) == 3 and set(np.unique(fused)) == {0, 1, 2, 3}
 
 
-def test_a_clump_the_full_scale_split_well_is_kept_when_half_scale_merges_it():
-    shape = (64, 64)
+def _four_cells_and_their_blob(shape=(64, 64)):
     full = np.zeros(shape, np.int32)
     for k, (y, x) in enumerate([(10, 10), (10, 26), (26, 10), (26, 26)], start=1):
-        full[y : y + 15, x : x + 15] = k  # four 15-px cells with 1-px gaps: covered by the full scale
+        full[y : y + 15, x : x + 15] = k  # four 15-px pieces with 1-px gaps: covering the blob
     blob = np.zeros(shape, bool)
     blob[10:41, 10:41] = True
-    merged = _probabilities(blob)[:, ::2, ::2]
-    fused = add_large_cells(full, merged, cell_diameter=8.0)  # the half-scale blob is 4.5 diameters wide
+    return full, _probabilities(blob)[:, ::2, ::2]  # half scale: one 31-px object, 4 diameters wide
+
+
+def test_a_clump_the_full_scale_split_well_is_kept_when_half_scale_merges_it():
+    full, merged = _four_cells_and_their_blob()
+    merged[:, 12:14, 5:21] = [[[0.45]], [[0.55]]]  # half scale sees the gaps between the cells, unsure
+    merged[:, 5:21, 12:14] = [[[0.45]], [[0.55]]]
+    fused = add_large_cells(full, merged, cell_diameter=8.0)
     assert np.array_equal(fused, full)
+
+
+def test_a_clump_of_cells_of_the_painted_size_is_kept_even_where_half_scale_is_sure_of_one_blob():
+    full, merged = _four_cells_and_their_blob()  # pieces of 225 px: cells of 14 px are 154 px
+    assert np.array_equal(add_large_cells(full, merged, cell_diameter=14.0), full)
+
+
+def test_pieces_cut_where_half_scale_is_sure_of_one_cell_become_that_cell():
+    full, merged = _four_cells_and_their_blob()  # cut along lines the half scale finds inside a cell (0.9)
+    fused = add_large_cells(full, merged, cell_diameter=8.0)
+    assert len(np.unique(fused)) == 2 and (fused[10:41, 10:41] > 0).all()
 
 
 def test_ids_stay_unique_over_the_planes_of_a_stack():

@@ -4,10 +4,11 @@ A network learns the cell size it was shown. Painted only on small cells, it see
 four times their diameter as a ring of edges with fragments inside (``benchmarks/README.md``,
 "mixed sizes"). At half scale the same cell looks like a painted one, so the image is predicted a
 second time, downscaled by 2, and its objects replace the full-scale labels where they are much
-larger than a typical painted cell *and* the full-scale labels cover them poorly. Cells of the
-painted size keep their full-scale labels, so images without unusually large cells almost always
-get the same labels as without this pass (the constants below were chosen on the quality suite:
-``benchmarks/README.md``).
+larger than a typical painted cell *and* the full-scale labels cover them poorly, or cut them into
+large pieces along lines the half-scale prediction holds to be inside a cell (a textured inside
+the full scale was unsure of). Cells of the painted size keep their full-scale labels, so images
+without unusually large cells almost always get the same labels as without this pass (the
+constants below were chosen on the quality suite: ``benchmarks/README.md``).
 
 Examples
 --------
@@ -33,7 +34,7 @@ import numpy as np
 from .postprocess import to_labels
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
-           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE"]
+           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_PIECE_CELLS"]
 
 #: an object of the half-scale labels is a large cell when its equivalent diameter is at least
 #: this many typical cell diameters (the painted cells' median the model keeps)
@@ -41,6 +42,15 @@ LARGE_CELL_DIAMETERS = 2.25
 #: ... and it replaces the full-scale labels only where these cover less than this fraction of it
 #: (a ring with fragments); a clump the full scale split correctly covers it almost completely
 LARGE_CELL_COVERAGE = 0.7
+#: ... or where, however well they cover it, they cut it into pieces, the largest at least
+#: LARGE_PIECE_CELLS typical cells in area (so not a clump of cells of the painted size), along
+#: lines the half-scale prediction holds to be inside a cell: mean half-scale cell probability on
+#: the cuts at least LARGE_CELL_CUT_SUPPORT (a clump's cuts follow the gaps between its cells,
+#: where that probability dips)
+LARGE_CELL_CUT_SUPPORT = 0.7
+LARGE_PIECE_CELLS = 3.0
+#: the cuts are looked for this many pixels inside the object's outline
+CUT_MARGIN = 3
 
 
 def half_scale(data) -> np.ndarray:
@@ -95,22 +105,43 @@ def _upsampled(labels: np.ndarray, shape) -> np.ndarray:
     return labels[np.ix_(ys, xs)]
 
 
-def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float) -> np.ndarray:
-    """Replace the full-scale labels of one plane by the large, poorly covered half-scale objects."""
+def _cut_support(full: np.ndarray, edges: np.ndarray, cell: np.ndarray, half_cell: np.ndarray | None) -> float:
+    """Mean half-scale cell probability on the cuts of the full-scale labels inside ``cell``
+    (0 without cuts or without the probabilities)."""
+    from scipy import ndimage as ndi
+
+    if half_cell is None:
+        return 0.0
+    cuts = edges & ndi.binary_erosion(cell, iterations=CUT_MARGIN)
+    return float(half_cell[cuts].mean()) if cuts.any() else 0.0
+
+
+def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float,
+                half_cell: np.ndarray | None = None) -> np.ndarray:
+    """Replace the full-scale labels of one plane by the large half-scale objects they cover
+    poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability)."""
+    from scipy import ndimage as ndi
+
     half = _upsampled(half, full.shape)
     ids, areas = np.unique(half[half > 0], return_counts=True)
     large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]
     if not len(large):
         return full
+    if half_cell is not None:
+        half_cell = _upsampled(half_cell, full.shape)
+    edges = ndi.grey_dilation(full, size=3) != ndi.grey_erosion(full, size=3)
     out = full.copy()
     next_id = int(full.max()) + 1
+    typical_area = np.pi * cell_diameter**2 / 4
     for i in large:
         cell = half == i
-        if (full[cell] > 0).mean() >= LARGE_CELL_COVERAGE:
+        pieces = [j for j in np.unique(full[cell]) if j and cell[full == j].mean() > 0.5]  # lying mostly inside
+        if (full[cell] > 0).mean() >= LARGE_CELL_COVERAGE and not (
+                len(pieces) >= 2 and max((full == j).sum() for j in pieces) >= LARGE_PIECE_CELLS * typical_area
+                and _cut_support(full, edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
             continue
-        for j in np.unique(full[cell]):  # fragments lying mostly inside the large cell go
-            if j and cell[full == j].mean() > 0.5:
-                out[full == j] = 0
+        for j in pieces:
+            out[full == j] = 0
         out[cell] = next_id
         next_id += 1
     return out
@@ -135,10 +166,11 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
                          f"shape {labels.shape}: expected (n_classes, *{expected})")
     options = {k: v for k, v in label_kwargs.items() if k not in ("mode", "three_d", "spacing", "out")}
     half = to_labels(half_probabilities, "instances", cell_diameter=cell_diameter / 2, **options)
+    half_background = np.asarray(half_probabilities[0], np.float32)
     out = np.empty(labels.shape, np.int32)
     offset = 0
     for plane in np.ndindex(*labels.shape[:-2]):
-        fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter))
+        fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter), 1.0 - half_background[plane])
         kept = np.unique(fused[fused > 0])  # renumber 1..n after the ids of the planes before
         lut = np.zeros(int(fused.max()) + 1, np.int32)
         lut[kept] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.int32)

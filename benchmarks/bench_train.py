@@ -188,6 +188,11 @@ def accuracy(args):
                     scores = _scores(gt, labels, per_plane)
                     runs.setdefault(label, []).append(scores)
                     _row(label, f"U-Net fast {minutes:g} min{seed_text} ({trainer.iteration} it)", train_s, scores)
+                    if args.also_plain:  # the same weights, labelled from one view without the half-scale pass
+                        plain = _scores(gt, _predict_labels(trainer.model, img, axes, tta=1, large_cells=False),
+                                        per_plane)
+                        runs.setdefault(label + " plain", []).append(plain)
+                        _row(label, f"  same, 1 view, no half scale{seed_text}", train_s, plain)
                     if args.verbose:
                         print(f"    kept the {trainer.kept} weights (iteration {trainer.kept_iteration}); lowest "
                               f"validation loss {trainer.best_val_loss} at iteration {trainer.best_iteration}; "
@@ -289,6 +294,8 @@ def main(argv=None):
                         help="flipped views averaged in prediction (default: the plugin's)")
     parser.add_argument("--large-cells", choices=["on", "off"], default="on",
                         help="the half-scale pass for cells larger than the painted ones (default on, as Predict)")
+    parser.add_argument("--also-plain", action="store_true",
+                        help="also score the same weights from one view without the half-scale pass")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]

@@ -65,6 +65,15 @@ def test_a_clump_of_cells_of_the_painted_size_is_kept_even_where_half_scale_is_s
     assert np.array_equal(add_large_cells(full, merged, cell_diameter=14.0), full)
 
 
+def test_a_pair_of_large_cells_is_kept_even_where_half_scale_is_sure_of_one_blob():
+    full, merged = _four_cells_and_their_blob()
+    full[full == 2], full[full == 4] = 1, 3  # two 31 x 15 cells, one above the other, 1-px gap: two pieces
+    full[10:25, 25], full[26:41, 25] = 1, 3
+    fused = add_large_cells(full, merged, cell_diameter=8.0)  # ids renumbered 1..n: compare the objects
+    top, bottom = np.unique(fused[full == 1]), np.unique(fused[full == 3])
+    assert len(top) == len(bottom) == 1 and 0 < top[0] != bottom[0] > 0 and np.array_equal(fused > 0, full > 0)
+
+
 def test_pieces_cut_where_half_scale_is_sure_of_one_cell_become_that_cell():
     full, merged = _four_cells_and_their_blob()  # cut along lines the half scale finds inside a cell (0.9)
     fused = add_large_cells(full, merged, cell_diameter=8.0)

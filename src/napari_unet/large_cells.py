@@ -34,7 +34,8 @@ import numpy as np
 from .postprocess import to_labels
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
-           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_PIECE_CELLS"]
+           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_CELL_PIECES",
+           "LARGE_PIECE_CELLS"]
 
 #: an object of the half-scale labels is a large cell when its equivalent diameter is at least
 #: this many typical cell diameters (the painted cells' median the model keeps)
@@ -42,12 +43,13 @@ LARGE_CELL_DIAMETERS = 2.25
 #: ... and it replaces the full-scale labels only where these cover less than this fraction of it
 #: (a ring with fragments); a clump the full scale split correctly covers it almost completely
 LARGE_CELL_COVERAGE = 0.7
-#: ... or where, however well they cover it, they cut it into pieces, the largest at least
-#: LARGE_PIECE_CELLS typical cells in area (so not a clump of cells of the painted size), along
-#: lines the half-scale prediction holds to be inside a cell: mean half-scale cell probability on
-#: the cuts at least LARGE_CELL_CUT_SUPPORT (a clump's cuts follow the gaps between its cells,
-#: where that probability dips)
+#: ... or where, however well they cover it, they cut it into at least LARGE_CELL_PIECES pieces,
+#: the largest at least LARGE_PIECE_CELLS typical cells in area (so not a clump of cells of the
+#: painted size, nor a pair of larger cells), along lines the half-scale prediction holds to be
+#: inside a cell: mean half-scale cell probability on the cuts at least LARGE_CELL_CUT_SUPPORT
+#: (a clump's cuts follow the gaps between its cells, where that probability dips)
 LARGE_CELL_CUT_SUPPORT = 0.7
+LARGE_CELL_PIECES = 3
 LARGE_PIECE_CELLS = 3.0
 #: the cuts are looked for this many pixels inside the object's outline
 CUT_MARGIN = 3
@@ -137,7 +139,8 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float,
         cell = half == i
         pieces = [j for j in np.unique(full[cell]) if j and cell[full == j].mean() > 0.5]  # lying mostly inside
         if (full[cell] > 0).mean() >= LARGE_CELL_COVERAGE and not (
-                len(pieces) >= 2 and max((full == j).sum() for j in pieces) >= LARGE_PIECE_CELLS * typical_area
+                len(pieces) >= LARGE_CELL_PIECES
+                and max((full == j).sum() for j in pieces) >= LARGE_PIECE_CELLS * typical_area
                 and _cut_support(full, edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
             continue
         for j in pieces:

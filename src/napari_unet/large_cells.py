@@ -100,26 +100,15 @@ def predict_half_scale(model, data, *, axes: str | None = None, device=None, pix
                  progress)
 
 
-def _upsampled(labels: np.ndarray, shape) -> np.ndarray:
-    """Half-scale labels on the full grid (each full pixel takes its half-scale pixel's id)."""
-    ys = np.minimum(np.arange(shape[0]) // 2, labels.shape[0] - 1)
-    xs = np.minimum(np.arange(shape[1]) // 2, labels.shape[1] - 1)
-    return labels[np.ix_(ys, xs)]
+def _upsampled(half: np.ndarray, shape) -> np.ndarray:
+    """A half-scale plane (labels or probabilities) on the full grid (each full pixel takes its
+    half-scale pixel's value)."""
+    ys = np.minimum(np.arange(shape[0]) // 2, half.shape[0] - 1)
+    xs = np.minimum(np.arange(shape[1]) // 2, half.shape[1] - 1)
+    return half[np.ix_(ys, xs)]
 
 
-def _cut_support(full: np.ndarray, edges: np.ndarray, cell: np.ndarray, half_cell: np.ndarray | None) -> float:
-    """Mean half-scale cell probability on the cuts of the full-scale labels inside ``cell``
-    (0 without cuts or without the probabilities)."""
-    from scipy import ndimage as ndi
-
-    if half_cell is None:
-        return 0.0
-    cuts = edges & ndi.binary_erosion(cell, iterations=CUT_MARGIN)
-    return float(half_cell[cuts].mean()) if cuts.any() else 0.0
-
-
-def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float,
-                half_cell: np.ndarray | None = None) -> np.ndarray:
+def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_cell: np.ndarray) -> np.ndarray:
     """Replace the full-scale labels of one plane by the large half-scale objects they cover
     poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability)."""
     from scipy import ndimage as ndi
@@ -129,25 +118,34 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float,
     large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]
     if not len(large):
         return full
-    if half_cell is not None:
-        half_cell = _upsampled(half_cell, full.shape)
+    half_cell = _upsampled(half_cell, full.shape)
     edges = ndi.grey_dilation(full, size=3) != ndi.grey_erosion(full, size=3)
+    piece_area = np.bincount(full.ravel())
     out = full.copy()
     next_id = int(full.max()) + 1
     typical_area = np.pi * cell_diameter**2 / 4
     for i in large:
         cell = half == i
-        pieces = [j for j in np.unique(full[cell]) if j and cell[full == j].mean() > 0.5]  # lying mostly inside
-        if (full[cell] > 0).mean() >= LARGE_CELL_COVERAGE and not (
-                len(pieces) >= LARGE_CELL_PIECES
-                and max((full == j).sum() for j in pieces) >= LARGE_PIECE_CELLS * typical_area
-                and _cut_support(full, edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
+        inside = np.bincount(full[cell], minlength=len(piece_area))
+        inside[0] = 0
+        pieces = np.flatnonzero(2 * inside > piece_area)  # full-scale labels lying mostly inside
+        if inside.sum() >= LARGE_CELL_COVERAGE * cell.sum() and not (
+                len(pieces) >= LARGE_CELL_PIECES and piece_area[pieces].max() >= LARGE_PIECE_CELLS * typical_area
+                and _cut_support(edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
             continue
-        for j in pieces:
-            out[full == j] = 0
+        out[np.isin(full, pieces)] = 0
         out[cell] = next_id
         next_id += 1
     return out
+
+
+def _cut_support(edges: np.ndarray, cell: np.ndarray, half_cell: np.ndarray) -> float:
+    """Mean half-scale cell probability on the cuts of the full-scale labels (``edges``) inside
+    ``cell``, :data:`CUT_MARGIN` pixels from its outline (0 without cuts)."""
+    from scipy import ndimage as ndi
+
+    cuts = edges & ndi.binary_erosion(cell, iterations=CUT_MARGIN)
+    return float(half_cell[cuts].mean()) if cuts.any() else 0.0
 
 
 def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label_kwargs) -> np.ndarray:

@@ -102,6 +102,20 @@ def test_cell_ring_marks_only_unpainted_pixels_next_to_painted_cells():
         cell_ring(ann, -1)
 
 
+def test_cell_ring_leaves_specks_the_brush_missed_inside_a_cell_unannotated():
+    ann = np.zeros((20, 24), np.uint16)
+    ann[4:12, 4:12] = 2
+    ann[7:9, 7:9] = 0  # a speck inside cell 2 the brush missed: not background
+    ann[4:12, 13:20] = 3
+    ann[4:12, 12] = 0  # the gap between two touching cells, enclosed by neither alone
+    ann[12, 12] = 3
+    ann[3, 12] = 2
+    ring = cell_ring(ann, 1)
+    assert not ring[7:9, 7:9].any()
+    assert ring[4:12, 12].all()
+    assert ring[3, 3] and ring[12, 20]  # and the outside as before
+
+
 def test_make_targets_ring_teaches_where_a_complete_cell_ends():
     ann = np.zeros((30, 30), np.uint16)
     ann[2:6, 2:28] = 1  # a background stroke far from the cells

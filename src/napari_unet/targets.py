@@ -69,7 +69,7 @@ def cell_ring(annotations, width: int = 1) -> np.ndarray:
     In instance mode a painted cell is a complete cell, so the pixels just outside it are not
     that cell: they are background, or the 1-px gap to a neighbour that touches it (the paper's
     gap is background too). Returns a bool mask of those pixels (annotation 0 only: what the
-    user painted is never changed).
+    user painted is never changed; unpainted specks inside one cell are not background).
 
     Examples
     --------
@@ -85,7 +85,18 @@ def cell_ring(annotations, width: int = 1) -> np.ndarray:
     if int(width) == 0 or not cells.any():
         return np.zeros(ann.shape, bool)
     near = ndi.binary_dilation(cells, structure=np.ones((3,) * ann.ndim, bool), iterations=int(width))
-    return near & (ann == 0)
+    return near & (ann == 0) & ~_holes(ann)
+
+
+def _holes(ann: np.ndarray) -> np.ndarray:
+    """Unpainted pixels enclosed by one painted cell: a speck the brush missed inside it, no
+    background (a gap that two touching cells enclose together is not a hole of either)."""
+    holes = np.zeros(ann.shape, bool)
+    for i, box in enumerate(ndi.find_objects(np.where(ann >= 2, ann, 0)), start=1):
+        if box is not None:
+            cell = ann[box] == i
+            holes[box] |= ndi.binary_fill_holes(cell) & (ann[box] == 0)
+    return holes
 
 
 def cell_borders(annotations) -> np.ndarray:

@@ -91,12 +91,17 @@ def cell_ring(annotations, width: int = 1) -> np.ndarray:
 def _holes(ann: np.ndarray) -> np.ndarray:
     """Unpainted pixels enclosed by one painted cell: a speck the brush missed inside it, no
     background (a gap that two touching cells enclose together is not a hole of either)."""
-    holes = np.zeros(ann.shape, bool)
-    for i, box in enumerate(ndi.find_objects(np.where(ann >= 2, ann, 0)), start=1):
-        if box is not None:
-            cell = ann[box] == i
-            holes[box] |= ndi.binary_fill_holes(cell) & (ann[box] == 0)
-    return holes
+    cells = ann >= 2
+    enclosed = ndi.binary_fill_holes(cells) & ~cells
+    if not enclosed.any():
+        return enclosed
+    parts, n = ndi.label(enclosed)
+    # the cell pixels next to each enclosed part: one cell id around it makes it that cell's hole
+    near = np.where(cells, ndi.grey_dilation(parts, footprint=np.ones((3,) * ann.ndim, bool)), 0)
+    index = np.arange(1, n + 1)
+    one_cell = np.zeros(n + 1, bool)
+    one_cell[1:] = np.asarray(ndi.minimum(ann, near, index)) == np.asarray(ndi.maximum(ann, near, index))
+    return one_cell[parts] & (ann == 0)
 
 
 def cell_borders(annotations) -> np.ndarray:

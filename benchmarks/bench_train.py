@@ -28,6 +28,7 @@ Run (2 CPU threads, as on a laptop)::
     python benchmarks/bench_train.py --part accuracy --minutes 1,2,5,10
     python benchmarks/bench_train.py --part speed --presets tiny,fast,paper
     python benchmarks/bench_train.py --part accuracy --datasets nuclei --minutes 5 --seeds 0,1,2  # spread
+    python benchmarks/bench_train.py --part accuracy --datasets nuclei --iterations 1800 --seeds 0,1,2  # busy machine
 """
 
 from __future__ import annotations
@@ -168,11 +169,14 @@ def accuracy(args):
                     else:  # the classifier is trained on the training image only
                         labels, fit_s = _random_forest_transfer(image, ann, img, per_plane)
                     _row(label, "fit_segmenter (RF)", fit_s, _scores(gt, labels, per_plane))
-        for minutes in args.minutes:
+        for budget in args.budgets:
             runs: dict[str, list] = {}
             for seed in args.seeds:
-                config = dataclasses.replace(TrainConfig(), iterations=None, time_limit_s=60.0 * minutes, seed=seed,
-                                             device="cpu")
+                if budget.endswith("it"):  # an iteration budget: the same figure on a busy machine
+                    limits = dict(iterations=int(budget[:-3]), time_limit_s=None)
+                else:
+                    limits = dict(iterations=None, time_limit_s=60.0 * float(budget[:-4]))
+                config = dataclasses.replace(TrainConfig(), seed=seed, device="cpu", **limits)
                 trainer = Trainer([image], [ann], config=config, axes=axes)
                 if args.clock == "cpu":
                     # a shared machine: budget in process CPU time / threads (= wall time on free cores)
@@ -187,7 +191,7 @@ def accuracy(args):
                                              large_cells=args.large_cells == "on")
                     scores = _scores(gt, labels, per_plane)
                     runs.setdefault(label, []).append(scores)
-                    _row(label, f"U-Net fast {minutes:g} min{seed_text} ({trainer.iteration} it)", train_s, scores)
+                    _row(label, f"U-Net fast {budget}{seed_text} ({trainer.iteration} it)", train_s, scores)
                     if args.also_plain:  # the same weights, labelled from one view without the half-scale pass
                         plain = _scores(gt, _predict_labels(trainer.model, img, axes, tta=1, large_cells=False),
                                         per_plane)
@@ -202,7 +206,8 @@ def accuracy(args):
                     f1 = [s["f1"] for s in all_scores]
                     mean = {k: (float(np.mean([s[k] for s in all_scores])) if k not in ("sep", "pairs")
                                 else int(round(np.mean([s[k] for s in all_scores])))) for k in all_scores[0]}
-                    _row(label, f"U-Net {minutes:g} min mean of {len(f1)}", 60.0 * minutes, mean)
+                    seconds = 60.0 * float(budget[:-4]) if budget.endswith("min") else float("nan")
+                    _row(label, f"U-Net {budget} mean of {len(f1)}", seconds, mean)
                     print(f"{label:<22} F1 over seeds {args.seeds}: min {min(f1):.3f} mean {np.mean(f1):.3f} "
                           f"max {max(f1):.3f}", flush=True)
 
@@ -280,6 +285,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["accuracy", "speed", "all"], default="all")
     parser.add_argument("--minutes", default="1,2,5", help="training times for part 1 (comma-separated)")
+    parser.add_argument("--iterations", default="",
+                        help="part 1: train for these numbers of iterations instead of --minutes (comma-separated): "
+                             "the same figure on a machine busy with other jobs")
     parser.add_argument("--datasets", default="synthetic,nuclei")
     parser.add_argument("--presets", default="tiny,fast,paper")
     parser.add_argument("--size", type=int, default=512, help="synthetic image size")
@@ -299,6 +307,8 @@ def main(argv=None):
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]
+    iterations = [int(n) for n in args.iterations.split(",") if n]
+    args.budgets = [f"{n} it" for n in iterations] if iterations else [f"{m:g} min" for m in args.minutes]
     args.datasets = args.datasets.split(",")
     args.presets = args.presets.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]

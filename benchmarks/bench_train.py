@@ -169,13 +169,9 @@ def accuracy(args):
                     else:  # the classifier is trained on the training image only
                         labels, fit_s = _random_forest_transfer(image, ann, img, per_plane)
                     _row(label, "fit_segmenter (RF)", fit_s, _scores(gt, labels, per_plane))
-        for budget in args.budgets:
+        for budget, limits in args.budgets:
             runs: dict[str, list] = {}
             for seed in args.seeds:
-                if budget.endswith("it"):  # an iteration budget: the same figure on a busy machine
-                    limits = dict(iterations=int(budget[:-3]), time_limit_s=None)
-                else:
-                    limits = dict(iterations=None, time_limit_s=60.0 * float(budget[:-4]))
                 config = dataclasses.replace(TrainConfig(), seed=seed, device="cpu", **limits)
                 trainer = Trainer([image], [ann], config=config, axes=axes)
                 if args.clock == "cpu":
@@ -206,7 +202,7 @@ def accuracy(args):
                     f1 = [s["f1"] for s in all_scores]
                     mean = {k: (float(np.mean([s[k] for s in all_scores])) if k not in ("sep", "pairs")
                                 else int(round(np.mean([s[k] for s in all_scores])))) for k in all_scores[0]}
-                    seconds = 60.0 * float(budget[:-4]) if budget.endswith("min") else float("nan")
+                    seconds = limits["time_limit_s"] or float("nan")
                     _row(label, f"U-Net {budget} mean of {len(f1)}", seconds, mean)
                     print(f"{label:<22} F1 over seeds {args.seeds}: min {min(f1):.3f} mean {np.mean(f1):.3f} "
                           f"max {max(f1):.3f}", flush=True)
@@ -308,7 +304,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]
     iterations = [int(n) for n in args.iterations.split(",") if n]
-    args.budgets = [f"{n} it" for n in iterations] if iterations else [f"{m:g} min" for m in args.minutes]
+    # (name, TrainConfig limits): an iteration budget gives the same figure on a busy machine
+    args.budgets = ([(f"{n} it", dict(iterations=n, time_limit_s=None)) for n in iterations] if iterations else
+                    [(f"{m:g} min", dict(iterations=None, time_limit_s=60.0 * m)) for m in args.minutes])
     args.datasets = args.datasets.split(",")
     args.presets = args.presets.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]

@@ -404,3 +404,54 @@ def test_borders_train_three_classes_and_prediction_reads_them(sample):
     assert again.n_classes == 3 and again.borders
     plain = Trainer([image], [annotations], config=tiny())
     assert plain.n_classes == 2 and "border_class" not in plain.model.metadata
+
+
+def _small_cells(shape=(96, 96), size=8):
+    """Background strokes and rows of touching ``size`` px squares (cells ids 2, 3, ...)."""
+    ann = np.zeros(shape, np.uint16)
+    ann[2:5, :] = 1
+    ann[-5:-2, :] = 1
+    cell = 2
+    for y in (20, 50):
+        for x in range(10, 10 + 4 * size, size):  # four squares side by side: touching pairs
+            ann[y:y + size, x:x + size] = cell
+            cell += 1
+    return ann
+
+
+def test_small_painted_cells_narrow_the_border_term_and_a_new_diameter_rebuilds_every_plane():
+    from napari_unet.data import make_targets, painted_cell_diameter
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((96, 96)).astype(np.float32) for _ in range(2)]
+    small = _small_cells()
+    d = painted_cell_diameter(small)
+    assert d < 10
+    trainer = Trainer(images, [small, small], config=tiny(iterations=2, validation_fraction=0.0))
+    assert trainer.data.sigma == pytest.approx(0.25 * d)
+
+    def weights(ann, sigma):
+        return make_targets(ann, w0=10.0, sigma=sigma, ring=1).weights
+
+    narrow = trainer.targets_for(small).weights
+    np.testing.assert_allclose(narrow, weights(small, 0.25 * d), rtol=1e-6)
+    paper = weights(small, 5.0)
+    # the ring of background along a row of small cells: the paper's 5 px term weighs it as the gap
+    # to the cell after next (the cells are hardly wider than the term), the narrow term far less
+    beside = (19, slice(10, 42))
+    assert paper[beside].mean() > 2 * narrow[beside].mean()
+    plain = Trainer(images, [small, small], config=tiny(iterations=2, validation_fraction=0.0, sigma_per_diameter=None))
+    np.testing.assert_allclose(plain.targets_for(small).weights, paper, rtol=1e-6)
+
+    for _ in trainer.run():
+        pass
+    large = np.zeros_like(small)
+    large[2:5, :] = 1
+    for ky in range(3):  # nine larger cells painted on image 1: the median diameter passes 20 px
+        for kx in range(3):
+            large[8 + 28 * ky:34 + 28 * ky, 6 + 28 * kx:32 + 28 * kx] = 2 + 3 * ky + kx
+    trainer.set_annotations(1, large)
+    trainer._apply_pending()
+    assert painted_cell_diameter([small, large]) > 20 and trainer.data.sigma == 5.0
+    # image 0 was not repainted, yet its targets follow the new width
+    np.testing.assert_allclose(trainer.sampler.targets[0].weights, weights(small, 5.0), rtol=1e-6)

@@ -246,6 +246,11 @@ class TrainConfig:
     """Weight of the border term between touching cells (the paper: 10)."""
     sigma: float = 5.0
     """Width of the border term in pixels (the paper: about 5)."""
+    sigma_per_diameter: float | None = 0.25
+    """Instance mode: for painted cells narrower than ``sigma / sigma_per_diameter`` (20 px), the
+    border term narrows to this fraction of their median diameter (at least 1 px), so that it
+    stresses the gap between small touching cells instead of weighing them whole
+    (:func:`napari_unet.weights.border_sigma`). None: always ``sigma``, the paper's rule."""
     class_weights: Any = "balanced"
     """"balanced" (inverse class frequency among annotated pixels), None (all 1) or one weight per class."""
     gap: bool = True
@@ -324,6 +329,8 @@ class TrainConfig:
             check_float("ema_decay", self.ema_decay, minimum=0.0, below=1.0)
         check_float("w0", self.w0, minimum=0.0, maximum=1e4)
         check_float("sigma", self.sigma, above=0.0, maximum=1e4)
+        if self.sigma_per_diameter is not None:
+            check_float("sigma_per_diameter", self.sigma_per_diameter, minimum=0.0, maximum=100.0)
         cw = self.class_weights
         if cw is not None and cw != "balanced":
             if isinstance(cw, (str, bytes)) or not hasattr(cw, "__len__"):

@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import TileSampler, make_targets, painted_cell_diameter, resolve_axes, training_slices, validate_annotations
+from .weights import border_sigma
 
 __all__ = ["TrainingData"]
 
@@ -56,6 +57,7 @@ class TrainingData:
         self.sampler: TileSampler | None = None
         self.val_sampler: TileSampler | None = None
         self.val_batches: list = []
+        self.sigma = self.border_sigma()
         self.n_annotated = 0
 
     def annotations(self) -> list[np.ndarray]:
@@ -76,7 +78,7 @@ class TrainingData:
         """Training targets of one 2D annotation plane (gaps, ring, borders, loss weights)."""
         cfg = self.config
         return make_targets(
-            ann, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=cfg.sigma,
+            ann, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
             class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border, borders=borders,
         )
 
@@ -87,6 +89,7 @@ class TrainingData:
                               output_shape=output_shape, batch_size=batch_size, device=device)
         planes = [p for planes in self.plane_lists for p in planes]
         self._plane_keys = self._keys()
+        self.sigma = self.border_sigma()
         targets = [self.targets_for(a, n_classes=n_classes, borders=borders) for a in self.annotations()]
         self.sampler = TileSampler(planes, targets, input_shape=input_shape, output_shape=output_shape,
                                    augment=cfg.augment, seed=seed)
@@ -113,6 +116,14 @@ class TrainingData:
             g = self._geometry
             self.val_batches = self.val_sampler.fixed_batches(
                 max_tiles=self.config.validation_tiles, batch_size=g["batch_size"], device=g["device"])
+
+    def border_sigma(self) -> float:
+        """Width of the border term for the painted cells (``TrainConfig.sigma``, narrowed for small
+        cells by ``sigma_per_diameter``: :func:`napari_unet.weights.border_sigma`)."""
+        cfg = self.config
+        if cfg.mode != "instances":
+            return float(cfg.sigma)
+        return border_sigma(cfg.sigma, self.cell_diameter(), cfg.sigma_per_diameter)
 
     def cell_diameter(self) -> float | None:
         """Median diameter of the painted cells (instance mode; None otherwise or when none)."""
@@ -150,7 +161,10 @@ class TrainingData:
         if keys == self._plane_keys:
             position = {(i, k): n for n, (i, k, _) in enumerate(keys)}
             g = self._geometry
-            for index in pending:
+            sigma = self.border_sigma()
+            changed = range(len(self.images)) if sigma != self.sigma else pending  # a new width: every plane
+            self.sigma = sigma
+            for index in changed:
                 for k, ann in enumerate(self.ann_lists[index]):
                     self.sampler.set_targets(position[(index, k)],
                                              self.targets_for(ann, n_classes=g["n_classes"], borders=g["borders"]))

@@ -119,11 +119,9 @@ class TrainingData:
 
     def border_sigma(self) -> float:
         """Width of the border term for the painted cells (``TrainConfig.sigma``, narrowed for small
-        cells by ``sigma_per_diameter``: :func:`napari_unet.weights.border_sigma`)."""
-        cfg = self.config
-        if cfg.mode != "instances":
-            return float(cfg.sigma)
-        return border_sigma(cfg.sigma, self.cell_diameter(), cfg.sigma_per_diameter)
+        cells by ``sigma_per_diameter``: :func:`napari_unet.weights.border_sigma`; class mode has no
+        cell diameter and keeps ``sigma``)."""
+        return border_sigma(self.config.sigma, self.cell_diameter(), self.config.sigma_per_diameter)
 
     def cell_diameter(self) -> float | None:
         """Median diameter of the painted cells (instance mode; None otherwise or when none)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.postprocess import label_options, to_labels
+from napari_unet.postprocess import label_options, split_height, to_labels
 
 
 def _probabilities(mask: np.ndarray) -> np.ndarray:
@@ -131,6 +131,21 @@ def test_split_and_size_filter_scale_with_the_cell_diameter():
         to_labels(p, cell_diameter=-3)
     with pytest.raises(ValueError, match="split_h"):
         to_labels(p, split_h=0)
+
+
+def test_small_touching_cells_are_split_at_a_shallower_neck_than_large_ones():
+    # two 10 px cells, centres 7 px apart: a neck about 7 px wide, a dip under 1 px in the distance
+    # transform; the 0.1 x diameter rule (at least 1 px) kept them one, the small-cell rule splits
+    pair = _probabilities(_disks((40, 48), [(20, 20.5), (20, 27.5)], 5.2))
+    assert to_labels(pair, cell_diameter=10).max() == 2
+    assert to_labels(pair, cell_diameter=10, split_h=split_height(10, small_cells=False)).max() == 1
+    # ... while a single small elongated cell (16 x 8 px) is not cut
+    yy, xx = np.mgrid[:40, :40]
+    rod = ((yy - 20) / 4) ** 2 + ((xx - 20) / 8) ** 2 <= 1
+    assert to_labels(_probabilities(rod), cell_diameter=10).max() == 1
+    # cells of 25 px and more keep a tenth of their diameter
+    assert split_height(25) == split_height(25, small_cells=False) == 2.5
+    assert split_height(48) == pytest.approx(4.8)
 
 
 def test_a_symmetric_cell_is_not_split_by_equal_twin_peaks():

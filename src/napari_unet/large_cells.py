@@ -31,7 +31,7 @@ from typing import Any, Generator
 
 import numpy as np
 
-from .postprocess import to_labels
+from .postprocess import split_height, to_labels
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
            "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_CELL_PIECES",
@@ -166,6 +166,9 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
         raise ValueError(f"half-scale probabilities of shape {np.shape(half_probabilities)} do not fit labels of "
                          f"shape {labels.shape}: expected (n_classes, *{expected})")
     options = {k: v for k, v in label_kwargs.items() if k not in ("mode", "three_d", "spacing", "out")}
+    if options.get("split", "distance") == "distance" and options.get("split_h") is None:
+        # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
+        options["split_h"] = split_height(cell_diameter / 2, small_cells=False)
     half = to_labels(half_probabilities, "instances", cell_diameter=cell_diameter / 2, **options)
     half_background = np.asarray(half_probabilities[0], np.float32)
     out = np.empty(labels.shape, np.int32)

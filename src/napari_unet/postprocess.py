@@ -23,12 +23,16 @@ from scipy import ndimage as ndi
 
 from .checks import check_float, check_int
 
-__all__ = ["to_labels", "label_options", "label_context"]
+__all__ = ["to_labels", "label_options", "label_context", "split_height"]
 
 _SPLITS = (None, "distance", "probability")
 
-#: split height of the distance split, as a fraction of the typical cell diameter
+#: split height of the distance split, as a fraction of the typical cell diameter ...
 SPLIT_H_PER_DIAMETER = 0.1
+#: ... for cells at least this many pixels wide; for narrower cells the fraction shrinks in
+#: proportion to the diameter (:func:`split_height`), to at least SPLIT_H_MIN pixels
+SPLIT_FULL_DIAMETER = 25.0
+SPLIT_H_MIN = 0.5
 #: smallest object kept, as a fraction of the area of a typical cell
 MIN_SIZE_PER_AREA = 0.1
 #: ``fill_holes="uncertain"`` fills a hole in the cell mask when its mean cell probability is at
@@ -41,6 +45,28 @@ UNCERTAIN_HOLE_P = 0.3
 HOLE_EXTENT_PER_DIAMETER = 3.0
 
 
+def split_height(cell_diameter: float, *, small_cells: bool = True) -> float:
+    """Default height (pixels) of the maxima that seed the distance split, for cells
+    ``cell_diameter`` pixels wide: ``SPLIT_H_PER_DIAMETER`` (0.1) of the diameter for cells of
+    ``SPLIT_FULL_DIAMETER`` (25 px) and more. The neck between two touching cells is a few pixels
+    wide whatever their size, so between small cells it leaves a dip in the distance transform that
+    is a smaller part of their diameter: below 25 px the fraction shrinks with the diameter (0.1 x
+    d / 25), down to ``SPLIT_H_MIN`` (0.5 px). ``small_cells=False`` keeps 0.1 x d (at least 1 px),
+    the rule before small cells had their own (the half-scale pass labels large cells with it).
+
+    Examples
+    --------
+    >>> [round(split_height(d), 2) for d in (40.0, 25.0, 20.0, 10.0)]
+    [4.0, 2.5, 1.6, 0.5]
+    >>> split_height(10.0, small_cells=False)
+    1.0
+    """
+    d = float(cell_diameter)
+    if not small_cells:
+        return max(1.0, SPLIT_H_PER_DIAMETER * d)
+    return max(SPLIT_H_MIN, SPLIT_H_PER_DIAMETER * d * min(1.0, d / SPLIT_FULL_DIAMETER))
+
+
 def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
     """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known (``sampling``:
     the voxel size of 3D labelling, in xy pixels)."""
@@ -50,7 +76,7 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
         if split == "probability":
             split_h = 0.1
         elif cell_diameter is not None:
-            split_h = max(1.0, SPLIT_H_PER_DIAMETER * cell_diameter)
+            split_h = split_height(cell_diameter)
         else:
             split_h = 2.0
     if min_size is None:
@@ -276,8 +302,8 @@ def to_labels(
         merges: ``benchmarks/README.md``).
     split_h : float, optional
         Height of the maxima that seed the split; larger values split less. Default for
-        "distance": ``0.1 * cell_diameter`` pixels when the cell diameter is known, else 2
-        pixels; for "probability": 0.1.
+        "distance": ``0.1 * cell_diameter`` pixels when the cell diameter is known (less for cells
+        under 25 px: :func:`split_height`), else 2 pixels; for "probability": 0.1.
     min_size : int, optional
         Objects smaller than this many pixels (voxels with ``three_d``) are removed. Default: a
         tenth of a typical cell's area (volume) when the cell diameter is known, else 10.

@@ -91,7 +91,7 @@ def cmd_demo(args) -> int:
     print(f"object F1 (IoU >= 0.5) {scores['f1']:.3f} (precision {scores['precision']:.3f}, recall {scores['recall']:.3f}), "
           f"pixel IoU {pixel_iou(test_instances, labels):.3f}, touching pairs separated {sep}/{n_pairs}")
     say("(a synthetic image like the painted one; on images nobody tuned for, painted with ~10 whole cells, "
-        "expect a mean object F1 of about 0.88-0.96 after 1-5 CPU minutes, lower where the painted cells "
+        "expect a mean object F1 of about 0.92-0.97 after 1-5 CPU minutes, lower where the painted cells "
         "are not typical of the image: benchmarks/README.md, 'Segmentation quality on unseen images')")
     for key in ("png", "prediction", "model"):
         print(f"{key}: {names[key]}")

@@ -155,13 +155,12 @@ class TrainJob:
                 if self.trainer is not None:  # the weights training uses (gaps, ring, borders)
                     out["weight_map"] = self.trainer.targets_for(plane).weights
                 else:
-                    from .data import painted_cell_diameter
-                    from .weights import border_sigma, weight_map
+                    from .training_data import config_border_sigma
+                    from .weights import weight_map
 
                     cfg = self.config
-                    sigma = cfg.sigma if cfg.mode != "instances" else border_sigma(
-                        cfg.sigma, painted_cell_diameter(plane), cfg.sigma_per_diameter)
-                    out["weight_map"] = weight_map(plane, w0=cfg.w0, sigma=sigma, mode=cfg.mode)
+                    out["weight_map"] = weight_map(plane, w0=cfg.w0, sigma=config_border_sigma(cfg, plane),
+                                                   mode=cfg.mode)
         return out
 
 

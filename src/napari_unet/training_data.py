@@ -15,7 +15,15 @@ from .config import TrainConfig
 from .data import TileSampler, make_targets, painted_cell_diameter, resolve_axes, training_slices, validate_annotations
 from .weights import border_sigma
 
-__all__ = ["TrainingData"]
+__all__ = ["TrainingData", "config_border_sigma"]
+
+
+def config_border_sigma(config: TrainConfig, annotations) -> float:
+    """Width of the border term that ``config`` gives cells painted like ``annotations``
+    (``sigma``, narrowed for small cells by ``sigma_per_diameter``:
+    :func:`napari_unet.weights.border_sigma`; class mode has no cell diameter and keeps ``sigma``)."""
+    diameter = painted_cell_diameter(annotations) if config.mode == "instances" else None
+    return border_sigma(config.sigma, diameter, config.sigma_per_diameter)
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +126,8 @@ class TrainingData:
                 max_tiles=self.config.validation_tiles, batch_size=g["batch_size"], device=g["device"])
 
     def border_sigma(self) -> float:
-        """Width of the border term for the painted cells (``TrainConfig.sigma``, narrowed for small
-        cells by ``sigma_per_diameter``: :func:`napari_unet.weights.border_sigma`; class mode has no
-        cell diameter and keeps ``sigma``)."""
-        return border_sigma(self.config.sigma, self.cell_diameter(), self.config.sigma_per_diameter)
+        """Width of the border term for the painted cells (:func:`config_border_sigma`)."""
+        return config_border_sigma(self.config, self.annotations())
 
     def cell_diameter(self) -> float | None:
         """Median diameter of the painted cells (instance mode; None otherwise or when none)."""

@@ -31,13 +31,9 @@ __all__ = ["weight_map", "fiji_weight_map", "class_weight_values", "border_sigma
 # largest border-term value that is dropped by the cutoff (absolute)
 _EPS = 1e-6
 
-#: width of the border term as a fraction of the painted cells' diameter, for cells narrower than
-#: ``sigma / SIGMA_PER_DIAMETER`` (20 px at the paper's 5 px): :func:`border_sigma`
-SIGMA_PER_DIAMETER = 0.25
-
-
-def border_sigma(sigma: float, cell_diameter: float | None, per_diameter: float | None = SIGMA_PER_DIAMETER) -> float:
-    """Width of the border term for painted cells ``cell_diameter`` pixels wide.
+def border_sigma(sigma: float, cell_diameter: float | None, per_diameter: float | None) -> float:
+    """Width of the border term for painted cells ``cell_diameter`` pixels wide
+    (``per_diameter``: ``TrainConfig.sigma_per_diameter``, 0.25 by default).
 
     ``sigma`` (the paper's 5 px) for cells of ``sigma / per_diameter`` pixels (20 px) and more;
     for smaller cells ``per_diameter`` times their diameter, at least 1 px: between two touching
@@ -46,8 +42,8 @@ def border_sigma(sigma: float, cell_diameter: float | None, per_diameter: float 
 
     Examples
     --------
-    >>> border_sigma(5.0, 40.0), border_sigma(5.0, 10.0), border_sigma(5.0, 2.0), border_sigma(5.0, None)
-    (5.0, 2.5, 1.0, 5.0)
+    >>> [border_sigma(5.0, d, 0.25) for d in (40.0, 10.0, 2.0, None)]
+    [5.0, 2.5, 1.0, 5.0]
     """
     if not per_diameter or not cell_diameter:
         return float(sigma)

@@ -37,6 +37,7 @@ import argparse
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -182,6 +183,12 @@ def accuracy(args):
                     pass
                 train_s = time.perf_counter() - t0
                 seed_text = f" s{seed}" if len(args.seeds) > 1 else ""
+                if args.save_models:
+                    from napari_unet.model_files import save_model
+
+                    args.save_models.mkdir(parents=True, exist_ok=True)
+                    save_model(trainer.model, args.save_models / f"{name}_{budget.replace(' ', '')}_s{seed}.unet",
+                               overwrite=True)
                 for label, img, gt in evals:
                     labels = _predict_labels(trainer.model, img, axes, tta=args.tta,
                                              large_cells=args.large_cells == "on")
@@ -301,6 +308,8 @@ def main(argv=None):
     parser.add_argument("--also-plain", action="store_true",
                         help="also score the same weights from one view without the half-scale pass")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the random forest")
+    parser.add_argument("--save-models", type=Path, default=None, metavar="DIR",
+                        help="part 1: save each trained model in DIR (to label again without training)")
     args = parser.parse_args(argv)
     args.minutes = [float(m) for m in args.minutes.split(",") if m]
     iterations = [int(n) for n in args.iterations.split(",") if n]

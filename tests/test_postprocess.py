@@ -148,6 +148,43 @@ def test_small_touching_cells_are_split_at_a_shallower_neck_than_large_ones():
     assert split_height(48) == pytest.approx(4.8)
 
 
+def test_a_piece_smaller_than_half_a_cell_is_not_split():
+    # two 20 px lobes joined by a 9 px neck (a dividing cell's figure, ~600 px) where typical
+    # cells are 40 px wide (~1260 px): one odd-shaped cell, not two cells of half the diameter
+    lobes = _probabilities(_disks((40, 64), [(20, 22), (20, 40)], 10))
+    assert to_labels(lobes, cell_diameter=40).max() == 1
+    assert to_labels(lobes, split_h=split_height(40)).max() == 2  # the distance split alone cuts it
+    # two touching cells of the typical size are still split, and so are two small touching cells
+    # painted as the typical ones
+    assert to_labels(_probabilities(_disks((60, 100), [(30, 30), (30, 66)], 20)), cell_diameter=40).max() == 2
+    assert to_labels(_probabilities(_disks((40, 48), [(20, 20.5), (20, 27.5)], 5.2)), cell_diameter=10).max() == 2
+    # the same in 3D, against a ball's volume
+    zz, yy, xx = np.mgrid[:24, :40, :64]
+    balls = ((zz - 12) ** 2 + (yy - 20) ** 2 + (xx - 22) ** 2 < 100) | ((zz - 12) ** 2 + (yy - 20) ** 2 + (xx - 40) ** 2 < 100)
+    assert to_labels(_probabilities(balls), cell_diameter=40, three_d=True).max() == 1
+    assert to_labels(_probabilities(balls), split_h=split_height(40), three_d=True).max() == 2
+
+
+def test_pieces_the_network_was_unsure_between_are_one_cell_when_small():
+    # two bright 16 px pieces with an unsure gap (cell probability 0.4: the argmax says background)
+    # between them, ~520 px together, where typical cells are 40 px wide: one cell (a dividing
+    # cell's chromosomes), one connected object
+    def pieces(gap_p, radius=8):
+        shape = (2 * radius + 10, 4 * radius + 16)
+        y, x1, x2 = radius + 5, radius + 5, 3 * radius + 9  # a 4 px gap
+        cell = np.full(shape, 0.05, np.float32)
+        cell[y - 4:y + 4, x1:x2] = gap_p
+        cell[_disks(shape, [(y, x1), (y, x2)], radius)] = 0.9
+        return np.stack([1 - cell, cell])
+
+    labels = to_labels(pieces(0.4), cell_diameter=40)
+    assert labels.max() == 1 and (labels > 0).sum() > 2 * 190
+    assert to_labels(pieces(0.4), min_size=126, split_h=split_height(40)).max() == 2  # without the cell size
+    # a sure gap keeps them apart, and so does an unsure gap between pieces as large as cells
+    assert to_labels(pieces(0.1), cell_diameter=40).max() == 2
+    assert to_labels(pieces(0.4, radius=14), cell_diameter=40).max() == 2
+
+
 def test_a_symmetric_cell_is_not_split_by_equal_twin_peaks():
     # h_maxima marks both of two equal peaks however shallow the saddle; the split must not
     mask = _disks((70, 100), [(35, 42), (35, 58)], 25)  # saddle ~1.3 px below the twin peaks
@@ -229,10 +266,11 @@ def test_uncertain_holes_are_filled_confident_background_is_kept():
         to_labels(p, fill_holes="yes")
 
 
-@pytest.mark.parametrize("connectivity", [1, 2])
-def test_every_object_is_one_connected_piece(connectivity):
+@pytest.mark.parametrize("connectivity, threshold", [(1, None), (2, None), (1, 0.2), (2, 0.2)])
+def test_every_object_is_one_connected_piece(connectivity, threshold):
     """Ragged, noisy cells (probabilities near 0.5): each id is one piece under the cell
-    connectivity, so a block's faces see every object that crosses them (distributed labels)."""
+    connectivity, so a block's faces see every object that crosses them (distributed labels),
+    also where pieces the network was unsure between are joined (a threshold under its level)."""
     from scipy import ndimage as ndi
 
     structure = ndi.generate_binary_structure(2, connectivity)
@@ -240,7 +278,7 @@ def test_every_object_is_one_connected_piece(connectivity):
         rng = np.random.default_rng(seed)
         cell = np.clip(ndi.gaussian_filter(rng.random((160, 160)), 1.0) * 4 - 1.5 + 0.25 * rng.random((160, 160)), 0, 1)
         p = np.stack([1 - cell, cell]).astype(np.float32)
-        labels = to_labels(p, cell_diameter=12, connectivity=connectivity, min_size=1)
+        labels = to_labels(p, cell_diameter=12, connectivity=connectivity, min_size=1, threshold=threshold)
         assert labels.max() > 50
         for i, box in enumerate(ndi.find_objects(labels), start=1):
             assert ndi.label(labels[box] == i, structure)[1] == 1, (seed, i)

@@ -35,12 +35,18 @@ SPLIT_FULL_DIAMETER = 25.0
 SPLIT_H_MIN = 0.5
 #: smallest object kept, as a fraction of the area of a typical cell
 MIN_SIZE_PER_AREA = 0.1
+#: a connected piece of the cell mask smaller than this fraction of a typical cell's area is one
+#: cell: the split does not cut it (two cells in it would each be under half the typical diameter;
+#: what it cuts there is one odd-shaped cell, e.g. a dividing one); nor do objects stay apart that
+#: one region of cell probability >= UNSURE_P this small holds
+MIN_SPLIT_PER_AREA = 0.5
+#: cell probability at which the network is unsure rather than sure of background:
 #: ``fill_holes="uncertain"`` fills a hole in the cell mask when its mean cell probability is at
-#: least this: the network was unsure there (a large cell's textured inside), not sure of
-#: background (a lumen ringed by cells)
-UNCERTAIN_HOLE_P = 0.3
-#: ... and when it is no wider than this many typical cell diameters (30 px when the diameter is
-#: unknown): a hole is a local thing, so labelling a window with :func:`label_context` pixels
+#: least this (a large cell's textured inside, not a lumen ringed by cells), and objects one small
+#: region at least this probable holds are one cell (:data:`MIN_SPLIT_PER_AREA`)
+UNSURE_P = 0.3
+#: ``fill_holes="uncertain"`` fills such a hole only when it is no wider than this many typical
+#: cell diameters (30 px when the diameter is unknown): a hole is a local thing, so labelling a window with :func:`label_context` pixels
 #: of context around a block fills the same holes as labelling the whole image
 HOLE_EXTENT_PER_DIAMETER = 3.0
 
@@ -67,11 +73,22 @@ def split_height(cell_diameter: float, *, small_cells: bool = True) -> float:
     return max(SPLIT_H_MIN, SPLIT_H_PER_DIAMETER * d * min(1.0, d / SPLIT_FULL_DIAMETER))
 
 
+def _typical_size(cell_diameter: float, sampling=None) -> float:
+    """Pixels of a typical cell ``cell_diameter`` (xy) pixels wide: a disc's area, or a ball's
+    volume in voxels of size ``sampling`` (xy pixels) when labelling in 3D."""
+    if sampling is not None:
+        return float(np.pi * cell_diameter**3 / 6 / float(np.prod(sampling)))
+    return float(np.pi * cell_diameter**2 / 4)
+
+
 def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
-    """Fill in ``split_h`` and ``min_size``: scaled to the cell size when it is known (``sampling``:
-    the voxel size of 3D labelling, in xy pixels)."""
+    """Fill in ``split_h`` and ``min_size`` and give the size under which a connected piece is not
+    split (0: no such size): scaled to the cell size when it is known (``sampling``: the voxel size
+    of 3D labelling, in xy pixels)."""
+    min_split = 0
     if cell_diameter is not None:
         cell_diameter = check_float("cell_diameter (pixels)", cell_diameter, above=0.0)
+        min_split = int(round(MIN_SPLIT_PER_AREA * _typical_size(cell_diameter, sampling)))
     if split_h is None:
         if split == "probability":
             split_h = 0.1
@@ -80,13 +97,11 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
         else:
             split_h = 2.0
     if min_size is None:
-        if cell_diameter is not None and sampling is not None:  # a tenth of a ball's volume, in voxels
-            min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**3 / 6 / float(np.prod(sampling)))))
-        elif cell_diameter is not None:
-            min_size = max(1, int(round(MIN_SIZE_PER_AREA * np.pi * cell_diameter**2 / 4)))
+        if cell_diameter is not None:
+            min_size = max(1, int(round(MIN_SIZE_PER_AREA * _typical_size(cell_diameter, sampling))))
         else:
             min_size = 10
-    return check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0)
+    return (check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0), min_split)
 
 
 def _hole_extent(cell_diameter) -> float:
@@ -185,13 +200,14 @@ def _instances(
     split: str | None,
     split_h: float,
     min_size: int,
+    min_split: int = 0,
     fill_holes: bool | str,
     max_hole: float,
     connectivity: int,
     sampling=None,
 ) -> np.ndarray:
     """Instance labels 1..n of one plane (n_classes, Y, X) or volume (n_classes, Z, Y, X) with the
-    voxel size ``sampling`` (in xy pixels)."""
+    voxel size ``sampling`` (in xy pixels); connected pieces under ``min_split`` pixels stay whole."""
     sigma = 1.0 if sampling is None else tuple(1.0 / s for s in sampling)
     from skimage.measure import label as cc_label
     from skimage.segmentation import watershed
@@ -229,12 +245,57 @@ def _instances(
             extra = extra.reshape(mask.shape)
             markers = np.where(extra > 0, extra + markers.max(), markers)
         labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
+        if min_split:
+            labels = _unsplit(labels, components, min_split)
+    if min_split:
+        labels = _joined_where_unsure(labels, cell, min_split, min_size, connectivity)
     return _size_filter(labels, min_size)
+
+
+def _unsplit(labels: np.ndarray, components: np.ndarray, min_split: int) -> np.ndarray:
+    """``labels`` with every connected component of fewer than ``min_split`` pixels one object again."""
+    small = np.bincount(components.ravel()) < min_split
+    small[0] = False
+    if not small.any():
+        return labels
+    whole = small[components]
+    labels[whole] = components[whole] + labels.max()
+    return labels
+
+
+def _joined_where_unsure(labels: np.ndarray, cell: np.ndarray, min_split: int, min_size: int, connectivity: int):
+    """``labels`` where a connected region of cell probability >= :data:`UNSURE_P` under
+    ``min_split`` pixels holds two or more objects of at least ``min_size`` pixels: those objects
+    and the region made one object (pieces of one odd cell the network was unsure between, e.g. a
+    dividing cell's chromosomes, not cells of their own; the region joins them into one connected
+    piece, and the objects keep their pixels outside it, e.g. a filled hole)."""
+    from skimage.measure import label as cc_label
+
+    unsure = cc_label(cell >= UNSURE_P, connectivity=connectivity)
+    small = np.bincount(unsure.ravel()) < min_split
+    small[0] = False
+    kept = np.bincount(labels.ravel()) >= max(min_size, 1)
+    kept[0] = False
+    inside = small[unsure] & kept[labels]
+    if not inside.any():
+        return labels
+    pairs = np.unique(np.stack([unsure[inside], labels[inside]]), axis=1)  # (region, object) pairs
+    regions, n_objects = np.unique(pairs[0], return_counts=True)
+    joined = regions[n_objects > 1]
+    if not joined.size:
+        return labels
+    new_id = np.zeros(small.size, labels.dtype)
+    new_id[joined] = labels.max() + 1 + np.arange(joined.size)
+    lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+    members = np.isin(pairs[0], joined)
+    lut[pairs[1][members]] = new_id[pairs[0][members]]
+    new = new_id[unsure]
+    return np.where(new > 0, new, lut[labels])
 
 
 def _filled(mask: np.ndarray, probability: np.ndarray, max_extent: float, sampling=None) -> np.ndarray:
     """``mask`` with the holes filled whose mean cell ``probability`` is at least
-    :data:`UNCERTAIN_HOLE_P` and that span at most ``max_extent`` (xy) pixels along every axis
+    :data:`UNSURE_P` and that span at most ``max_extent`` (xy) pixels along every axis
     (``sampling``: the voxel size in xy pixels)."""
     holes, n = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
     if not n:
@@ -242,7 +303,7 @@ def _filled(mask: np.ndarray, probability: np.ndarray, max_extent: float, sampli
     mean = np.asarray(ndi.mean(probability, holes, index=np.arange(1, n + 1)))
     size = sampling or (1.0,) * mask.ndim
     extent = np.array([max((s.stop - s.start) * d for s, d in zip(box, size)) for box in ndi.find_objects(holes)])
-    fill = (mean >= UNCERTAIN_HOLE_P) & (extent <= max_extent)
+    fill = (mean >= UNSURE_P) & (extent <= max_extent)
     return mask | np.concatenate([[False], fill])[holes]
 
 
@@ -309,10 +370,11 @@ def to_labels(
         tenth of a typical cell's area (volume) when the cell diameter is known, else 10.
     cell_diameter : float, optional
         Typical cell diameter in (xy) pixels, e.g. the painted cells' median that a trained model
-        keeps (:func:`label_options`): the split and the size filter scale with it.
+        keeps (:func:`label_options`): the split and the size filter scale with it, and the split
+        leaves whole a connected piece smaller than half a typical cell (:data:`MIN_SPLIT_PER_AREA`).
     fill_holes : {"uncertain", True, False}
         "uncertain": fill the holes of the cell mask the network was unsure of (mean probability
-        >= :data:`UNCERTAIN_HOLE_P`, at most 3 diameters wide), keep a sure lumen; True: all.
+        >= :data:`UNSURE_P`, at most 3 diameters wide), keep a sure lumen; True: all.
     connectivity : {1, 2}
         Pixel connectivity of a cell: 1 = 4-neighbours (6 in 3D), 2 = 8-neighbours (18 in 3D).
     three_d : bool
@@ -331,12 +393,12 @@ def to_labels(
     border_class, threshold = _checked_options(mode, shape[0], cell_class, border_class, split, connectivity, threshold,
                                                fill_holes)
     sampling = _sampling(three_d and mode == "instances", spacing, shape)
-    split_h, min_size = _scaled_defaults(split, split_h, min_size, cell_diameter, sampling)
+    split_h, min_size, min_split = _scaled_defaults(split, split_h, min_size, cell_diameter, sampling)
     out = _output_array(out, shape[1:])
     if mode == "classes":
         return _label_planes(probabilities, out, _classes_2d, unique_ids=False)
     instances = partial(_instances, cell_class=int(cell_class), border_class=border_class, threshold=threshold, split=split,
-                        split_h=float(split_h), min_size=int(min_size), fill_holes=fill_holes,
+                        split_h=float(split_h), min_size=int(min_size), min_split=min_split, fill_holes=fill_holes,
                         max_hole=_hole_extent(cell_diameter), connectivity=connectivity,
                         sampling=sampling)
     return _label_planes(probabilities, out, instances, unique_ids=True, dims=2 if sampling is None else 3)

@@ -77,10 +77,11 @@ class CellDiameterSpin(QDoubleSpinBox):
         self.setSpecialValueText("from the model")
         self.setToolTip(
             "Typical cell diameter in pixels (cells output only). Touching cells are split at a neck\n"
-            "where the width drops by more than 0.2 x diameter, and objects smaller than a tenth of\n"
-            "a typical cell are dropped. 'from the model': the median diameter of the cells\n"
-            "painted for training. Raise it if cells come out cut in two, lower it if touching\n"
-            "cells stay merged."
+            "where the width drops by more than 0.2 x diameter (less for cells under 25 px); pieces\n"
+            "that together are under half a typical cell stay one cell (e.g. a dividing one), and\n"
+            "objects smaller than a tenth of a typical cell are dropped. 'from the model': the median\n"
+            "diameter of the cells painted for training. Raise it if cells come out cut in two,\n"
+            "lower it if touching cells stay merged."
         )
 
     def set_model(self, model) -> None:

@@ -46,8 +46,9 @@ MIN_SPLIT_PER_AREA = 0.5
 #: region at least this probable holds are one cell (:data:`MIN_SPLIT_PER_AREA`)
 UNSURE_P = 0.3
 #: ``fill_holes="uncertain"`` fills such a hole only when it is no wider than this many typical
-#: cell diameters (30 px when the diameter is unknown): a hole is a local thing, so labelling a window with :func:`label_context` pixels
-#: of context around a block fills the same holes as labelling the whole image
+#: cell diameters (30 px when the diameter is unknown): a hole is a local thing, so labelling a
+#: window with :func:`label_context` pixels of context around a block fills the same holes as
+#: labelling the whole image
 HOLE_EXTENT_PER_DIAMETER = 3.0
 
 
@@ -200,7 +201,7 @@ def _instances(
     split: str | None,
     split_h: float,
     min_size: int,
-    min_split: int = 0,
+    min_split: int,
     fill_holes: bool | str,
     max_hole: float,
     connectivity: int,

@@ -17,6 +17,8 @@ from .weights import border_sigma
 
 __all__ = ["TrainingData", "config_border_sigma"]
 
+logger = logging.getLogger(__name__)
+
 
 def config_border_sigma(config: TrainConfig, annotations) -> float:
     """Width of the border term that ``config`` gives cells painted like ``annotations``
@@ -24,8 +26,6 @@ def config_border_sigma(config: TrainConfig, annotations) -> float:
     :func:`napari_unet.weights.border_sigma`; class mode has no cell diameter and keeps ``sigma``)."""
     diameter = painted_cell_diameter(annotations) if config.mode == "instances" else None
     return border_sigma(config.sigma, diameter, config.sigma_per_diameter)
-
-logger = logging.getLogger(__name__)
 
 
 class TrainingData:

@@ -5,7 +5,8 @@ Part 1 (``--part accuracy``): the default CPU preset trained for 1, 2, 5 (and 10
       scored on the training image itself (the interactive use: paint, segment the same image)
       and on a fresh synthetic image (seed + 1) it never saw;
   (b) the real nuclei sample (6 slices; ~9 complete nuclei + background strokes painted on
-      2 of them, < 5 % of the pixels), scored on all 6 slices.
+      2 of them, < 5 % of the pixels), scored on all 6 slices (``nuclei_sample_errors.py``
+      breaks its errors down, for networks kept with ``--save-models``).
   Labels as the Predict widget makes them (the plugin's flipped views, the half-scale pass for
   large cells; ``--tta 1 --large-cells off``: the network's output once, as before 2026-12-01).
   Pixel IoU of the foreground, object precision / recall / F1 (instances matched one-to-one at

@@ -133,3 +133,22 @@ def test_style_c_scores_the_first_half_and_sets_the_second_half_apart(monkeypatc
     assert (second.ann >= 2).sum() > (first.ann >= 2).sum()  # the corrections painted merged cells
     assert 0 <= record["f1_first"] < 0.5  # the merged first prediction, scored
     assert record["pairs"] > 0 and record["merged"] == record["pairs"] and record["sep"] == 0  # all merged
+
+
+def test_nuclei_sample_errors_leave_out_only_edge_objects_without_reference_and_the_dividing_cell():
+    errors = pytest.importorskip("nuclei_sample_errors")
+    reference = np.zeros((1, 40, 40), np.int32)
+    reference[0, 10:20, 10:20] = 1  # a nucleus, found
+    reference[0, 24:36, 8:20] = errors.DIVIDING  # the dividing cell, found as two pieces (IoU 0.42 each)
+    reference[0, 16:24, 30:40] = 2  # a nucleus at the border, found too small (IoU 0.4)
+    labels = np.zeros_like(reference)
+    labels[0, 10:20, 10:20] = 5
+    labels[0, 24:29, 8:20], labels[0, 31:36, 8:20] = 6, 7
+    labels[0, 0:4, 26:32] = 8  # at the border, no reference nucleus under it: the reference lacks it
+    labels[0, 26:32, 24:30] = 9  # inside the image, no reference nucleus: a real false object
+    labels[0, 16:24, 36:40] = 10  # at the border, on a reference nucleus: a real false object too
+    scored, edge, no_dividing = errors.three_scores(reference, labels)
+    assert scored[1:] == (1, 5, 2)  # tp the nucleus; fp pieces, 8, 9, 10; fn the dividing cell and nucleus 2
+    assert edge[1:] == (1, 4, 2)  # only the border object with no reference nucleus under it is left out
+    assert no_dividing[1:] == (1, 2, 1)  # the pieces and the dividing cell left out; the real errors stay
+    assert errors.dividing_cell_pieces(reference, labels) == [(144, [(60, 60), (60, 60)])]

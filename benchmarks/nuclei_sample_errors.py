@@ -80,8 +80,20 @@ def dividing_cell_pieces(reference, labels):
     return out
 
 
-def figure(path, image, reference, labels, margin=15, zoom=3):
+def _gray(plane, background):
+    """A plane scaled from its background's median (0) to its 99.9th percentile (1)."""
+    plane = plane.astype(np.float64)
+    low = np.median(plane[background])
+    return np.clip((plane - low) / (np.percentile(plane, 99.9) - low), 0, 1)
+
+
+def _save_rgb(path, rgb):
     from skimage.io import imsave
+
+    imsave(path, (rgb * 255).astype(np.uint8), check_contrast=False)
+
+
+def figure(path, image, reference, labels, margin=15, zoom=3):
     from skimage.segmentation import find_boundaries
 
     zz, yy, xx = np.nonzero(reference == DIVIDING)
@@ -92,9 +104,7 @@ def figure(path, image, reference, labels, margin=15, zoom=3):
     for objects in (reference, labels):
         tiles = []
         for z in range(len(image)):
-            plane = image[z].astype(np.float64)
-            low = np.median(plane[reference[z] == 0])
-            gray = np.clip((plane - low) / (np.percentile(plane, 99.9) - low), 0, 1)[y0:y1, x0:x1]
+            gray = _gray(image[z], reference[z] == 0)[y0:y1, x0:x1]
             rgb = np.repeat(np.kron(gray, np.ones((zoom, zoom)))[..., None], 3, axis=2)
             lab = np.kron(objects[z][y0:y1, x0:x1], np.ones((zoom, zoom), np.int64))
             edge = find_boundaries(lab, mode="inner")
@@ -102,25 +112,21 @@ def figure(path, image, reference, labels, margin=15, zoom=3):
                 rgb[edge & (lab == i)] = palette[k % len(palette)]
             tiles.append(np.pad(rgb, ((2, 2), (2, 2), (0, 0)), constant_values=1))
         rows.append(np.concatenate(tiles, axis=1))
-    imsave(path, (np.concatenate(rows, axis=0) * 255).astype(np.uint8), check_contrast=False)
+    _save_rgb(path, np.concatenate(rows, axis=0))
 
 
 def edges_figure(path, image, reference, labels, planes=(2, 3)):
     """Whole planes: reference outlines in cyan, objects at the border without a reference nucleus in yellow."""
-    from skimage.io import imsave
     from skimage.segmentation import find_boundaries
 
     tiles = []
     for z in planes:
-        plane = image[z].astype(np.float64)
-        low = np.median(plane[reference[z] == 0])
-        gray = np.clip((plane - low) / (np.percentile(plane, 99.9) - low), 0, 1)
-        rgb = np.repeat(gray[..., None], 3, axis=2)
+        rgb = np.repeat(_gray(image[z], reference[z] == 0)[..., None], 3, axis=2)
         rgb[find_boundaries(reference[z], mode="inner")] = (0.2, 0.9, 1)
         lacking = labels[z] - without(labels[z:z + 1], edge_without_reference(reference[z:z + 1]))[0]
         rgb[find_boundaries(lacking, mode="inner")] = (1, 0.85, 0.1)
         tiles.append(np.pad(rgb, ((2, 2), (2, 2), (0, 0)), constant_values=1))
-    imsave(path, (np.concatenate(tiles, axis=1) * 255).astype(np.uint8), check_contrast=False)
+    _save_rgb(path, np.concatenate(tiles, axis=1))
 
 
 def main():

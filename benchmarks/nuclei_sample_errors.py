@@ -12,7 +12,8 @@ half-scale pass, planes one by one) and scores it three ways, object F1 at IoU 0
    left out of the reference, with the objects lying mostly (> 70 %) inside it: the reference
    outlines the whole figure as one object, a network sees its two chromatin sets.
 
-It also prints, per plane, the objects that make up the dividing cell; ``--figure PNG`` draws it
+It also prints how many objects rule 2 leaves out and, per plane, the objects that make up the
+dividing cell; ``--figure PNG`` draws it
 (top row the reference, bottom row the labels of the first network given) and ``--edges-figure
 PNG`` two whole planes (reference outlines cyan, the first network's objects at the border that no
 reference nucleus lies under yellow)::
@@ -21,6 +22,10 @@ reference nucleus lies under yellow)::
         --threads 1 --no-baselines --save-models models
     python benchmarks/nuclei_sample_errors.py models/nuclei_1800it_s0.unet --figure dividing_cell.png \\
         --edges-figure edges.png
+
+``--labels A.npy B.npy`` scores label arrays of the sample made by any code instead, e.g. by an
+older commit of this package (``benchmarks/results/2026-12-02_nuclei_sample_old_code_fifteenth.txt``
+has the script that made those of 2026-11-25).
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ def edge_without_reference(reference):
         return edges and (reference[z][mask] > 0).mean() < NO_REFERENCE
 
     return drop
+
+
+def edge_objects_without_reference(reference, labels) -> int:
+    """How many objects the edge rule leaves out (nuclei at the border the reference does not label)."""
+    drop = edge_without_reference(reference)
+    return sum(bool(i) and drop(z, plane == i) for z, plane in enumerate(labels) for i in np.unique(plane))
 
 
 def three_scores(reference, labels):
@@ -129,26 +140,43 @@ def edges_figure(path, image, reference, labels, planes=(2, 3)):
     _save_rgb(path, np.concatenate(tiles, axis=1))
 
 
-def main():
+def _label_sets(paths, labels_paths, image):
+    """``(name, labels)`` of each saved network (labelled as Predict does) and each saved ``.npy`` labels array."""
     from napari_unet.model_files import load_model
-    from napari_unet.samples import load_nuclei
     from napari_unet.segmentation import segment
     from napari_unet.views import PLUGIN_TTA
 
+    for path in paths:
+        yield path.name, segment(load_model(path), image, axes="ZYX", tta=PLUGIN_TTA, large_cells=True)[1]
+    for path in labels_paths:
+        labels = np.load(path)
+        if labels.shape != image.shape:
+            raise SystemExit(f"{path}: labels of shape {labels.shape}, the sample is {image.shape}")
+        yield path.name, labels
+
+
+def main():
+    from napari_unet.samples import load_nuclei
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", type=Path, help=".unet files trained on the nuclei sample")
+    parser.add_argument("models", nargs="*", type=Path, help=".unet files trained on the nuclei sample")
+    parser.add_argument("--labels", nargs="+", type=Path, default=[],
+                        help=".npy label arrays of the sample (6 x 256 x 256) made by any code, e.g. an older commit")
     parser.add_argument("--figure", type=Path, default=None, help="PNG of the dividing cell, first model")
     parser.add_argument("--edges-figure", type=Path, default=None,
                         help="PNG of planes 2 and 3 with the edge nuclei the reference lacks, first model")
     args = parser.parse_args()
+    if not args.models and not args.labels:
+        parser.error("give saved networks, --labels arrays or both")
 
     image, reference, _ = load_nuclei()
     print("model                          as scored                  edge nuclei the reference lacks left out"
           "   and the dividing cell left out")
-    for k, path in enumerate(args.models):
-        labels = segment(load_model(path), image, axes="ZYX", tta=PLUGIN_TTA, large_cells=True)[1]
-        print(f"{path.name:<30} " + "   ".join(f"F1 {s[0]:.3f} (tp {s[1]} fp {s[2]} fn {s[3]})"
-                                              for s in three_scores(reference, labels)), flush=True)
+    for k, (name, labels) in enumerate(_label_sets(args.models, args.labels, image)):
+        print(f"{name:<30} " + "   ".join(f"F1 {s[0]:.3f} (tp {s[1]} fp {s[2]} fn {s[3]})"
+                                         for s in three_scores(reference, labels)), flush=True)
+        print(f"    objects at the border with no reference nucleus under them: "
+              f"{edge_objects_without_reference(reference, labels)}")
         for z, (area, pieces) in enumerate(dividing_cell_pieces(reference, labels)):
             print(f"    plane {z}: dividing cell {area} px; objects on it (area, px on it): {pieces}")
         if k == 0 and args.figure:

@@ -150,5 +150,6 @@ def test_nuclei_sample_errors_leave_out_only_edge_objects_without_reference_and_
     scored, edge, no_dividing = errors.three_scores(reference, labels)
     assert scored[1:] == (1, 5, 2)  # tp the nucleus; fp pieces, 8, 9, 10; fn the dividing cell and nucleus 2
     assert edge[1:] == (1, 4, 2)  # only the border object with no reference nucleus under it is left out
+    assert errors.edge_objects_without_reference(reference, labels) == 1
     assert no_dividing[1:] == (1, 2, 1)  # the pieces and the dividing cell left out; the real errors stay
     assert errors.dividing_cell_pieces(reference, labels) == [(144, [(60, 60), (60, 60)])]

@@ -455,3 +455,28 @@ def test_small_painted_cells_narrow_the_border_term_and_a_new_diameter_rebuilds_
     assert painted_cell_diameter([small, large]) > 20 and trainer.data.sigma == 5.0
     # image 0 was not repainted, yet its targets follow the new width
     np.testing.assert_allclose(trainer.sampler.targets[0].weights, weights(small, 5.0), rtol=1e-6)
+
+
+def test_durations_are_read_as_people_write_them_and_nonsense_is_refused():
+    from napari_unet.progress import parse_duration
+
+    assert parse_duration("3 min 20 s") == 200.0 and parse_duration("90s") == 90.0
+    assert parse_duration("90", bare_unit=1.0) == 90.0
+    for text in ("soon", "1:xx", "-3", "5 parsecs", "1:2:3:4"):
+        with pytest.raises(ValueError, match="duration|unit"):
+            parse_duration(text)
+
+
+def test_the_iterations_behind_the_kept_weights_and_the_warning_when_too_few():
+    from napari_unet.model_metadata import MIN_TRAINED_ITERATIONS, trained_iterations, undertrained_warning
+
+    class Model:
+        metadata = {}
+
+    model = Model()
+    assert trained_iterations(model) is None and undertrained_warning(model) is None
+    model.metadata = {"training": {"iterations": 110, "total_iterations": 110, "kept_iteration": 50}}
+    assert trained_iterations(model) == 50 and "only 50 iteration" in undertrained_warning(model)
+    # continued: the earlier runs count
+    model.metadata = {"training": {"iterations": 110, "total_iterations": 410, "kept_iteration": 50}}
+    assert trained_iterations(model) == 350 >= MIN_TRAINED_ITERATIONS and undertrained_warning(model) is None

@@ -55,3 +55,120 @@ def test_stop_before_the_first_iteration_ends_the_job():
     except StopIteration as stop:
         trainer = stop.value
     assert trainer.iteration == 0 and trainer.stopped
+
+
+def _run(job):
+    events, gen = [], job.run()
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+def test_a_preview_of_a_box_predicts_and_labels_only_that_part():
+    image, _, annotations = make_touching_cells((96, 128), seed=2, annotated_fraction=0.1)
+    box = (slice(16, 80), slice(40, 104))
+    config = TrainConfig(preset="tiny", iterations=3, batch_size=2, device="cpu", preview_every=1)
+    job = TrainJob([image], [annotations], ["YX"], config, None, preview_target=(0, (), box), weight_map=True,
+                   uncertainty=False)
+    events, trainer = _run(job)
+    previews = [v for k, v in events if k == "preview"]
+    assert previews and all(p["box"] == box and p["labels"].shape == (64, 64) for p in previews)
+    np.testing.assert_array_equal(previews[-1]["weight_map"], trainer.targets_for(annotations[box]).weights)
+
+
+class _Clock:
+    """A training clock that advances ``step`` seconds at each reading (``now`` can be moved on)."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def test_previews_by_time_come_early_then_every_few_seconds_and_cost_at_most_a_twentieth():
+    from napari_unet import Trainer
+    from napari_unet.schedule import PreviewClock
+
+    image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
+    config = TrainConfig(preset="tiny", iterations=200, batch_size=1, device="cpu", preview_every_s=3.0,
+                         validation_fraction=0.0)
+    trainer = Trainer([image], [annotations], config=config, preview=image[:48, :48])
+    trainer.clock = _Clock(0.05)
+    seen = [event.elapsed_s for event in trainer.run() if event.kind == "preview"]
+    # the first about 2 s into training, then about every 3 s (the last at the end of the run)
+    # (an event's elapsed time is read a clock tick or two before the preview is found due)
+    assert PreviewClock.FIRST_S - 0.3 <= seen[0] < PreviewClock.FIRST_S + 1
+    gaps = np.diff(seen[:-1])
+    assert len(gaps) >= 3 and np.all((gaps >= 3.0 - 0.3) & (gaps < 4.0))
+
+    # a preview that costs 1 s spaces them out to 20 s (5 %) apart
+    slow = Trainer([image], [annotations], config=config, preview=image[:48, :48])
+    slow.clock = _Clock(0.05)
+    predict = slow._predict_preview
+
+    def costly():
+        slow.clock.now += 1.0
+        return predict()
+
+    slow._predict_preview = costly
+    seen = [event.elapsed_s for event in slow.run() if event.kind == "preview"]
+    assert len(seen) >= 3 and np.all(np.diff(seen[:-1]) >= 1.0 / PreviewClock.SHARE - 0.3)
+
+
+def _tune(step_seconds, threads=2, steps=40, every_s=30.0):
+    """Feed a ThreadTuner steps whose seconds ``step_seconds(threads now)`` gives; returns it and
+    the thread counts set."""
+    from napari_unet.devices import ThreadTuner
+
+    now = [0.0]
+    calls = []
+    tuner = ThreadTuner(threads, clock=lambda: now[0], set_threads=calls.append)
+    tuner.EVERY_S = every_s
+    for _ in range(steps):
+        seconds = step_seconds(tuner.threads)
+        now[0] += seconds
+        tuner.observe(seconds)
+    return tuner, calls
+
+
+def test_the_thread_tuner_drops_to_half_the_threads_only_when_clearly_faster():
+    # a busy machine: all threads wait for each other, half of them run ten times faster
+    tuner, calls = _tune(lambda t: 1.0 if t == 2 else 0.1)
+    assert tuner.threads == 1 and calls == [1]
+    assert tuner.choices and tuner.choices[0][1] == {2: 1.0, 1: 0.1}
+    # a quiet machine: all threads are faster; and a tie keeps them all
+    for seconds in (lambda t: 0.1 if t == 2 else 0.18, lambda t: 0.1 if t == 2 else 0.095):
+        tuner, calls = _tune(seconds)
+        assert tuner.threads == 2 and calls == [1, 2]
+    # it probes again as the load changes, and restore() puts the count back
+    load = {"busy": True}
+    tuner, calls = _tune(lambda t: (1.0 if t == 2 else 0.1) if load["busy"] else (0.1 if t == 2 else 0.2),
+                         steps=20, every_s=1.0)
+    assert tuner.threads == 1
+    load["busy"] = False
+    for _ in range(30):
+        seconds = 0.1 if tuner.threads == 2 else 0.2
+        tuner.clock = lambda s=seconds, c=tuner.clock: c() + s
+        tuner.observe(seconds)
+    assert tuner.threads == 2 and len(tuner.choices) >= 2
+    tuner.restore()
+    assert tuner.threads == 2
+    one, calls = _tune(lambda t: 1.0, threads=1)
+    assert one.threads == 1 and calls == []
+
+
+def test_the_job_restores_the_thread_count_after_training():
+    import torch
+
+    image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
+    before = torch.get_num_threads()
+    job = TrainJob([image], [annotations], ["YX"], TrainConfig(preset="tiny", iterations=30, device="cpu"), None,
+                   preview_target=None, weight_map=False, uncertainty=False)
+    _, trainer = _run(job)
+    assert trainer.iteration == 30 and torch.get_num_threads() == before
+    if before > 1:
+        assert job.thread_choices  # the tuner probed

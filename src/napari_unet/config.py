@@ -292,7 +292,13 @@ class TrainConfig:
     validation_block: int = 32
     """Side in pixels of the square blocks of annotated pixels held out for validation."""
     preview_every: int = 50
-    """Predict the preview region (if one is set) every N iterations (0 = never)."""
+    """Predict the preview region (if one is set) every N iterations (0 = never); ignored when
+    ``preview_every_s`` is set."""
+    preview_every_s: float | None = None
+    """Predict the preview region (if one is set) by time instead: the first about 2 s into
+    training, then every this many seconds, spaced out so that previews take at most about 5 %
+    of the training time (:class:`napari_unet.schedule.PreviewClock`). The Train widget uses it:
+    previews come every few seconds however fast the machine trains."""
     class_names: tuple[str, ...] | None = None
     """Names of the output classes, background first (default: "background", "cell" /
     "class 2", ...)."""
@@ -355,6 +361,8 @@ class TrainConfig:
         for name in ("log_every", "validate_every", "validation_tiles", "validation_block"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("preview_every", self.preview_every, minimum=0)
+        if self.preview_every_s is not None:
+            check_float("preview_every_s", self.preview_every_s, above=0.0)
         if self.model is None and self.preset not in MODEL_PRESETS:
             raise ValueError(f"unknown network preset {self.preset!r}; choose one of {sorted(MODEL_PRESETS)}")
 

@@ -5,6 +5,8 @@
   CUDA lacks bf16), fp32 elsewhere.
 * :func:`reuse_freed_memory`: on Linux/glibc, keep freed activation buffers in the heap during a
   prediction (NAPARI_UNET_NO_MALLOC_TUNING=1 disables it).
+* :class:`ThreadTuner`: the number of CPU threads that trains fastest now, found while training
+  (the Train widget's runs share the cores with napari's drawing).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import ctypes
 import functools
 import os
 import sys
+import statistics
 import threading
+import time
+from typing import Callable
 
 import torch
 
-__all__ = ["select_device", "resolve_precision", "reuse_freed_memory", "PRECISIONS"]
+__all__ = ["select_device", "resolve_precision", "reuse_freed_memory", "ThreadTuner", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -143,3 +148,77 @@ def reuse_freed_memory(device: torch.device):
                 libc.mallopt(M_MMAP_MAX, 65536)  # the glibc defaults
                 libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
                 libc.malloc_trim(0)
+
+
+class ThreadTuner:
+    """The number of CPU threads that trains fastest now, found while training.
+
+    torch splits each operation over ``torch.get_num_threads()`` threads, all of which must finish
+    before the next operation starts. When other work shares the cores (napari drawing its window
+    in software OpenGL, another program), a thread that waits for a core holds up the others at
+    every operation, and training can run several times slower than with fewer threads. Fed the
+    seconds of each plain training step (:meth:`observe`), the tuner times ``PROBE`` steps with
+    all threads and as many with half of them, keeps half only when it is clearly faster (by
+    ``MARGIN``), and probes again every ``EVERY_S`` seconds, as the load changes. :meth:`restore`
+    puts the thread count back. On one thread it does nothing.
+    """
+
+    WARMUP = 2
+    PROBE = 5
+    MARGIN = 0.85
+    EVERY_S = 30.0
+
+    def __init__(self, threads: int | None = None, *, clock: Callable[[], float] = time.perf_counter,
+                 set_threads: Callable[[int], None] = torch.set_num_threads):
+        self.original = int(threads or torch.get_num_threads())
+        self.candidates = [self.original, max(1, self.original // 2)]
+        self.threads = self.original
+        self.clock, self._set = clock, set_threads
+        self.choices: list[tuple[int, dict]] = []  # (steps seen, {threads: median seconds}) of each probe
+        self._seen = 0
+        self._times: dict[int, list[float]] = {}
+        self._probing: int | None = 0 if self.original > 1 else None  # index into candidates
+        self._next_probe = None
+
+    def observe(self, seconds: float) -> None:
+        """Note one plain training step (no validation or preview in it) of ``seconds``."""
+        self._seen += 1
+        if self._seen <= self.WARMUP:
+            return
+        if self._probing is None:
+            if self._next_probe is not None and self.clock() >= self._next_probe:
+                self._start_probe()
+            return
+        threads = self.candidates[self._probing]
+        if threads != self.threads:
+            self._use(threads)
+            return  # the first step on a new count is not timed
+        times = self._times.setdefault(threads, [])
+        times.append(float(seconds))
+        if len(times) < self.PROBE:
+            return
+        if self._probing + 1 < len(self.candidates):
+            self._probing += 1
+            return
+        self._choose()
+
+    def _start_probe(self) -> None:
+        self._times, self._probing = {}, 0
+
+    def _choose(self) -> None:
+        medians = {t: statistics.median(v) for t, v in self._times.items()}
+        full, half = self.candidates
+        best = half if medians[half] < self.MARGIN * medians[full] else full
+        self.choices.append((self._seen, medians))
+        self._probing = None
+        self._next_probe = self.clock() + self.EVERY_S
+        self._use(best)
+
+    def _use(self, threads: int) -> None:
+        if threads != self.threads:
+            self._set(threads)
+            self.threads = threads
+
+    def restore(self) -> None:
+        """Back to the thread count the tuner started with."""
+        self._use(self.original)

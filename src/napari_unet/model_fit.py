@@ -67,17 +67,38 @@ def model_config_for(config: TrainConfig, in_channels: int, n_classes: int) -> M
     return model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
 
 
+def preset_of(model_config: ModelConfig) -> str | None:
+    """The preset whose architecture ``model_config`` is (channels and classes aside), else None."""
+    for name in _PRESET_TILES:
+        if model_preset(name, in_channels=model_config.in_channels, n_classes=model_config.n_classes) == model_config:
+            return name
+    return None
+
+
+def _trained_tile(model) -> tuple[int, int] | None:
+    """The training tile recorded in ``model``'s metadata (a model trained before), else None."""
+    tile = ((getattr(model, "metadata", None) or {}).get("tile") or {}).get("train_input_shape")
+    try:
+        return (int(tile[0]), int(tile[1])) if tile is not None and len(tile) == 2 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, int]:
-    """The training input tile: ``config.tile_shape`` or the preset's, made valid for ``model``."""
+    """The training input tile, made valid for ``model``: ``config.tile_shape``; else the tile
+    the model was trained on (training continues as it began); else its preset's tile (by
+    name, or an explicit architecture equal to a preset's: the Train widget's and the script's
+    "fast" network train alike); else 572 / 188 / 92 by depth."""
     wanted = None
     if config is not None and config.tile_shape is not None:
         wanted = tuple(int(t) for t in config.tile_shape)
     if wanted is None:
-        preset = config.preset if config is not None and config.model is None else None
+        wanted = _trained_tile(model)
+    if wanted is None:
+        preset = config.preset if config is not None and config.model is None else preset_of(model.config)
         if preset in _PRESET_TILES:
             wanted = _PRESET_TILES[preset]
         else:
-            # an explicit architecture: the preset tile of the same depth, else 188
             depth = model.config.depth
             wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
     return tuple(int(s) for s in model.valid_input_shape(wanted))

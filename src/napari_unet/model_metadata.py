@@ -8,7 +8,8 @@ import time
 from ._version import __version__
 from .config import TrainConfig
 
-__all__ = ["class_names", "set_prediction_metadata", "training_summary"]
+__all__ = ["class_names", "set_prediction_metadata", "training_summary", "trained_iterations", "undertrained_warning",
+           "MIN_TRAINED_ITERATIONS"]
 
 
 def class_names(config: TrainConfig, metadata: dict, n_classes: int, borders: bool) -> list[str]:
@@ -75,3 +76,31 @@ def training_summary(trainer, *, iterations: int, elapsed: float) -> dict:
         "continued_from": previous or None,
         "config": trainer.config.to_dict(),
     }
+
+
+#: a model whose kept weights have seen fewer training iterations than this is likely under-trained
+MIN_TRAINED_ITERATIONS = 100
+
+
+def trained_iterations(model) -> int | None:
+    """Iterations of training behind ``model``'s weights: those of earlier runs (Continue) plus
+    the iteration its last run kept; None when the metadata does not say."""
+    training = (getattr(model, "metadata", None) or {}).get("training")
+    if not isinstance(training, dict) or training.get("iterations") is None:
+        return None
+    try:
+        iterations = int(training["iterations"])
+        earlier = int(training.get("total_iterations", iterations)) - iterations
+        kept = training.get("kept_iteration")
+        return earlier + (int(kept) if kept is not None else iterations)
+    except (TypeError, ValueError):
+        return None
+
+
+def undertrained_warning(model) -> str | None:
+    """A plain-words warning when ``model`` has trained too little to be trusted, else None."""
+    trained = trained_iterations(model)
+    if trained is None or trained >= MIN_TRAINED_ITERATIONS:
+        return None
+    return (f"The model has trained only {trained} iteration(s) (a useful one needs {MIN_TRAINED_ITERATIONS} or "
+            f"more): its predictions may miss cells. Press Continue to train on, or raise the time limit.")

@@ -3,7 +3,7 @@
 * ``Progress``: the ``progress(done, total)`` callables core functions accept.
 * :func:`drive`: run a ``(done, total)`` generator to its end, reporting each step.
 * :func:`part`: a ``(done, total)`` generator as one part of a longer job's bar.
-* :func:`format_seconds`: ``75`` -> ``"1:15"``.
+* :func:`format_seconds`: ``75`` -> ``"1:15"``; :func:`parse_duration`: ``"1:15"``, ``"75 s"`` -> ``75.0``.
 * :class:`ProgressBar`: a one-line text bar on stderr (redrawn on a terminal, a line every few
   seconds in a cluster job's log).
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Generator
 
-__all__ = ["Progress", "drive", "part", "format_seconds", "ProgressBar"]
+__all__ = ["Progress", "drive", "part", "format_seconds", "parse_duration", "ProgressBar"]
 
 Progress = Callable[[int, int], Any]
 
@@ -69,6 +69,43 @@ def format_seconds(seconds: float | None) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{minutes}:{secs:02d}"
+
+
+_UNITS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0,
+          "mins": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0,
+          "hours": 3600.0}
+
+
+def parse_duration(text: str, bare_unit: float = 60.0) -> float:
+    """Seconds of a duration typed by a person: ``"45 s"``, ``"1:30"`` (m:ss), ``"1:00:00"``
+    (h:mm:ss), ``"2 min"``, ``"1h 30min"``, ``"1.5 h"``; a bare number counts in ``bare_unit``
+    seconds (minutes by default). ``"no limit"``, ``"none"`` or ``""`` is 0. ValueError otherwise.
+
+    >>> [parse_duration(t) for t in ("45 s", "1:30", "2 min", "1h 30m", "0.75", "1:00:00")]
+    [45.0, 90.0, 120.0, 5400.0, 45.0, 3600.0]
+    """
+    import re
+
+    words = str(text).strip().lower()
+    if words in ("", "0", "no limit", "none", "off"):
+        return 0.0
+    if ":" in words:
+        parts = words.split(":")
+        if len(parts) > 3 or not all(re.fullmatch(r"\d+(\.\d*)?", p.strip()) for p in parts):
+            raise ValueError(f"cannot read {text!r} as a duration; write e.g. 45 s, 1:30 or 5 min")
+        seconds = 0.0
+        for p in parts:
+            seconds = seconds * 60.0 + float(p)
+        return seconds
+    pieces = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", words)
+    if not pieces or re.sub(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", "", words).strip():
+        raise ValueError(f"cannot read {text!r} as a duration; write e.g. 45 s, 1:30 or 5 min")
+    seconds = 0.0
+    for number, unit in pieces:
+        if unit and unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r} in {text!r}; use s, min or h")
+        seconds += float(number) * (_UNITS[unit] if unit else bare_unit)
+    return seconds
 
 
 class ProgressBar:

@@ -6,7 +6,8 @@ import math
 
 from .config import TrainConfig
 
-__all__ = ["learning_rate", "schedule_factor", "budget_progress", "budget_left", "budget_eta", "budget_end", "IterationRate"]
+__all__ = ["learning_rate", "schedule_factor", "budget_progress", "budget_left", "budget_eta", "budget_end", "IterationRate",
+           "PreviewClock"]
 
 
 def learning_rate(config: TrainConfig) -> float:
@@ -84,3 +85,30 @@ class IterationRate:
             self.value = (iteration - self.since_iteration) / max(now - self.since, 1e-9)
             self.since, self.since_iteration = now, iteration
         return self.value
+
+
+class PreviewClock:
+    """When a run that previews by time (``TrainConfig.preview_every_s``) predicts its preview.
+
+    The first preview comes ``FIRST_S`` seconds into training (sooner if ``every_s`` is shorter),
+    then one every ``every_s`` seconds; a preview that costs more than ``SHARE`` of the time
+    between two spaces them out (at most ``LONGEST_S`` apart), so that previews take at most
+    about that share of the training time on any machine and any image size.
+    """
+
+    FIRST_S = 2.0
+    SHARE = 0.05
+    LONGEST_S = 30.0
+
+    def __init__(self, every_s: float, start: float):
+        self.every_s = float(every_s)
+        self.next_at = start + min(self.FIRST_S, self.every_s)
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def done(self, started: float, ended: float) -> None:
+        """Note a preview that ran from ``started`` to ``ended``: the next one is due later."""
+        cost = max(0.0, ended - started)
+        interval = min(max(self.every_s, cost / self.SHARE), max(self.every_s, self.LONGEST_S))
+        self.next_at = ended + interval

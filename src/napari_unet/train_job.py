@@ -17,6 +17,7 @@ import numpy as np
 
 from .axes import channels_last_to_first
 from .config import TrainConfig
+from .devices import ThreadTuner
 from .events import TrainResult
 from .training import Trainer
 
@@ -49,6 +50,12 @@ def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.n
         model.train(was_training)
 
 
+def _unpack(target) -> tuple:
+    """``(pair, plane index, box or None)`` of a preview target of two or three parts."""
+    pair, index, *rest = target
+    return pair, tuple(index), (tuple(rest[0]) if rest and rest[0] is not None else None)
+
+
 class TrainJob:
     """State shared between the widget (main thread) and the training generator (worker).
 
@@ -56,17 +63,22 @@ class TrainJob:
     (the trainer's own methods are thread-safe); the worker runs :meth:`run`.
     """
 
-    def __init__(self, images, annotations, axes, config, model, *, preview_target, weight_map, uncertainty):
+    def __init__(self, images, annotations, axes, config, model, *, preview_target, weight_map, uncertainty,
+                 tune_threads: bool = True):
         self.images = images
         self.annotations = annotations
         self.axes = axes
         self.config = config
         self.model = model
-        self.preview_target = preview_target  # (pair index, plane index) or None
+        self.preview_target = preview_target  # (pair index, plane index[, (slice y, slice x)]) or None
         self.want_weight_map = weight_map
         self.want_uncertainty = uncertainty
         self.trainer = None
         self.device = None
+        # on a CPU, train with the thread count that is fastest while the GUI shares the cores
+        # (devices.ThreadTuner); thread_choices: what its probes measured
+        self.tune_threads = tune_threads
+        self.thread_choices: list = []
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -86,14 +98,17 @@ class TrainJob:
         self.annotations[index] = annotations
 
     def preview_region(self, target):
-        """The raw plane ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index)."""
+        """The raw region ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index[, box]):
+        the plane, or its part ``box`` (a ``(slice y, slice x)`` pair, e.g. the field of view)."""
         if target is None:
             return None
-        pair, index = target
+        pair, index, box = _unpack(target)
         image, axes = self.images[pair], self.axes[pair]
-        plane = np.asarray(image[tuple(index)]) if index else np.asarray(image)
+        plane = image[tuple(index)] if index else image
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
-        return plane if plane_axes in ("YX", "CYX") else None
+        if plane_axes not in ("YX", "CYX"):
+            return None
+        return np.asarray(plane[(Ellipsis, *box)] if box is not None else plane)
 
     def set_preview_target(self, target) -> None:
         self.preview_target = target
@@ -120,11 +135,24 @@ class TrainJob:
             trainer.stop()
         self.device = trainer.device
         yield ("started", {"device": trainer.device})
-        for event in trainer.run():
-            if event.kind == "preview" and event.preview is not None:
-                yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
-            else:
-                yield ("progress", event)
+        tuner = ThreadTuner() if trainer.device.type == "cpu" and self.tune_threads else None
+        previous, plain = None, True  # the last step's time; whether nothing but the step followed it
+        try:
+            for event in trainer.run():
+                if event.kind == "step":
+                    if tuner is not None and previous is not None and plain:
+                        tuner.observe(event.elapsed_s - previous)
+                    previous, plain = event.elapsed_s, True
+                else:
+                    plain = False
+                if event.kind == "preview" and event.preview is not None:
+                    yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
+                else:
+                    yield ("progress", event)
+        finally:
+            if tuner is not None:
+                tuner.restore()
+                self.thread_choices = tuner.choices
         # the kept (best) model, on the slice in view now
         target = self.preview_target
         region = self.preview_region(target)
@@ -138,11 +166,12 @@ class TrainJob:
         """Labels (and optional uncertainty / weight map) of one previewed plane."""
         from .postprocess import label_options, to_labels
 
-        pair, index = target
+        pair, index, box = _unpack(target)
         model = self.trainer.model if self.trainer is not None else self.model
         out = {
             "pair": pair,
             "index": index,
+            "box": box,
             "iteration": iteration,
             "labels": to_labels(probabilities, **label_options(model, self.config.mode)),
         }
@@ -151,6 +180,8 @@ class TrainJob:
         if self.want_weight_map:
             annotations = self.annotations[pair]
             plane = np.asarray(annotations[tuple(index)]) if index else np.asarray(annotations)
+            if box is not None:
+                plane = plane[box]
             if np.any(plane):
                 if self.trainer is not None:  # the weights training uses (gaps, ring, borders)
                     out["weight_map"] = self.trainer.targets_for(plane).weights

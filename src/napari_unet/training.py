@@ -43,7 +43,7 @@ from .events import TrainEvent, TrainResult
 from .loss import validation_scores, weighted_cross_entropy
 from .model_fit import classes_for_training, default_tile_shape, model_config_for
 from .model_metadata import set_prediction_metadata, training_summary
-from .schedule import IterationRate, budget_end, budget_eta, budget_left, budget_progress, schedule_factor
+from .schedule import IterationRate, PreviewClock, budget_end, budget_eta, budget_left, budget_progress, schedule_factor
 from .training_data import TrainingData
 from .training_step import TrainingStep
 
@@ -130,11 +130,32 @@ def _check_memory(model, input_shape, batch_size: int, device) -> None:
 
 
 class _Preview:
-    """The raw 2D region a run predicts now and then, set from any thread."""
+    """The raw 2D region a run predicts now and then, set from any thread, and when it is due:
+    every ``config.preview_every`` iterations, or by time (``config.preview_every_s``)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.region, self.normalize = None, True
+        self.clock: PreviewClock | None = None
+        self.every = 0
+
+    def start(self, config: TrainConfig, now: float) -> None:
+        """A run starts at ``now``."""
+        self.every = config.preview_every
+        self.clock = PreviewClock(config.preview_every_s, now) if config.preview_every_s is not None else None
+
+    def due(self, iteration: int, now: float, last: bool) -> bool:
+        """Whether to predict the region after ``iteration`` (``last``: the run's last one)."""
+        if self.region is None or not (self.every or self.clock is not None):
+            return False
+        if last:
+            return True
+        return self.clock.due(now) if self.clock is not None else iteration % self.every == 0
+
+    def done(self, started: float, ended: float) -> None:
+        """A preview (prediction, and what the consumer did with it) ran from ``started`` to ``ended``."""
+        if self.clock is not None:
+            self.clock.done(started, ended)
 
     def set(self, region, normalize) -> None:
         with self._lock:
@@ -169,6 +190,14 @@ def _done_message(reason: str, best: BestWeights, kept_loss: float | None) -> st
         return reason + (f"; kept the final model (validation loss {kept_loss:.4f}; lowest "
                          f"{best.loss:.4f} at iteration {best.iteration})")
     return reason
+
+
+def _done_event(trainer: "Trainer", reason: str, loss, it_per_s, elapsed: float) -> TrainEvent:
+    """The last event of a run: how it ended and the validation scores of the weights it kept."""
+    kept_loss, kept_iou = trainer.best.kept_scores(trainer.iteration)
+    return TrainEvent("done", iteration=trainer.iteration, total_iterations=trainer.total_iterations, loss=loss,
+                      val_loss=kept_loss, val_iou=kept_iou, it_per_s=it_per_s, eta_s=0.0, elapsed_s=elapsed,
+                      message=_done_message(reason, trainer.best, kept_loss), best_val_loss=trainer.best.loss)
 
 
 def _run_unless(gen, stop: Callable[[], bool]):
@@ -345,6 +374,7 @@ class Trainer:
             raise RuntimeError("this Trainer has finished; make a new one (pass model=trainer.model to train on)")
         t0 = self.clock()
         self._last_checkpoint = t0
+        self._preview.start(self.config, t0)
         rate = IterationRate(t0, self.iteration)
         loss = reason = None
         try:
@@ -378,7 +408,7 @@ class Trainer:
                 self._finish(elapsed, budget_used=reason in _BUDGET_SPENT)
         if self.config.checkpoint_dir:
             self.save_checkpoint(elapsed=elapsed)
-        yield self._done_event(reason, loss, rate.value, elapsed)
+        yield _done_event(self, reason, loss, rate.value, elapsed)
 
     def _record(self, loss: float, lr: float, elapsed: float, it_per_s: float) -> dict:
         """Add the iteration just done to the history; the fields of its events."""
@@ -402,10 +432,12 @@ class Trainer:
             self.history[-1].update(val_loss=val_loss, val_iou=val_iou)
             event.update(best_val_loss=self.best.loss)
             yield TrainEvent("validation", val_loss=val_loss, val_iou=val_iou, **event)
-        if cfg.preview_every and self._preview.region is not None and (self.iteration % cfg.preview_every == 0 or last):
+        if self._preview.due(self.iteration, self.clock(), last):
+            started = self.clock()
             probabilities = self._predict_preview()
             if probabilities is not None:
                 yield TrainEvent("preview", preview=probabilities, **event)
+            self._preview.done(started, self.clock())  # the cost includes what the consumer did (labels)
         if cfg.checkpoint_dir and self.clock() - self._last_checkpoint >= cfg.checkpoint_every_s:
             path = self.save_checkpoint(elapsed=elapsed)
             self._last_checkpoint = self.clock()
@@ -418,12 +450,6 @@ class Trainer:
         self.best.keep(self.model, self.average, self.iteration, keep_last=keep_last)
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)
-
-    def _done_event(self, reason: str, loss, it_per_s, elapsed: float) -> TrainEvent:
-        kept_loss, kept_iou = self.best.kept_scores(self.iteration)
-        return TrainEvent("done", iteration=self.iteration, total_iterations=self.total_iterations, loss=loss,
-                          val_loss=kept_loss, val_iou=kept_iou, it_per_s=it_per_s, eta_s=0.0, elapsed_s=elapsed,
-                          message=_done_message(reason, self.best, kept_loss), best_val_loss=self.best.loss)
 
     # ------------------------------------------------------------------ validation / preview
 

@@ -42,8 +42,8 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     assert train.pair_table.pairs() == [(image_layer, labels)]
     select(train.preset_combo, "tiny")
     train.iterations_spin.setValue(0)  # no limit: we press Stop
-    train.time_spin.setValue(5)
-    train.preview_spin.setValue(5)
+    train.time_spin.setValue(300)  # seconds
+    train.preview_spin.setValue(1)  # a preview about every second
     train.weight_check.setChecked(True)
     train.uncertainty_check.setChecked(True)
     synced = []
@@ -109,6 +109,8 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     qtbot.waitUntil(lambda: predict.worker is None, timeout=60_000)
     result = viewer.layers["cells prediction"].data
     assert len(np.unique(result[result > 0])) > 1
+    # the preview would show the same cells a second time under the prediction: hidden
+    assert not viewer.layers["cells preview"].visible
 
     # batch-predict two layers
     viewer.add_image(image[::-1].copy(), name="flipped")
@@ -225,3 +227,92 @@ def test_the_layers_scale_gives_the_models_pixel_size(viewer, open_widget, cells
         widget.settings.train_config([(a, a_labels), (b, b_labels)])
     plain = viewer.add_image(image, name="plain")  # napari's default scale: unknown
     assert widget.settings.train_config([(plain, a_labels)]).pixel_size is None
+
+
+def test_time_limit_typed_in_seconds_or_minutes(viewer, open_widget, qtbot, cells):
+    image, _, annotations = cells
+    a = viewer.add_image(image, name="a")
+    a_labels = viewer.add_labels(annotations, name="a annotations")
+    train = open_widget("Train")
+    line = train.time_spin.lineEdit()
+    for typed, seconds in [("45 s", 45), ("1:30", 90), ("2 min", 120), ("0.5", 30), ("no limit", 0)]:
+        line.selectAll()
+        qtbot.keyClicks(line, typed)
+        train.time_spin.interpretText()
+        assert train.time_spin.value() == seconds, typed
+    train.time_spin.setValue(45)
+    assert train.time_spin.text() == "0:45"
+    config = train.settings.train_config([(a, a_labels)])
+    assert config.time_limit_s == 45.0 and config.preview_every_s == float(train.preview_spin.value())
+    # a word the box cannot read leaves the value as it was
+    line.selectAll()
+    qtbot.keyClicks(line, "soon")
+    train.time_spin.interpretText()
+    assert train.time_spin.value() == 45
+
+
+def test_the_widget_trains_the_scripts_network_and_warns_when_it_trained_too_little(
+        viewer, open_widget, qtbot, cells, notifications):
+    from napari_unet import TrainConfig, Trainer
+
+    image, _, annotations = cells
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(annotations, name="cells annotations")
+    train = open_widget("Train")
+    select(train.preset_combo, "fast")
+    pairs = train.pair_table.pairs()
+    config = train.settings.train_config(pairs)
+    # the widget's network and training tile are those of the same preset in a script
+    script = Trainer([image], [annotations], config=TrainConfig(preset="fast", iterations=1, device="cpu"))
+    widget = Trainer([image], [annotations], config=config)
+    assert widget.model.config == script.model.config and widget.input_shape == script.input_shape == (128, 128)
+
+    select(train.preset_combo, "tiny")
+    train.iterations_spin.setValue(12)
+    train.time_spin.setValue(0)
+    train.start_button.click()
+    qtbot.waitUntil(lambda: train.worker is None, timeout=60_000)
+    training = train.holder.model.metadata["training"]
+    assert training["iterations"] == 12
+    assert any("trained only" in m and "Continue" in m for m in notifications.warnings)
+    kept = training["kept_iteration"]
+    assert f"{kept} of 12" in train.model_label.text() or (kept == 12 and "12 iterations" in train.model_label.text())
+    assert train.progress.format().endswith("done") and train.progress.value() == train.progress.maximum()
+
+
+def test_the_bar_follows_the_budget_that_ends_the_run(viewer, open_widget):
+    from napari_unet import TrainConfig
+    from napari_unet.events import TrainEvent
+
+    train = open_widget("Train")
+    view = train.view
+    both = TrainConfig(preset="tiny", iterations=2000, time_limit_s=60.0)
+    view.start(both)
+    # 110 iterations in 30 s of a 60 s limit: the time limit ends the run, the bar is half full
+    view.show_progress(TrainEvent("step", iteration=110, total_iterations=2000, loss=0.5, elapsed_s=30.0, eta_s=30.0),
+                       both, None)
+    view.flush()
+    assert train.progress.value() == train.progress.maximum() // 2
+    assert "0:30 of 1:00" in train.progress.format() and "ETA 0:30" in train.progress.format()
+    # 1500 of 2000 iterations in 10 s: the iterations end it first
+    view.show_progress(TrainEvent("step", iteration=1500, total_iterations=2000, loss=0.5, elapsed_s=10.0, eta_s=3.0),
+                       both, None)
+    view.flush()
+    assert train.progress.value() == 3 * train.progress.maximum() // 4
+    assert "1500/2000 it." in train.progress.format()
+
+
+def test_a_large_images_preview_is_the_part_in_view(viewer, open_widget, qtbot):
+    from napari_unet._widgets.layers import PREVIEW_MAX_SIDE, visible_box
+
+    small = viewer.add_image(np.zeros((3, 600, 700), dtype=np.float32), name="small")
+    assert visible_box(small) is None  # previewed whole
+    big = viewer.add_image(np.zeros((3000, 2500), dtype=np.float32), name="big")
+    viewer.reset_view()
+    box = visible_box(big)
+    assert all(s.stop - s.start <= PREVIEW_MAX_SIDE for s in box)
+    assert all(0 <= s.start and s.stop <= n for s, n in zip(box, (3000, 2500)))
+    # zoomed in on a corner: the box lies over what is shown
+    big.corner_pixels = np.array([[2800, 2300], [2999, 2499]])
+    box = visible_box(big)
+    assert box == (slice(2744, 3000), slice(2244, 2500))

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -35,7 +36,7 @@ from .model_panel import ModelPanel
 from .model_state import model_holder
 from .notify import notify_error, notify_info, notify_warning, plain_error
 from .workers import WorkerWidgetMixin
-from .predict import OUTPUTS, check_model_fits
+from .predict import OUTPUTS, check_model_fits, hide_preview, no_objects_message
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.holder = model_holder(napari_viewer)
         self._sources: dict[str, object] = {}
         self._n_results = 0
+        self._empty: list[str] = []
+        self._mode = "instances"
 
         layout = QVBoxLayout(self)
         self.model_panel = ModelPanel(self.holder, self.load_model)
@@ -253,6 +256,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self._sources = {layer.name: layer for layer in layers}
         self._n_results = 0
         self._saved: list[Path] = []
+        self._empty: list[str] = []  # images where no object was found
+        self._mode = self.output_combo.currentData()
         self.progress.setValue(0)
         self.progress.setFormat(f"0 of {len(items)} images  %p%")
         self.status_label.setText(f"Predicting {len(items)} image(s)…")
@@ -299,6 +304,9 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         source = self._sources.get(name)
         if source is not None and source in self.viewer.layers:
             upsert_layer(self.viewer, name + PREDICTION_SUFFIX, "labels", labels, source_layer=source)
+            hide_preview(self.viewer, source)
+        if labels is not None and self._mode == "instances" and not np.any(labels):
+            self._empty.append(name)
         if error:
             notify_warning(f"{name}: the result was not saved: {plain_error(error)}")
         elif path is not None:
@@ -312,6 +320,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.progress.setValue(_STEPS)
         self.progress.setFormat("done")
         notify_info(text)
+        if self._empty:
+            notify_warning(no_objects_message(", ".join(self._empty)))
 
     def _failure_message(self, exc) -> str:
         return f"Batch prediction failed after {self._n_results} image(s): {plain_error(exc)}"

@@ -97,6 +97,33 @@ def current_plane_index(viewer, layer) -> tuple[int, ...]:
     return tuple(index)
 
 
+#: planes up to this side are previewed whole; larger ones only in the part in view
+PREVIEW_MAX_SIDE = 1024
+PREVIEW_MIN_SIDE = 256
+
+
+def visible_box(layer, max_side: int = PREVIEW_MAX_SIDE, min_side: int = PREVIEW_MIN_SIDE):
+    """The part ``(slice y, slice x)`` of ``layer``'s plane a preview predicts: None (the whole
+    plane) when neither side exceeds ``max_side``; else the field of view (napari's
+    ``corner_pixels``, the plane's centre before the first draw), made ``min_side`` to
+    ``max_side`` pixels a side around its centre and kept inside the plane. Bounded work
+    however large the image."""
+    shape = spatial_shape(layer)[-2:]
+    if len(shape) < 2 or max(shape) <= max_side:
+        return None
+    corners = np.asarray(getattr(layer, "corner_pixels", np.zeros((2, 2))), dtype=float)
+    corners = corners[:, -2:] if corners.ndim == 2 and corners.shape[1] >= 2 else np.zeros((2, 2))
+    box = []
+    for axis, size in enumerate(shape):
+        lo, hi = corners[0, axis], corners[1, axis] + 1
+        if hi - lo <= 1:  # never drawn: the centre of the plane
+            lo, hi = 0, size
+        side = int(min(size, max(min_side, min(max_side, hi - lo))))
+        start = int(np.clip(round((lo + hi) / 2 - side / 2), 0, size - side))
+        box.append(slice(start, start + side))
+    return tuple(box)
+
+
 def image_plane(layer, index: tuple[int, ...], in_channels: int = 1) -> np.ndarray:
     """One plane of an image layer, ``(Y, X)`` or ``(C, Y, X)``, as a numpy array."""
     axes = image_axes(layer, in_channels)

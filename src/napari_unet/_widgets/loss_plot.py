@@ -18,6 +18,7 @@ class LossPlot(QWidget):
 
     TRAIN_COLOR = QColor(90, 170, 255)
     VAL_COLOR = QColor(255, 150, 60)
+    REPAINT_MS = 500
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -39,10 +40,11 @@ class LossPlot(QWidget):
         if val_loss is not None and math.isfinite(val_loss):
             if not self.validation or self.validation[-1][0] != iteration:
                 self.validation.append((float(iteration), float(val_loss)))
-        # repaint at most ~20 times a second
+        # repaint at most twice a second: each repaint recomposes the napari window (software
+        # OpenGL on many machines), CPU that training would otherwise use
         if not self._pending:
             self._pending = True
-            QTimer.singleShot(50, self._repaint)
+            QTimer.singleShot(self.REPAINT_MS, self._repaint)
 
     def _repaint(self):
         self._pending = False

@@ -61,7 +61,11 @@ def describe_model(model, origin: str) -> str:
     training = meta.get("training") or {}
     iterations = training.get("iterations") if isinstance(training, dict) else None
     if iterations:
-        parts.append(f"{iterations} iterations")
+        kept = training.get("kept_iteration")
+        if kept is not None and int(kept) != int(iterations):
+            parts.append(f"weights of iteration {kept} of {iterations}")
+        else:
+            parts.append(f"{iterations} iterations")
     return "; ".join(parts)
 
 

@@ -17,17 +17,30 @@ from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, 
                        select_model_mode)
 from ..axes import channels_last_to_first
 from ..pixel_size import describe_resampling
-from .layers import (LayerCombo, PREDICTION_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes, is_kind,
-                     layer_pixel_size, spatial_shape, upsert_layer)
+from .layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes,
+                     is_kind, layer_pixel_size, spatial_shape, upsert_layer)
 from .model_panel import ModelPanel
 from .model_state import model_holder
-from .notify import notify_error, plain_error
+from .notify import notify_error, notify_warning, plain_error
 from .workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
 
 OUTPUTS = MODE_CHOICES
 SCOPES = [("slice", "current slice"), ("stack", "whole stack")]
+
+
+def no_objects_message(name: str) -> str:
+    """The warning when a prediction of the layer ``name`` finds no object."""
+    return (f"No cells found in {name!r}. The model may have trained too little: paint a few of the cells "
+            f"it missed and press Continue in the Train widget (or check the cell diameter).")
+
+
+def hide_preview(viewer, image) -> None:
+    """Hide the training preview of ``image`` (the prediction now shows the same cells)."""
+    for layer in viewer.layers:
+        if layer.name == image.name + PREVIEW_SUFFIX and is_kind(layer, "labels"):
+            layer.visible = False
 
 
 def check_model_fits(model, layer) -> str:
@@ -232,9 +245,13 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         if result["probability"] is not None:
             self._write(image, PROBABILITY_SUFFIX, "image", result["probability"], index, shape,
                         colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", visible=True)
+        hide_preview(self.viewer, image)
         n = len(np.unique(labels)) - (1 if np.any(labels == 0) else 0)
-        kind = "object(s)" if self.output_combo.currentData() == "instances" else "class(es)"
+        instances = self.output_combo.currentData() == "instances"
+        kind = "object(s)" if instances else "class(es)"
         self.status_label.setText(f"{image.name + PREDICTION_SUFFIX!r}: {n} {kind}.")
+        if instances and n == 0:
+            notify_warning(no_objects_message(image.name))
         self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("done")
         if getattr(self, "_show_3d", False):

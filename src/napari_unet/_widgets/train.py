@@ -16,11 +16,12 @@ import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..axes import channels_last_to_first
+from ..model_metadata import undertrained_warning
 from ..progress import format_seconds
 from ..train_job import TrainJob
 from .annotation_sync import AnnotationSync
 from .controls import device_label, select_model_mode
-from .layers import current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems
+from .layers import current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems, visible_box
 from .loss_plot import LossPlot
 from .model_panel import ModelPanel
 from .model_state import (ask_export_path, ask_model_path, describe_model, export_model_file, model_holder,
@@ -51,6 +52,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self._pairs: list = []
         self.annotation_sync = AnnotationSync()
         self._started_at = 0.0
+        self._view_checked_at = 0.0
 
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>Train on</b> (image → annotations)"))
@@ -220,13 +222,20 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
                 pair_index = i
                 break
         image = self._pairs[pair_index][0]
-        return pair_index, current_plane_index(self.viewer, image)
+        return pair_index, current_plane_index(self.viewer, image), visible_box(image)
 
     def _on_view_changed(self, event=None):
         if self.job is not None:
             target = self._preview_target()
             if target != self.job.preview_target:
                 self.job.set_preview_target(target)
+
+    def _follow_view(self) -> None:
+        """Follow pans and zooms of a large image (its preview is the part in view), twice a second."""
+        now = time.monotonic()
+        if now - self._view_checked_at >= 0.5:
+            self._view_checked_at = now
+            self._on_view_changed()
 
     # -- worker callbacks (main thread) ------------------------------------------------------
 
@@ -240,6 +249,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             job = self.job
             self.view.show_progress(payload, job.config if job else None, job.device if job else None)
             self.sync_annotations()
+            self._follow_view()
         elif kind == "preview":
             self.view.show_preview(payload, self._pairs)
 
@@ -253,9 +263,12 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         iterations = len(getattr(trainer, "history", []) or [])
         origin = "continued training" if getattr(self, "_continue", False) else "trained in this session"
         self.holder.set_model(model, describe_model(model, origin))
-        self.progress.setFormat("done")
         elapsed = time.monotonic() - self._started_at
-        notify_info(f"Training finished after {format_seconds(elapsed)}; the model is ready for Predict.")
+        shortfall = undertrained_warning(model)
+        if shortfall is not None:
+            notify_warning(shortfall)
+        else:
+            notify_info(f"Training finished after {format_seconds(elapsed)}; the model is ready for Predict.")
         logger.info("training finished: %s events", iterations)
 
     def _worker_done(self):

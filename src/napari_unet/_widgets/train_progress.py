@@ -1,14 +1,21 @@
 """TrainProgressView: what the Train widget shows of a running training: the progress bar and
 its text, the status line (loss, validation, speed, device), the loss plot and the preview
-layers of the visible slice (prediction, uncertainty, weight map)."""
+layers of the visible slice (prediction, uncertainty, weight map).
+
+Training reports every iteration; the view redraws at most every ``REFRESH_S`` seconds (and at
+once for a validation, a checkpoint and the end): under software OpenGL every redraw of the
+napari window costs CPU that training would otherwise use."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
+from qtpy.QtCore import QTimer
 
 from ..progress import format_seconds
+from ..schedule import budget_progress
 from .controls import device_label
 from .layers import PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, spatial_shape, write_plane_layer
 
@@ -17,30 +24,37 @@ class TrainProgressView:
     """Shows the events of a :class:`napari_unet.train_job.TrainJob` in the widget's ``progress``
     bar, ``status_label`` and ``loss_plot``, and its previews in layers of ``viewer``."""
 
+    REFRESH_S = 0.5
+    STEPS = 1000  # the bar counts thousandths of the budget
+
     def __init__(self, viewer, progress, status_label, loss_plot):
         self.viewer = viewer
         self.progress = progress
         self.status_label = status_label
         self.loss_plot = loss_plot
         self._last_validation = (None, None)
+        self._pending = None  # (event, config, device) not shown yet
+        self._shown_at = -math.inf
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._show_pending)
 
     def start(self, config) -> None:
         """A new run with ``config``: empty plot, the bar over its budget."""
         self.loss_plot.clear()
         self._last_validation = (None, None)
+        self._pending, self._shown_at = None, -math.inf
         if config.checkpoint_dir:
             self.progress.setToolTip(f"Checkpoints every {format_seconds(config.checkpoint_every_s)} and at the end "
                                      f"go to {config.checkpoint_dir} (model files: Load model… opens them)")
-        if config.iterations:
-            self.progress.setRange(0, int(config.iterations))
-        else:
-            self.progress.setRange(0, int(config.time_limit_s))
+        self.progress.setRange(0, self.STEPS)
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.status_label.setText("Preparing the training data…")
 
     def show_progress(self, event, config, device) -> None:
-        """Show a :class:`napari_unet.TrainEvent` of a run with ``config`` on ``device``."""
+        """Show a :class:`napari_unet.TrainEvent` of a run with ``config`` on ``device`` (the
+        loss at once, the rest at the next refresh)."""
         kind = getattr(event, "kind", "step")
         iteration = int(getattr(event, "iteration", 0))
         if kind == "step":
@@ -48,22 +62,51 @@ class TrainProgressView:
         elif kind == "validation":
             self.loss_plot.add(iteration, None, event.val_loss)
             self._last_validation = (event.val_loss, event.val_iou)
-        if config is not None and config.iterations:
-            self.progress.setValue(min(iteration, self.progress.maximum()))
-            text = f"{iteration}/{config.iterations} it."
-        else:
-            self.progress.setValue(int(min(event.elapsed_s or 0, self.progress.maximum())))
-            text = f"{iteration} it."
         if kind == "checkpoint":
             self.progress.setToolTip(f"Last checkpoint: {event.message} (a model file: Load model… opens it)")
-        if kind == "done":
-            self.progress.setValue(self.progress.maximum())
+        self._pending = (event, config, device)
+        wait = self._shown_at + self.REFRESH_S - time.monotonic()
+        if kind == "done" or wait <= 0:
+            self._show_pending()
+        elif not self._timer.isActive():
+            self._timer.start(int(math.ceil(wait * 1000)))
+
+    def flush(self) -> None:
+        """Show what is pending now (e.g. before reading the bar in a test)."""
+        self._show_pending()
+
+    def _show_pending(self) -> None:
+        self._timer.stop()
+        if self._pending is None:
+            return
+        event, config, device = self._pending
+        self._pending = None
+        self._shown_at = time.monotonic()
+        iteration = int(getattr(event, "iteration", 0))
+        elapsed = float(event.elapsed_s or 0.0)
+        text = self.budget_text(iteration, elapsed, config)
+        if getattr(event, "kind", "step") == "done":
+            self.progress.setValue(self.STEPS)
             self.progress.setFormat(f"{text}  done")
             if event.message:
                 self.status_label.setText(f"Training {event.message}.")
             return
+        if config is not None:
+            self.progress.setValue(int(min(1.0, budget_progress(config, iteration, elapsed)) * self.STEPS))
         self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
         self.status_label.setText(" · ".join(self._status_parts(event, device)))
+
+    @staticmethod
+    def budget_text(iteration: int, elapsed: float, config) -> str:
+        """The bar's text: the iterations, and the time against the limit when the time limit
+        is the budget that ends the run first (``budget_progress`` follows the same one)."""
+        if config is None:
+            return f"{iteration} it."
+        by_time = (config.time_limit_s is not None and
+                   (config.iterations is None or elapsed / config.time_limit_s >= iteration / config.iterations))
+        if by_time:
+            return f"{iteration} it. · {format_seconds(elapsed)} of {format_seconds(config.time_limit_s)}"
+        return f"{iteration}/{config.iterations} it."
 
     def _status_parts(self, event, device) -> list[str]:
         parts = []
@@ -89,7 +132,7 @@ class TrainProgressView:
         image = pairs[pair][0]
         if image not in self.viewer.layers:
             return
-        index = tuple(preview["index"])
+        index = tuple(preview["index"]) + tuple(preview.get("box") or ())  # the plane, or its part in view
         shape = spatial_shape(image)
         write_plane_layer(self.viewer, image, PREVIEW_SUFFIX, "labels", preview["labels"], index, shape,
                           dtype=np.int32, opacity=0.5)

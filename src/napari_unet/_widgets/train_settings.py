@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
+from qtpy.QtGui import QValidator
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QSpinBox, QWidget
 
+from ..progress import format_seconds, parse_duration
 from .controls import MODE_CHOICES, DeviceCombo, choice_combo
 from .layers import common_pixel_size, image_axes
 
@@ -32,6 +34,34 @@ def channels_and_classes(pairs, mode: str) -> tuple[int, int]:
     if mode == "classes":
         n_classes = max(2, max(int(np.max(labels.data)) for _, labels in pairs))
     return in_channels, n_classes
+
+
+class DurationSpin(QSpinBox):
+    """A duration in whole seconds, typed as people write one ("45 s", "1:30", "5 min", "1 h";
+    a bare number is minutes) and shown as m:ss; 0 reads "no limit"."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(0, 24 * 3600)
+        self.setSingleStep(15)
+        self.setSpecialValueText("no limit")
+
+    def textFromValue(self, value: int) -> str:  # noqa: N802 - Qt API
+        return format_seconds(value)
+
+    def valueFromText(self, text: str) -> int:  # noqa: N802 - Qt API
+        try:
+            return int(round(parse_duration(text)))
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):  # Qt API
+        try:
+            seconds = parse_duration(text)
+        except ValueError:
+            return QValidator.State.Intermediate, text, pos
+        state = QValidator.State.Acceptable if seconds <= self.maximum() else QValidator.State.Invalid
+        return state, text, pos
 
 
 class TrainSettings(QWidget):
@@ -64,12 +94,9 @@ class TrainSettings(QWidget):
         self.iterations_spin.setSpecialValueText("no limit")
         self.iterations_spin.setToolTip("Training iterations (0 = no limit: stop with the time limit or Stop).")
         form.addRow("iterations", self.iterations_spin)
-        self.time_spin = QDoubleSpinBox()
-        self.time_spin.setRange(0, 24 * 60)
-        self.time_spin.setDecimals(1)
-        self.time_spin.setSuffix(" min")
-        self.time_spin.setSpecialValueText("no limit")
-        self.time_spin.setToolTip("Stop after this many minutes (0 = no limit). Training stops at whichever comes first.")
+        self.time_spin = DurationSpin()
+        self.time_spin.setToolTip("Stop after this long, e.g. 45 s, 1:30 or 5 min (a bare number is minutes; "
+                                  "0 = no limit). Training stops at whichever comes first: iterations or time.")
         form.addRow("time limit", self.time_spin)
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 64)
@@ -83,10 +110,12 @@ class TrainSettings(QWidget):
         self.device_combo = DeviceCombo()
         form.addRow("device", self.device_combo)
         self.preview_spin = QSpinBox()
-        self.preview_spin.setRange(1, 10_000)
-        self.preview_spin.setValue(25)
-        self.preview_spin.setSuffix(" iterations")
-        self.preview_spin.setToolTip("Predict the visible slice into the preview layer every N iterations.")
+        self.preview_spin.setRange(1, 600)
+        self.preview_spin.setValue(5)
+        self.preview_spin.setSuffix(" s")
+        self.preview_spin.setToolTip("Predict the visible slice (or, on a large image, the part in view) into the "
+                                     "preview layer about every N seconds; the first comes about 2 s after Start. "
+                                     "Previews are spaced out when they would take more than 5 % of the time.")
         form.addRow("preview every", self.preview_spin)
         self.weight_check = QCheckBox("show weight map")
         self.weight_check.setToolTip(
@@ -109,8 +138,8 @@ class TrainSettings(QWidget):
         from ..config import AugmentConfig, TrainConfig, model_preset
 
         iterations = self.iterations_spin.value() or None
-        minutes = self.time_spin.value()
-        time_limit = minutes * 60.0 if minutes > 0 else None
+        seconds = self.time_spin.value()
+        time_limit = float(seconds) if seconds > 0 else None
         if iterations is None and time_limit is None:
             raise ValueError("set an iteration count or a time limit: training needs a budget")
         mode = self.mode_combo.currentData()
@@ -122,7 +151,7 @@ class TrainSettings(QWidget):
             batch_size=self.batch_spin.value(),
             augment=AugmentConfig(enabled=self.augment_check.isChecked()),
             device=self.device_combo.device(),
-            preview_every=self.preview_spin.value(),
+            preview_every_s=float(self.preview_spin.value()),
             checkpoint_dir=checkpoint_dir(),
         )
         if model is None:

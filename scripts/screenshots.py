@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     docks["Train"].raise_()
     train.preset_combo.setCurrentIndex(train.preset_combo.findData(args.preset))
     train.iterations_spin.setValue(args.iterations)
-    train.preview_spin.setValue(25)
+    train.preview_spin.setValue(5)  # seconds
     train.uncertainty_check.setChecked(True)
     train.start_button.click()
     started = time.monotonic()
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     viewer.layers["touching cells uncertainty"].visible = False
     viewer.layers.selection.active = labels
     # a mid-training picture for the README
-    wait_until(app, lambda: train.progress.value() >= args.iterations * 0.5 or not train.is_running,
+    wait_until(app, lambda: train.progress.value() >= train.progress.maximum() * 0.5 or not train.is_running,
                900, "half the training")
     save_window("main_window.png")
     wait_until(app, lambda: not train.is_running, 1800, "the end of training")

@@ -99,10 +99,10 @@ def test_previews_by_time_come_early_then_every_few_seconds_and_cost_at_most_a_t
     trainer = Trainer([image], [annotations], config=config, preview=image[:48, :48])
     trainer.clock = _Clock(0.05)
     seen = [event.elapsed_s for event in trainer.run() if event.kind == "preview"]
-    # the first about 2 s into training, then about every 3 s (the last at the end of the run)
+    # the first about 2 s into training, then about every 3 s (none forced at the end)
     # (an event's elapsed time is read a clock tick or two before the preview is found due)
     assert PreviewClock.FIRST_S - 0.3 <= seen[0] < PreviewClock.FIRST_S + 1
-    gaps = np.diff(seen[:-1])
+    gaps = np.diff(seen)
     assert len(gaps) >= 3 and np.all((gaps >= 3.0 - 0.3) & (gaps < 4.0))
 
     # a preview that costs 1 s spaces them out to 20 s (5 %) apart
@@ -116,7 +116,7 @@ def test_previews_by_time_come_early_then_every_few_seconds_and_cost_at_most_a_t
 
     slow._predict_preview = costly
     seen = [event.elapsed_s for event in slow.run() if event.kind == "preview"]
-    assert len(seen) >= 3 and np.all(np.diff(seen[:-1]) >= 1.0 / PreviewClock.SHARE - 0.3)
+    assert len(seen) >= 2 and np.all(np.diff(seen) >= 1.0 / PreviewClock.SHARE - 0.3)
 
 
 def _tune(step_seconds, threads=2, steps=40, every_s=30.0):

@@ -298,7 +298,8 @@ class TrainConfig:
     """Predict the preview region (if one is set) by time instead: the first about 2 s into
     training, then every this many seconds, spaced out so that previews take at most about 5 %
     of the training time (:class:`napari_unet.schedule.PreviewClock`). The Train widget uses it:
-    previews come every few seconds however fast the machine trains."""
+    previews come every few seconds however fast the machine trains (and none is forced after
+    the last iteration: the widget previews the kept model once the run ends)."""
     class_names: tuple[str, ...] | None = None
     """Names of the output classes, background first (default: "background", "cell" /
     "class 2", ...)."""

@@ -131,7 +131,8 @@ def _check_memory(model, input_shape, batch_size: int, device) -> None:
 
 class _Preview:
     """The raw 2D region a run predicts now and then, set from any thread, and when it is due:
-    every ``config.preview_every`` iterations, or by time (``config.preview_every_s``)."""
+    every ``config.preview_every`` iterations and after the last, or by time
+    (``config.preview_every_s``)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -148,9 +149,9 @@ class _Preview:
         """Whether to predict the region after ``iteration`` (``last``: the run's last one)."""
         if self.region is None or not (self.every or self.clock is not None):
             return False
-        if last:
-            return True
-        return self.clock.due(now) if self.clock is not None else iteration % self.every == 0
+        if self.clock is not None:  # by time: no extra preview at the end (the Train widget shows the kept model's)
+            return self.clock.due(now)
+        return last or iteration % self.every == 0
 
     def done(self, started: float, ended: float) -> None:
         """A preview (prediction, and what the consumer did with it) ran from ``started`` to ``ended``."""
@@ -176,7 +177,7 @@ def _predict_region(model, region, normalize, *, device, train_tile, average, st
 
     from .tiling import iter_predict_tiled
 
-    tile = tuple(int(s) for s in model.valid_input_shape(tuple(max(256, 2 * s) for s in train_tile)))
+    tile = tuple(int(s) for s in model.valid_input_shape(tuple(max(640, 2 * s) for s in train_tile)))
     with torch.no_grad(), average.applied(model):
         gen = iter_predict_tiled(model, region, device=device, tile_shape=tile, normalize=normalize)
         return _run_unless(gen, stop)

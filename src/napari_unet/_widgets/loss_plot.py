@@ -34,7 +34,9 @@ class LossPlot(QWidget):
         self.validation.clear()
         self.update()
 
-    def add(self, iteration: float, loss: float | None = None, val_loss: float | None = None) -> None:
+    def add(self, iteration: float, loss: float | None = None, val_loss: float | None = None,
+            repaint: bool = True) -> None:
+        """Add a point; ``repaint=False`` leaves the redraw to the caller (``update()``)."""
         if loss is not None and math.isfinite(loss):
             self.train.append((float(iteration), float(loss)))
         if val_loss is not None and math.isfinite(val_loss):
@@ -42,7 +44,7 @@ class LossPlot(QWidget):
                 self.validation.append((float(iteration), float(val_loss)))
         # repaint at most twice a second: each repaint recomposes the napari window (software
         # OpenGL on many machines), CPU that training would otherwise use
-        if not self._pending:
+        if repaint and not self._pending:
             self._pending = True
             QTimer.singleShot(self.REPAINT_MS, self._repaint)
 

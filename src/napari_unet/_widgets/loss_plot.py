@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Sequence
 
-from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -18,7 +18,6 @@ class LossPlot(QWidget):
 
     TRAIN_COLOR = QColor(90, 170, 255)
     VAL_COLOR = QColor(255, 150, 60)
-    REPAINT_MS = 500
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -27,30 +26,20 @@ class LossPlot(QWidget):
         self.setMinimumHeight(140)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Training loss (blue, smoothed) and validation loss (orange) per iteration")
-        self._pending = False
 
     def clear(self) -> None:
         self.train.clear()
         self.validation.clear()
         self.update()
 
-    def add(self, iteration: float, loss: float | None = None, val_loss: float | None = None,
-            repaint: bool = True) -> None:
-        """Add a point; ``repaint=False`` leaves the redraw to the caller (``update()``)."""
+    def add(self, iteration: float, loss: float | None = None, val_loss: float | None = None) -> None:
+        """Add a point. The plot is not redrawn: the caller calls ``update()`` when it redraws the
+        rest (each redraw recomposes the napari window, software OpenGL on many machines)."""
         if loss is not None and math.isfinite(loss):
             self.train.append((float(iteration), float(loss)))
         if val_loss is not None and math.isfinite(val_loss):
             if not self.validation or self.validation[-1][0] != iteration:
                 self.validation.append((float(iteration), float(val_loss)))
-        # repaint at most twice a second: each repaint recomposes the napari window (software
-        # OpenGL on many machines), CPU that training would otherwise use
-        if repaint and not self._pending:
-            self._pending = True
-            QTimer.singleShot(self.REPAINT_MS, self._repaint)
-
-    def _repaint(self):
-        self._pending = False
-        self.update()
 
     @staticmethod
     def _smooth(points: Sequence[tuple[float, float]], alpha: float = 0.9):

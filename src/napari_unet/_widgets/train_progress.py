@@ -58,9 +58,9 @@ class TrainProgressView:
         kind = getattr(event, "kind", "step")
         iteration = int(getattr(event, "iteration", 0))
         if kind == "step":
-            self.loss_plot.add(iteration, event.loss, None, repaint=False)
+            self.loss_plot.add(iteration, event.loss, None)
         elif kind == "validation":
-            self.loss_plot.add(iteration, None, event.val_loss, repaint=False)
+            self.loss_plot.add(iteration, None, event.val_loss)
             self._last_validation = (event.val_loss, event.val_iou)
         if kind == "checkpoint":
             self.progress.setToolTip(f"Last checkpoint: {event.message} (a model file: Load model… opens it)")

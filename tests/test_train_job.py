@@ -172,3 +172,30 @@ def test_the_job_restores_the_thread_count_after_training():
     assert trainer.iteration == 30 and torch.get_num_threads() == before
     if before > 1:
         assert job.thread_choices  # the tuner probed
+
+
+def test_preload_imports_what_a_first_training_with_previews_imports():
+    # In a fresh interpreter: after preload(), a first job (optimizer steps, previews with their
+    # labels) imports nothing more of ours, torch's compiler, scipy or scikit-image; those
+    # imports would otherwise run in the widget's worker at Start and stall the window.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from napari_unet import TrainConfig\n"
+        "from napari_unet.samples import make_touching_cells\n"
+        "from napari_unet.train_job import TrainJob, preload\n"
+        "image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)\n"
+        "preload()\n"
+        "before = set(sys.modules)\n"
+        "config = TrainConfig(preset='tiny', iterations=2, batch_size=2, device='cpu', preview_every=1)\n"
+        "job = TrainJob([image], [annotations], ['YX'], config, None, preview_target=(0, ()),\n"
+        "               weight_map=True, uncertainty=True)\n"
+        "assert any(kind == 'preview' for kind, _ in job.run())\n"
+        "roots = ('napari_unet', 'scipy', 'skimage', 'sympy', 'torch._dynamo')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith(roots)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -21,7 +21,31 @@ from .devices import ThreadTuner
 from .events import TrainResult
 from .training import Trainer
 
-__all__ = ["train", "TrainJob", "entropy_map", "predict_plane"]
+__all__ = ["train", "TrainJob", "entropy_map", "predict_plane", "preload"]
+
+# What the first TrainJob.run imports: torch's optimizer step imports torch._dynamo (and sympy)
+# on its first call, previews import the labels code and scikit-image.
+PRELOADED_MODULES = (
+    "torch._dynamo", "scipy.ndimage", "skimage.measure", "skimage.morphology", "skimage.segmentation", "skimage.util", "skimage.util._remap",
+    "napari_unet.augment", "napari_unet.model", "napari_unet.postprocess", "napari_unet.tiling",
+)
+
+
+def preload() -> None:
+    """Import what a first :meth:`TrainJob.run` imports (about two seconds of imports).
+
+    An import holds Python's global lock for long stretches; run in the worker at Start, it
+    stalls napari's event loop for most of a second. The Train widget calls this in a
+    background thread when it opens, while the user paints."""
+    import importlib
+
+    for name in PRELOADED_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # e.g. a private module another scikit-image version lacks
+            continue
+        for attribute in getattr(module, "__all__", ()):  # scikit-image imports its parts lazily
+            getattr(module, attribute, None)
 
 
 def entropy_map(probabilities: np.ndarray) -> np.ndarray:

@@ -316,3 +316,48 @@ def test_a_large_images_preview_is_the_part_in_view(viewer, open_widget, qtbot):
     big.corner_pixels = np.array([[2800, 2300], [2999, 2499]])
     box = visible_box(big)
     assert box == (slice(2744, 3000), slice(2244, 2500))
+
+
+def test_a_refresh_of_the_training_view_lays_out_nothing_and_long_status_lines_still_fit(viewer, open_widget, qtbot):
+    # Each layout pass repaints much of the napari window: the once-a-second refresh of the bar,
+    # the status line and the loss plot must not ask for one while the status keeps its lines.
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QApplication
+
+    from napari_unet import TrainConfig, TrainEvent
+
+    train = open_widget("Train")
+    view, config = train.view, TrainConfig(preset="tiny", iterations=None, time_limit_s=60.0)
+    viewer.window._qt_window.show()
+    view.start(config)
+
+    class Layouts(QObject):
+        count = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt API
+            if event.type() == QEvent.Type.LayoutRequest:
+                self.count += 1
+            return False
+
+    def refresh(iteration, loss):
+        view.show_progress(TrainEvent("step", iteration=iteration, total_iterations=None, loss=loss, elapsed_s=iteration / 5,
+                                      eta_s=60 - iteration / 5, it_per_s=5.0), config, None)
+        view.flush()
+        QApplication.processEvents()
+
+    refresh(10, 0.5)
+    qtbot.wait(50)
+    layouts = Layouts()
+    QApplication.instance().installEventFilter(layouts)
+    try:
+        for i in range(2, 6):
+            refresh(10 * i, 0.5 / i)
+        assert layouts.count == 0
+        assert "loss 0.1000" in train.status_label.text()
+        # a message longer than the dock is wide gets the lines it needs
+        short = train.status_label.height()
+        train.status_label.setText("Training stopped: " + "a long explanation " * 30)
+        qtbot.waitUntil(lambda: train.status_label.height() > short, timeout=3000)
+        assert train.status_label.height() >= train.status_label.heightForWidth(train.status_label.width())
+    finally:
+        QApplication.instance().removeEventFilter(layouts)

@@ -1,5 +1,5 @@
 """Small controls shared by the widgets: the device combo box, the cell-diameter spin box,
-choice combo boxes."""
+choice combo boxes, the status line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 import os
 from typing import Any, Iterable
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox
+from qtpy.QtCore import QRect, QSize, Qt
+from qtpy.QtGui import QPainter
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSizePolicy, QWidget
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +184,68 @@ def large_cells_check() -> QCheckBox:
         "fragments. Cells of the painted size keep their labels. Off: the full-size prediction only.\n"
         "Not with 3D objects, nor on a cluster.")
     return check
+
+
+def _flag(value) -> int:
+    return int(getattr(value, "value", value))  # PyQt6 enums carry .value, PyQt5's are ints
+
+
+_WRAP_FLAGS = _flag(Qt.TextFlag.TextWordWrap) | _flag(Qt.AlignmentFlag.AlignLeft) | _flag(Qt.AlignmentFlag.AlignTop)
+
+
+class StatusLine(QWidget):
+    """A word-wrapped line of text (``setText`` / ``text`` as a QLabel's) that asks its layout for
+    a new height only when its number of lines changes.
+
+    A QLabel asks for a new layout at every ``setText``; a running job changes its status every
+    second, and each layout pass repaints large parts of the napari window (two extra window
+    compositions, tens of milliseconds each under software OpenGL)."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(parent)
+        self._text = text
+        self._height = None  # the height the layout last got
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+
+    def text(self) -> str:
+        return self._text
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name
+        text = str(text)
+        if text == self._text:
+            return
+        self._text = text
+        if self.heightForWidth(max(1, self.width())) != self._height:
+            self.updateGeometry()
+        self.update()
+
+    def _text_height(self, width: int) -> int:
+        if not self._text:
+            return 0
+        return self.fontMetrics().boundingRect(QRect(0, 0, max(1, width), 100000), _WRAP_FLAGS, self._text).height()
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt API
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt API
+        return max(self.fontMetrics().lineSpacing(), self._text_height(width))
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(100, self.heightForWidth(max(1, self.width())))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(0, self.fontMetrics().lineSpacing())
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._height = event.size().height()
+        if self.heightForWidth(event.size().width()) != self._height:
+            self.updateGeometry()
+
+    def paintEvent(self, event):  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        painter.drawText(self.rect(), _WRAP_FLAGS, self._text)
+        painter.end()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ..axes import channels_last_to_first
 from ..model_metadata import undertrained_warning
 from ..progress import format_seconds
-from ..train_job import TrainJob
+from ..train_job import TrainJob, preload
 from .annotation_sync import AnnotationSync
 from .controls import device_label, select_model_mode
 from .layers import current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems, visible_box
@@ -37,6 +38,26 @@ logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
 # the widget
+
+
+_preloading: list = []  # the background thread, once per process
+
+
+def start_preloading() -> None:
+    """Import what training needs in a background thread, once: at Start, the same imports in
+    the worker would stall the window for most of a second (:func:`napari_unet.train_job.preload`)."""
+    if _preloading:
+        return
+
+    def run():
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - Start imports again and reports a real failure
+            logger.debug("preloading the training modules failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="napari-unet preload", daemon=True)
+    _preloading.append(thread)
+    thread.start()
 
 
 class TrainWidget(WorkerWidgetMixin, QWidget):
@@ -96,6 +117,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         napari_viewer.dims.events.current_step.connect(self._on_view_changed)
         napari_viewer.layers.selection.events.active.connect(self._on_view_changed)
         self._set_running(False)
+        start_preloading()
 
     # -- state ------------------------------------------------------------------------------
 

@@ -82,20 +82,22 @@ class TrainProgressView:
         event, config, device = self._pending
         self._pending = None
         self._shown_at = time.monotonic()
-        self.loss_plot.update()  # one redraw of the window for the plot, the bar and the text
+        # One composition of the window for all: the status line and the plot only mark
+        # themselves dirty, and QProgressBar.setValue, which repaints at once, comes last.
+        self.loss_plot.update()
         iteration = int(getattr(event, "iteration", 0))
         elapsed = float(event.elapsed_s or 0.0)
         text = self.budget_text(iteration, elapsed, config)
         if getattr(event, "kind", "step") == "done":
-            self.progress.setValue(self.STEPS)
-            self.progress.setFormat(f"{text}  done")
             if event.message:
                 self.status_label.setText(f"Training {event.message}.")
+            self.progress.setFormat(f"{text}  done")
+            self.progress.setValue(self.STEPS)
             return
+        self.status_label.setText(" · ".join(self._status_parts(event, device)))
+        self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
         if config is not None:
             self.progress.setValue(int(min(1.0, budget_progress(config, iteration, elapsed)) * self.STEPS))
-        self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
-        self.status_label.setText(" · ".join(self._status_parts(event, device)))
 
     @staticmethod
     def budget_text(iteration: int, elapsed: float, config) -> str:

@@ -7,9 +7,9 @@ import logging
 import os
 from typing import Callable
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton
+from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton
 
-from .controls import free_device_memory
+from .controls import StatusLine, free_device_memory
 from .model_state import ask_model_path, load_model_into
 from .notify import JobError, notify_error, plain_error
 
@@ -144,7 +144,7 @@ class WorkerWidgetMixin:
         return run_button
 
     def _add_progress(self, layout, maximum: int = 1, value: int | None = 0) -> None:
-        """Add ``self.progress`` (reading "idle") and the word-wrapped ``self.status_label``.
+        """Add ``self.progress`` (reading "idle") and the word-wrapped ``self.status_label`` (a :class:`StatusLine`).
 
         ``value=None`` leaves the bar reset (no text shown until the first run).
         """
@@ -154,8 +154,7 @@ class WorkerWidgetMixin:
             self.progress.setValue(value)
         self.progress.setFormat("idle")
         layout.addWidget(self.progress)
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+        self.status_label = StatusLine()
         layout.addWidget(self.status_label)
 
     @property

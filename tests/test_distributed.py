@@ -121,7 +121,7 @@ def test_stop_then_resume_equals_an_uninterrupted_run(data, client, tmp_path):
     marks = list((out / ".napari-unet-run" / "predicted").iterdir())
     assert 0 < len(marks) < 9
     # a second run with other settings must not mix with the marks of the first
-    with pytest.raises(ValueError, match="interrupted run with other settings"):
+    with pytest.raises(ValueError, match="interrupted run with another block"):
         predict_distributed(data["net"], data["source"], out, client=client, block_shape=256, **FP32)
     result = predict_distributed(data["net"], data["source"], out, client=client, block_shape=512, **FP32)
     # blocks already running at the Stop finish and count as done too
@@ -216,3 +216,94 @@ def test_flipped_views_on_a_cluster_equal_the_whole_image(data, client, tmp_path
     out = tmp_path / "tta.zarr"
     predict_distributed(net, image, out, client=client, block_shape=256, labels=False, tta=2, **FP32)
     assert np.abs(open_prediction(out)["probabilities"][...] - whole).max() <= 1e-5
+
+
+# -- never destroy what is not ours, never mix two runs (issue 34) --------------------------------
+def _small_zarr(path, image):
+    arr = zarr.open_array(str(path), mode="w", shape=image.shape, chunks=(128, 128), dtype=image.dtype)
+    arr[:] = image
+    return str(path)
+
+
+def test_an_output_that_is_the_input_or_not_ours_is_never_removed(data, client, tmp_path):
+    image = data["image"][:256, :256]
+    source = _small_zarr(tmp_path / "in.zarr", image)
+    before = zarr.open_array(source, mode="r")[...]
+    for out in (source, tmp_path / "in.zarr" / "inside.zarr"):
+        with pytest.raises(ValueError, match="the input"):
+            predict_distributed(data["net"], source, out, client=client, overwrite=True)
+    np.testing.assert_array_equal(zarr.open_array(source, mode="r")[...], before)
+    keep = tmp_path / "keep.tif"
+    keep.write_bytes(b"the user's own file")
+    with pytest.raises(ValueError, match=r"\.zarr folder"):
+        predict_distributed(data["net"], source, keep, client=client, overwrite=True)
+    assert keep.read_bytes() == b"the user's own file"
+    mine = tmp_path / "mine.zarr"  # a folder of the user's, named like an output
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="no mark of napari-unet"):
+        predict_distributed(data["net"], source, mine, client=client, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "precious"
+    # nothing is created when the cluster cannot be reached
+    with pytest.raises(Exception):
+        predict_distributed(data["net"], source, tmp_path / "never.zarr", client="local:abc")
+    assert not (tmp_path / "never.zarr").exists() and not list(tmp_path.glob(".never.zarr*"))
+    # our own finished output is replaced with overwrite
+    ours = tmp_path / "ours.zarr"
+    predict_distributed(data["net"], source, ours, client=client, labels=False, **FP32)
+    predict_distributed(data["net"], source, ours, client=client, labels=False, overwrite=True, **FP32)
+    assert is_complete_image(ours)
+
+
+def _interrupt_after(run, blocks):
+    for done, _total in run:
+        if done >= blocks:
+            break
+    run.close()
+
+
+def test_a_resumed_run_redoes_a_missing_or_damaged_block_and_refuses_another_input(data, client, tmp_path):
+    image = data["image"][:768, :768]
+    a = _small_zarr(tmp_path / "a.zarr", image)
+    clean = tmp_path / "clean.zarr"
+    predict_distributed(data["net"], a, clean, client=client, block_shape=256, **FP32)
+    out = tmp_path / "out.zarr"
+    _interrupt_after(iter_predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32), 6)
+    marks = sorted(p.name for p in (out / ".napari-unet-run" / "predicted").iterdir() if not p.name.startswith("."))
+    assert len(marks) >= 2
+    # one finished block's chunk deleted, another's garbled
+    chunks = sorted(p for p in (out / "probabilities").iterdir() if not p.name.startswith("."))
+    by_block = {BlockGrid.name(((), int(c.name.split(".")[1]), int(c.name.split(".")[2]))): c for c in chunks}
+    done = [by_block[m] for m in marks if m in by_block]
+    done[0].unlink()
+    done[1].write_bytes(b"garbage" * 10)
+    # the same shape, type and intensities, other content: another input, refused
+    b = _small_zarr(tmp_path / "b.zarr", np.ascontiguousarray(image[::-1]))
+    with pytest.raises(ValueError, match="interrupted run with another source"):
+        predict_distributed(data["net"], b, out, client=client, block_shape=256, **FP32)
+    predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32)
+    resumed, reference = open_prediction(out), open_prediction(clean)
+    np.testing.assert_array_equal(resumed["probabilities"][...], reference["probabilities"][...])
+    np.testing.assert_array_equal(resumed["labels"][...], reference["labels"][...])
+
+
+def test_a_long_lived_cluster_reads_a_source_rewritten_under_the_same_path(data, client, tmp_path):
+    path = tmp_path / "src.zarr"
+    first = data["image"][:256, :256]
+    _small_zarr(path, first)
+    predict_distributed(data["net"], str(path), tmp_path / "one.zarr", client=client, labels=False, **FP32)
+    second = np.ascontiguousarray(data["image"][300:500, 300:500])
+    _small_zarr(path, second)
+    predict_distributed(data["net"], str(path), tmp_path / "two.zarr", client=client, labels=False, **FP32)
+    got = open_prediction(tmp_path / "two.zarr")["probabilities"][...]
+    assert np.abs(got - predict_tiled(data["net"], second, **FP32)).max() <= 1e-6
+
+
+def test_a_grid_too_large_to_track_is_refused_at_once(data, client, tmp_path):
+    huge = zarr.open_array(str(tmp_path / "huge.zarr"), mode="w", shape=(10**6, 10**6), chunks=(1024, 1024),
+                           dtype="uint8")  # declared, never written
+    with pytest.raises(ValueError, match="choose larger blocks"):
+        predict_distributed(data["net"], str(tmp_path / "huge.zarr"), tmp_path / "out.zarr", client=client,
+                            block_shape=1024)
+    assert not (tmp_path / "out.zarr").exists()
+    assert huge.shape == (10**6, 10**6)

@@ -158,3 +158,95 @@ def test_cli_reads_pixel_sizes_trains_with_them_and_labels_3d_objects(tmp_path):
     assert len(np.unique(labels)) - 1 == 4  # one id per sphere over all its planes, the touching pair split
     assert labels[truth == 1][0] != labels[truth == 2][0]
     assert main(["predict", "-m", str(tmp_path / "t.unet"), str(tmp_path / "img.tif"), "-o", str(out), "--3d", "-q"]) == 2
+
+
+# -- never answer wrongly in silence (issue 34) ---------------------------------------------------
+def _ome_zarr(path, image, axes, datasets_transform, multiscale_transform=None):
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=image.shape, chunks=image.shape, dtype=image.dtype)[...] = image
+    ms = {"version": "0.4", "axes": axes,
+          "datasets": [{"path": "0", "coordinateTransformations": datasets_transform}]}
+    if multiscale_transform is not None:
+        ms["coordinateTransformations"] = multiscale_transform
+    group.attrs["multiscales"] = [ms]
+    return path
+
+
+def test_ome_zarr_units_and_multiscale_transformations_give_micrometres(tmp_path):
+    from napari_unet.ngff import ngff_scale
+
+    image = np.zeros((8, 8), np.uint8)
+    mm = _ome_zarr(tmp_path / "mm.zarr", image, [{"name": "y", "type": "space", "unit": "millimeter"},
+                                                 {"name": "x", "type": "space", "unit": "millimeter"}],
+                   [{"type": "scale", "scale": [0.0005, 0.0005]}])
+    assert ngff_scale(mm) == pytest.approx({"y": 0.5, "x": 0.5})
+    composed = _ome_zarr(tmp_path / "ms.zarr", image, [{"name": "y", "type": "space", "unit": "micrometer"},
+                                                       {"name": "x", "type": "space", "unit": "micrometer"}],
+                         [{"type": "scale", "scale": [0.25, 0.25]}], [{"type": "scale", "scale": [2.0, 2.0]}])
+    assert read_pixel_size(composed) == pytest.approx({"y": 0.5, "x": 0.5})
+    odd = _ome_zarr(tmp_path / "odd.zarr", image, [{"name": "y", "type": "space", "unit": "parsec"},
+                                                   {"name": "x", "type": "space", "unit": "parsec"}],
+                    [{"type": "scale", "scale": [1.0, 1.0]}])
+    with pytest.raises(ValueError, match=r"odd\.zarr.*unknown length unit 'parsec'"):
+        ngff_scale(odd)
+
+
+@pytest.mark.parametrize("multiscales, words", [
+    ([{}], "names no dataset"),
+    ([{"datasets": [{}]}], "names no dataset"),
+    ([{"datasets": [{"path": "missing"}]}], "does not hold"),
+    ([{"datasets": [{"path": "0"}], "axes": [{"type": "space"}, {"name": "x"}]}], "axis 0 has no name"),
+    ("abc", "must be a list"),
+])
+def test_malformed_ome_zarr_metadata_is_one_clear_error_naming_the_file(tmp_path, multiscales, words):
+    import zarr
+
+    from napari_unet.images import read_image
+
+    group = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(8, 8), chunks=(8, 8), dtype="uint8")
+    group.attrs["multiscales"] = multiscales
+    with pytest.raises(ValueError, match=words) as info:
+        read_image(tmp_path / "bad.zarr")
+    assert "bad.zarr" in str(info.value)
+
+
+def test_a_pixel_size_far_from_the_models_is_refused_not_shrunk_to_a_dot(tmp_path):
+    net = threshold_unet((0.5, 0.5))
+    image = make_touching_cells((96, 96), seed=1)[0]
+    with pytest.raises(ValueError, match="beyond 1/16 to 16"):
+        predict_tiled(net, image, pixel_size=0.0005)  # a resolution read as 1e5 px/µm
+    with pytest.raises(ValueError, match="beyond 1/16 to 16"):
+        predict_tiled(net, image, pixel_size=20.0)
+    assert predict_tiled(net, image, pixel_size=1.0).shape == (2, 96, 96)  # x2 is served
+    # a TIFF whose resolution is absurd: the file's value is what is refused
+    path = tmp_path / "tiny_pixels.tif"
+    tifffile.imwrite(path, image, imagej=True, resolution=(1e5, 1e5), metadata={"unit": "um"})
+    with pytest.raises(ValueError, match="beyond 1/16 to 16"):
+        predict_tiled(net, image, pixel_size=read_pixel_size(path)["x"])
+
+
+def test_a_zero_or_nan_pixel_size_in_a_file_is_ignored_with_a_warning(tmp_path, caplog):
+    image = np.zeros((8, 8), np.uint8)
+    path = _ome_zarr(tmp_path / "zero.zarr", image, [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                     [{"type": "scale", "scale": [0.0, 0.0]}])
+    with caplog.at_level("WARNING"):
+        assert read_pixel_size(path) is None
+    assert "zero.zarr" in caplog.text and "scale of 0.0" in caplog.text
+
+
+def test_three_d_labelling_refuses_an_absurd_spacing_or_a_volume_beyond_memory():
+    p = np.random.default_rng(0).random((2, 4, 32, 32)).astype(np.float32)
+    p /= p.sum(axis=0)
+    with pytest.raises(ValueError, match="beyond 64 x apart"):
+        to_labels(p, three_d=True, spacing=(1e-6, 1, 1))  # an ImageJ z-spacing of 1e-7 µm never ended
+    with pytest.raises(ValueError, match="beyond 64 x apart"):
+        to_labels(p, three_d=True, spacing=(1000, 1, 1))
+    assert to_labels(p, three_d=True, spacing=(3, 1, 1)).shape == (4, 32, 32)
+    import zarr
+
+    huge = zarr.create_array(store={}, shape=(2, 4000, 40000, 40000), chunks=(2, 1, 1000, 1000), dtype="float32")
+    with pytest.raises(MemoryError, match="3D objects"):
+        to_labels(huge, three_d=True)

@@ -34,6 +34,7 @@ from .axes import to_canonical
 from .cli_args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, positive_float,
                        positive_int, training_loop)
 from .cli_demo import add_demo
+from .outputs import check_not_input
 from .pixel_size import voxel_spacing
 from .progress import ProgressBar, drive, format_seconds
 from .views import PLUGIN_TTA, VIEWS
@@ -331,6 +332,11 @@ def _cmd_predict(args) -> int:
         outputs = {"labels": outdir / f"{_stem(path)}_labels{suffix}"}
         if args.probabilities:
             outputs["probabilities"] = outdir / f"{_stem(path)}_probabilities{suffix}"
+        for output in outputs.values():
+            try:
+                check_not_input(output, paths)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
         existing = [o for o in outputs.values() if o.exists()]
         if args.skip_existing and all(is_complete_image(o) for o in outputs.values()):
             continue

@@ -7,6 +7,8 @@ Called by :mod:`napari_unet.cli` (which owns the arguments); the work is
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,9 @@ def predict_on_cluster(args, paths: list[Path]) -> int:
                        "volume); predict the stack without --cluster for 3D objects")
     if args.skip_existing:
         raise CliError("--skip-existing is not used with --cluster: a run started again resumes where it stopped")
+    if args.quiet:  # dask's own INFO lines too, in this process and in the workers it starts
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "error"
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if importlib.util.find_spec("distributed") is None:
         raise CliError('--cluster needs dask.distributed: pip install "napari-scribble-unet[cluster]"')
     model = load_model(args.model, device="cpu")

@@ -104,6 +104,12 @@ def connect(cluster=None) -> Connection:
             raise ValueError(f"cluster {cluster!r}: expected local:N with N >= 1 worker processes")
         return _local_cluster(int(count) if count else None)
     address = text if "://" in text else f"tcp://{text}"
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if (scheme not in ("tcp", "tls", "ucx", "ws", "wss") or not host or any(c in host for c in " /!?#")
+            or not port.isdigit() or not 0 < int(port) < 65536):
+        raise ValueError(f"cluster {cluster!r} is not local, local:N, nor a scheduler address such as "
+                         "tcp://host:8786")
     try:
         client = distributed.Client(address, timeout="20s")
     except OSError as exc:
@@ -160,11 +166,13 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
     return net
 
 
-def worker_source(source):
-    """The array a block reads: ``source`` itself, or the lazily opened zarr at a path."""
+def worker_source(source, identity: str | None = None):
+    """The array a block reads: ``source`` itself, or the lazily opened zarr at a path, kept
+    under the path and the ``identity`` the client found (a file rewritten under the same path
+    between two runs has another identity, so it is opened again)."""
     if not isinstance(source, str):
         return source
-    key = ("source", source)
+    key = ("source", source, identity)
     if key not in _CACHE:
         from .images import read_image
 

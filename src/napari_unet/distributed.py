@@ -21,21 +21,24 @@ from writing the same output. The result is OME-Zarr (:mod:`napari_unet.ngff`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import io
 import json
 import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generator
 
 import numpy as np
 
 from .axes import check_axes, default_axes
-from .checks import as_real_array, check_pair
+from .checks import as_real_array, check_float, check_pair
 from .cluster import connect, model_digest, worker_model, worker_source
 from .devices import PRECISIONS
 from .images import is_zarr_path, read_image
@@ -44,7 +47,7 @@ from .model import UNet
 from .model_fit import check_channels
 from .ngff import (PROBABILITIES_PATH, create_prediction_group, mark_complete, ngff_scale, open_prediction,
                    write_prediction_metadata)
-from .outputs import atomic_write_bytes, exists_error, output_lock
+from .outputs import atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
 from .postprocess import label_context, label_options, to_labels
 from .pixel_size import check_pixel_size, model_pixel_size, resample_factors
 from .progress import Progress, drive
@@ -127,15 +130,52 @@ def _predict_task(model, digest, source, axes, key, core, norm, out, settings) -
 
     t0 = time.perf_counter()
     net = worker_model(model, digest, settings["device"], settings["threads"])
-    probabilities = predict_block(
-        net, worker_source(source), axes=axes, block=(key[0], *core), normalize=norm if norm else False,
-        tile_shape=settings["tile_shape"], device=next(net.parameters()).device, precision=settings["precision"],
-        tta=settings["tta"],
-    )
+    try:
+        probabilities = predict_block(
+            net, worker_source(source, settings.get("source_id")), axes=axes, block=(key[0], *core),
+            normalize=norm if norm else False,
+            tile_shape=settings["tile_shape"], device=next(net.parameters()).device, precision=settings["precision"],
+            tta=settings["tta"],
+        )
+    except (ValueError, TypeError, OSError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. a garbled chunk of the source: say which block, in one line
+        raise OSError(f"block {BlockGrid.name(key)} of {source if isinstance(source, str) else 'the source'}: "
+                      f"{type(exc).__name__}: {exc}") from exc
     arr = open_prediction(out, "r+")["probabilities"]
     arr[(slice(None), *key[0], *core)] = probabilities
-    _mark(settings["run_dir"], "predicted", key).touch()
+    _write_mark(settings["run_dir"], "predicted", key, probabilities.astype(np.float32, copy=False))
     return time.perf_counter() - t0
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def _write_mark(run_dir: str, stage: str, key, written: np.ndarray) -> None:
+    """The mark of a finished block: the checksum of the chunk it wrote (checked on resume)."""
+    atomic_write_bytes(_mark(run_dir, stage, key), _digest(written).encode())
+
+
+def _damaged_task(out, stage: str, key, core, run_dir) -> tuple | None:
+    """``key`` when the chunk its ``stage`` mark vouches for is missing or differs from what was
+    written (deleted, truncated, garbled), else None."""
+    if stage == "labelled":
+        try:
+            _saved_faces(run_dir, key)
+            return None
+        except Exception:  # noqa: BLE001 - a damaged record of the faces: label the block again
+            return key
+    try:
+        expected = _mark(run_dir, stage, key).read_text().strip()
+        arrays = open_prediction(out, "r")
+        if stage == "predicted":
+            found = np.asarray(arrays["probabilities"][(slice(None), *key[0], *core)], dtype=np.float32)
+        else:
+            found = np.asarray(arrays["labels"][(*key[0], *core)], dtype=np.uint32)
+    except Exception:  # noqa: BLE001 - an unreadable chunk (or mark) is a damaged one: redo the block
+        return key
+    return None if expected and _digest(found) == expected else key
 
 
 def _label_task(out, key, core, window, options, run_dir, *_neighbours):
@@ -146,7 +186,7 @@ def _label_task(out, key, core, window, options, run_dir, *_neighbours):
     if options["mode"] == "classes":
         classes = np.argmax(probabilities[(slice(None), *inside)], axis=0).astype(np.uint32)
         arrays["labels"][(*key[0], *core)] = classes
-        _mark(run_dir, "final", key).touch()
+        _write_mark(run_dir, "final", key, classes)
         return 0, None
     labels = to_labels(probabilities, **options)
     local, n, faces = block_labels(labels, inside)
@@ -160,8 +200,9 @@ def _label_task(out, key, core, window, options, run_dir, *_neighbours):
 def _relabel_task(out, key, core, lut, run_dir) -> None:
     with np.load(_mark(run_dir, "labelled", key).with_suffix(".npz")) as saved:
         local = saved["local"]
-    open_prediction(out, "r+")["labels"][(*key[0], *core)] = lut[local]
-    _mark(run_dir, "final", key).touch()
+    ids = lut[local].astype(np.uint32, copy=False)
+    open_prediction(out, "r+")["labels"][(*key[0], *core)] = ids
+    _write_mark(run_dir, "final", key, ids)
 
 
 def _saved_faces(run_dir: str, key) -> tuple[int, dict]:
@@ -185,14 +226,56 @@ class _Job:
     settings: dict
     scale: dict | None
     halo: int
+    source_path: Path | None = None  # the file or folder read, when the source is one
+    source_id: str = ""  # a digest of the source's shape, type and a sample of its content
+    marks: dict = field(default_factory=dict)  # stage -> names of the blocks marked done
 
     @property
     def run_dir(self) -> str:
         return str(self.out / RUN_DIR)
 
+    def load_marks(self) -> None:
+        """Read the marks of every stage at once (one listing per stage, not one look per block)."""
+        for stage in _STAGES:
+            folder = Path(self.run_dir) / stage
+            suffix = ".npz" if stage == "labelled" else ""
+            try:
+                names = {e.name[:len(e.name) - len(suffix)] for e in os.scandir(folder)
+                         if e.name.endswith(suffix) and not e.name.startswith(".")}
+            except FileNotFoundError:
+                names = set()
+            if suffix == "":
+                names = {n for n in names if "." not in n}
+            self.marks[stage] = names
+
     def done(self, stage: str, key) -> bool:
+        return BlockGrid.name(key) in self.marks.get(stage, ())
+
+    def undo(self, stage: str, key) -> None:
         mark = _mark(self.run_dir, stage, key)
-        return (mark.with_suffix(".npz") if stage == "labelled" else mark).exists()
+        (mark.with_suffix(".npz") if stage == "labelled" else mark).unlink(missing_ok=True)
+        self.marks.get(stage, set()).discard(BlockGrid.name(key))
+
+
+#: the most blocks one run takes (each is up to three tasks the client tracks)
+MAX_BLOCKS = 100_000
+
+
+def _source_id(data) -> str:
+    """A digest of ``data``'s shape, type and the values of up to 16 windows of 64 x 64 pixels
+    spread over its planes: another image under the same path (or the same settings) differs."""
+    shape = tuple(int(s) for s in data.shape)
+    h = hashlib.sha1(repr((shape, str(data.dtype))).encode())
+    lead = shape[:-2]
+    n_planes = int(np.prod(lead)) if lead else 1
+    for k, flat in enumerate(np.linspace(0, n_planes - 1, num=min(4, n_planes)).round().astype(int)):
+        plane = np.unravel_index(int(flat), lead) if lead else ()
+        for fy in (0.0, 0.33, 0.66, 1.0):
+            y = int(round(fy * max(0, shape[-2] - 64)))
+            x = int(round(((k + fy * 3) % 4) / 3 * max(0, shape[-1] - 64)))
+            window = np.asarray(data[(*plane, slice(y, y + 64), slice(x, x + 64))])
+            h.update(np.ascontiguousarray(window).tobytes())
+    return h.hexdigest()
 
 
 def _open_source(source, axes):
@@ -233,16 +316,31 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     check_channels(model, shape, axes, "source")
     plane_shape = tuple(shape[i] for i, ax in enumerate(axes) if ax not in "CYX")
     grid = BlockGrid(plane_shape, shape[axes.index("Y")], shape[axes.index("X")], _block_shape(block_shape, model))
+    blocks = int(np.prod(plane_shape, dtype=np.float64)) * grid.counts[0] * grid.counts[1]
+    if blocks > MAX_BLOCKS:
+        side = int(np.ceil(np.sqrt(grid.height * grid.width * max(1, int(np.prod(plane_shape, dtype=np.float64)))
+                                   / MAX_BLOCKS) / 64) * 64)
+        raise ValueError(f"the source of shape {shape} makes {blocks:,} blocks of {grid.block}, over the "
+                         f"{MAX_BLOCKS:,} one run can track: choose larger blocks (block_shape={side} or more) "
+                         "or predict a part of the image")
     options = {**label_options(model), **(label_kwargs or {})}
     if options.get("mode") == "classes":
         options = {"mode": "classes"}
     diameter = options.get("cell_diameter")
-    halo = min(min(grid.block), label_context(diameter))
+    if diameter is not None:
+        diameter = options["cell_diameter"] = check_float("cell_diameter", diameter, above=0.0, below=1e5)
+    context = label_context(diameter)
+    if labels and options.get("mode") != "classes" and min(grid.block) < context:
+        raise ValueError(f"blocks of {grid.block} px are smaller than the {context} px of context that labelling "
+                         f"cells of {diameter or 'unknown'} px needs: the labels would differ from the whole image's; "
+                         f"choose block_shape={-(-context // 64) * 64} or more")
+    halo = min(min(grid.block), context)
     norm = normalization_range(model, data, axes=axes)
     settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None,
                 "tta": check_tta(tta)}
+    source_path = Path(source) if isinstance(source, (str, Path)) else None
     return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
-                scale, halo)
+                scale, halo, source_path=source_path, source_id=_source_id(data))
 
 
 def _checked_scale(model, scale: dict | None, pixel_size) -> dict | None:
@@ -261,7 +359,9 @@ def _checked_scale(model, scale: dict | None, pixel_size) -> dict | None:
 def _fingerprint(job: _Job, digest: str) -> dict:
     norm = None if job.norm is None else [np.asarray(v).tolist() for v in job.norm]
     return {
-        "format": 1, "model": digest, "shape": [int(s) for s in job.data.shape], "dtype": str(job.data.dtype),
+        "format": 2, "model": digest, "shape": [int(s) for s in job.data.shape], "dtype": str(job.data.dtype),
+        "source": {"path": None if job.source_path is None else str(job.source_path.expanduser().resolve()),
+                   "content": job.source_id},
         "axes": job.axes, "block": list(job.grid.block), "labels": job.labels, "probabilities": job.probabilities,
         "options": job.options, "normalization": norm, "precision": job.settings["precision"],
         **({"tta": job.settings["tta"]} if job.settings["tta"] != 1 else {}),  # runs without it resume as before
@@ -269,28 +369,70 @@ def _fingerprint(job: _Job, digest: str) -> dict:
     }
 
 
-def _open_output(job: _Job, digest: str, overwrite: bool) -> None:
-    """Create the output, or check that an existing one is this run's to resume."""
+def _check_output(job: _Job, digest: str, overwrite: bool) -> dict | None:
+    """Every check of the output, before anything is created or removed: the recorded run to
+    resume (None: a new output)."""
     out, run = job.out, Path(job.run_dir)
-    wanted = _fingerprint(job, digest)
-    if out.exists():
-        found = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
-        if found is None and not overwrite:
-            raise exists_error(out)  # a finished output, or not ours
-        if found is not None and found != wanted and not overwrite:
-            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
-            raise ValueError(f"{out} holds an interrupted run with other settings ({', '.join(changed)} differ); "
-                             "pass overwrite=True (--overwrite) to start again, or choose another output")
-        if found != wanted:  # overwrite
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-    if not out.exists() and out.suffix.lower() != ".zarr":
+    if out.suffix.lower() != ".zarr":
         raise ValueError(f"out must be a .zarr folder (an OME-Zarr group), got {out}")
+    check_not_input(out, [job.source_path])
+    if not out.exists():
+        return None
+    if not is_ours(out):
+        raise FileExistsError(f"{out} exists and bears no mark of napari-unet: not replacing it, even with "
+                              "overwrite (it may hold your data); choose another output")
+    try:
+        found = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
+    except ValueError:
+        found = {}  # a damaged record: another run's for all we know
+    wanted = _fingerprint(job, digest)
+    if found is None and not overwrite:
+        raise exists_error(out)  # a finished output
+    if found is not None and found != wanted and not overwrite:
+        changed = sorted(k for k in wanted if found.get(k) != wanted[k]) or ["the run record"]
+        raise ValueError(f"{out} holds an interrupted run with another {', '.join(changed)}; pass overwrite=True "
+                         "(--overwrite) to start again, or choose another output")
+    return found
+
+
+def _open_output(job: _Job, digest: str, overwrite: bool) -> None:
+    """Create the output, or keep an existing one that is this run's to resume (checked by
+    :func:`_check_output`, again now that the lock is held)."""
+    out, run = job.out, Path(job.run_dir)
+    found = _check_output(job, digest, overwrite)
+    wanted = _fingerprint(job, digest)
+    if out.exists() and found != wanted:  # overwrite, of an output that bears our mark
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
     create_prediction_group(out, n_classes=job.model.config.n_classes, plane_shape=job.grid.plane_shape,
                             image_shape=(job.grid.height, job.grid.width), block_shape=job.grid.block,
                             labels=job.labels)
     for stage in _STAGES:
         (run / stage).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run / "run.json", json.dumps(wanted, sort_keys=True).encode())
+    job.load_marks()
+
+
+def _redo_damaged(client, job: _Job) -> int:
+    """Check, on the cluster, every chunk a mark vouches for; undo the marks of the missing or
+    damaged ones (and what depends on them) so that this run does them again. Returns how many."""
+    checks = [(stage, key) for stage in ("predicted", "labelled", "final") for key in job.grid.keys()
+              if job.done(stage, key)]
+    if not checks:
+        return 0
+    futures = [client.submit(_damaged_task, str(job.out), stage, key, job.grid.core(key), job.run_dir, pure=False)
+               for stage, key in checks]
+    damaged = [(stage, key) for (stage, key), f in zip(checks, futures) if f.result() is not None]
+    for stage, key in damaged:
+        logger.warning("block %s of %s is missing or damaged (%s): doing it again", BlockGrid.name(key), job.out, stage)
+        job.undo(stage, key)
+        if stage == "predicted":  # the labels of its neighbours read its probabilities
+            for k in job.grid.neighbours(key):
+                job.undo("labelled", k)
+    instances = job.labels and job.options["mode"] == "instances"
+    if instances and any(not job.done("labelled", k) for k in job.grid.keys()):
+        for key in job.grid.keys():  # new faces: the numbering of every block may change
+            job.undo("final", key)
+    return len(damaged)
 
 
 def _wait(futures, counter, total):
@@ -315,7 +457,7 @@ def _submit_blocks(client, job: _Job, model_ref, source_ref, digest: str, run_id
     labelled = {}
     if job.labels:
         for key in keys:
-            if not (job.done("labelled", key) or job.done("final", key)):
+            if not job.done("labelled" if job.options["mode"] == "instances" else "final", key):
                 deps = [predicted[k] for k in job.grid.neighbours(key) if k in predicted]
                 labelled[key] = client.submit(
                     _label_task, str(job.out), key, job.grid.core(key), job.grid.window(key, job.halo), job.options,
@@ -356,40 +498,45 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
                    probabilities=probabilities, precision=precision, tile_shape=tile_shape, device=device,
                    label_kwargs=label_kwargs, pixel_size=pixel_size, tta=tta)
     digest = model_digest(model)
-    with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
-        _open_output(job, digest, overwrite)
-        job.settings["run_dir"] = job.run_dir
-        connection = connect(client)
-        futures: list = []
-        try:
+    _check_output(job, digest, overwrite)  # before the cluster starts or anything is written
+    connection = connect(client)
+    futures: list = []
+    try:
+        with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
+            _open_output(job, digest, overwrite)
+            job.settings["run_dir"] = job.run_dir
+            job.settings["source_id"] = job.source_id
             job.settings["threads"] = connection.threads
             dask_client = connection.client
-            model_ref = dask_client.scatter(copy.deepcopy(model).cpu(), broadcast=True, hash=False)
-            source_ref = job.source if isinstance(job.source, str) else dask_client.scatter(
-                job.source, broadcast=True, hash=False)
-            run_id = uuid.uuid4().hex[:8]
-            predicted, labelled = _submit_blocks(dask_client, job, model_ref, source_ref, digest, run_id)
-            futures = [*predicted.values(), *labelled.values()]
-            keys = job.grid.keys()
-            relabel_todo = [k for k in keys if job.labels and not job.done("final", k)]
-            total, counter = len(futures) + len(relabel_todo), [0]
-            yield 0, total
-            yield from _wait(futures, counter, total)
-            objects = None
-            if job.labels and job.options["mode"] == "instances":
-                luts, objects = _merge(job, labelled)
-                futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k], job.run_dir,
-                                              key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}", pure=False)
-                           for k in relabel_todo if not job.done("final", k)]
+            try:
+                _redo_damaged(dask_client, job)
+                model_ref = dask_client.scatter(copy.deepcopy(model).cpu(), broadcast=True, hash=False)
+                source_ref = job.source if isinstance(job.source, str) else dask_client.scatter(
+                    job.source, broadcast=True, hash=False)
+                run_id = uuid.uuid4().hex[:8]
+                predicted, labelled = _submit_blocks(dask_client, job, model_ref, source_ref, digest, run_id)
+                futures = [*predicted.values(), *labelled.values()]
+                keys = job.grid.keys()
+                relabel_todo = [k for k in keys if job.labels and not job.done("final", k)]
+                total, counter = len(futures) + len(relabel_todo), [0]
+                yield 0, total
                 yield from _wait(futures, counter, total)
-            block_seconds = [f.result() for f in predicted.values()]
-        except BaseException:
-            if futures:
-                connection.client.cancel(futures)
-            raise
-        finally:
-            connection.close()
-        _finish(job)
+                objects = None
+                if job.labels and job.options["mode"] == "instances":
+                    luts, objects = _merge(job, labelled)
+                    futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k],
+                                                  job.run_dir, key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}",
+                                                  pure=False)
+                               for k in relabel_todo]
+                    yield from _wait(futures, counter, total)
+                block_seconds = [f.result() for f in predicted.values()]
+            except BaseException:
+                if futures:
+                    dask_client.cancel(futures)
+                raise
+            _finish(job)
+    finally:
+        connection.close()
     seconds = time.monotonic() - t0
     pixels = max(int(np.prod(job.grid.plane_shape)), 1) * job.grid.height * job.grid.width
     return DistributedResult(job.out, len(keys), len(predicted), objects, seconds, pixels / 1e6 / max(seconds, 1e-9),

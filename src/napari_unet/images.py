@@ -7,6 +7,7 @@ marked complete, :func:`is_complete_image`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,9 @@ import numpy as np
 
 from .axes import CANONICAL, canonical_axes, default_axes, to_canonical
 from .outputs import COMPLETE_ATTR, default_permissions, exists_error, temporary_sibling
+from .pixel_size import UNITS as _UNITS
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["read_image", "write_image", "is_complete_image", "is_zarr_path", "read_pixel_size"]
 
@@ -69,15 +73,16 @@ def _read_zarr(path: Path):
     node = zarr.open(str(path), mode="r")
     axes = None
     if not hasattr(node, "shape"):  # a group
-        attrs = dict(node.attrs)
-        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        from .ngff import first_multiscale
+
+        ms = first_multiscale(dict(node.attrs), path)
         name = None
-        if multiscales:
-            ms = multiscales[0]
-            name = ms["datasets"][0]["path"]
-            ms_axes = ms.get("axes")
-            if ms_axes:
-                axes = "".join((a["name"] if isinstance(a, dict) else a)[0].upper() for a in ms_axes)
+        if ms is not None:
+            name = ms["path"]
+            if name not in node:
+                raise ValueError(f"{path}: its OME-Zarr metadata names the dataset {name!r}, which the group does not hold")
+            if ms["axes"]:
+                axes = "".join(a[0].upper() for a in ms["axes"])
         if name is None:
             arrays = sorted(k for k, _ in node.arrays())
             if not arrays:
@@ -224,10 +229,6 @@ def is_complete_image(path) -> bool:
         return False
 
 
-_UNITS = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "\\u00B5m": 1.0,
-          "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4}
-
-
 def _tiff_pixel_size(path: Path) -> dict | None:
     import tifffile
 
@@ -263,11 +264,21 @@ def read_pixel_size(path) -> dict | None:
     known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
     from .ngff import ngff_scale
 
+    import math
+
     path = Path(path)
     try:
-        if is_zarr_path(path):
-            scale = ngff_scale(path)
-            return scale if scale and "y" in scale and "x" in scale else None
-        return _tiff_pixel_size(path)
-    except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError):
-        return None  # unreadable metadata: no pixel size, as for a file without one
+        scale = ngff_scale(path) if is_zarr_path(path) else _tiff_pixel_size(path)
+        if not scale or "y" not in scale or "x" not in scale:
+            return None
+        bad = {ax: v for ax, v in scale.items() if not (math.isfinite(v) and 0 < v < 1e6)}
+        if bad.keys() & {"y", "x"}:
+            raise ValueError(f"pixel size {bad} µm is not a positive number")
+        if bad:  # a z-spacing of 0 or NaN: the xy size stands
+            logger.warning("ignoring the z-spacing %s µm recorded in %s (not a positive number)", bad["z"], path)
+            scale = {ax: v for ax, v in scale.items() if ax not in bad}
+        return scale
+    except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError) as exc:
+        # unreadable metadata: no pixel size, as for a file without one, but said
+        logger.warning("ignoring the pixel size recorded in %s: %s", path, exc)
+        return None

@@ -291,13 +291,13 @@ def check_metadata(metadata, what: str = "model metadata") -> dict:
         bad("class_names", "a list of strings")
     pixel = meta.get("pixel_size")
     if pixel is not None and not (isinstance(pixel, list) and len(pixel) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in pixel)):
-        bad("pixel_size", "a [y, x] pair of positive micrometres per pixel")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 1e6 for v in pixel)):
+        bad("pixel_size", "a [y, x] pair of micrometres per pixel, above 0 and under 10^6")
     for key in ("cell_diameter", "cell_diameter_um"):
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value <= 0):
-            bad(key, "a positive number")
+                                  or not math.isfinite(value) or not 0 < value < 1e5):
+            bad(key, "a positive number under 10^5")
     border = meta.get("border_class")
     if border is not None and (isinstance(border, bool) or not isinstance(border, int) or border < 1):
         bad("border_class", "a class number >= 1")

@@ -15,6 +15,7 @@ Only the metadata is written here (with zarr); the arrays are zarr arrays.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,7 @@ __all__ = [
     "LABELS_PATH",
     "PROBABILITIES_PATH",
     "create_prediction_group",
+    "first_multiscale",
     "mark_complete",
     "ngff_scale",
     "open_prediction",
@@ -54,7 +56,12 @@ def create_prediction_group(path, *, n_classes: int, plane_shape: Sequence[int],
     Every chunk holds exactly one block (one plane, ``block_shape`` pixels in Y, X), so blocks
     write whole chunks, never a chunk shared with another block.
     """
+    from . import __version__
+    from .outputs import OWNER_ATTR
+
     group = _zarr_group(path, "a")
+    if OWNER_ATTR not in group.attrs:
+        group.attrs[OWNER_ATTR] = {"version": __version__}  # overwrite may replace what bears it
     plane_shape = tuple(int(s) for s in plane_shape)
     yx = tuple(int(s) for s in image_shape)
     block = tuple(min(int(b), s) for b, s in zip(block_shape, yx))
@@ -124,28 +131,68 @@ def open_prediction(path, mode: str = "r") -> dict:
     return found
 
 
+def first_multiscale(attrs: dict, path) -> dict | None:
+    """The first multiscale image of a zarr group's attributes (NGFF 0.4, or 0.5 under "ome"):
+    ``{"path": dataset path, "axes": [names], "types": [...], "units": [...], "scale": [per axis]}``,
+    the scale composing the dataset's and the multiscale's own transformations, as NGFF defines
+    it. None when the group declares no multiscales; ValueError naming ``path`` and the defect
+    when the metadata is malformed."""
+    ome = attrs.get("ome")
+    multiscales = attrs.get("multiscales") or (ome.get("multiscales") if isinstance(ome, dict) else None)
+    if not multiscales:
+        return None
+    where = f"{path}: OME-Zarr metadata"
+    if not isinstance(multiscales, list) or not isinstance(multiscales[0], dict):
+        raise ValueError(f"{where}: 'multiscales' must be a list of objects, got {type(multiscales).__name__}")
+    ms = multiscales[0]
+    datasets = ms.get("datasets")
+    if (not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict)
+            or not isinstance(datasets[0].get("path"), str) or not datasets[0]["path"]):
+        raise ValueError(f"{where} names no dataset (multiscales[0].datasets[0].path is missing)")
+    axes = ms.get("axes") or []
+    if not isinstance(axes, list):
+        raise ValueError(f"{where}: 'axes' must be a list, got {type(axes).__name__}")
+    names, types, units = [], [], []
+    for i, axis in enumerate(axes):
+        name = axis.get("name") if isinstance(axis, dict) else axis
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: axis {i} has no name")
+        names.append(name.lower())
+        types.append(axis.get("type") if isinstance(axis, dict) else None)
+        units.append(axis.get("unit") if isinstance(axis, dict) else None)
+    scale = [1.0] * len(names)
+    for transforms in (datasets[0].get("coordinateTransformations"), ms.get("coordinateTransformations")):
+        for transform in transforms or []:
+            if isinstance(transform, dict) and transform.get("type") == "scale":
+                factors = transform.get("scale")
+                if not isinstance(factors, list) or len(factors) != len(names):
+                    raise ValueError(f"{where}: a scale transformation of {factors!r} does not give one factor "
+                                     f"per axis ({len(names)})")
+                scale = [a * float(b) for a, b in zip(scale, factors)]
+    return {"path": datasets[0]["path"], "axes": names, "types": types, "units": units, "scale": scale}
+
+
 def ngff_scale(path) -> dict | None:
     """Micrometres per pixel of an OME-Zarr image's first resolution level, e.g. ``{"y": 0.3,
-    "x": 0.3}`` (space axes only), from its multiscales metadata; None when it holds none."""
+    "x": 0.3}`` (space axes only), from its multiscales metadata (axis units converted, the
+    dataset's and the multiscale's scales composed); None when it holds none."""
     import zarr
+
+    from .pixel_size import micrometres
 
     path = Path(path)
     try:
         node = zarr.open(str(path), mode="r")
     except Exception:  # not a zarr we can read: no scale
         return None
-    attrs = dict(node.attrs)
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    if not multiscales:
+    ms = first_multiscale(dict(node.attrs), path)
+    if ms is None or not ms["axes"]:
         return None
-    ms = multiscales[0]
-    names = [(a["name"] if isinstance(a, dict) else a).lower() for a in ms.get("axes", [])]
-    types = [(a.get("type") if isinstance(a, dict) else _AXIS_TYPES.get(str(a).lower())) for a in ms.get("axes", [])]
-    factors = None
-    for transform in ms["datasets"][0].get("coordinateTransformations", []):
-        if transform.get("type") == "scale":
-            factors = transform.get("scale")
-    if not factors or len(factors) != len(names):
-        return None
-    scale = {n: float(f) for n, t, f in zip(names, types, factors) if t == "space" or n in "zyx"}
+    scale = {}
+    for name, kind, unit, factor in zip(ms["axes"], ms["types"], ms["units"], ms["scale"]):
+        if kind == "space" or (kind is None and name in "zyx"):
+            if not (math.isfinite(factor) and factor > 0):
+                raise ValueError(f"{path}: OME-Zarr axis {name!r} has a scale of {factor!r} (not a positive number); "
+                                 "give the pixel size yourself (pixel_size= / --pixel-size)")
+            scale[name] = micrometres(factor, unit, f"{path}: OME-Zarr axis {name!r}")
     return scale or None

@@ -20,6 +20,9 @@ from pathlib import Path
 
 __all__ = [
     "COMPLETE_ATTR",
+    "OWNER_ATTR",
+    "is_ours",
+    "check_not_input",
     "atomic_write_bytes",
     "temporary_sibling",
     "check_output_path",
@@ -33,6 +36,44 @@ logger = logging.getLogger(__name__)
 
 #: the attribute that marks a zarr output complete (written last, after every chunk)
 COMPLETE_ATTR = "napari_unet_complete"
+#: the attribute that marks a zarr output as written by napari-unet (written when it is created)
+OWNER_ATTR = "napari_unet_output"
+_RUN_RECORD = (".napari-unet-run", "run.json")
+
+
+def is_ours(path) -> bool:
+    """True when ``path`` is a zarr output napari-unet wrote (it bears :data:`OWNER_ATTR` or
+    :data:`COMPLETE_ATTR`, or holds the record of an interrupted run): the only kind of existing
+    output that ``overwrite`` may replace."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if path.joinpath(*_RUN_RECORD).is_file():
+        return True
+    for name in (".zattrs", "zarr.json"):
+        try:
+            import json
+
+            attrs = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", attrs) if name == "zarr.json" else attrs
+        if isinstance(attrs, dict) and (OWNER_ATTR in attrs or COMPLETE_ATTR in attrs):
+            return True
+    return False
+
+
+def check_not_input(out, inputs, what: str = "output") -> None:
+    """Refuse an output that is one of the inputs, or lies inside one (or holds one): writing it
+    would destroy what it reads."""
+    target = Path(out).expanduser().resolve()
+    for source in inputs:
+        if source is None:
+            continue
+        src = Path(source).expanduser().resolve()
+        if target == src or src in target.parents or target in src.parents:
+            relation = "is" if target == src else ("lies inside" if src in target.parents else "holds")
+            raise ValueError(f"{what} {out} {relation} the input {source}: choose another output")
 
 
 def default_permissions(path) -> None:

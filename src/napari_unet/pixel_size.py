@@ -21,6 +21,9 @@ import numpy as np
 
 __all__ = [
     "TOLERANCE",
+    "MAX_RESAMPLING",
+    "UNITS",
+    "micrometres",
     "check_pixel_size",
     "model_pixel_size",
     "pixel_size_from_scale",
@@ -33,6 +36,34 @@ __all__ = [
 
 #: relative difference of pixel sizes below which an image is predicted as it is
 TOLERANCE = 0.05
+#: the largest zoom (and 1 / the smallest) between an image and a model that prediction accepts:
+#: beyond it the pixel size is almost surely wrong (a unit or a resolution misread)
+MAX_RESAMPLING = 16.0
+
+#: micrometres per unit of the length units found in image metadata (OME-NGFF names the units
+#: of UDUNITS-2, OME-TIFF and ImageJ use the symbols)
+UNITS = {
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0, "micrometre": 1.0, "\\u00B5m": 1.0,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
+    "m": 1e6, "meter": 1e6, "metre": 1e6, "pm": 1e-6, "picometer": 1e-6, "angstrom": 1e-4, "Å": 1e-4,
+}
+
+
+def micrometres(value: float, unit: str | None, where: str = "") -> float:
+    """``value`` in ``unit`` as micrometres (no unit: micrometres); an unknown unit is an error
+    naming ``where`` the value came from.
+
+    >>> micrometres(0.0005, "millimeter"), micrometres(250, "nm")
+    (0.5, 0.25)
+    """
+    if unit is None or unit == "":
+        return float(value)
+    factor = UNITS.get(str(unit).strip()) or UNITS.get(str(unit).strip().lower())
+    if factor is None:
+        raise ValueError(f"{where or 'the metadata'}: unknown length unit {unit!r} (known: nanometer, micrometer, "
+                         "millimeter, ...); give the pixel size yourself (pixel_size= / --pixel-size)")
+    return float(value) * factor
 
 
 def check_pixel_size(value, name: str = "pixel_size") -> tuple[float, float] | None:
@@ -98,6 +129,12 @@ def resample_factors(image_pixel_size, model_pixel: tuple[float, float] | None) 
     factors = (image_px[0] / model_pixel[0], image_px[1] / model_pixel[1])
     if all(abs(f - 1.0) <= TOLERANCE for f in factors):
         return None
+    if not all(1.0 / MAX_RESAMPLING <= f <= MAX_RESAMPLING for f in factors):
+        raise ValueError(
+            f"the image's pixel size ({image_px[0]:.3g}, {image_px[1]:.3g}) µm is {max(factors, key=lambda f: abs(math.log(f))):.3g}"
+            f" x the model's ({model_pixel[0]:.3g}, {model_pixel[1]:.3g}) µm: resampling beyond 1/{MAX_RESAMPLING:g} to "
+            f"{MAX_RESAMPLING:g} x would shrink the cells to dots or blow them up (a wrong unit or resolution in the "
+            "file's metadata?); give the true pixel size (pixel_size= / --pixel-size), or resample the image first")
     return factors
 
 

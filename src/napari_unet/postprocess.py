@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .checks import check_float, check_int
+from .checks import check_allocation, check_float, check_int
 
 __all__ = ["to_labels", "label_options", "label_context", "split_height"]
 
@@ -103,6 +103,12 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
         else:
             min_size = 10
     return (check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0), min_split)
+
+
+#: the largest ratio between two sides of a voxel that 3D labelling accepts
+MAX_ANISOTROPY = 64.0
+#: peak bytes per voxel of 3D labelling (probabilities, masks, distance transform, watershed)
+BYTES_PER_3D_VOXEL = 120
 
 
 def _hole_extent(cell_diameter) -> float:
@@ -411,6 +417,9 @@ def _sampling(three_d: bool, spacing, shape) -> tuple[float, float, float] | Non
         return None
     if len(shape) < 4:
         raise ValueError(f"three_d needs probabilities (n_classes, ..., Z, Y, X), got shape {shape}")
+    volume = int(np.prod(shape[-3:], dtype=np.float64))
+    check_allocation(BYTES_PER_3D_VOXEL * volume, f"labelling 3D objects in a volume of {shape[-3:]} voxels",
+                     hint="label the planes one by one (three_d=False), or a smaller part of the stack")
     if spacing is None:
         return (1.0, 1.0, 1.0)
     try:
@@ -418,7 +427,13 @@ def _sampling(three_d: bool, spacing, shape) -> tuple[float, float, float] | Non
     except (TypeError, ValueError) as exc:
         raise ValueError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing!r} ({exc})") from None
     xy = math.sqrt(dy * dx)
-    return dz / xy, dy / xy, dx / xy
+    relative = (dz / xy, dy / xy, dx / xy)
+    if not all(1.0 / MAX_ANISOTROPY <= r <= MAX_ANISOTROPY for r in relative):
+        raise ValueError(f"spacing {tuple(spacing)} makes a voxel {max(relative):.3g} x longer on one axis than "
+                         f"{min(relative):.3g} on another: beyond {MAX_ANISOTROPY:g} x apart, 3D objects cannot be "
+                         "told apart (a wrong z-spacing in the file's metadata?); give the true spacing, or label "
+                         "the planes one by one (three_d=False)")
+    return relative
 
 
 def _as_probabilities(probabilities):
@@ -461,6 +476,8 @@ def _checked_options(mode, n_classes, cell_class, border_class, split, connectiv
 def _output_array(out, labels_shape):
     """``out``, checked against ``labels_shape``, or a new int32 array of zeros."""
     if out is None:
+        check_allocation(4 * int(np.prod(labels_shape, dtype=np.float64)), f"labels of shape {labels_shape}",
+                         hint="pass out= (e.g. a zarr array) to write them to disk")
         return np.zeros(labels_shape, np.int32)
     if tuple(int(s) for s in out.shape) != labels_shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {labels_shape}")

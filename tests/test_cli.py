@@ -177,3 +177,16 @@ def test_export_writes_a_bioimageio_package(files, tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert cli.main(["export", "-m", str(bad), "-o", str(tmp_path / "x.zip")]) == 2
     assert "error" in capsys.readouterr().err and not (tmp_path / "x.zip").exists()
+
+
+def test_predict_refuses_an_output_that_is_one_of_its_inputs(files, tmp_path, capsys):
+    folder, image, _, model = files
+    write_image(tmp_path / "a.tif", image)
+    write_image(tmp_path / "a_labels.tif", image)  # an input that a.tif's labels would replace
+    before = (tmp_path / "a_labels.tif").read_bytes()
+    code = cli.main(["predict", "-m", str(model), str(tmp_path / "a.tif"), str(tmp_path / "a_labels.tif"),
+                     "-o", str(tmp_path), "--overwrite", "-q", "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is the input" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "a_labels.tif").read_bytes() == before

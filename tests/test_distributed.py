@@ -277,10 +277,15 @@ def test_a_resumed_run_redoes_a_missing_or_damaged_block_and_refuses_another_inp
     done = [by_block[m] for m in marks if m in by_block]
     done[0].unlink()
     done[1].write_bytes(b"garbage" * 10)
-    # the same shape, type and intensities, other content: another input, refused
-    b = _small_zarr(tmp_path / "b.zarr", np.ascontiguousarray(image[::-1]))
+    # another file, or the same path rewritten with the same shape, type and intensities but
+    # other content: another input, refused
+    b = _small_zarr(tmp_path / "b.zarr", image)
     with pytest.raises(ValueError, match="interrupted run with another source"):
         predict_distributed(data["net"], b, out, client=client, block_shape=256, **FP32)
+    _small_zarr(tmp_path / "a.zarr", np.ascontiguousarray(image[::-1]))
+    with pytest.raises(ValueError, match="interrupted run with another source"):
+        predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32)
+    _small_zarr(tmp_path / "a.zarr", image)
     predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32)
     resumed, reference = open_prediction(out), open_prediction(clean)
     np.testing.assert_array_equal(resumed["probabilities"][...], reference["probabilities"][...])
@@ -288,15 +293,21 @@ def test_a_resumed_run_redoes_a_missing_or_damaged_block_and_refuses_another_inp
 
 
 def test_a_long_lived_cluster_reads_a_source_rewritten_under_the_same_path(data, client, tmp_path):
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4)  # random weights: every pixel depends on its context
+    net.metadata = dict(data["net"].metadata)
     path = tmp_path / "src.zarr"
     first = data["image"][:256, :256]
     _small_zarr(path, first)
-    predict_distributed(data["net"], str(path), tmp_path / "one.zarr", client=client, labels=False, **FP32)
+    # blocks of 128 px: every worker opens (and keeps) the first file
+    predict_distributed(net, str(path), tmp_path / "one.zarr", client=client, labels=False,
+                        block_shape=128, **FP32)
     second = np.ascontiguousarray(data["image"][300:500, 300:500])
     _small_zarr(path, second)
-    predict_distributed(data["net"], str(path), tmp_path / "two.zarr", client=client, labels=False, **FP32)
+    predict_distributed(net, str(path), tmp_path / "two.zarr", client=client, labels=False,
+                        block_shape=128, **FP32)
     got = open_prediction(tmp_path / "two.zarr")["probabilities"][...]
-    assert np.abs(got - predict_tiled(data["net"], second, **FP32)).max() <= 1e-6
+    assert np.abs(got - predict_tiled(net, second, **FP32)).max() <= 1e-6
 
 
 def test_a_grid_too_large_to_track_is_refused_at_once(data, client, tmp_path):
@@ -307,3 +318,12 @@ def test_a_grid_too_large_to_track_is_refused_at_once(data, client, tmp_path):
                             block_shape=1024)
     assert not (tmp_path / "out.zarr").exists()
     assert huge.shape == (10**6, 10**6)
+
+
+def test_a_source_with_infinite_values_fails_and_leaves_nothing(data, client, tmp_path):
+    image = data["image"][:256, :256].astype(np.float32)
+    image[200, 100] = np.inf  # a lazy source is not scanned whole first: a worker finds it
+    source = _small_zarr(tmp_path / "inf.zarr", image)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        predict_distributed(data["net"], source, tmp_path / "out.zarr", client=client, block_shape=128)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inf.zarr"]

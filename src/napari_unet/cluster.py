@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Connection", "connect", "model_digest", "worker_device", "worker_model", "worker_source"]
+__all__ = ["Connection", "connect", "model_digest", "source_identity", "worker_device", "worker_model", "worker_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,23 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
         net.eval()
         _CACHE[key] = net
     return net
+
+
+def source_identity(data) -> str:
+    """A digest of ``data``'s shape, type and the values of up to 16 windows of 64 x 64 pixels
+    spread over its planes: another image under the same path (or the same settings) differs."""
+    shape = tuple(int(s) for s in data.shape)
+    h = hashlib.sha1(repr((shape, str(data.dtype))).encode())
+    lead = shape[:-2]
+    n_planes = int(np.prod(lead)) if lead else 1
+    for k, flat in enumerate(np.linspace(0, n_planes - 1, num=min(4, n_planes)).round().astype(int)):
+        plane = np.unravel_index(int(flat), lead) if lead else ()
+        for fy in (0.0, 0.33, 0.66, 1.0):
+            y = int(round(fy * max(0, shape[-2] - 64)))
+            x = int(round(((k + fy * 3) % 4) / 3 * max(0, shape[-1] - 64)))
+            window = np.asarray(data[(*plane, slice(y, y + 64), slice(x, x + 64))])
+            h.update(np.ascontiguousarray(window).tobytes())
+    return h.hexdigest()
 
 
 def worker_source(source, identity: str | None = None):

@@ -21,7 +21,6 @@ from writing the same output. The result is OME-Zarr (:mod:`napari_unet.ngff`).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
@@ -39,7 +38,7 @@ import numpy as np
 
 from .axes import check_axes, default_axes
 from .checks import as_real_array, check_float, check_pair
-from .cluster import connect, model_digest, worker_model, worker_source
+from .cluster import connect, model_digest, source_identity, worker_model, worker_source
 from .devices import PRECISIONS
 from .images import is_zarr_path, read_image
 from .label_merge import FACES, block_labels, merge_faces
@@ -261,23 +260,6 @@ class _Job:
 MAX_BLOCKS = 100_000
 
 
-def _source_id(data) -> str:
-    """A digest of ``data``'s shape, type and the values of up to 16 windows of 64 x 64 pixels
-    spread over its planes: another image under the same path (or the same settings) differs."""
-    shape = tuple(int(s) for s in data.shape)
-    h = hashlib.sha1(repr((shape, str(data.dtype))).encode())
-    lead = shape[:-2]
-    n_planes = int(np.prod(lead)) if lead else 1
-    for k, flat in enumerate(np.linspace(0, n_planes - 1, num=min(4, n_planes)).round().astype(int)):
-        plane = np.unravel_index(int(flat), lead) if lead else ()
-        for fy in (0.0, 0.33, 0.66, 1.0):
-            y = int(round(fy * max(0, shape[-2] - 64)))
-            x = int(round(((k + fy * 3) % 4) / 3 * max(0, shape[-1] - 64)))
-            window = np.asarray(data[(*plane, slice(y, y + 64), slice(x, x + 64))])
-            h.update(np.ascontiguousarray(window).tobytes())
-    return h.hexdigest()
-
-
 def _open_source(source, axes):
     """(what workers read, the array here, its axes, its pixel scale)."""
     if isinstance(source, (str, Path)):
@@ -340,7 +322,7 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
                 "tta": check_tta(tta)}
     source_path = Path(source) if isinstance(source, (str, Path)) else None
     return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
-                scale, halo, source_path=source_path, source_id=_source_id(data))
+                scale, halo, source_path=source_path, source_id=source_identity(data))
 
 
 def _checked_scale(model, scale: dict | None, pixel_size) -> dict | None:
@@ -503,6 +485,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
     futures: list = []
     try:
         with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
+            created = not job.out.exists()
             _open_output(job, digest, overwrite)
             job.settings["run_dir"] = job.run_dir
             job.settings["source_id"] = job.source_id
@@ -530,9 +513,14 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
                                for k in relabel_todo]
                     yield from _wait(futures, counter, total)
                 block_seconds = [f.result() for f in predicted.values()]
-            except BaseException:
+            except BaseException as exc:
                 if futures:
                     dask_client.cancel(futures)
+                # an output this run created is removed when there is nothing to resume in it, or
+                # when the input itself is at fault (NaN, a bad value): a crash, a kill or Stop keep it
+                if created and (isinstance(exc, (ValueError, TypeError))
+                                or not any(Path(job.run_dir, "predicted").glob("[!.]*"))):
+                    shutil.rmtree(job.out, ignore_errors=True)
                 raise
             _finish(job)
     finally:

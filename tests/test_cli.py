@@ -190,3 +190,12 @@ def test_predict_refuses_an_output_that_is_one_of_its_inputs(files, tmp_path, ca
     err = capsys.readouterr().err
     assert "is the input" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "a_labels.tif").read_bytes() == before
+
+
+def test_block_without_cluster_is_one_clear_error(files, tmp_path, capsys):
+    folder, _, _, model = files
+    code = cli.main(["predict", "-m", str(model), str(folder / "img.tif"), "-o", str(tmp_path / "o.zarr"),
+                     "--block", "512", "-q"])
+    assert code == 2
+    assert "add --cluster" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()

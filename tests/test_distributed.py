@@ -174,6 +174,7 @@ def test_killed_client_resumes_from_its_finished_blocks(data, tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "9 blocks (" in cli.stderr and "objects" in cli.stderr
+    assert "INFO" not in cli.stderr  # -q: dask's own log lines too
     assert "half-scale pass" in cli.stderr and "--no-large-cells" in cli.stderr  # said, not silently left out
     computed = int(cli.stderr.split("9 blocks (")[1].split(" computed")[0])
     assert computed < 9

@@ -317,7 +317,10 @@ def _cmd_predict(args) -> int:
 
     if args.overwrite and args.skip_existing:
         raise CliError("give --overwrite or --skip-existing, not both")
-    if args.cluster is not None or args.block is not None:
+    if args.block is not None and args.cluster is None:
+        raise CliError("--block sets the blocks of a cluster run: add --cluster local (or local:N, or a scheduler "
+                       "address), or leave --block out to predict here")
+    if args.cluster is not None:
         from .cli_cluster import predict_on_cluster
 
         return predict_on_cluster(args, _expand_inputs(args.inputs))

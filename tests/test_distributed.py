@@ -328,3 +328,14 @@ def test_a_source_with_infinite_values_fails_and_leaves_nothing(data, client, tm
     with pytest.raises(ValueError, match="NaN or infinite"):
         predict_distributed(data["net"], source, tmp_path / "out.zarr", client=client, block_shape=128)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inf.zarr"]
+
+
+@pytest.mark.parametrize("address, error", [
+    ("", ValueError), ("not a cluster!", ValueError), ("tcp://127.0.0.1:99999", ValueError),
+    ("http://host:80", ValueError), ("local:0", ValueError), ("local:abc", ValueError),
+    ("tcp://127.0.0.1:1", OSError), (123, TypeError),
+])
+def test_a_bad_cluster_address_is_refused_before_anything_is_written(data, tmp_path, address, error):
+    with pytest.raises(error, match="cluster|scheduler"):
+        predict_distributed(data["net"], data["image"][:128, :128], tmp_path / "out.zarr", client=address)
+    assert list(tmp_path.iterdir()) == []

@@ -110,6 +110,15 @@ def connect(cluster=None) -> Connection:
             or not port.isdigit() or not 0 < int(port) < 65536):
         raise ValueError(f"cluster {cluster!r} is not local, local:N, nor a scheduler address such as "
                          "tcp://host:8786")
+    if scheme == "tcp":  # a refused connection is certain at once; dask would retry it for 20 s
+        import socket
+
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+        except ConnectionRefusedError:
+            raise OSError(f"cannot reach the dask scheduler at {address}: nothing listens there") from None
+        except OSError:
+            pass  # unknown host, a slow network: dask says it, with its own timeout
     try:
         client = distributed.Client(address, timeout="20s")
     except OSError as exc:

@@ -199,3 +199,14 @@ def test_block_without_cluster_is_one_clear_error(files, tmp_path, capsys):
     assert code == 2
     assert "add --cluster" in capsys.readouterr().err
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_a_failed_prediction_leaves_no_empty_output_folder(files, tmp_path, capsys):
+    _, image, _, model = files
+    bad = image.astype(np.float32)
+    bad[3, 3] = np.nan
+    write_image(tmp_path / "nan.tif", bad)
+    out = tmp_path / "new" / "folder"
+    assert cli.main(["predict", "-m", str(model), str(tmp_path / "nan.tif"), "-o", str(out), "-q", "--device", "cpu"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

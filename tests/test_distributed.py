@@ -278,19 +278,29 @@ def test_a_resumed_run_redoes_a_missing_or_damaged_block_and_refuses_another_inp
     done = [by_block[m] for m in marks if m in by_block]
     done[0].unlink()
     done[1].write_bytes(b"garbage" * 10)
-    # another file, or the same path rewritten with the same shape, type and intensities but
-    # other content: another input, refused
+    # another file with the same pixels: another input, refused
     b = _small_zarr(tmp_path / "b.zarr", image)
     with pytest.raises(ValueError, match="interrupted run with another source"):
         predict_distributed(data["net"], b, out, client=client, block_shape=256, **FP32)
-    _small_zarr(tmp_path / "a.zarr", np.ascontiguousarray(image[::-1]))
-    with pytest.raises(ValueError, match="interrupted run with another source"):
-        predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32)
-    _small_zarr(tmp_path / "a.zarr", image)
     predict_distributed(data["net"], a, out, client=client, block_shape=256, **FP32)
     resumed, reference = open_prediction(out), open_prediction(clean)
     np.testing.assert_array_equal(resumed["probabilities"][...], reference["probabilities"][...])
     np.testing.assert_array_equal(resumed["labels"][...], reference["labels"][...])
+    # the same path changed in one corner only (same shape, type and intensities): refused
+    other = tmp_path / "other.zarr"
+    _interrupt_after(iter_predict_distributed(data["net"], a, other, client=client, block_shape=256, **FP32), 3)
+    changed = zarr.open_array(a, mode="r+")
+    changed[0:128, 640:768] = changed[0:128, 640:768][::-1, ::-1]
+    with pytest.raises(ValueError, match="interrupted run with another source"):
+        predict_distributed(data["net"], a, other, client=client, block_shape=256, **FP32)
+    # the arrays of an interrupted run changed under it (another dtype): refused, not mixed
+    a2 = _small_zarr(tmp_path / "a2.zarr", image)
+    third = tmp_path / "third.zarr"
+    _interrupt_after(iter_predict_distributed(data["net"], a2, third, client=client, block_shape=256, **FP32), 3)
+    meta = third / "probabilities" / ".zarray"
+    meta.write_text(meta.read_text().replace("<f4", "<f2"))
+    with pytest.raises(ValueError, match="changed type, shape or chunks"):
+        predict_distributed(data["net"], a2, third, client=client, block_shape=256, **FP32)
 
 
 def test_a_long_lived_cluster_reads_a_source_rewritten_under_the_same_path(data, client, tmp_path):
@@ -339,3 +349,52 @@ def test_a_bad_cluster_address_is_refused_before_anything_is_written(data, tmp_p
     with pytest.raises(error, match="cluster|scheduler"):
         predict_distributed(data["net"], data["image"][:128, :128], tmp_path / "out.zarr", client=address)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_scheduler_that_never_answers_is_given_up_on(data, tmp_path, monkeypatch):
+    import socket
+    import threading
+
+    import napari_unet.cluster as cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_S", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()) for _ in range(5)], daemon=True).start()
+    try:
+        with pytest.raises(OSError, match="scheduler"):
+            predict_distributed(data["net"], data["image"][:128, :128], tmp_path / "out.zarr",
+                                client=f"127.0.0.1:{server.getsockname()[1]}")
+    finally:
+        server.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_data_in_or_around_an_output_is_never_removed(data, client, tmp_path):
+    import tifffile
+
+    image = data["image"][:256, :256]
+    source = _small_zarr(tmp_path / "in.zarr", image)
+    ours = tmp_path / "ours.zarr"
+    predict_distributed(data["net"], source, ours, client=client, **FP32)
+    corrected = zarr.open_group(str(ours / "labels"), mode="a", zarr_format=2)
+    corrected.create_array("corrected", shape=(256, 256), chunks=(256, 256), dtype="uint32")
+    with pytest.raises(FileExistsError, match="labels/corrected"):
+        predict_distributed(data["net"], source, ours, client=client, overwrite=True, **FP32)
+    assert (ours / "labels" / "corrected").is_dir()
+    link = tmp_path / "link.zarr"
+    link.symlink_to(ours)
+    with pytest.raises(ValueError, match="is a link"):
+        predict_distributed(data["net"], source, link, client=client, overwrite=True, **FP32)
+    (tmp_path / "file.zarr").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        predict_distributed(data["net"], source, tmp_path / "file.zarr" / "out.zarr", client=client, **FP32)
+    # a TIFF's pixel size counts on a cluster too: 1 µm against a 0.5 µm model is refused
+    net = threshold_unet()
+    net.metadata["pixel_size"] = [0.5, 0.5]
+    tifffile.imwrite(tmp_path / "coarse.tif", image, imagej=True, resolution=(1, 1), metadata={"unit": "micron"})
+    with pytest.raises(ValueError, match="resample the image"):
+        predict_distributed(net, str(tmp_path / "coarse.tif"), tmp_path / "t.zarr", client=client, **FP32)
+    assert not (tmp_path / "t.zarr").exists()

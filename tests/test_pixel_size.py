@@ -213,7 +213,7 @@ def test_malformed_ome_zarr_metadata_is_one_clear_error_naming_the_file(tmp_path
     assert "bad.zarr" in str(info.value)
 
 
-def test_a_pixel_size_far_from_the_models_is_refused_not_shrunk_to_a_dot(tmp_path):
+def test_a_pixel_size_far_from_the_models_is_refused_not_shrunk_to_a_dot(tmp_path, caplog):
     net = threshold_unet((0.5, 0.5))
     image = make_touching_cells((96, 96), seed=1)[0]
     with pytest.raises(ValueError, match="beyond 1/16 to 16"):
@@ -221,11 +221,12 @@ def test_a_pixel_size_far_from_the_models_is_refused_not_shrunk_to_a_dot(tmp_pat
     with pytest.raises(ValueError, match="beyond 1/16 to 16"):
         predict_tiled(net, image, pixel_size=20.0)
     assert predict_tiled(net, image, pixel_size=1.0).shape == (2, 96, 96)  # x2 is served
-    # a TIFF whose resolution is absurd: the file's value is what is refused
+    # a TIFF whose resolution is absurd (1e5 px/µm): ignored, with a warning naming the file
     path = tmp_path / "tiny_pixels.tif"
     tifffile.imwrite(path, image, imagej=True, resolution=(1e5, 1e5), metadata={"unit": "um"})
-    with pytest.raises(ValueError, match="beyond 1/16 to 16"):
-        predict_tiled(net, image, pixel_size=read_pixel_size(path)["x"])
+    with caplog.at_level("WARNING"):
+        assert read_pixel_size(path) is None
+    assert "tiny_pixels.tif" in caplog.text and "1e-05" in caplog.text
 
 
 def test_a_zero_or_nan_pixel_size_in_a_file_is_ignored_with_a_warning(tmp_path, caplog):
@@ -240,9 +241,13 @@ def test_a_zero_or_nan_pixel_size_in_a_file_is_ignored_with_a_warning(tmp_path, 
 def test_three_d_labelling_refuses_an_absurd_spacing_or_a_volume_beyond_memory():
     p = np.random.default_rng(0).random((2, 4, 32, 32)).astype(np.float32)
     p /= p.sum(axis=0)
-    with pytest.raises(ValueError, match="beyond 64 x apart"):
+    with pytest.raises(ValueError, match="beyond 64 x"):
         to_labels(p, three_d=True, spacing=(1e-6, 1, 1))  # an ImageJ z-spacing of 1e-7 µm never ended
-    with pytest.raises(ValueError, match="beyond 64 x apart"):
+    with pytest.raises(ValueError, match="beyond 64 x"):
+        to_labels(p, three_d=True, spacing=(1, 1, 0.001))  # 1000 x between x and y
+    with pytest.raises(ValueError, match="beyond 64 x"):
+        to_labels(p, three_d=True, spacing=(1e-300, 1, 1))  # no division by zero
+    with pytest.raises(ValueError, match="beyond 64 x"):
         to_labels(p, three_d=True, spacing=(1000, 1, 1))
     assert to_labels(p, three_d=True, spacing=(3, 1, 1)).shape == (4, 32, 32)
     import zarr
@@ -250,3 +255,32 @@ def test_three_d_labelling_refuses_an_absurd_spacing_or_a_volume_beyond_memory()
     huge = zarr.create_array(store={}, shape=(2, 4000, 40000, 40000), chunks=(2, 1, 1000, 1000), dtype="float32")
     with pytest.raises(MemoryError, match="3D objects"):
         to_labels(huge, three_d=True)
+
+
+def test_ome_zarr_without_a_scale_or_a_unit_has_no_pixel_size_rather_than_one_micrometre(tmp_path, caplog):
+    from napari_unet.ngff import ngff_scale
+
+    image = np.zeros((8, 8), np.uint8)
+    no_scale = _ome_zarr(tmp_path / "v03.zarr", image, ["y", "x"], [{"type": "translation", "translation": [0, 0]}])
+    assert ngff_scale(no_scale) is None
+    no_unit = _ome_zarr(tmp_path / "nounit.zarr", image, [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                        [{"type": "scale", "scale": [0.3, 0.3]}])
+    with caplog.at_level("WARNING"):
+        assert read_pixel_size(no_unit) is None
+    assert "nounit.zarr" in caplog.text and "without a unit" in caplog.text
+    as_dict = _ome_zarr(tmp_path / "dict.zarr", image, [{"name": "y", "type": "space", "unit": "micrometer"},
+                                                        {"name": "x", "type": "space", "unit": "micrometer"}],
+                        {"type": "scale", "scale": [0.3, 0.3]})
+    with pytest.raises(ValueError, match="must be a list"):
+        ngff_scale(as_dict)
+    for factor in (None, "0.5", True):
+        bad = _ome_zarr(tmp_path / "bad.zarr", image, [{"name": "y", "type": "space", "unit": "micrometer"},
+                                                       {"name": "x", "type": "space", "unit": "micrometer"}],
+                        [{"type": "scale", "scale": [factor, 0.5]}])
+        with pytest.raises(ValueError, match="not a number"):
+            ngff_scale(bad)
+    tiny = _ome_zarr(tmp_path / "tiny.zarr", image, [{"name": "y", "type": "space", "unit": "micrometer"},
+                                                     {"name": "x", "type": "space", "unit": "micrometer"}],
+                     [{"type": "scale", "scale": [1e-9, 1e-9]}])
+    with pytest.raises(ValueError, match="outside"):
+        ngff_scale(tiny)

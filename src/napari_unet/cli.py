@@ -336,10 +336,7 @@ def _cmd_predict(args) -> int:
         if args.probabilities:
             outputs["probabilities"] = outdir / f"{_stem(path)}_probabilities{suffix}"
         for output in outputs.values():
-            try:
-                check_not_input(output, paths)
-            except ValueError as exc:
-                raise CliError(str(exc)) from None
+            check_not_input(output, paths)  # a ValueError: one line, exit 2
         existing = [o for o in outputs.values() if o.exists()]
         if args.skip_existing and all(is_complete_image(o) for o in outputs.values()):
             continue

@@ -79,7 +79,7 @@ def _local_cluster(n_workers: int | None) -> Connection:
     )
     logger.info("started a local dask cluster: %d worker process(es)%s", n_workers,
                 "" if threads is None else f", {threads} torch thread(s) each")
-    return Connection(distributed.Client(cluster), owned=True, threads=threads)
+    return Connection(distributed.Client(cluster, set_as_default=False), owned=True, threads=threads)
 
 
 def connect(cluster=None) -> Connection:
@@ -98,6 +98,8 @@ def connect(cluster=None) -> Connection:
         raise TypeError(f"cluster must be None, 'local', 'local:N', a scheduler address or a dask Client, "
                         f"got {type(cluster).__name__}")
     text = cluster.strip()
+    if text.lower() == "local" or text.lower().startswith("local:"):
+        text = text.lower()
     if text == "local" or text.startswith("local:"):
         count = text.partition(":")[2]
         if count and (not count.isdigit() or int(count) < 1):
@@ -119,11 +121,37 @@ def connect(cluster=None) -> Connection:
             raise OSError(f"cannot reach the dask scheduler at {address}: nothing listens there") from None
         except OSError:
             pass  # unknown host, a slow network: dask says it, with its own timeout
-    try:
-        client = distributed.Client(address, timeout="20s")
-    except OSError as exc:
-        raise OSError(f"cannot reach the dask scheduler at {address}: {exc}") from None
-    return Connection(client, owned=True, threads=None)
+    return Connection(_client_within(distributed, address, CONNECT_S), owned=True, threads=None)
+
+
+#: seconds to reach a scheduler and finish dask's handshake with it
+CONNECT_S = 30.0
+
+
+def _client_within(distributed, address: str, seconds: float):
+    """A client of the scheduler at ``address``, or OSError after ``seconds`` (a port that accepts
+    connections but never answers as a scheduler would otherwise hold the run forever)."""
+    import threading
+
+    found: dict = {}
+
+    def make():
+        try:
+            found["client"] = distributed.Client(address, timeout=f"{int(seconds)}s", set_as_default=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            found["error"] = exc
+
+    thread = threading.Thread(target=make, name="napari-unet connect", daemon=True)
+    thread.start()
+    thread.join(seconds + 5)
+    if "client" in found:
+        return found["client"]
+    error = found.get("error")
+    if error is None:
+        raise OSError(f"no dask scheduler answers at {address} (waited {seconds + 5:.0f} s)")
+    if isinstance(error, (OSError, TimeoutError)):
+        raise OSError(f"cannot reach the dask scheduler at {address}: {error}") from None
+    raise error
 
 
 def model_digest(model) -> str:
@@ -175,11 +203,23 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
     return net
 
 
-def source_identity(data) -> str:
-    """A digest of ``data``'s shape, type and the values of up to 16 windows of 64 x 64 pixels
-    spread over its planes: another image under the same path (or the same settings) differs."""
+def source_identity(data, path=None) -> str:
+    """A digest that names a source: its shape and type, a sample of 64 x 64 windows of its values,
+    and, for a file or folder at ``path``, the size and modification time of every file in it (a
+    zarr's chunks, a TIFF); for an array without a path, all of its values. Another image under the
+    same path, or the same file rewritten anywhere, has another identity."""
     shape = tuple(int(s) for s in data.shape)
     h = hashlib.sha1(repr((shape, str(data.dtype))).encode())
+    if path is None:
+        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+        return h.hexdigest()
+    root = os.path.realpath(os.path.expanduser(str(path)))
+    for folder, dirs, files in os.walk(root) if os.path.isdir(root) else [("", [], [root])]:
+        dirs.sort()
+        for name in sorted(files):
+            stat = os.stat(os.path.join(folder, name))
+            h.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:{stat.st_mtime_ns}:"
+                     f"{stat.st_ino};".encode())
     lead = shape[:-2]
     n_planes = int(np.prod(lead)) if lead else 1
     for k, flat in enumerate(np.linspace(0, n_planes - 1, num=min(4, n_planes)).round().astype(int)):

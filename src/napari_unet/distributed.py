@@ -21,6 +21,7 @@ from writing the same output. The result is OME-Zarr (:mod:`napari_unet.ngff`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -40,11 +41,11 @@ from .axes import check_axes, default_axes
 from .checks import as_real_array, check_float, check_pair
 from .cluster import connect, model_digest, source_identity, worker_model, worker_source
 from .devices import PRECISIONS
-from .images import is_zarr_path, read_image
-from .label_merge import FACES, block_labels, merge_faces
+from .images import is_zarr_path, read_image, read_pixel_size
+from .label_merge import FACES, BlockGrid, block_labels, merge_faces
 from .model import UNet
 from .model_fit import check_channels
-from .ngff import (PROBABILITIES_PATH, create_prediction_group, mark_complete, ngff_scale, open_prediction,
+from .ngff import (PROBABILITIES_PATH, create_prediction_group, foreign_entries, mark_complete, open_prediction,
                    write_prediction_metadata)
 from .outputs import atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
 from .postprocess import label_context, label_options, to_labels
@@ -58,46 +59,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK = 1024
 RUN_DIR = ".napari-unet-run"
 _STAGES = ("predicted", "labelled", "final")
-
-
-# ------------------------------------------------------------------------------------- the grid
-@dataclass(frozen=True)
-class BlockGrid:
-    """Blocks of ``block`` pixels (Y, X) over every plane of a stack: keys ``(plane, i, j)``."""
-
-    plane_shape: tuple[int, ...]
-    height: int
-    width: int
-    block: tuple[int, int]
-
-    @property
-    def counts(self) -> tuple[int, int]:
-        return -(-self.height // self.block[0]), -(-self.width // self.block[1])
-
-    def keys(self) -> list[tuple]:
-        ny, nx = self.counts
-        planes = list(np.ndindex(*self.plane_shape)) if self.plane_shape else [()]
-        return [(tuple(int(p) for p in plane), i, j) for plane in planes for i in range(ny) for j in range(nx)]
-
-    def core(self, key) -> tuple[slice, slice]:
-        _, i, j = key
-        by, bx = self.block
-        return slice(i * by, min((i + 1) * by, self.height)), slice(j * bx, min((j + 1) * bx, self.width))
-
-    def window(self, key, halo: int) -> tuple[slice, slice]:
-        ys, xs = self.core(key)
-        return (slice(max(0, ys.start - halo), min(self.height, ys.stop + halo)),
-                slice(max(0, xs.start - halo), min(self.width, xs.stop + halo)))
-
-    def neighbours(self, key) -> list[tuple]:
-        plane, i, j = key
-        ny, nx = self.counts
-        return [(plane, a, b) for a in range(max(0, i - 1), min(ny, i + 2)) for b in range(max(0, j - 1), min(nx, j + 2))]
-
-    @staticmethod
-    def name(key) -> str:
-        plane, i, j = key
-        return "-".join([*(f"p{p}" for p in plane), f"y{i}", f"x{j}"])
 
 
 @dataclass
@@ -263,9 +224,9 @@ MAX_BLOCKS = 100_000
 def _open_source(source, axes):
     """(what workers read, the array here, its axes, its pixel scale)."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = Path(source).expanduser()
         data, file_axes = read_image(path)
-        scale = ngff_scale(path) if is_zarr_path(path) else None
+        scale = read_pixel_size(path)  # a file's pixel size (OME-Zarr, OME-TIFF, ImageJ), warned when unusable
         lazy = is_zarr_path(path) and not isinstance(data, np.ndarray)
         return (str(path) if lazy else data), data, (axes or file_axes), scale
     data = as_real_array(source, "source")
@@ -320,9 +281,15 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
     norm = normalization_range(model, data, axes=axes)
     settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None,
                 "tta": check_tta(tta)}
-    source_path = Path(source) if isinstance(source, (str, Path)) else None
-    return _Job(model, ref, data, axes, grid, Path(out), norm, options, bool(labels), bool(probabilities), settings,
-                scale, halo, source_path=source_path, source_id=source_identity(data))
+    source_path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
+    try:
+        identity = source_identity(data, source_path)
+    except (OSError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. a garbled chunk: one line that names the source
+        raise OSError(f"cannot read the source {source_path or ''}: {type(exc).__name__}: {exc}") from exc
+    return _Job(model, ref, data, axes, grid, Path(out).expanduser(), norm, options, bool(labels), bool(probabilities),
+                settings, scale, halo, source_path=source_path, source_id=identity)
 
 
 def _checked_scale(model, scale: dict | None, pixel_size) -> dict | None:
@@ -358,6 +325,13 @@ def _check_output(job: _Job, digest: str, overwrite: bool) -> dict | None:
     if out.suffix.lower() != ".zarr":
         raise ValueError(f"out must be a .zarr folder (an OME-Zarr group), got {out}")
     check_not_input(out, [job.source_path])
+    if out.is_symlink():
+        raise ValueError(f"out {out} is a link: name the folder itself")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"out {out}: {parent} is a file, not a folder")
+            break
     if not out.exists():
         return None
     if not is_ours(out):
@@ -370,11 +344,41 @@ def _check_output(job: _Job, digest: str, overwrite: bool) -> dict | None:
     wanted = _fingerprint(job, digest)
     if found is None and not overwrite:
         raise exists_error(out)  # a finished output
+    foreign = foreign_entries(out)
+    if foreign and found != wanted:  # overwrite would remove them
+        raise FileExistsError(f"{out} holds what napari-unet did not write ({', '.join(foreign[:5])}): not "
+                              "replacing it; move those out, or choose another output")
+    if found == wanted:
+        _check_arrays(job)
     if found is not None and found != wanted and not overwrite:
         changed = sorted(k for k in wanted if found.get(k) != wanted[k]) or ["the run record"]
         raise ValueError(f"{out} holds an interrupted run with another {', '.join(changed)}; pass overwrite=True "
                          "(--overwrite) to start again, or choose another output")
     return found
+
+
+def _check_arrays(job: _Job) -> None:
+    """The arrays of an interrupted run, as it created them (a changed type, shape or chunking
+    would mix values of two kinds)."""
+    expected = {"probabilities": ((job.model.config.n_classes, *job.grid.plane_shape, job.grid.height, job.grid.width),
+                                  np.float32),
+                "labels": ((*job.grid.plane_shape, job.grid.height, job.grid.width), np.uint32)}
+    try:
+        arrays = open_prediction(job.out)
+        problems = []
+        for name, (shape, dtype) in expected.items():
+            if name == "labels" and not job.labels:
+                continue
+            arr = arrays.get(name)
+            block = tuple(min(b, n) for b, n in zip(job.grid.block, shape[-2:]))
+            if arr is None or tuple(arr.shape) != shape or arr.dtype != dtype or tuple(arr.chunks[-2:]) != block:
+                problems.append(name)
+    except Exception as exc:  # noqa: BLE001 - unreadable metadata: say which output, and the way out
+        raise ValueError(f"{job.out}: the interrupted run's arrays cannot be read ({type(exc).__name__}: {exc}); "
+                         "pass overwrite=True (--overwrite) to start again") from None
+    if problems:
+        raise ValueError(f"{job.out}: the interrupted run's {' and '.join(problems)} changed type, shape or chunks "
+                         "since; pass overwrite=True (--overwrite) to start again")
 
 
 def _open_output(job: _Job, digest: str, overwrite: bool) -> None:
@@ -421,7 +425,10 @@ def _wait(futures, counter, total):
     """Yield (done, total) as ``futures`` finish; raise the first task error."""
     from distributed import as_completed
 
-    for future in as_completed(futures):
+    if not futures:
+        return
+    # the client's own loop: ours is not dask's default client (a user's dask work is not sent to it)
+    for future in as_completed(futures, loop=futures[0].client.loop):
         future.result()  # raises the task's error here
         counter[0] += 1
         yield counter[0], total
@@ -481,50 +488,51 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
                    label_kwargs=label_kwargs, pixel_size=pixel_size, tta=tta)
     digest = model_digest(model)
     _check_output(job, digest, overwrite)  # before the cluster starts or anything is written
-    connection = connect(client)
     futures: list = []
+    stack = contextlib.ExitStack()  # the lock (its folders go with it when nothing was written), the cluster
     try:
-        with output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"):
-            created = not job.out.exists()
-            _open_output(job, digest, overwrite)
-            job.settings["run_dir"] = job.run_dir
-            job.settings["source_id"] = job.source_id
-            job.settings["threads"] = connection.threads
-            dask_client = connection.client
-            try:
-                _redo_damaged(dask_client, job)
-                model_ref = dask_client.scatter(copy.deepcopy(model).cpu(), broadcast=True, hash=False)
-                source_ref = job.source if isinstance(job.source, str) else dask_client.scatter(
-                    job.source, broadcast=True, hash=False)
-                run_id = uuid.uuid4().hex[:8]
-                predicted, labelled = _submit_blocks(dask_client, job, model_ref, source_ref, digest, run_id)
-                futures = [*predicted.values(), *labelled.values()]
-                keys = job.grid.keys()
-                relabel_todo = [k for k in keys if job.labels and not job.done("final", k)]
-                total, counter = len(futures) + len(relabel_todo), [0]
-                yield 0, total
+        stack.enter_context(output_lock(job.out.parent / f".{job.out.name}.napari-unet.lock"))
+        connection = connect(client)
+        stack.callback(connection.close)
+    except BaseException:
+        stack.close()
+        raise
+    with stack:
+        created = not job.out.exists()
+        _open_output(job, digest, overwrite)
+        job.settings.update(run_dir=job.run_dir, source_id=job.source_id, threads=connection.threads)
+        dask_client = connection.client
+        try:
+            _redo_damaged(dask_client, job)
+            model_ref = dask_client.scatter(copy.deepcopy(model).cpu(), broadcast=True, hash=False)
+            source_ref = job.source if isinstance(job.source, str) else dask_client.scatter(
+                job.source, broadcast=True, hash=False)
+            run_id = uuid.uuid4().hex[:8]
+            predicted, labelled = _submit_blocks(dask_client, job, model_ref, source_ref, digest, run_id)
+            futures = [*predicted.values(), *labelled.values()]
+            keys = job.grid.keys()
+            relabel_todo = [k for k in keys if job.labels and not job.done("final", k)]
+            total, counter = len(futures) + len(relabel_todo), [0]
+            yield 0, total
+            yield from _wait(futures, counter, total)
+            objects = None
+            if job.labels and job.options["mode"] == "instances":
+                luts, objects = _merge(job, labelled)
+                futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k], job.run_dir,
+                                              key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}", pure=False)
+                           for k in relabel_todo]
                 yield from _wait(futures, counter, total)
-                objects = None
-                if job.labels and job.options["mode"] == "instances":
-                    luts, objects = _merge(job, labelled)
-                    futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k],
-                                                  job.run_dir, key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}",
-                                                  pure=False)
-                               for k in relabel_todo]
-                    yield from _wait(futures, counter, total)
-                block_seconds = [f.result() for f in predicted.values()]
-            except BaseException as exc:
-                if futures:
-                    dask_client.cancel(futures)
-                # an output this run created is removed when there is nothing to resume in it, or
-                # when the input itself is at fault (NaN, a bad value): a crash, a kill or Stop keep it
-                if created and (isinstance(exc, (ValueError, TypeError))
-                                or not any(Path(job.run_dir, "predicted").glob("[!.]*"))):
-                    shutil.rmtree(job.out, ignore_errors=True)
-                raise
-            _finish(job)
-    finally:
-        connection.close()
+            block_seconds = [f.result() for f in predicted.values()]
+        except BaseException as exc:
+            if futures:
+                dask_client.cancel(futures)
+            # an output this run created is removed when there is nothing to resume in it, or
+            # when the input itself is at fault (NaN, a bad value): a crash, a kill or Stop keep it
+            if created and (isinstance(exc, (ValueError, TypeError))
+                            or not any(Path(job.run_dir, "predicted").glob("[!.]*"))):
+                shutil.rmtree(job.out, ignore_errors=True)
+            raise
+        _finish(job)
     seconds = time.monotonic() - t0
     pixels = max(int(np.prod(job.grid.plane_shape)), 1) * job.grid.height * job.grid.width
     return DistributedResult(job.out, len(keys), len(predicted), objects, seconds, pixels / 1e6 / max(seconds, 1e-9),

@@ -262,20 +262,22 @@ def _tiff_pixel_size(path: Path) -> dict | None:
 def read_pixel_size(path) -> dict | None:
     """Micrometres per pixel recorded in an image file (``{"z": .., "y": .., "x": ..}``, z when
     known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
-    from .ngff import ngff_scale
-
     import math
+
+    from .ngff import PLAUSIBLE_UM, ngff_scale
 
     path = Path(path)
     try:
         scale = ngff_scale(path) if is_zarr_path(path) else _tiff_pixel_size(path)
         if not scale or "y" not in scale or "x" not in scale:
             return None
-        bad = {ax: v for ax, v in scale.items() if not (math.isfinite(v) and 0 < v < 1e6)}
+        low, high = PLAUSIBLE_UM
+        bad = {ax: v for ax, v in scale.items() if not (math.isfinite(v) and low <= v <= high)}
         if bad.keys() & {"y", "x"}:
-            raise ValueError(f"pixel size {bad} µm is not a positive number")
+            raise ValueError(f"pixel size {bad} µm is not a number from {low:g} to {high:g}")
         if bad:  # a z-spacing of 0 or NaN: the xy size stands
-            logger.warning("ignoring the z-spacing %s µm recorded in %s (not a positive number)", bad["z"], path)
+            logger.warning("ignoring the z-spacing %s µm recorded in %s (not a number from %g to %g)", bad["z"], path,
+                           low, high)
             scale = {ax: v for ax, v in scale.items() if ax not in bad}
         return scale
     except (OSError, ValueError, KeyError, ZeroDivisionError, TypeError) as exc:

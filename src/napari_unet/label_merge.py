@@ -16,11 +16,12 @@ them); one object cut by a face is joined, whatever the block layout.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Hashable, Mapping
 
 import numpy as np
 
-__all__ = ["FACES", "block_labels", "merge_faces"]
+__all__ = ["FACES", "BlockGrid", "block_labels", "merge_faces"]
 
 # the four faces of a block's core, and the face of the neighbour (+1 along Y or X) across it
 FACES = ("top", "bottom", "left", "right")
@@ -149,3 +150,42 @@ def merge_faces(counts: Mapping[Hashable, int], faces: Mapping[Hashable, dict]) 
         lut[1:] = final[offsets[key] : offsets[key] + int(counts[key])]
         luts[key] = lut
     return luts
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """Blocks of ``block`` pixels (Y, X) over every plane of a stack: keys ``(plane, i, j)``."""
+
+    plane_shape: tuple[int, ...]
+    height: int
+    width: int
+    block: tuple[int, int]
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return -(-self.height // self.block[0]), -(-self.width // self.block[1])
+
+    def keys(self) -> list[tuple]:
+        ny, nx = self.counts
+        planes = list(np.ndindex(*self.plane_shape)) if self.plane_shape else [()]
+        return [(tuple(int(p) for p in plane), i, j) for plane in planes for i in range(ny) for j in range(nx)]
+
+    def core(self, key) -> tuple[slice, slice]:
+        _, i, j = key
+        by, bx = self.block
+        return slice(i * by, min((i + 1) * by, self.height)), slice(j * bx, min((j + 1) * bx, self.width))
+
+    def window(self, key, halo: int) -> tuple[slice, slice]:
+        ys, xs = self.core(key)
+        return (slice(max(0, ys.start - halo), min(self.height, ys.stop + halo)),
+                slice(max(0, xs.start - halo), min(self.width, xs.stop + halo)))
+
+    def neighbours(self, key) -> list[tuple]:
+        plane, i, j = key
+        ny, nx = self.counts
+        return [(plane, a, b) for a in range(max(0, i - 1), min(ny, i + 2)) for b in range(max(0, j - 1), min(nx, j + 2))]
+
+    @staticmethod
+    def name(key) -> str:
+        plane, i, j = key
+        return "-".join([*(f"p{p}" for p in plane), f"y{i}", f"x{j}"])

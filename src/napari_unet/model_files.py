@@ -291,13 +291,13 @@ def check_metadata(metadata, what: str = "model metadata") -> dict:
         bad("class_names", "a list of strings")
     pixel = meta.get("pixel_size")
     if pixel is not None and not (isinstance(pixel, list) and len(pixel) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 1e6 for v in pixel)):
-        bad("pixel_size", "a [y, x] pair of micrometres per pixel, above 0 and under 10^6")
-    for key in ("cell_diameter", "cell_diameter_um"):
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 1e-4 <= v <= 1e4 for v in pixel)):
+        bad("pixel_size", "a [y, x] pair of micrometres per pixel, from 0.0001 to 10000")
+    for key, lowest in (("cell_diameter", 0.5), ("cell_diameter_um", 1e-4)):  # pixels; micrometres
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or not 0 < value < 1e5):
-            bad(key, "a positive number under 10^5")
+                                  or not math.isfinite(value) or not lowest <= value < 1e5):
+            bad(key, f"a number from {lowest:g} to 10^5")
     border = meta.get("border_class")
     if border is not None and (isinstance(border, bool) or not isinstance(border, int) or border < 1):
         bad("border_class", "a class number >= 1")

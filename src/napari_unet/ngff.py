@@ -24,6 +24,7 @@ __all__ = [
     "PROBABILITIES_PATH",
     "create_prediction_group",
     "first_multiscale",
+    "foreign_entries",
     "mark_complete",
     "ngff_scale",
     "open_prediction",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 PROBABILITIES_PATH = "probabilities"
+#: micrometres per pixel (voxel side) that metadata may plausibly say: 0.1 nm to 1 cm
+PLAUSIBLE_UM = (1e-4, 1e4)
 LABELS_PATH = "labels/cells/0"
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
@@ -160,15 +163,20 @@ def first_multiscale(attrs: dict, path) -> dict | None:
         names.append(name.lower())
         types.append(axis.get("type") if isinstance(axis, dict) else None)
         units.append(axis.get("unit") if isinstance(axis, dict) else None)
-    scale = [1.0] * len(names)
+    scale = None  # no scale transformation: the pixel size is unknown, not 1
     for transforms in (datasets[0].get("coordinateTransformations"), ms.get("coordinateTransformations")):
+        if transforms is not None and not isinstance(transforms, list):
+            raise ValueError(f"{where}: 'coordinateTransformations' must be a list, got {type(transforms).__name__}")
         for transform in transforms or []:
             if isinstance(transform, dict) and transform.get("type") == "scale":
                 factors = transform.get("scale")
                 if not isinstance(factors, list) or len(factors) != len(names):
                     raise ValueError(f"{where}: a scale transformation of {factors!r} does not give one factor "
                                      f"per axis ({len(names)})")
-                scale = [a * float(b) for a, b in zip(scale, factors)]
+                for name, factor in zip(names, factors):
+                    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+                        raise ValueError(f"{where}: the scale of axis {name!r} is {factor!r}, not a number")
+                scale = [a * float(b) for a, b in zip(scale or [1.0] * len(names), factors)]
     return {"path": datasets[0]["path"], "axes": names, "types": types, "units": units, "scale": scale}
 
 
@@ -186,7 +194,7 @@ def ngff_scale(path) -> dict | None:
     except Exception:  # not a zarr we can read: no scale
         return None
     ms = first_multiscale(dict(node.attrs), path)
-    if ms is None or not ms["axes"]:
+    if ms is None or not ms["axes"] or ms["scale"] is None:
         return None
     scale = {}
     for name, kind, unit, factor in zip(ms["axes"], ms["types"], ms["units"], ms["scale"]):
@@ -194,5 +202,29 @@ def ngff_scale(path) -> dict | None:
             if not (math.isfinite(factor) and factor > 0):
                 raise ValueError(f"{path}: OME-Zarr axis {name!r} has a scale of {factor!r} (not a positive number); "
                                  "give the pixel size yourself (pixel_size= / --pixel-size)")
-            scale[name] = micrometres(factor, unit, f"{path}: OME-Zarr axis {name!r}")
+            if not unit:
+                raise ValueError(f"{path}: OME-Zarr axis {name!r} gives a scale of {factor!r} without a unit; give the "
+                                 "pixel size yourself (pixel_size= / --pixel-size)")
+            value = micrometres(factor, unit, f"{path}: OME-Zarr axis {name!r}")
+            if not PLAUSIBLE_UM[0] <= value <= PLAUSIBLE_UM[1]:
+                raise ValueError(f"{path}: OME-Zarr axis {name!r} says {factor!r} {unit} per pixel ({value:.3g} µm), "
+                                 f"outside {PLAUSIBLE_UM[0]:g}-{PLAUSIBLE_UM[1]:g} µm; give the pixel size yourself "
+                                 "(pixel_size= / --pixel-size)")
+            scale[name] = value
     return scale or None
+
+
+_OWN_ENTRIES = {".zattrs", ".zgroup", "zarr.json", ".napari-unet-run", PROBABILITIES_PATH, "labels", "labels/.zattrs",
+                "labels/.zgroup", "labels/zarr.json", "labels/cells"}
+
+
+def foreign_entries(path) -> list[str]:
+    """What lies in a prediction output that napari-unet does not write there (e.g. labels a user
+    corrected and saved beside ours): an overwrite would remove them."""
+    found = []
+    for entry in sorted(Path(path).iterdir()):
+        if entry.name == "labels" and entry.is_dir():
+            found += [f"labels/{e.name}" for e in sorted(entry.iterdir()) if f"labels/{e.name}" not in _OWN_ENTRIES]
+        elif entry.name not in _OWN_ENTRIES:
+            found.append(entry.name)
+    return found

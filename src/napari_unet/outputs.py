@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = [
@@ -178,6 +179,7 @@ def output_lock(path):
     """Hold ``path`` (a lock file) while writing the outputs it guards; a second writer gets a
     FileExistsError instead of interleaving. A lock left by a killed process is taken over."""
     path = Path(path)
+    made = [d for d in path.parents if not d.exists()]  # removed at the end when nothing was written in them
     path.parent.mkdir(parents=True, exist_ok=True)
     for _attempt in range(2):
         try:
@@ -187,10 +189,15 @@ def output_lock(path):
                 pid = int(path.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and not _pid_alive(pid):
-                path.unlink(missing_ok=True)  # left by a process that was killed
+            try:
+                unreadable_and_old = not pid and time.time() - path.stat().st_mtime > 60
+            except OSError:
+                unreadable_and_old = False
+            if (pid and not _pid_alive(pid)) or unreadable_and_old:
+                path.unlink(missing_ok=True)  # left by a process that was killed (or not a lock of ours)
                 continue
-            raise FileExistsError(f"{path.name[:-len('.lock')].lstrip('.')} is being written by another "
+            name = path.name.removesuffix(".lock").removesuffix(".napari-unet").lstrip(".")
+            raise FileExistsError(f"{name} is being written by another "
                                   f"napari-unet process (pid {pid or '?'}); wait for it or remove {path} "
                                   "if that process is gone") from None
         with os.fdopen(fd, "w") as fh:
@@ -200,6 +207,9 @@ def output_lock(path):
         yield path
     finally:
         path.unlink(missing_ok=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 

@@ -426,14 +426,15 @@ def _sampling(three_d: bool, spacing, shape) -> tuple[float, float, float] | Non
         dz, dy, dx = (check_float(f"spacing[{i}]", v, above=0.0) for i, v in enumerate(spacing))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"spacing must be three positive numbers (dz, dy, dx), got {spacing!r} ({exc})") from None
+    longest = max(dz, dy, dx)
+    dz, dy, dx = dz / longest, dy / longest, dx / longest  # no overflow nor underflow below
+    if max(dz, dy, dx) > MAX_ANISOTROPY * min(dz, dy, dx):
+        raise ValueError(f"spacing {tuple(spacing)} makes a voxel {max(dz, dy, dx) / min(dz, dy, dx):.3g} x longer on "
+                         f"one axis than on another: beyond {MAX_ANISOTROPY:g} x, 3D objects cannot be told apart (a "
+                         "wrong spacing in the file's metadata?); give the true spacing, or label the planes one by "
+                         "one (three_d=False)")
     xy = math.sqrt(dy * dx)
-    relative = (dz / xy, dy / xy, dx / xy)
-    if not all(1.0 / MAX_ANISOTROPY <= r <= MAX_ANISOTROPY for r in relative):
-        raise ValueError(f"spacing {tuple(spacing)} makes a voxel {max(relative):.3g} x longer on one axis than "
-                         f"{min(relative):.3g} on another: beyond {MAX_ANISOTROPY:g} x apart, 3D objects cannot be "
-                         "told apart (a wrong z-spacing in the file's metadata?); give the true spacing, or label "
-                         "the planes one by one (three_d=False)")
-    return relative
+    return dz / xy, dy / xy, dx / xy
 
 
 def _as_probabilities(probabilities):

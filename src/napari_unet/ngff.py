@@ -59,7 +59,7 @@ def create_prediction_group(path, *, n_classes: int, plane_shape: Sequence[int],
     Every chunk holds exactly one block (one plane, ``block_shape`` pixels in Y, X), so blocks
     write whole chunks, never a chunk shared with another block.
     """
-    from . import __version__
+    from ._version import __version__
     from .outputs import OWNER_ATTR
 
     group = _zarr_group(path, "a")

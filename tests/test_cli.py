@@ -210,3 +210,26 @@ def test_a_failed_prediction_leaves_no_empty_output_folder(files, tmp_path, caps
     assert cli.main(["predict", "-m", str(model), str(tmp_path / "nan.tif"), "-o", str(out), "-q", "--device", "cpu"]) == 2
     assert "NaN" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does_and_save_refuses_what_load_would(tmp_path):
+    import os
+    import signal
+
+    from napari_unet import UNet, save_model
+    from napari_unet.model_files import ModelFileError
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._interrupt_on_sigterm()
+        with pytest.raises(KeyboardInterrupt):  # the finally blocks run: locks released, cluster closed
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs at the next bytecode
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    net = UNet(depth=2, base_channels=4)
+    net.metadata = {"cell_diameter": "22"}
+    with pytest.raises(ModelFileError, match="cell_diameter"):
+        save_model(net, tmp_path / "never.unet")
+    assert not (tmp_path / "never.unet").exists()

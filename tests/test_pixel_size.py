@@ -56,9 +56,9 @@ def test_pixel_size_round_trips_through_model_files(tmp_path):
     loaded = load_model(tmp_path / "m.unet")
     assert loaded.metadata["pixel_size"] == [0.325, 0.3] and loaded.metadata["cell_diameter_um"] == 11.0
     net.metadata["pixel_size"] = [0.3, -1]
-    save_model(net, tmp_path / "bad.unet")
-    with pytest.raises(ModelFileError, match="pixel_size"):
-        load_model(tmp_path / "bad.unet")
+    with pytest.raises(ModelFileError, match="pixel_size"):  # refused at saving, as loading would
+        save_model(net, tmp_path / "bad.unet")
+    assert not (tmp_path / "bad.unet").exists()
 
 
 def test_pixel_size_of_tiff_and_ome_metadata(tmp_path):

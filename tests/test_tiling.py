@@ -351,3 +351,16 @@ def test_inference_mode_does_not_leak_between_progress_events(valid_net):
     for _ in gen:
         assert not torch.is_inference_mode_enabled()
         assert torch.is_grad_enabled()
+
+
+def test_a_nan_in_a_lazy_image_is_reported_where_it_is():
+    import zarr
+
+    from napari_unet import UNet, predict_tiled
+
+    image = np.random.default_rng(0).random((300, 300), dtype=np.float32)
+    image[200, 100] = np.nan
+    lazy = zarr.create_array(store={}, shape=image.shape, chunks=(128, 128), dtype=image.dtype)
+    lazy[:] = image
+    with pytest.raises(ValueError, match=r"at y=200, x=100"):
+        predict_tiled(UNet(depth=2, base_channels=4), lazy)

@@ -457,6 +457,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a batch scheduler's cancel, ``kill``) ends a run as Ctrl-C does: locks released,
+    the cluster closed, the finished blocks kept for a resume."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):  # pragma: no cover - a platform without SIGTERM
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``napari-unet`` console script; returns the exit status."""
     parser = build_parser()
@@ -465,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _interrupt_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except _EXPECTED as exc:

@@ -44,9 +44,14 @@ class Connection:
         if not self.owned:
             return
         cluster = getattr(self.client, "cluster", None)
-        self.client.close()
-        if cluster is not None:
-            cluster.close()
+        # closing what is half started (Ctrl-C while the cluster starts) may fail in dask itself:
+        # the interruption, not that failure, is what the user should see
+        try:
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+        except Exception:  # noqa: BLE001
+            logger.debug("closing the cluster failed", exc_info=True)
 
 
 def _cpus() -> int:

@@ -93,6 +93,9 @@ def _read_zarr(path: Path):
         axes = node.attrs.get("axes") or node.attrs.get("_ARRAY_DIMENSIONS")
         if isinstance(axes, (list, tuple)):
             axes = "".join(str(a)[0].upper() for a in axes)
+    if axes and len(axes) != node.ndim:
+        logger.warning("%s: its metadata names %d axes (%s) for an array of %d dimensions; using %s", path, len(axes),
+                       axes, node.ndim, default_axes(node.ndim))
     if not axes or len(axes) != node.ndim:
         axes = default_axes(node.ndim)
     canonical = canonical_axes(axes, node.shape)

@@ -107,7 +107,7 @@ def model_to_bytes(model, *, extra_json: dict | None = None, extra_tensors: dict
         "torch_version": torch.__version__,
         "architecture": "UNet",
         "config": config,
-        "metadata": _jsonable(dict(getattr(model, "metadata", {}) or {})),
+        "metadata": _jsonable(check_metadata(getattr(model, "metadata", None) or {}, "the model's metadata")),
     }
     if extra_json:
         header["extra"] = _jsonable(extra_json)

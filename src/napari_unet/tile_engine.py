@@ -93,8 +93,9 @@ class TileEngine:
             block = block[:, :, ix - x0]
         if self.check_finite and not np.isfinite(block).all():
             where = f"plane {plane}, " if plane else ""
+            _, by, bx = np.argwhere(~np.isfinite(block))[0]  # the first one, in the image's pixels
             raise ValueError(
-                f"the image contains NaN or infinite values ({where}near y={max(y0, 0)}, x={max(x0, 0)}); "
+                f"the image contains NaN or infinite values ({where}at y={int(iy[by])}, x={int(ix[bx])}); "
                 "expected finite numbers: replace them first, e.g. with np.nan_to_num"
             )
         return apply_normalization(block, self.lows, self.highs, channel_axis=0)

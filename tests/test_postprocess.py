@@ -282,3 +282,23 @@ def test_every_object_is_one_connected_piece(connectivity, threshold):
         assert labels.max() > 50
         for i, box in enumerate(ndi.find_objects(labels), start=1):
             assert ndi.label(labels[box] == i, structure)[1] == 1, (seed, i)
+
+
+@pytest.mark.parametrize("shape, side, sigma", [((700, 650), 192, 3), ((6, 90, 80), 32, 1.5)])
+def test_seeds_found_piece_by_piece_equal_those_of_the_whole_surface(shape, side, sigma, monkeypatch):
+    # the grouped reconstruction (a box per group of pieces) must give the whole image's maxima
+    from scipy import ndimage as ndi
+    from skimage.morphology import local_maxima, reconstruction
+
+    import napari_unet.postprocess as post
+
+    rng = np.random.default_rng(3)
+    blobs = ndi.gaussian_filter(rng.random(shape), sigma) > 0.5  # many pieces, some touching diagonally
+    surface = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
+    surface = np.where(blobs, surface, 0.0)
+    monkeypatch.setattr(post, "SEED_GROUP_SIDE", side)
+    whole = local_maxima(reconstruction(surface - 1.5, surface, method="dilation"), connectivity=len(shape),
+                         allow_borders=True)
+    grouped = post._dynamic_maxima(surface, 1.5)
+    assert ndi.label(blobs)[1] > 5 and grouped[blobs].any()
+    np.testing.assert_array_equal(grouped & blobs, whole & blobs)

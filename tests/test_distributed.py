@@ -398,3 +398,23 @@ def test_user_data_in_or_around_an_output_is_never_removed(data, client, tmp_pat
     with pytest.raises(ValueError, match="resample the image"):
         predict_distributed(net, str(tmp_path / "coarse.tif"), tmp_path / "t.zarr", client=client, **FP32)
     assert not (tmp_path / "t.zarr").exists()
+
+
+def test_the_identity_of_a_lazy_array_reads_a_sample_not_the_whole(monkeypatch):
+    from napari_unet import cluster
+
+    da = pytest.importorskip("dask.array")
+    lazy = da.zeros((4000, 4000), chunks=(500, 500), dtype="float32")
+    other = lazy + 1
+    reads = []
+    original = np.asarray
+
+    def counting(a, *args, **kwargs):
+        out = original(a, *args, **kwargs)
+        reads.append(out.size)
+        return out
+
+    monkeypatch.setattr(cluster.np, "asarray", counting)
+    first, second = cluster.source_identity(lazy), cluster.source_identity(other)
+    assert first != second
+    assert max(reads) <= 64 * 64

@@ -211,20 +211,18 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
 def source_identity(data, path=None) -> str:
     """A digest that names a source: its shape and type, a sample of 64 x 64 windows of its values,
     and, for a file or folder at ``path``, the size and modification time of every file in it (a
-    zarr's chunks, a TIFF); for an array without a path, all of its values. Another image under the
-    same path, or the same file rewritten anywhere, has another identity."""
+    zarr's chunks, a TIFF; an even sample of them beyond :data:`MAX_STATS`); for a numpy array, all
+    of its values; for a dask array, the name of its graph. Another image under the same path, or
+    the same file rewritten anywhere, has another identity."""
     shape = tuple(int(s) for s in data.shape)
     h = hashlib.sha1(repr((shape, str(data.dtype))).encode())
-    if path is None:
-        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+    if path is None and isinstance(data, np.ndarray):  # in memory: all of it (it is sent to every worker)
+        h.update(np.ascontiguousarray(data).tobytes())
         return h.hexdigest()
-    root = os.path.realpath(os.path.expanduser(str(path)))
-    for folder, dirs, files in os.walk(root) if os.path.isdir(root) else [("", [], [root])]:
-        dirs.sort()
-        for name in sorted(files):
-            stat = os.stat(os.path.join(folder, name))
-            h.update(f"{os.path.relpath(os.path.join(folder, name), root)}:{stat.st_size}:{stat.st_mtime_ns}:"
-                     f"{stat.st_ino};".encode())
+    if path is None and isinstance(getattr(data, "name", None), str):
+        h.update(data.name.encode())  # a dask array's name is a token of its whole graph
+    if path is not None:
+        _hash_files(h, os.path.realpath(os.path.expanduser(str(path))))
     lead = shape[:-2]
     n_planes = int(np.prod(lead)) if lead else 1
     for k, flat in enumerate(np.linspace(0, n_planes - 1, num=min(4, n_planes)).round().astype(int)):
@@ -235,6 +233,28 @@ def source_identity(data, path=None) -> str:
             window = np.asarray(data[(*plane, slice(y, y + 64), slice(x, x + 64))])
             h.update(np.ascontiguousarray(window).tobytes())
     return h.hexdigest()
+
+
+#: the most files of a source whose size and time name it (beyond: every n-th, and all metadata)
+MAX_STATS = 100_000
+
+
+def _hash_files(h, root: str) -> None:
+    """Add the size, time and inode of the files at ``root`` (a file, or a folder such as a zarr
+    store) to ``h``: of all of them up to :data:`MAX_STATS`, of an even sample beyond."""
+    if not os.path.isdir(root):
+        entries = [root]
+    else:
+        entries = []
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            entries += [os.path.join(folder, name) for name in sorted(files)]
+    step = max(1, -(-len(entries) // MAX_STATS))
+    for k, entry in enumerate(entries):
+        if k % step and not os.path.basename(entry).startswith((".z", "zarr.json")):
+            continue
+        stat = os.stat(entry)
+        h.update(f"{os.path.relpath(entry, root)}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino};".encode())
 
 
 def worker_source(source, identity: str | None = None):

@@ -47,7 +47,7 @@ from .model import UNet
 from .model_fit import check_channels
 from .ngff import (PROBABILITIES_PATH, create_prediction_group, foreign_entries, mark_complete, open_prediction,
                    write_prediction_metadata)
-from .outputs import atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
+from .outputs import RUN_DIR, atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
 from .postprocess import label_context, label_options, to_labels
 from .pixel_size import check_pixel_size, model_pixel_size, resample_factors
 from .progress import Progress, drive
@@ -57,7 +57,6 @@ __all__ = ["BlockGrid", "DistributedResult", "iter_predict_distributed", "predic
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 1024
-RUN_DIR = ".napari-unet-run"
 _STAGES = ("predicted", "labelled", "final")
 
 
@@ -309,7 +308,7 @@ def _fingerprint(job: _Job, digest: str) -> dict:
     norm = None if job.norm is None else [np.asarray(v).tolist() for v in job.norm]
     return {
         "format": 2, "model": digest, "shape": [int(s) for s in job.data.shape], "dtype": str(job.data.dtype),
-        "source": {"path": None if job.source_path is None else str(job.source_path.expanduser().resolve()),
+        "source": {"path": None if job.source_path is None else str(job.source_path.resolve()),
                    "content": job.source_id},
         "axes": job.axes, "block": list(job.grid.block), "labels": job.labels, "probabilities": job.probabilities,
         "options": job.options, "normalization": norm, "precision": job.settings["precision"],
@@ -387,8 +386,8 @@ def _open_output(job: _Job, digest: str, overwrite: bool) -> None:
     out, run = job.out, Path(job.run_dir)
     found = _check_output(job, digest, overwrite)
     wanted = _fingerprint(job, digest)
-    if out.exists() and found != wanted:  # overwrite, of an output that bears our mark
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if out.exists() and found != wanted:  # overwrite, of a folder that bears our mark and holds only ours
+        shutil.rmtree(out)
     create_prediction_group(out, n_classes=job.model.config.n_classes, plane_shape=job.grid.plane_shape,
                             image_shape=(job.grid.height, job.grid.width), block_shape=job.grid.block,
                             labels=job.labels)

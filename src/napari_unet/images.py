@@ -8,6 +8,7 @@ marked complete, :func:`is_complete_image`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -265,8 +266,6 @@ def _tiff_pixel_size(path: Path) -> dict | None:
 def read_pixel_size(path) -> dict | None:
     """Micrometres per pixel recorded in an image file (``{"z": .., "y": .., "x": ..}``, z when
     known), or None: OME-Zarr multiscales, OME-TIFF, ImageJ TIFF (resolution, unit, spacing)."""
-    import math
-
     from .ngff import PLAUSIBLE_UM, ngff_scale
 
     path = Path(path)

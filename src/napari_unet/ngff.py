@@ -19,6 +19,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from .outputs import RUN_DIR
+
 __all__ = [
     "LABELS_PATH",
     "PROBABILITIES_PATH",
@@ -214,7 +216,7 @@ def ngff_scale(path) -> dict | None:
     return scale or None
 
 
-_OWN_ENTRIES = {".zattrs", ".zgroup", "zarr.json", ".napari-unet-run", PROBABILITIES_PATH, "labels", "labels/.zattrs",
+_OWN_ENTRIES = {".zattrs", ".zgroup", "zarr.json", RUN_DIR, PROBABILITIES_PATH, "labels", "labels/.zattrs",
                 "labels/.zgroup", "labels/zarr.json", "labels/cells"}
 
 

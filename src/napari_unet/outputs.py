@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "COMPLETE_ATTR",
     "OWNER_ATTR",
+    "RUN_DIR",
     "is_ours",
     "check_not_input",
     "atomic_write_bytes",
@@ -39,7 +41,8 @@ logger = logging.getLogger(__name__)
 COMPLETE_ATTR = "napari_unet_complete"
 #: the attribute that marks a zarr output as written by napari-unet (written when it is created)
 OWNER_ATTR = "napari_unet_output"
-_RUN_RECORD = (".napari-unet-run", "run.json")
+#: the folder inside a zarr output that records an interrupted run (its settings, its marks)
+RUN_DIR = ".napari-unet-run"
 
 
 def is_ours(path) -> bool:
@@ -49,12 +52,10 @@ def is_ours(path) -> bool:
     path = Path(path)
     if not path.is_dir():
         return False
-    if path.joinpath(*_RUN_RECORD).is_file():
+    if (path / RUN_DIR / "run.json").is_file():
         return True
     for name in (".zattrs", "zarr.json"):
         try:
-            import json
-
             attrs = json.loads((path / name).read_text())
         except (OSError, ValueError):
             continue

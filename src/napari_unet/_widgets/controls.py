@@ -204,7 +204,6 @@ class StatusLine(QWidget):
     def __init__(self, text: str = "", parent=None):
         super().__init__(parent)
         self._text = text
-        self._height = None  # the height the layout last got
         policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)
@@ -217,7 +216,7 @@ class StatusLine(QWidget):
         if text == self._text:
             return
         self._text = text
-        if self.heightForWidth(max(1, self.width())) != self._height:
+        if self.heightForWidth(max(1, self.width())) != self.height():
             self.updateGeometry()
         self.update()
 
@@ -240,8 +239,7 @@ class StatusLine(QWidget):
 
     def resizeEvent(self, event):  # noqa: N802 - Qt API
         super().resizeEvent(event)
-        self._height = event.size().height()
-        if self.heightForWidth(event.size().width()) != self._height:
+        if self.heightForWidth(event.size().width()) != event.size().height():
             self.updateGeometry()
 
     def paintEvent(self, event):  # noqa: N802 - Qt API

@@ -90,8 +90,18 @@ class ModelConfig:
     """Batch normalization after each convolution (not in the paper; helps with Adam)."""
     dropout: float = 0.0
     """Drop-out probability at the end of the contracting path (the paper uses 0.5)."""
+    spatial_dims: int = 2
+    """2: a network of planes (Y, X), applied plane by plane to a stack; 3: the 3D U-Net of
+    Çiçek et al. (2016), 3x3x3 convolutions over volumes (Z, Y, X), trained from painted slices."""
+    xy_only_pools: int = 0
+    """3D networks: how many of the first poolings pool Y and X only, for stacks whose z-step is
+    coarser than the pixel size (nnU-Net's rule: Z is pooled once the pooled pixels have caught up
+    with the z-step, :func:`napari_unet.config.anisotropic_pools`); 0 pools all three axes at
+    every level."""
 
     def __post_init__(self):
+        check_int("spatial_dims", self.spatial_dims, minimum=2, maximum=3)
+        check_int("xy_only_pools", self.xy_only_pools, minimum=0, maximum=self.depth if self.spatial_dims == 3 else 0)
         check_int("in_channels", self.in_channels, minimum=1, maximum=MAX_CHANNELS)
         check_int("n_classes", self.n_classes, minimum=2, maximum=MAX_CLASSES)
         check_int("depth", self.depth, minimum=1, maximum=MAX_DEPTH)
@@ -109,14 +119,16 @@ class ModelConfig:
         """Number of weights of the network this config builds (without building it)."""
         c = [int(self.base_channels) * 2**i for i in range(int(self.depth) + 1)]
         bn = 4 if self.batch_norm else 1  # batch norm: weight, bias, running mean, var (no conv bias)
+        k = 3 ** int(self.spatial_dims)  # weights of one 3x3 (3x3x3) kernel
 
         def double(cin, cout):
-            return 9 * cin * cout + 9 * cout * cout + 2 * bn * cout
+            return k * cin * cout + k * cout * cout + 2 * bn * cout
 
         n = double(int(self.in_channels), c[0])
         for i in range(1, len(c)):
+            up = 4 if self.spatial_dims == 2 else (4 if i - 1 < int(self.xy_only_pools) else 8)  # the up-conv kernel
             n += double(c[i - 1], c[i])  # contracting path
-            n += 4 * c[i] * c[i - 1] + c[i - 1] + double(2 * c[i - 1], c[i - 1])  # up-conv, then two convs
+            n += up * c[i] * c[i - 1] + c[i - 1] + double(2 * c[i - 1], c[i - 1])  # up-conv, then two convs
         return n + c[0] * int(self.n_classes) + int(self.n_classes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,11 +149,37 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "fast": ModelConfig(depth=3, base_channels=16, padding="same", batch_norm=True, dropout=0.0),
     # for tests and smoke runs only
     "tiny": ModelConfig(depth=2, base_channels=4, dropout=0.0),
+    # a 3D U-Net (Çiçek et al. 2016) that trains on a CPU from a few painted slices of a z-stack:
+    # "same" convolutions and batch norm as "fast", fewer channels (a 3x3x3 kernel costs 3x a
+    # 3x3 one); training adapts its first poolings to the voxel size (anisotropic_pools)
+    "fast3d": ModelConfig(depth=3, base_channels=16, padding="same", batch_norm=True, dropout=0.0, spatial_dims=3),
 }
+
+#: a preset for each kind of network
+PRESETS_3D = tuple(name for name, cfg in MODEL_PRESETS.items() if cfg.spatial_dims == 3)
+
+
+def anisotropic_pools(spacing, depth: int) -> int:
+    """How many of the first poolings of a 3D network should pool Y and X only for voxels of
+    ``spacing`` (z, y, x): Z is pooled from the level at which the pooled pixel size has reached
+    half the z-step (nnU-Net's rule: an axis is pooled while its spacing is at most twice the
+    finest one).
+
+    >>> anisotropic_pools((1.0, 1.0, 1.0), 3), anisotropic_pools((2.0, 0.5, 0.5), 3), anisotropic_pools((10, 0.1, 0.1), 3)
+    (0, 1, 3)
+    """
+    if spacing is None:
+        return 0
+    z, xy = float(spacing[0]), min(float(spacing[1]), float(spacing[2]))
+    levels = 0
+    while levels < depth and z > 2 * xy:
+        xy *= 2
+        levels += 1
+    return levels
 
 
 def model_preset(name: str, **overrides) -> ModelConfig:
-    """Return the named preset (``"paper"``, ``"fast"`` or ``"tiny"``), with fields overridden."""
+    """Return the named preset (``"paper"``, ``"fast"``, ``"tiny"`` or ``"fast3d"``), with fields overridden."""
     try:
         base = MODEL_PRESETS[name]
     except KeyError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,31 +36,43 @@ from .config import ModelConfig
 __all__ = ["UNet", "DoubleConv", "Down", "Up"]
 
 
-class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions, each followed by (batch norm and) ReLU."""
+#: the torch layers of a 2D and of a 3D network
+_LAYERS = {
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ConvTranspose2d),
+    3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.ConvTranspose3d),
+}
 
-    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False):
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 (3x3x3 with ``dims=3``) convolutions, each followed by (batch norm and) ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False,
+                 dims: int = 2):
+        conv, norm = _LAYERS[dims][:2]
         pad = 1 if padding == "same" else 0
         layers: list[nn.Module] = []
         for cin in (in_channels, out_channels):
-            layers.append(nn.Conv2d(cin, out_channels, kernel_size=3, padding=pad, bias=not batch_norm))
+            layers.append(conv(cin, out_channels, kernel_size=3, padding=pad, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(out_channels))
+                layers.append(norm(out_channels))
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
 class Down(nn.Sequential):
-    """2x2 max-pooling (stride 2), then a :class:`DoubleConv` doubling the channels."""
+    """2x2 max-pooling (stride 2; ``pool`` per axis in 3D, e.g. (1, 2, 2) to keep Z), then a
+    :class:`DoubleConv` doubling the channels."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False,
+                 dims: int = 2, pool=2):
         super().__init__(
-            nn.MaxPool2d(kernel_size=2, stride=2),
-            DoubleConv(in_channels, out_channels, padding=padding, batch_norm=batch_norm),
+            _LAYERS[dims][2](kernel_size=pool, stride=pool),
+            DoubleConv(in_channels, out_channels, padding=padding, batch_norm=batch_norm, dims=dims),
         )
 
 
 def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The centre ``height`` x ``width`` of the last two axes of ``x`` (TorchScript-able)."""
     dy = (x.shape[-2] - height) // 2
     dx = (x.shape[-1] - width) // 2
     if dy == 0 and dx == 0 and x.shape[-2] == height and x.shape[-1] == width:
@@ -67,22 +80,43 @@ def center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x[..., dy : dy + height, dx : dx + width]
 
 
-class Up(nn.Module):
-    """2x2 up-convolution halving the channels, concatenation with the centre-cropped skip, DoubleConv."""
+def center_crop_3d(x: torch.Tensor, depth: int, height: int, width: int) -> torch.Tensor:
+    """The centre ``depth`` x ``height`` x ``width`` of the last three axes of ``x`` (TorchScript-able)."""
+    dz = (x.shape[-3] - depth) // 2
+    return center_crop(x[..., dz : dz + depth, :, :], height, width)
 
-    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False):
+
+class Up(nn.Module):
+    """2x2 up-convolution halving the channels (``pool`` per axis in 3D), concatenation with the
+    centre-cropped skip, DoubleConv."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, padding: str = "valid", batch_norm: bool = False,
+                 dims: int = 2, pool=2):
         super().__init__()
-        self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = DoubleConv(2 * out_channels, out_channels, padding=padding, batch_norm=batch_norm)
+        self.up = _LAYERS[dims][3](in_channels, out_channels, kernel_size=pool, stride=pool)
+        self.conv = DoubleConv(2 * out_channels, out_channels, padding=padding, batch_norm=batch_norm, dims=dims)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        skip = center_crop(skip, x.shape[-2], x.shape[-1])
+        if x.ndim == 5:
+            skip = center_crop_3d(skip, x.shape[-3], x.shape[-2], x.shape[-1])
+        else:
+            skip = center_crop(skip, x.shape[-2], x.shape[-1])
         return self.conv(torch.cat([skip, x], dim=1))
 
 
-def _as_pair(shape, name: str) -> tuple[int, int]:
-    return check_pair(name, shape, minimum=0)
+def _as_shape(shape, name: str, dims: int) -> tuple[int, ...]:
+    if dims == 2:
+        return check_pair(name, shape, minimum=0)
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,) * dims
+    try:
+        values = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {dims} integers (Z, Y, X), got {shape!r}") from None
+    if len(values) != dims or any(v < 0 or v != s for v, s in zip(values, shape)):
+        raise ValueError(f"{name} must be {dims} non-negative integers (Z, Y, X), got {shape!r}")
+    return values
 
 
 class UNet(nn.Module):
@@ -125,6 +159,8 @@ class UNet(nn.Module):
         padding: str = "valid",
         batch_norm: bool = False,
         dropout: float = 0.0,
+        spatial_dims: int = 2,
+        xy_only_pools: int = 0,
     ):
         super().__init__()
         config = ModelConfig(
@@ -135,16 +171,19 @@ class UNet(nn.Module):
             padding=padding,
             batch_norm=bool(batch_norm),
             dropout=float(dropout),
+            spatial_dims=spatial_dims,
+            xy_only_pools=xy_only_pools,
         )
         self._config = config
         self.metadata: dict[str, Any] = {}
-        c, d = config.base_channels, config.depth
-        kw = dict(padding=config.padding, batch_norm=config.batch_norm)
+        c, d, dims = config.base_channels, config.depth, config.spatial_dims
+        kw = dict(padding=config.padding, batch_norm=config.batch_norm, dims=dims)
+        pools = [2 if dims == 2 else (2 if self._pools(0)[i] else 1, 2, 2) for i in range(d)]
         self.inc = DoubleConv(config.in_channels, c, **kw)
-        self.down = nn.ModuleList(Down(c * 2**i, c * 2 ** (i + 1), **kw) for i in range(d))
+        self.down = nn.ModuleList(Down(c * 2**i, c * 2 ** (i + 1), pool=pools[i], **kw) for i in range(d))
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.up = nn.ModuleList(Up(c * 2 ** (i + 1), c * 2**i, **kw) for i in reversed(range(d)))
-        self.head = nn.Conv2d(c, config.n_classes, kernel_size=1)
+        self.up = nn.ModuleList(Up(c * 2 ** (i + 1), c * 2**i, pool=pools[i], **kw) for i in reversed(range(d)))
+        self.head = _LAYERS[dims][0](c, config.n_classes, kernel_size=1)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> "UNet":
@@ -168,115 +207,146 @@ class UNet(nn.Module):
         return self._config.n_classes
 
     @property
+    def spatial_dims(self) -> int:
+        """2 for a network of planes (Y, X), 3 for one of volumes (Z, Y, X)."""
+        return self._config.spatial_dims
+
+    @property
     def pool_factor(self) -> int:
-        """``2**depth``: tiles must be shifted by multiples of it to give identical results."""
+        """``2**depth``: tiles must be shifted by multiples of it (along Y and X) to give identical
+        results."""
         return 2**self._config.depth
 
-    # ------------------------------------------------------------------ geometry
-    def output_size_1d(self, size: int) -> int:
-        """Output size along one axis, or a ValueError saying where the size goes wrong."""
+    @property
+    def pool_factors(self) -> tuple[int, ...]:
+        """The pooling factor per spatial axis ((Y, X) or (Z, Y, X)): tiles must be shifted by
+        multiples of it to give identical results."""
+        return tuple(2 ** sum(self._pools(axis)) for axis in range(self.spatial_dims))
+
+    def _pools(self, axis: int = -1) -> tuple[bool, ...]:
+        """Whether each level pools along spatial ``axis`` (only Z of a 3D net skips levels)."""
         d = self._config.depth
+        if self._config.spatial_dims == 3 and axis in (0, -3):
+            return tuple(level >= self._config.xy_only_pools for level in range(d))
+        return (True,) * d
+
+    # ------------------------------------------------------------------ geometry
+    def output_size_1d(self, size: int, axis: int = -1) -> int:
+        """Output size along one spatial axis (default X; ``axis=0`` is Z of a 3D net), or a
+        ValueError saying where the size goes wrong."""
+        d = self._config.depth
+        pools = self._pools(axis)
+        factor = 2 ** sum(pools)
         if self._config.padding == "same":
-            if size < 1 or size % 2**d:
+            if size < 1 or size % factor:
                 raise ValueError(
                     f"input size {size} is not valid for a padding='same' U-Net of depth {d}: it must be a "
-                    f"positive multiple of {2**d} (e.g. {max(2**d, -(-size // 2**d) * 2**d)})"
+                    f"positive multiple of {factor} (e.g. {max(factor, -(-size // factor) * factor)})"
                 )
             return size
         s = size
-        for level in range(d):
+        for level, pooled in enumerate(pools):
             s -= 4
-            if s < 2 or s % 2:
+            if s < 2 or (pooled and s % 2):
                 raise ValueError(
                     f"input size {size} is not valid for this U-Net (depth {d}, padding='valid'): at level "
                     f"{level} the 2x2 max-pool would meet size {s}, which is {'odd' if s > 0 else 'too small'}; "
                     f"use model.valid_input_shape(...) to round it up"
                 )
-            s //= 2
+            s = s // 2 if pooled else s
         s -= 4
         if s < 1:
             raise ValueError(f"input size {size} is too small for this U-Net (depth {d}): the bottom level would be {s} pixels")
-        for _ in range(d):
-            s = 2 * s - 4
-            if s < 1:  # pragma: no cover - cannot happen once the bottom is >= 1... but be safe
+        for pooled in reversed(pools):
+            s = (2 * s if pooled else s) - 4
+            if s < 1:
                 raise ValueError(f"input size {size} is too small for this U-Net (depth {d})")
         return s
 
-    def try_input_size(self, size: int) -> int | None:
-        """Input size giving exactly ``size`` outputs, or None."""
-        d = self._config.depth
+    def try_input_size(self, size: int, axis: int = -1) -> int | None:
+        """Input size giving exactly ``size`` outputs along spatial ``axis``, or None."""
+        pools = self._pools(axis)
         if self._config.padding == "same":
-            return size if size >= 1 and size % 2**d == 0 else None
+            factor = 2 ** sum(pools)
+            return size if size >= 1 and size % factor == 0 else None
         s = size
-        for _ in range(d):
-            if s < 1 or (s + 4) % 2:
+        for pooled in pools:
+            if s < 1 or (pooled and (s + 4) % 2):
                 return None
-            s = (s + 4) // 2
+            s = (s + 4) // 2 if pooled else s + 4
         if s < 1:
             return None
         s += 4
-        for _ in range(d):
-            s = 2 * s + 4
+        for pooled in reversed(pools):
+            s = 2 * s + 4 if pooled else s + 4
         return s
 
-    def _input_size(self, size: int) -> int:
-        found = self.try_input_size(size)
+    def _input_size(self, size: int, axis: int = -1) -> int:
+        found = self.try_input_size(size, axis)
         if found is None:
             step = 2**self._config.depth
-            near = [s for s in range(max(1, size - 2 * step), size + 2 * step + 1) if self.try_input_size(s)]
+            near = [s for s in range(max(1, size - 2 * step), size + 2 * step + 1) if self.try_input_size(s, axis)]
             raise ValueError(
                 f"no input gives an output of size {size} for this U-Net (depth {self._config.depth}, "
                 f"padding={self._config.padding!r}); nearby valid output sizes: {near}"
             )
         return found
 
-    def output_shape(self, input_shape: Sequence[int] | int) -> tuple[int, int]:
-        """Output (Y, X) for an input tile (Y, X); ValueError for sizes the network cannot take."""
-        y, x = _as_pair(input_shape, "input_shape")
-        return self.output_size_1d(y), self.output_size_1d(x)
+    def _axes(self):
+        return range(-self.spatial_dims, 0)
 
-    def input_shape(self, output_shape: Sequence[int] | int) -> tuple[int, int]:
-        """Input (Y, X) that gives exactly this output (Y, X); ValueError if none does."""
-        y, x = _as_pair(output_shape, "output_shape")
-        return self._input_size(y), self._input_size(x)
+    def output_shape(self, input_shape: Sequence[int] | int) -> tuple[int, ...]:
+        """Output (Y, X) (3D: (Z, Y, X)) for an input tile; ValueError for sizes the network cannot take."""
+        shape = _as_shape(input_shape, "input_shape", self.spatial_dims)
+        return tuple(self.output_size_1d(s, axis) for s, axis in zip(shape, self._axes()))
 
-    def valid_input_shape(self, shape: Sequence[int] | int) -> tuple[int, int]:
-        """The smallest valid input (Y, X) at least as large as ``shape`` along each axis."""
+    def input_shape(self, output_shape: Sequence[int] | int) -> tuple[int, ...]:
+        """Input (Y, X) (3D: (Z, Y, X)) that gives exactly this output; ValueError if none does."""
+        shape = _as_shape(output_shape, "output_shape", self.spatial_dims)
+        return tuple(self._input_size(s, axis) for s, axis in zip(shape, self._axes()))
+
+    def valid_input_shape(self, shape: Sequence[int] | int) -> tuple[int, ...]:
+        """The smallest valid input (Y, X) (3D: (Z, Y, X)) at least as large as ``shape`` along each axis."""
         result = []
-        for s in _as_pair(shape, "shape"):
+        for s, axis in zip(_as_shape(shape, "shape", self.spatial_dims), self._axes()):
             s = max(int(s), 1)
             while True:
                 try:
-                    self.output_size_1d(s)
+                    self.output_size_1d(s, axis)
                     break
                 except ValueError:
                     s += 1
             result.append(s)
-        return tuple(result)  # type: ignore[return-value]
+        return tuple(result)
 
-    def margin(self) -> int:
-        """Context on each side an output pixel depends on (input size - output size) / 2 of the
-        unpadded network of the same depth; 92 for the paper's network."""
-        d = self._config.depth
-        s = 4  # bottom level, any valid size; the difference does not depend on it
-        out = s
-        for _ in range(d):
-            out = 2 * out - 4
-        inp = s + 4
-        for _ in range(d):
-            inp = 2 * inp + 4
+    def margin(self, axis: int = -1) -> int:
+        """Context on each side an output pixel depends on along spatial ``axis`` (default X):
+        (input size - output size) / 2 of the unpadded network of the same depth; 92 for the
+        paper's network."""
+        pools = self._pools(axis)
+        out = inp = 4  # bottom level, any valid size; the difference does not depend on it
+        inp += 4
+        for pooled in reversed(pools):
+            out = (2 * out if pooled else out) - 4
+            inp = (2 * inp if pooled else inp) + 4
         return (inp - out) // 2
+
+    def margins(self) -> tuple[int, ...]:
+        """:meth:`margin` along every spatial axis ((Y, X) or (Z, Y, X))."""
+        return tuple(self.margin(axis) for axis in self._axes())
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"UNet expects a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+        dims = self.spatial_dims
+        if x.ndim != dims + 2:
+            want = "[B, C, H, W]" if dims == 2 else "[B, C, Z, Y, X]"
+            raise ValueError(f"UNet expects a {want} tensor, got shape {tuple(x.shape)}")
         if x.shape[1] != self._config.in_channels:
             raise ValueError(
                 f"UNet built for {self._config.in_channels} input channel(s) got a tensor with {x.shape[1]} "
                 f"(shape {tuple(x.shape)})"
             )
-        self.output_shape(tuple(x.shape[-2:]))  # a clear error for invalid sizes
+        self.output_shape(tuple(x.shape[2:]))  # a clear error for invalid sizes
         skips = []
         x = self.inc(x)
         for down in self.down:
@@ -292,4 +362,5 @@ class UNet(nn.Module):
         return (
             f"in_channels={c.in_channels}, n_classes={c.n_classes}, depth={c.depth}, "
             f"base_channels={c.base_channels}, padding={c.padding!r}, batch_norm={c.batch_norm}, dropout={c.dropout}"
+            + (f", spatial_dims=3, xy_only_pools={c.xy_only_pools}" if c.spatial_dims == 3 else "")
         )

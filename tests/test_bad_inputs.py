@@ -157,9 +157,9 @@ def test_prediction_takes_a_torch_tensor_and_checks_tile_and_batch():
 
 
 def test_a_tile_or_batch_too_large_for_the_memory_is_refused(monkeypatch):
-    import napari_unet.tiling as tiling
+    import napari_unet.tile_plan as tile_plan
 
-    monkeypatch.setattr(tiling, "available_memory", lambda: 64 * 2**20)  # a machine with 64 MiB free
+    monkeypatch.setattr(tile_plan, "available_memory", lambda: 64 * 2**20)  # a machine with 64 MiB free
     net = UNet(depth=2, base_channels=8)
     image = np.zeros((600, 600), np.float32)
     with pytest.raises(MemoryError, match="give a smaller tile_shape or batch_size"):

@@ -39,7 +39,9 @@ def test_pixel_size_checks_and_config():
     assert check_pixel_size(0.5) == (0.5, 0.5)
     assert TrainConfig(iterations=1, pixel_size=0.325).pixel_size == (0.325, 0.325)
     assert TrainConfig.from_dict(TrainConfig(iterations=1, pixel_size=(0.3, 0.2)).to_dict()).pixel_size == (0.3, 0.2)
-    for bad in (0, -1, float("nan"), (0.1, 0.2, 0.3), "0.5"):
+    # a voxel size (z, y, x) for z-stacks
+    assert TrainConfig(iterations=1, pixel_size=[2, 0.5, 0.5]).pixel_size == (2.0, 0.5, 0.5)
+    for bad in (0, -1, float("nan"), (0.1, 0.2, 0.3, 0.4), (0, 0.5, 0.5), "0.5"):
         with pytest.raises((ValueError, TypeError), match="pixel_size"):
             TrainConfig(iterations=1, pixel_size=bad)
     assert resample_factors((0.52, 0.5), (0.5, 0.5)) is None  # within 5 %: predicted as it is

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .config import AugmentConfig
 
-__all__ = ["augment_batch", "elastic_deform", "geometric_margin"]
+__all__ = ["augment_batch", "elastic_deform", "geometric_margin", "gray_values", "bicubic_matrix"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -45,7 +45,9 @@ def _bicubic_matrix_cpu(n_out: int, n_in: int) -> torch.Tensor:
     return up[0, :, :, 0].T.contiguous()
 
 
-def _bicubic_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor:
+def bicubic_matrix(n_out: int, n_in: int, device, dtype) -> torch.Tensor:
+    """(n_out, n_in) matrix of 1D bicubic upsampling (align_corners=True) of n_in values: how a
+    coarse grid of displacements becomes a smooth field, axis by axis."""
     return _bicubic_matrix_cpu(int(n_out), int(n_in)).to(device=device, dtype=dtype)
 
 
@@ -111,8 +113,8 @@ def _sampling_grid(geometry: dict, out_shape, in_shape, device, dtype) -> torch.
         n = field.shape[-1]
         coarse = np.einsum("bij,bjyx->biyx", to_norm * matrix, field)  # in normalized source units
         coarse_t = torch.from_numpy(coarse).to(device=device, dtype=dtype)
-        ky = _bicubic_matrix(h_out, n, device, dtype)
-        kx = _bicubic_matrix(w_out, n, device, dtype)
+        ky = bicubic_matrix(h_out, n, device, dtype)
+        kx = bicubic_matrix(w_out, n, device, dtype)
         dense = torch.matmul(torch.matmul(ky, coarse_t), kx.T)  # (B, 2, H, W)
         grid = grid + dense.permute(0, 2, 3, 1)
     return grid
@@ -127,7 +129,13 @@ def _centre_crop(x: torch.Tensor, shape) -> torch.Tensor:
     return x[..., y0 : y0 + ht, x0 : x0 + wt]
 
 
-def _gray_values(image: torch.Tensor, config: AugmentConfig, generator) -> torch.Tensor:
+def gray_values(image: torch.Tensor, config: AugmentConfig, generator) -> torch.Tensor:
+    """Random gamma, contrast, brightness and Gaussian noise of ``config``, one draw per sample.
+
+    ``image`` is (B, C, ...) of any number of spatial axes (2D planes or 3D volumes): each
+    sample's parameters apply to all its channels and pixels; gamma and contrast use the
+    sample's own range and mean. Random numbers come from ``generator``.
+    """
     batch = image.shape[0]
     dims = tuple(range(1, image.ndim))
     view = (batch,) + (1,) * (image.ndim - 1)
@@ -253,7 +261,7 @@ def augment_batch(
         out_target = None if target is None else _centre_crop(_centre_crop(target, out_shape), target_shape)
         out_weights = None if weights is None else _centre_crop(_centre_crop(weights, out_shape), target_shape)
     if config.enabled:
-        out_image = _gray_values(out_image, config, generator)
+        out_image = gray_values(out_image, config, generator)
     return out_image, out_target, out_weights
 
 

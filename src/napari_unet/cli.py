@@ -112,8 +112,12 @@ def _add_train(sub):
                    help="annotation files, one per image in the same order (0 = not annotated, 1 = background, 2, 3, ... = cells or classes)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.unet)")
     p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
-    p.add_argument("--preset", choices=["fast", "paper", "tiny"], default="fast",
-                   help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests)")
+    p.add_argument("--preset", choices=["fast", "paper", "tiny", "fast3d"], default=None,
+                   help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests), "
+                        "fast3d (a 3D U-Net, as --3d-net)")
+    p.add_argument("--3d-net", dest="net3d", action="store_true",
+                   help="train a 3D U-Net (3x3x3 convolutions) on z-stacks from their painted slices "
+                        "(the fast3d preset; the images need a Z axis)")
     p.add_argument("--iterations", type=positive_int, default=None, help="number of iterations (default: the preset's budget unless --time-limit)")
     p.add_argument("--time-limit", type=parse_duration, default=None, help="stop after this long, e.g. 300, 90s, 5m, 1h")
     p.add_argument("--batch-size", type=positive_int, default=None, help="tiles per iteration")
@@ -147,9 +151,12 @@ def _add_train(sub):
 def _train_config(args):
     import dataclasses
 
-    from .config import TrainConfig
+    from .config import PRESETS_3D, TrainConfig
 
-    changes = {"mode": args.mode, "preset": args.preset}
+    preset = args.preset or ("fast3d" if args.net3d else "fast")
+    if args.net3d and preset not in PRESETS_3D:
+        raise CliError(f"--3d-net trains a 3D network: give --preset {' or '.join(PRESETS_3D)}, or leave --preset out")
+    changes = {"mode": args.mode, "preset": preset}
     if args.iterations is not None or args.time_limit is not None:
         changes["iterations"] = args.iterations
         changes["time_limit_s"] = args.time_limit
@@ -167,8 +174,9 @@ def _train_config(args):
     return config
 
 
-def _pixel_size(paths, given) -> tuple[float, float] | None:
-    """``--pixel-size``, else the one recorded in the files (they must agree), else None."""
+def _pixel_size(paths, given, *, voxels: bool = False) -> tuple[float, ...] | None:
+    """``--pixel-size``, else the one recorded in the files (they must agree), else None; with
+    ``voxels`` (a 3D network) the voxel size (z, y, x) where the files record the z-step."""
     from .images import read_pixel_size
     from .pixel_size import resample_factors
 
@@ -176,6 +184,10 @@ def _pixel_size(paths, given) -> tuple[float, float] | None:
         return given
     found = [read_pixel_size(path) for path in paths]
     known = [(f["y"], f["x"]) for f in found if f]
+    steps = [f.get("z") for f in found if f]
+    if voxels and known and len(known) == len(found) and all(steps) and len(set(steps)) == 1:
+        if not any(resample_factors(k, known[0]) for k in known):
+            return (steps[0], *known[0])
     if not known:
         return None
     if len(known) != len(found) or any(resample_factors(k, known[0]) for k in known):
@@ -187,6 +199,7 @@ def _pixel_size(paths, given) -> tuple[float, float] | None:
 def _cmd_train(args) -> int:
     from .model_files import has_training_state, is_model_file, load_model, save_or_rescue
     from .outputs import check_output_path
+    from .model_fit import spatial_dims_for
     from .training import Trainer
 
     output = check_output_path(args.output, overwrite=args.overwrite, what="model file")
@@ -196,7 +209,8 @@ def _cmd_train(args) -> int:
         raise CliError(f"got {len(args.images)} image(s) but {len(args.annotations)} annotation file(s); give one per image")
     if args.resume and args.continue_from:
         raise CliError("give --resume or --continue, not both")
-    pixel_size = _pixel_size(args.images, args.pixel_size)
+    config = _train_config(args)
+    pixel_size = _pixel_size(args.images, args.pixel_size, voxels=spatial_dims_for(config) == 3)
     images, annotations, axes_list = [], [], []
     for image_path, ann_path in zip(args.images, args.annotations):
         image, axes = _read(Path(image_path), args.axes)
@@ -204,7 +218,6 @@ def _cmd_train(args) -> int:
         images.append(np.asarray(image))
         annotations.append(np.asarray(ann))
         axes_list.append(axes)
-    config = _train_config(args)
     if pixel_size is not None:
         import dataclasses
 

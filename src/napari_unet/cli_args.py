@@ -40,8 +40,8 @@ def parse_tile(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188") from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188 or 188x188")
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid tile {text!r}; use e.g. 188, 188x188 or 16x80x80 (3D)")
     return tuple(values)  # type: ignore[return-value]
 
 
@@ -74,8 +74,9 @@ def positive_float(text: str) -> float:
     return value
 
 
-def parse_pixel_size(text: str) -> tuple[float, float]:
-    """``"0.325"`` or ``"0.3x0.25"`` (y x) -> micrometres per pixel (y, x)."""
+def parse_pixel_size(text: str) -> tuple[float, ...]:
+    """``"0.325"`` or ``"0.3x0.25"`` (y x) -> micrometres per pixel (y, x); ``"2x0.3x0.3"`` (z y x)
+    -> per voxel (z, y, x)."""
     parts = [p for p in re.split(r"[x,]", text.lower()) if p.strip()]
     try:
         values = [float(p) for p in parts]
@@ -83,9 +84,10 @@ def parse_pixel_size(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"invalid pixel size {text!r}; use micrometres, e.g. 0.325 or 0.3x0.25") from None
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"invalid pixel size {text!r}; use micrometres > 0, e.g. 0.325 or 0.3x0.25")
-    return values[0], values[1]
+    if len(values) not in (2, 3) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"invalid pixel size {text!r}; use micrometres > 0, e.g. 0.325, 0.3x0.25 "
+                                         "or 2x0.3x0.3 (z y x)")
+    return tuple(values)
 
 
 def training_loop(trainer, *, quiet: bool, label: str = "train") -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .checks import check_choice, check_float, check_int, check_pair
-from .pixel_size import check_pixel_size
+from .pixel_size import check_voxel_size
 
 __all__ = [
     "ModelConfig",
@@ -258,8 +258,9 @@ class TrainConfig:
     """Number of training iterations (None: limited by ``time_limit_s`` alone)."""
     time_limit_s: float | None = None
     """Stop after this many seconds (None: limited by ``iterations`` alone)."""
-    tile_shape: tuple[int, int] | None = None
-    """Network input tile (Y, X) for training; None picks a valid size for the preset."""
+    tile_shape: tuple[int, ...] | None = None
+    """Network input tile (Y, X) for training, (Z, Y, X) for a 3D network; None picks a valid size
+    for the preset."""
     batch_size: int = 4
     """Tiles per iteration."""
     optimizer: Literal["sgd", "adam"] = "adam"
@@ -344,10 +345,14 @@ class TrainConfig:
     mixed_precision: bool = True
     """On CUDA, train in mixed precision (bfloat16 where supported, else float16 with loss
     scaling); MPS and CPU always train in float32."""
-    pixel_size: tuple[float, float] | None = None
-    """Micrometres per pixel (y, x) of the training images (a number for square pixels); kept in
-    ``model.metadata["pixel_size"]`` so prediction resamples images of another pixel size to it.
-    None: unknown (the widgets and the CLI fill it from the layer scale / file metadata)."""
+    pixel_size: tuple[float, ...] | None = None
+    """Micrometres per pixel (y, x) of the training images (a number for square pixels), or per
+    voxel (z, y, x) of z-stacks; kept in ``model.metadata["pixel_size"]`` (y, x) and
+    ``["voxel_size"]`` (z, y, x) so prediction resamples images of another pixel size to it. A 3D
+    network pools Z only once the pooled pixels have caught up with the z-step
+    (:func:`anisotropic_pools`), and its elastic deformation is scaled by the voxel size.
+    None: unknown, cubic voxels for a 3D network (the widgets and the CLI fill it from the
+    layer scale / file metadata)."""
 
     def __post_init__(self):
         check_choice("mode", self.mode, ("instances", "classes"))
@@ -360,8 +365,14 @@ class TrainConfig:
         if self.n_classes is not None:
             check_int("n_classes", self.n_classes, minimum=2, maximum=MAX_CLASSES)
         if self.tile_shape is not None:
-            object.__setattr__(self, "tile_shape", check_pair("tile_shape", self.tile_shape, minimum=8, maximum=8192))
-        object.__setattr__(self, "pixel_size", check_pixel_size(self.pixel_size, "pixel_size"))
+            tile = self.tile_shape
+            if not isinstance(tile, (str, bytes)) and hasattr(tile, "__len__") and len(tile) == 3:
+                z = check_int("tile_shape[0]", tile[0], minimum=1, maximum=8192)
+                tile = (z, *check_pair("tile_shape", tile[1:], minimum=8, maximum=8192))
+            else:
+                tile = check_pair("tile_shape", tile, minimum=8, maximum=8192)
+            object.__setattr__(self, "tile_shape", tile)
+        object.__setattr__(self, "pixel_size", check_voxel_size(self.pixel_size, "pixel_size"))
         check_int("batch_size", self.batch_size, minimum=1, maximum=1024)
         check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         if self.learning_rate is not None:

@@ -247,6 +247,9 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
 
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+    if model.config.spatial_dims != 2:
+        raise ValueError("predict_distributed predicts with 2D networks for now; a 3D U-Net predicts a stack "
+                         "with predict_tiled / segment (one machine, seamless 3D tiles)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if not (labels or probabilities):

@@ -289,10 +289,12 @@ def check_metadata(metadata, what: str = "model metadata") -> dict:
     names = meta.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         bad("class_names", "a list of strings")
-    pixel = meta.get("pixel_size")
-    if pixel is not None and not (isinstance(pixel, list) and len(pixel) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 1e-4 <= v <= 1e4 for v in pixel)):
-        bad("pixel_size", "a [y, x] pair of micrometres per pixel, from 0.0001 to 10000")
+    for key, n, names in (("pixel_size", 2, "a [y, x] pair"), ("voxel_size", 3, "[z, y, x]")):
+        pixel = meta.get(key)
+        if pixel is not None and not (isinstance(pixel, list) and len(pixel) == n and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 1e-4 <= v <= 1e4
+                for v in pixel)):
+            bad(key, f"{names} of micrometres per pixel, from 0.0001 to 10000")
     for key, lowest in (("cell_diameter", 0.5), ("cell_diameter_um", 1e-4)):  # pixels; micrometres
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))

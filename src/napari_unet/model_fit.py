@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import ModelConfig, TrainConfig, model_preset
+from .config import ModelConfig, TrainConfig, anisotropic_pools, model_preset
 
-__all__ = ["channels_of", "check_channels", "image_axes", "classes_for_training", "model_config_for", "default_tile_shape"]
+__all__ = ["channels_of", "check_channels", "image_axes", "classes_for_training", "model_config_for", "default_tile_shape",
+           "spatial_dims_for"]
 
 
 def channels_of(shape, axes: str) -> int:
@@ -57,34 +58,50 @@ def classes_for_training(config, *, in_channels: int, max_class: int, model=None
 
 
 # training tile (network input) per preset; "valid" nets round up to the next valid size
-_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92)}
+_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92), "fast3d": (16, 80, 80)}
 
 
 def model_config_for(config: TrainConfig, in_channels: int, n_classes: int) -> ModelConfig:
     """The architecture a new training run builds: ``config.model`` or its preset, sized to the data."""
     if config.model is not None:
         return dataclasses.replace(config.model, in_channels=in_channels, n_classes=n_classes)
-    return model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
+    preset = model_preset(config.preset, in_channels=in_channels, n_classes=n_classes)
+    if preset.spatial_dims == 3 and config.pixel_size is not None and len(config.pixel_size) == 3:
+        # a 3D preset pools Z only once the pooled pixels have caught up with the z-step
+        preset = dataclasses.replace(preset, xy_only_pools=anisotropic_pools(config.pixel_size, preset.depth))
+    return preset
+
+
+def spatial_dims_for(config: TrainConfig, model=None) -> int:
+    """2 or 3: the kind of network a training run trains (``model``'s, else the config's)."""
+    if model is not None:
+        return int(model.config.spatial_dims)
+    return int((config.model or model_preset(config.preset)).spatial_dims)
 
 
 def preset_of(model_config: ModelConfig) -> str | None:
     """The preset whose architecture ``model_config`` is (channels and classes aside), else None."""
     for name in _PRESET_TILES:
-        if model_preset(name, in_channels=model_config.in_channels, n_classes=model_config.n_classes) == model_config:
+        if model_preset(name).spatial_dims != model_config.spatial_dims:
+            continue
+        preset = model_preset(name, in_channels=model_config.in_channels, n_classes=model_config.n_classes,
+                              xy_only_pools=model_config.xy_only_pools if model_config.spatial_dims == 3 else 0)
+        if preset == model_config:
             return name
     return None
 
 
-def _trained_tile(model) -> tuple[int, int] | None:
+def _trained_tile(model) -> tuple[int, ...] | None:
     """The training tile recorded in ``model``'s metadata (a model trained before), else None."""
     tile = ((getattr(model, "metadata", None) or {}).get("tile") or {}).get("train_input_shape")
     try:
-        return (int(tile[0]), int(tile[1])) if tile is not None and len(tile) == 2 else None
+        dims = int(model.config.spatial_dims)
+        return tuple(int(t) for t in tile) if tile is not None and len(tile) == dims else None
     except (TypeError, ValueError):
         return None
 
 
-def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, int]:
+def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, ...]:
     """The training input tile, made valid for ``model``: ``config.tile_shape``; else the tile
     the model was trained on (training continues as it began); else its preset's tile (by
     name, or an explicit architecture equal to a preset's: the Train widget's and the script's
@@ -92,6 +109,10 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
     wanted = None
     if config is not None and config.tile_shape is not None:
         wanted = tuple(int(t) for t in config.tile_shape)
+        if len(wanted) != model.config.spatial_dims:
+            raise ValueError(f"tile_shape {wanted} has {len(wanted)} sizes, the network is "
+                             f"{model.config.spatial_dims}D: give (" + ("Z, " if model.config.spatial_dims == 3 else "")
+                             + "Y, X)")
     if wanted is None:
         wanted = _trained_tile(model)
     if wanted is None:
@@ -101,6 +122,8 @@ def default_tile_shape(model, config: TrainConfig | None = None) -> tuple[int, i
         else:
             depth = model.config.depth
             wanted = {4: (572, 572), 3: (188, 188), 2: (92, 92)}.get(depth, (188, 188))
+            if model.config.spatial_dims == 3:
+                wanted = (16, *(s // 2 for s in wanted))
     return tuple(int(s) for s in model.valid_input_shape(wanted))
 
 

@@ -39,9 +39,12 @@ def set_prediction_metadata(model, config: TrainConfig, *, n_classes: int, borde
     else:
         meta.pop("border_class", None)
     meta["normalization"] = dict(normalization)
-    meta["axes"] = "YX" if model.config.in_channels == 1 else "CYX"
+    spatial = "ZYX" if model.config.spatial_dims == 3 else "YX"
+    meta["axes"] = spatial if model.config.in_channels == 1 else "C" + spatial
     if config.pixel_size is not None:  # else a continued model keeps the pixel size it had
-        meta["pixel_size"] = [float(v) for v in config.pixel_size]
+        meta["pixel_size"] = [float(v) for v in config.pixel_size[-2:]]
+        if len(config.pixel_size) == 3:
+            meta["voxel_size"] = [float(v) for v in config.pixel_size]
     meta["tile"] = {
         "train_input_shape": list(input_shape),
         "train_output_shape": list(output_shape),

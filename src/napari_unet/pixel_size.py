@@ -25,6 +25,7 @@ __all__ = [
     "UNITS",
     "micrometres",
     "check_pixel_size",
+    "check_voxel_size",
     "model_pixel_size",
     "pixel_size_from_scale",
     "resample_factors",
@@ -87,6 +88,19 @@ def check_pixel_size(value, name: str = "pixel_size") -> tuple[float, float] | N
     if not all(math.isfinite(v) and 0 < v < 1e6 for v in items):
         raise ValueError(f"{name} must be positive micrometres per pixel, got {value!r}")
     return items[0], items[1]
+
+
+def check_voxel_size(value, name: str = "pixel_size") -> tuple[float, ...] | None:
+    """:func:`check_pixel_size`, or ``(z, y, x)`` micrometres per voxel from three values.
+
+    >>> check_voxel_size([2, 0.5, 0.5]), check_voxel_size(0.5)
+    ((2.0, 0.5, 0.5), (0.5, 0.5))
+    """
+    if value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__") \
+            and len(value) == 3:
+        z = check_pixel_size(value[0], f"{name}[0]")[0]
+        return (z, *check_pixel_size(value[1:], name))
+    return check_pixel_size(value, name)
 
 
 def model_pixel_size(model) -> tuple[float, float] | None:

@@ -27,7 +27,7 @@ class Batch(NamedTuple):
     """(B, h, w) float32 loss weights (0 = ignore)."""
 
 
-def _reflect_indices(start: int, length: int, size: int) -> np.ndarray:
+def reflect_indices(start: int, length: int, size: int) -> np.ndarray:
     """Indices ``start .. start+length-1`` mirrored into ``0 .. size-1`` (no edge repeat)."""
     idx = np.arange(start, start + length)
     if size == 1:
@@ -42,8 +42,8 @@ def _window(array: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray:
     ny, nx = array.shape[-2:]
     if y0 >= 0 and x0 >= 0 and y0 + h <= ny and x0 + w <= nx:
         return array[..., y0 : y0 + h, x0 : x0 + w].copy()
-    iy = _reflect_indices(y0, h, ny)
-    ix = _reflect_indices(x0, w, nx)
+    iy = reflect_indices(y0, h, ny)
+    ix = reflect_indices(x0, w, nx)
     return array[..., iy[:, None], ix[None, :]]
 
 
@@ -65,7 +65,7 @@ def _tile_shapes(input_shape, output_shape) -> tuple[tuple[int, int], tuple[int,
     return in_shape, out_shape
 
 
-def _annotated_blocks(t: Targets, grid: np.ndarray, block: int):
+def annotated_blocks(t: Targets, grid: np.ndarray, block: int):
     """Of the ``block`` x ``block`` squares of one plane that hold annotated pixels: their rank in
     ``grid``, their annotated pixel count, and whether they hold annotated foreground."""
     ny, nx = t.weights.shape
@@ -76,7 +76,7 @@ def _annotated_blocks(t: Targets, grid: np.ndarray, block: int):
     return grid[per_block > 0], per_block[per_block > 0], fg[per_block > 0]
 
 
-def _holdout_threshold(ranks, counts, foreground, fraction: float) -> float:
+def holdout_threshold(ranks, counts, foreground, fraction: float) -> float:
     """The rank up to which squares are held out: closest to ``fraction`` of the annotated pixels,
     at least one square and never all, with some foreground when there is any to spare."""
     order = np.argsort(ranks)
@@ -280,12 +280,12 @@ class TileSampler:
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         self._split = {"seed": int(seed), "block": block, "threshold": -1.0, "ranks": {}}
-        blocks = [_annotated_blocks(t, self._block_ranks(i), block) for i, t in enumerate(self._targets)]
+        blocks = [annotated_blocks(t, self._block_ranks(i), block) for i, t in enumerate(self._targets)]
         ranks, counts, foreground = (np.concatenate(column) for column in zip(*blocks))
         if ranks.size < 2:
             logger.warning("split_validation: all annotations lie in one %d px square; nothing held out", block)
         else:
-            self._split["threshold"] = _holdout_threshold(ranks, counts, foreground, float(fraction))
+            self._split["threshold"] = holdout_threshold(ranks, counts, foreground, float(fraction))
         targets = list(self._targets)
         val = TileSampler(
             self.planes, targets, input_shape=self.input_shape, output_shape=self.output_shape, augment=None, seed=seed

@@ -55,7 +55,8 @@ def iter_segment(model, data, *, axes: str, options: dict | None = None, device=
 
     ``data``: an image or stack with ``axes`` (channels first, as
     :func:`~napari_unet.predict_stack` takes them). ``options``: of
-    :func:`~napari_unet.to_labels` (default :func:`~napari_unet.label_options` of the model).
+    :func:`~napari_unet.to_labels` (default :func:`~napari_unet.label_options` of the model; a 3D
+    network's labels are 3D objects, ``three_d=True`` with the voxel size it was trained on).
     ``large_cells``: the half-scale pass, where it applies (instances of planes with a known cell
     diameter). ``device``, ``pixel_size``, ``normalize`` (e.g. a whole stack's range for one of its
     planes) and ``tta``: as :func:`~napari_unet.predict_stack` takes them, for both passes;
@@ -66,6 +67,10 @@ def iter_segment(model, data, *, axes: str, options: dict | None = None, device=
     from .tiling import iter_predict_stack
 
     options = label_options(model) if options is None else options
+    if getattr(model.config, "spatial_dims", 2) == 3 and options.get("mode") == "instances" \
+            and "three_d" not in options:  # a 3D network: one id per 3D object
+        voxel = (getattr(model, "metadata", None) or {}).get("voxel_size")
+        options = {**options, "three_d": True, "spacing": tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0)}
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
     probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device, normalize=normalize,
                                                        pixel_size=pixel_size, tta=tta, **predict_kwargs), 0.0, share)

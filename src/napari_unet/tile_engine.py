@@ -1,6 +1,6 @@
-"""The tile engine of overlap-tile prediction (:mod:`napari_unet.tiling`): runs the tiles of a
-source through the network, optionally averaging flipped views of each tile, and writes the kept
-windows into the output.
+"""The tile engine of overlap-tile prediction (:mod:`napari_unet.tiling`; volumes:
+:mod:`napari_unet.tile_volume`): runs the tiles of a source through the network, optionally
+averaging flipped views of each tile, and writes the kept windows into the output.
 
 Flipped views (test-time augmentation, ``tta``): every tile input is a valid network input whose
 size before each 2x2 max-pool is even, and the kept window is centred in the network output, so a
@@ -26,11 +26,12 @@ from .sources import Source
 from .tile_plan import mirror_indices
 from .views import VIEWS, check_tta
 
-__all__ = ["TileEngine", "prepare_model"]
+__all__ = ["TileEngine", "prepare_model", "check_out"]
 
 
 def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNet:
-    """The network on ``device`` with channels_last weights where that is faster (CPU, CUDA).
+    """The network on ``device`` with channels_last weights where that is faster (CPU, CUDA;
+    channels_last_3d for a 3D network).
 
     The caller's model is never changed: when it is on another device or in another memory
     format, a copy is used (one copy per call, negligible next to the prediction itself).
@@ -40,77 +41,96 @@ def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNe
     except StopIteration:  # pragma: no cover - a UNet always has parameters
         current = device
     same_device = current == device or (current.type == device.type and device.index is None)
-    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
-    same_format = not channels_last or all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    fmt = _memory_format(model.spatial_dims)
+    convs = [m.weight for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and any(k > 1 for k in m.kernel_size)]
+    same_format = not channels_last or all(w.is_contiguous(memory_format=fmt) for w in convs)
     if same_device and same_format:
         return model
     net = copy.deepcopy(model).to(device)
     if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=fmt)
     return net
 
 
-class TileEngine:
-    """Runs the tiles of one source through the network and writes the kept windows into ``out``."""
+def _memory_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
-    def __init__(self, model, source: Source, out, plan_y, plan_x, *, device, dtype, batch_size, norm, plane=None,
+
+def check_out(out, shape: tuple[int, ...], name: str = "out"):
+    """``out`` if it is a float array of ``shape`` to write probabilities into (a new float32 array
+    when None), else a TypeError / ValueError in plain words."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not hasattr(out, "shape") or not hasattr(out, "__setitem__"):
+        raise TypeError(f"{name} must be an array (numpy, memmap or zarr) of shape {shape}, got {type(out).__name__}")
+    if tuple(int(s) for s in out.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {shape} (n_classes, ...non-channel axes)")
+    if np.dtype(out.dtype).kind != "f":
+        raise TypeError(f"{name} must have a float dtype (float32 recommended), got {out.dtype}")
+    return out
+
+
+class TileEngine:
+    """Runs the tiles of one source through the network and writes the kept windows into ``out``.
+
+    ``plans``: one :class:`~napari_unet.tile_plan.AxisPlan` per spatial axis, (Y, X) of the
+    planes of a :class:`~napari_unet.sources.Source`, or (Z, Y, X) of the volumes of a source
+    whose ``read(plane, zs, ys, xs)`` returns (C, Z, Y, X) (:mod:`napari_unet.tile_volume`).
+    """
+
+    def __init__(self, model, source: Source, out, *plans, device, dtype, batch_size, norm, plane=None,
                  tta: int = 1):
         self.views = VIEWS[check_tta(tta)]
         self.plane = plane  # one plane only (a block of distributed prediction): ``out`` has no plane axes
         self.model = model
         self.source = source
         self.out = out
-        self.plan_y = plan_y
-        self.plan_x = plan_x
+        self.plans = plans
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
         self.lows, self.highs = norm
-        self.channels_last = device.type in ("cpu", "cuda")
+        self.memory_format = _memory_format(len(plans)) if device.type in ("cpu", "cuda") else None
         self.check_finite = np.dtype(source.data.dtype).kind == "f"
 
-    def jobs(self) -> list[tuple[tuple[int, ...], int, int]]:
+    def jobs(self) -> list[tuple]:
+        """(plane, tile index along each axis) of every tile, plane by plane."""
         if self.plane is not None:
             planes = [self.plane]
         else:
             planes = list(np.ndindex(*self.source.plane_shape)) if self.source.plane_shape else [()]
-        return [
-            (plane, ty, tx)
-            for plane in planes
-            for ty in range(self.plan_y.count)
-            for tx in range(self.plan_x.count)
-        ]
+        return [(plane, *tile) for plane in planes for tile in np.ndindex(*(p.count for p in self.plans))]
 
-    def _read_tile(self, plane, ty: int, tx: int) -> np.ndarray:
-        iy = mirror_indices(self.plan_y.input_start(ty), self.plan_y.input_start(ty) + self.plan_y.tile, self.plan_y.size)
-        ix = mirror_indices(self.plan_x.input_start(tx), self.plan_x.input_start(tx) + self.plan_x.tile, self.plan_x.size)
-        y0, y1 = int(iy.min()), int(iy.max()) + 1
-        x0, x1 = int(ix.min()), int(ix.max()) + 1
-        block = self.source.read(plane, slice(y0, y1), slice(x0, x1))
-        if not (y1 - y0 == len(iy) and iy[0] == y0 and np.all(np.diff(iy) == 1)):
-            block = block[:, iy - y0]
-        if not (x1 - x0 == len(ix) and ix[0] == x0 and np.all(np.diff(ix) == 1)):
-            block = block[:, :, ix - x0]
+    def _read_tile(self, plane, *tile: int) -> np.ndarray:
+        indices = [mirror_indices(p.input_start(i), p.input_start(i) + p.tile, p.size) for p, i in zip(self.plans, tile)]
+        bounds = [(int(ix.min()), int(ix.max()) + 1) for ix in indices]
+        block = self.source.read(plane, *(slice(lo, hi) for lo, hi in bounds))
+        for axis, (ix, (lo, hi)) in enumerate(zip(indices, bounds), start=1):
+            if not (hi - lo == len(ix) and ix[0] == lo and np.all(np.diff(ix) == 1)):
+                block = np.take(block, ix - lo, axis=axis)
         if self.check_finite and not np.isfinite(block).all():
             where = f"plane {plane}, " if plane else ""
-            _, by, bx = np.argwhere(~np.isfinite(block))[0]  # the first one, in the image's pixels
+            at = np.argwhere(~np.isfinite(block))[0][1:]  # the first one, in the image's pixels
+            names = "zyx"[-len(at):]
+            coords = ", ".join(f"{name}={int(ix[k])}" for name, ix, k in zip(names, indices, at))
             raise ValueError(
-                f"the image contains NaN or infinite values ({where}at y={int(iy[by])}, x={int(ix[bx])}); "
+                f"the image contains NaN or infinite values ({where}at {coords}); "
                 "expected finite numbers: replace them first, e.g. with np.nan_to_num"
             )
         return apply_normalization(block, self.lows, self.highs, channel_axis=0)
 
     def load_batch(self, batch) -> np.ndarray:
-        x = np.empty((len(batch), self.source.n_channels, self.plan_y.tile, self.plan_x.tile), np.float32)
-        for i, (plane, ty, tx) in enumerate(batch):
-            x[i] = self._read_tile(plane, ty, tx)
+        x = np.empty((len(batch), self.source.n_channels, *(p.tile for p in self.plans)), np.float32)
+        for i, (plane, *tile) in enumerate(batch):
+            x[i] = self._read_tile(plane, *tile)
         return x
 
     @torch.inference_mode()
     def forward(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x).to(self.device)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
+        if self.memory_format is not None:
+            t = t.contiguous(memory_format=self.memory_format)
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
             if self.dtype is not None
@@ -125,17 +145,17 @@ class TileEngine:
             probs = view if probs is None else probs.add_(view)
         if len(self.views) > 1:
             probs /= len(self.views)
-        oy, ox = self.plan_y.offset, self.plan_x.offset
-        return probs[:, :, oy : oy + self.plan_y.step, ox : ox + self.plan_x.step].cpu().numpy()
+        kept = tuple(slice(p.offset, p.offset + p.step) for p in self.plans)
+        return probs[(slice(None), slice(None), *kept)].cpu().numpy()
 
     def write_batch(self, probs: np.ndarray, batch) -> None:
-        for p, (plane, ty, tx) in zip(probs, batch):
-            y0 = ty * self.plan_y.step
-            x0 = tx * self.plan_x.step
-            y1 = min(y0 + self.plan_y.step, self.plan_y.extent)
-            x1 = min(x0 + self.plan_x.step, self.plan_x.extent)
+        for p, (plane, *tile) in zip(probs, batch):
+            starts = [i * plan.step for plan, i in zip(self.plans, tile)]
+            stops = [min(start + plan.step, plan.extent) for plan, start in zip(self.plans, starts)]
             where = () if self.plane is not None else plane
-            self.out[(slice(None), *where, slice(y0, y1), slice(x0, x1))] = p[:, : y1 - y0, : x1 - x0]
+            window = tuple(slice(start, stop) for start, stop in zip(starts, stops))
+            kept = tuple(slice(0, stop - start) for start, stop in zip(starts, stops))
+            self.out[(slice(None), *where, *window)] = p[(slice(None), *kept)]
 
     def run(self) -> Generator[tuple[int, int], None, None]:
         jobs = self.jobs()

@@ -16,11 +16,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checks import available_memory, check_pair
+from .checks import available_memory, check_int, check_pair
 from .devices import resolve_precision, select_device
 from .model import UNet
 
-__all__ = ["AxisPlan", "choose_tile_shape", "plan_tiles", "mirror_indices", "bytes_per_pixel", "memory_budget"]
+__all__ = ["AxisPlan", "choose_tile_shape", "plan_tiles", "mirror_indices", "bytes_per_pixel", "memory_budget",
+           "geometry_for_step", "step_for_tile", "plan_axis", "balanced_step", "tile_batch_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,34 +64,37 @@ def _ceil_to(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
 
-def _geometry_for_step(model: UNet, step: int) -> tuple[int, int, int]:
-    """(tile input, context, offset) for a kept window of ``step`` pixels (a multiple of g)."""
+def geometry_for_step(model: UNet, step: int, axis: int = -1) -> tuple[int, int, int]:
+    """(tile input, context, offset) for a kept window of ``step`` pixels (a multiple of the
+    pooling factor) along spatial ``axis`` (default X; ``axis=0`` is Z of a 3D network)."""
+    g = model.pool_factors[axis]
     if model.config.padding == "same":
-        margin = _ceil_to(model.margin(), model.pool_factor)
+        margin = _ceil_to(model.margin(axis), g)
         return step + 2 * margin, margin, margin
-    for out in range(step, step + model.pool_factor):
-        tile = model.try_input_size(out)
+    for out in range(step, step + g):
+        tile = model.try_input_size(out, axis)
         if tile is not None:
             return tile, (tile - out) // 2, 0
-    raise AssertionError(f"no valid output size in [{step}, {step + model.pool_factor})")  # pragma: no cover
+    raise AssertionError(f"no valid output size in [{step}, {step + g})")  # pragma: no cover
 
 
-def _step_for_tile(model: UNet, tile: int) -> int:
-    """Kept output pixels for a network input ``tile`` (valid size) along one axis."""
-    g = model.pool_factor
+def step_for_tile(model: UNet, tile: int, axis: int = -1) -> int:
+    """Kept output pixels for a network input ``tile`` (valid size) along spatial ``axis``."""
+    g = model.pool_factors[axis]
     if model.config.padding == "same":
-        return tile - 2 * _ceil_to(model.margin(), g)
-    return (model.output_size_1d(tile) // g) * g
+        return tile - 2 * _ceil_to(model.margin(axis), g)
+    return (model.output_size_1d(tile, axis) // g) * g
 
 
-def _plan_axis(model: UNet, size: int, step: int, start: int = 0, stop: int | None = None) -> AxisPlan:
-    tile, context, offset = _geometry_for_step(model, step)
+def plan_axis(model: UNet, size: int, step: int, start: int = 0, stop: int | None = None, axis: int = -1) -> AxisPlan:
+    """The tiles of ``step`` kept pixels along spatial ``axis`` of an image of ``size`` pixels."""
+    tile, context, offset = geometry_for_step(model, step, axis)
     extent = (size if stop is None else stop) - start
     return AxisPlan(size=size, step=step, tile=tile, context=context, offset=offset, count=-(-extent // step),
                     start=start, stop=stop)
 
 
-def _balanced_step(size: int, max_step: int, g: int) -> int:
+def balanced_step(size: int, max_step: int, g: int) -> int:
     """The smallest multiple of g covering ``size`` in as few tiles of <= max_step as possible."""
     n = -(-size // max_step)
     return _ceil_to(-(-size // n), g)
@@ -111,6 +115,28 @@ def bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
     element = 4 if dtype is None else 2
     cfg = model.config
     return _ACTIVATIONS_PER_PIXEL * cfg.base_channels * element + 8 * (cfg.in_channels + cfg.n_classes)
+
+
+def tile_batch_size(model: UNet, tile: Sequence[int], n_tiles: int, device: torch.device, dtype, batch_size,
+                    asked: bool) -> int:
+    """Tiles per forward pass: ``batch_size``, or None: 1 on the CPU, what fits (at most 8) on a GPU.
+    A tile or batch asked for (``asked``), and any on the CPU, must fit the free memory (a
+    MemoryError in plain words otherwise). ``tile``: the network input, (Y, X) or (Z, Y, X)."""
+    per_tile = int(np.prod(tile)) * bytes_per_pixel(model, dtype)
+    if batch_size is None:
+        batch_size = 1
+        if device.type == "cuda":
+            batch_size = int(max(1, min(8, n_tiles, memory_budget(device) // max(per_tile, 1))))
+    else:
+        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
+    if asked or device.type != "cuda":
+        need = per_tile * batch_size
+        room = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+        if room is not None and need > room:
+            raise MemoryError(f"tiles of {' x '.join(str(int(t)) for t in tile)} pixels in batches of {batch_size} "
+                              f"need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free on {device}; "
+                              "give a smaller tile_shape or batch_size (None chooses what fits)")
+    return batch_size
 
 
 def choose_tile_shape(
@@ -137,24 +163,24 @@ def choose_tile_shape(
     cap = _GPU_MAX_STEP if dev.type == "cuda" else max(_CPU_MAX_STEP, _ceil_to(8 * model.margin(), g))
     # largest square kept window within the budget
     step = g
-    while step + g <= cap and _geometry_for_step(model, step + g)[0] ** 2 <= max_pixels:
+    while step + g <= cap and geometry_for_step(model, step + g)[0] ** 2 <= max_pixels:
         step += g
-    step_y = _balanced_step(height, step, g)
-    step_x = _balanced_step(width, step, g)
+    step_y = balanced_step(height, step, g)
+    step_x = balanced_step(width, step, g)
     # one axis fully covered by a small image: give the other one the pixels left
-    tile_y = _geometry_for_step(model, step_y)[0]
-    tile_x = _geometry_for_step(model, step_x)[0]
+    tile_y = geometry_for_step(model, step_y)[0]
+    tile_x = geometry_for_step(model, step_x)[0]
     if step_y >= height and tile_y * tile_x < max_pixels:
         wide = step_x
-        while wide + g <= 4 * cap and tile_y * _geometry_for_step(model, wide + g)[0] <= max_pixels and wide < width:
+        while wide + g <= 4 * cap and tile_y * geometry_for_step(model, wide + g)[0] <= max_pixels and wide < width:
             wide += g
-        step_x = _balanced_step(width, wide, g)
+        step_x = balanced_step(width, wide, g)
     elif step_x >= width and tile_y * tile_x < max_pixels:
         tall = step_y
-        while tall + g <= 4 * cap and tile_x * _geometry_for_step(model, tall + g)[0] <= max_pixels and tall < height:
+        while tall + g <= 4 * cap and tile_x * geometry_for_step(model, tall + g)[0] <= max_pixels and tall < height:
             tall += g
-        step_y = _balanced_step(height, tall, g)
-    return _geometry_for_step(model, step_y)[0], _geometry_for_step(model, step_x)[0]
+        step_y = balanced_step(height, tall, g)
+    return geometry_for_step(model, step_y)[0], geometry_for_step(model, step_x)[0]
 
 
 def plan_tiles(
@@ -172,7 +198,7 @@ def plan_tiles(
     extents = (ys.stop - ys.start, xs.stop - xs.start)
     if tile_shape is None:
         tile_shape = choose_tile_shape(model, extents, device=device, precision=dtype_name)
-        steps = [_step_for_tile(model, t) for t in tile_shape]
+        steps = [step_for_tile(model, t) for t in tile_shape]
     else:
         wanted = check_pair("tile_shape", tile_shape, minimum=1, maximum=65536)
         valid = model.valid_input_shape(wanted)
@@ -180,9 +206,9 @@ def plan_tiles(
             logger.info("tile_shape %s is not a valid input for this network; using %s", wanted, valid)
         steps = []
         for axis, tile in zip("YX", valid):
-            step = _step_for_tile(model, tile)
+            step = step_for_tile(model, tile)
             if step < g:
-                smallest = _geometry_for_step(model, g)[0]
+                smallest = geometry_for_step(model, g)[0]
                 raise ValueError(
                     f"tile_shape {wanted} is too small along {axis}: a tile must keep at least {g} output "
                     f"pixels; the smallest tile for this network is {smallest}"
@@ -191,9 +217,9 @@ def plan_tiles(
     # a tile larger than the image: shrink it to just cover the image (the result is the same)
     steps = [min(step, _ceil_to(extent, g)) for step, extent in zip(steps, extents)]
     if window is None:
-        return _plan_axis(model, height, steps[0]), _plan_axis(model, width, steps[1])
-    return (_plan_axis(model, height, steps[0], ys.start, ys.stop),
-            _plan_axis(model, width, steps[1], xs.start, xs.stop))
+        return plan_axis(model, height, steps[0]), plan_axis(model, width, steps[1])
+    return (plan_axis(model, height, steps[0], ys.start, ys.stop),
+            plan_axis(model, width, steps[1], xs.start, xs.stop))
 
 
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:

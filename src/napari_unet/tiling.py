@@ -37,17 +37,17 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
-from .checks import available_memory, check_allocation, check_int
+from .checks import check_allocation
 from .devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
 from .model import UNet
 from .model_fit import image_axes
 from .pixel_size import model_pixel_size, resample_factors, resample_image, resample_probabilities
 from .progress import Progress, drive
-from .sources import Source, as_image_array, make_source
-from .tile_engine import TileEngine, prepare_model
+from .sources import Source, as_image_array, make_source, source_normalization
+from .tile_engine import TileEngine, check_out, prepare_model
 from .views import check_tta
-from .tile_plan import bytes_per_pixel, choose_tile_shape, memory_budget, plan_tiles
-from .normalization import normalization_params
+from .tile_plan import choose_tile_shape, plan_tiles, tile_batch_size
+from .tile_volume import iter_predict_volumes, volume_axes
 
 __all__ = [
     "predict_tiled",
@@ -63,43 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_out(out, shape: tuple[int, ...], name: str = "out"):
-    if out is None:
-        return np.empty(shape, dtype=np.float32)
-    if not hasattr(out, "shape") or not hasattr(out, "__setitem__"):
-        raise TypeError(f"{name} must be an array (numpy, memmap or zarr) of shape {shape}, got {type(out).__name__}")
-    if tuple(int(s) for s in out.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {shape} (n_classes, ...non-channel axes)")
-    if np.dtype(out.dtype).kind != "f":
-        raise TypeError(f"{name} must have a float dtype (float32 recommended), got {out.dtype}")
-    return out
-
-
-def _normalization(model: UNet, source: Source, normalize):
-    if isinstance(normalize, (tuple, list)):  # (lows, highs) given, e.g. those of a whole stack
-        if len(normalize) != 2:
-            raise ValueError(f"normalize must be True, False or a (lows, highs) pair, got {normalize!r}")
-        n_channels = source.data.shape[source.axes.index("C")] if "C" in source.axes else 1
-        lows, highs = (np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel() for v in normalize)
-        if lows.shape != (n_channels,) or highs.shape != (n_channels,):
-            raise ValueError(f"normalize=(lows, highs) needs {n_channels} value(s) each (one per channel), "
-                             f"got {lows.size} and {highs.size}")
-        if not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
-            raise ValueError("normalize=(lows, highs) must be finite numbers")
-        return lows, highs
-    norm = model.metadata.get("normalization") if isinstance(getattr(model, "metadata", None), dict) else None
-    if not normalize or not isinstance(norm, dict):
-        return None, None
-    channel_axis = source.axes.index("C") if "C" in source.axes else None
-    lows, highs = normalization_params(source.data, norm, channel_axis=channel_axis)
-    if lows is not None and not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
-        raise ValueError(
-            "the image contains NaN or infinite values (its percentiles are not finite); expected finite "
-            "numbers: replace them first, e.g. with np.nan_to_num"
-        )
-    return lows, highs
 
 
 def normalization_range(model: UNet, data, *, axes: str | None = None):
@@ -119,9 +82,14 @@ def normalization_range(model: UNet, data, *, axes: str | None = None):
     """
     data = as_image_array(data, "data")
     if axes is None:
-        axes = image_axes(data, model)
-    lows, highs = _normalization(model, make_source(data, axes, model, "data"), True)
+        axes = _axes_of(data, model)
+    lows, highs = source_normalization(model, make_source(data, axes, model, "data"), True)
     return None if lows is None else (lows, highs)
+
+
+def _axes_of(image, model: UNet) -> str:
+    """The axes of one image ("YX", "CYX") or, for a 3D network, of one volume ("ZYX", "CZYX")."""
+    return volume_axes(image, model) if model.spatial_dims == 3 else image_axes(image, model)
 
 
 def _iter_predict(
@@ -130,6 +98,12 @@ def _iter_predict(
 ) -> Generator[tuple[int, int], None, Any]:
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+    if model.spatial_dims == 3 and block is None:  # a 3D network: volume by volume (tile_volume.py)
+        return (yield from iter_predict_volumes(
+            model, data, axes=axes, name=name, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
+            normalize=normalize, precision=precision, tta=tta, pixel_size=pixel_size))
+    if model.spatial_dims == 3:
+        raise ValueError("predict_block takes a 2D network; predict a 3D network's stack with predict_stack")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     tta = check_tta(tta)
@@ -145,20 +119,8 @@ def _iter_predict(
     plan_y, plan_x = plan_tiles(model, source.height, source.width, tile_shape, dev, precision, window)
     n_planes = 1 if block is not None else max(int(np.prod(source.plane_shape)), 1)
     n_tiles = plan_y.count * plan_x.count * n_planes
-    if batch_size is None:
-        batch_size = 1
-        if dev.type == "cuda":
-            per_tile = plan_y.tile * plan_x.tile * bytes_per_pixel(model, dtype)
-            batch_size = int(max(1, min(8, n_tiles, memory_budget(dev) // max(per_tile, 1))))
-    else:
-        batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
-    if tile_shape is not None or dev.type != "cuda":  # a tile or batch asked for must fit in memory
-        need = plan_y.tile * plan_x.tile * bytes_per_pixel(model, dtype) * batch_size
-        room = torch.cuda.mem_get_info(dev)[0] if dev.type == "cuda" else available_memory()
-        if room is not None and need > room:
-            raise MemoryError(f"tiles of {plan_y.tile} x {plan_x.tile} pixels in batches of {batch_size} need about "
-                              f"{need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free on {dev}; give a smaller "
-                              "tile_shape or batch_size (None chooses what fits)")
+    batch_size = tile_batch_size(model, (plan_y.tile, plan_x.tile), n_tiles, dev, dtype, batch_size,
+                                 asked=tile_shape is not None)
     if block is None:
         out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
     else:
@@ -166,8 +128,8 @@ def _iter_predict(
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
                          hint="pass out= a zarr array or a memmap to write them to disk")
-    out = _check_out(out, out_shape)
-    norm = _normalization(model, source, normalize)
+    out = check_out(out, out_shape)
+    norm = source_normalization(model, source, normalize)
     logger.debug(
         "predicting %s %s with tiles %dx%d (keeping %dx%d), %d tile(s), batch %d, %s, %s",
         name, tuple(data.shape), plan_y.tile, plan_x.tile, plan_y.step, plan_x.step, n_tiles,
@@ -194,14 +156,14 @@ def _iter_resampled(model, data, axes, factors, source: Source, *, out, normaliz
     """Predict ``data`` resampled by ``factors`` (to the model's pixel size) and resample the
     probabilities back to the input's grid (the resampled stack is held in memory)."""
     if normalize is True:  # the percentiles of the image itself, not of its resampled copy
-        normalize = _normalization(model, source, True)
+        normalize = source_normalization(model, source, True)
         normalize = False if normalize[0] is None else normalize
     out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
     check_allocation(4 * int(np.prod(data.shape)) * factors[0] * factors[1], "the resampled image",
                      hint="predict without pixel_size, or resample the image yourself")
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), "the probabilities", hint="pass out= a zarr array or a memmap")
-    out = _check_out(out, out_shape)
+    out = check_out(out, out_shape)
     resampled = resample_image(data, axes, factors)
     logger.info("resampled %s by %.3g x %.3g to the model's pixel size: %s", tuple(data.shape), *factors,
                 tuple(resampled.shape))
@@ -246,7 +208,7 @@ def iter_predict_tiled(
     the prediction at the next tile batch.
     """
     image = as_image_array(image, "image")
-    axes = image_axes(image, model) if isinstance(model, UNet) else "YX"
+    axes = _axes_of(image, model) if isinstance(model, UNet) else "YX"
     return (
         yield from _iter_predict(
             model, image, axes, name="image", tile_shape=tile_shape, batch_size=batch_size, device=device,
@@ -270,6 +232,10 @@ def predict_tiled(
     tta: int = 1,
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
+
+    A 3D network (``model.spatial_dims == 3``) takes a volume ``(Z, Y, X)`` or ``(C, Z, Y, X)``
+    instead, with ``tile_shape`` (Z, Y, X), and returns ``(n_classes, Z, Y, X)``
+    (:func:`napari_unet.tile_volume.iter_predict_volume`; ``pixel_size`` is then only compared).
 
     Parameters
     ----------
@@ -382,7 +348,8 @@ def predict_stack(
         ``(n_classes, *non-channel axes)``, e.g. ``(n_classes, T, Z, Y, X)`` for "TZCYX".
 
     The remaining parameters are those of :func:`predict_tiled`. The normalization percentiles
-    are computed once on the whole stack (per channel), so all planes are normalized alike.
+    are computed once on the whole stack (per channel), so all planes are normalized alike. A 3D
+    network predicts volume by volume: ``axes`` then has Z right before Y, X ("ZYX", "TZYX", "ZCYX").
 
     Returns
     -------

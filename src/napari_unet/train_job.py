@@ -5,6 +5,9 @@ thread, and what a script can run to get the same live previews.
 The main thread calls :meth:`TrainJob.set_preview_target`, :meth:`TrainJob.set_annotations` and
 :meth:`TrainJob.stop`; the worker runs :meth:`TrainJob.run`, a generator of progress events and
 previews (labels of the slice in view, its uncertainty, the weight map training uses).
+
+A 3D network previews the plane in view from a slab of the stack around it (:func:`plane_slab`,
+which the Predict widget's "current slice" of a 3D network uses too).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from .axes import channels_last_to_first
 from .config import TrainConfig
 from .devices import ThreadTuner
 from .events import TrainResult
+from .model_fit import spatial_dims_for
 from .training import Trainer
 
-__all__ = ["train", "TrainJob", "entropy_map", "predict_plane", "preload"]
+__all__ = ["train", "TrainJob", "entropy_map", "predict_plane", "plane_slab", "preload"]
 
 # What the first TrainJob.run imports: torch's optimizer step imports torch._dynamo (and sympy)
 # on its first call, previews import the labels code and scikit-image.
@@ -56,7 +60,8 @@ def entropy_map(probabilities: np.ndarray) -> np.ndarray:
 
 
 def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.ndarray:
-    """Softmax probabilities ``(n_classes, Y, X)`` of one plane, leaving ``model``'s mode as it was.
+    """Softmax probabilities ``(n_classes, Y, X)`` of one plane (``(n_classes, Z, Y, X)`` of a
+    slab, for a 3D network), leaving ``model``'s mode as it was.
 
     ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``).
     """
@@ -72,6 +77,45 @@ def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.n
         return predict_tiled(model, plane, device=device, normalize=normalize)
     finally:
         model.train(was_training)
+
+
+def plane_slab(data, axes: str, index, depth: int, box=None) -> tuple[np.ndarray, str, int]:
+    """The slab of the z-stack ``data`` around one of its planes, for a 3D network.
+
+    ``axes``: of ``data`` (``"ZYX"``, ``"TZYX"``, ``"ZCYX"``, ``"ZYXC"``, ...); ``index``: the
+    plane, one position per axis before Y and X (a channel axis among them keeps all its
+    channels); ``depth``: the slab's z size (e.g. the training patch's), centred on the plane and
+    kept inside the stack; ``box``: an optional ``(slice y, slice x)`` part of the plane.
+    Returns ``(slab, slab_axes, at)``: the slab as a numpy array, channels first (``"ZYX"`` or
+    ``"CZYX"``), and the plane's position along its Z. ValueError when ``data`` has no Z axis.
+
+    >>> stack = np.arange(10 * 4 * 4).reshape(10, 4, 4)
+    >>> slab, slab_axes, at = plane_slab(stack, "ZYX", (8,), 4)
+    >>> slab.shape, slab_axes, at, bool((slab[at] == stack[8]).all())
+    ((4, 4, 4), 'ZYX', 2, True)
+    """
+    index = tuple(int(i) for i in index)
+    leading = axes[:len(index)]
+    if "Z" not in leading:
+        raise ValueError(f"a 3D network needs a z-stack; the image's axes are {axes!r} (no Z axis)")
+    n_z = int(np.shape(data)[axes.index("Z")])
+    z = index[leading.index("Z")]
+    size = max(1, min(int(depth), n_z))
+    start = int(np.clip(z - size // 2, 0, n_z - size))
+    plane_part = {"Y": box[0], "X": box[1]} if box is not None else {}
+    take = []
+    for position, name in enumerate(axes):
+        if name == "Z":
+            take.append(slice(start, start + size))
+        elif position < len(index) and name != "C":
+            take.append(index[position])  # e.g. the time point
+        else:
+            take.append(plane_part.get(name, slice(None)))
+    kept = "".join(name for position, name in enumerate(axes)
+                   if name in "ZC" or position >= len(index))
+    slab_axes = "CZYX" if "C" in kept else "ZYX"
+    slab = np.transpose(np.asarray(data[tuple(take)]), [kept.index(name) for name in slab_axes])
+    return slab, slab_axes, z - start
 
 
 def _unpack(target) -> tuple:
@@ -104,6 +148,10 @@ class TrainJob:
         self.tune_threads = tune_threads
         self.thread_choices: list = []
         self._stop = threading.Event()
+        # a 3D network previews slabs of the stack: (target, the plane's z inside its slab) of the
+        # region last handed out
+        self.three_d = spatial_dims_for(config, model) == 3
+        self.slab_plane = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -121,18 +169,45 @@ class TrainJob:
             trainer.set_annotations(index, annotations)
         self.annotations[index] = annotations
 
+    def slab_depth(self) -> int:
+        """The z size of a 3D network's preview slab: the training patch's."""
+        if self.trainer is not None:
+            return int(self.trainer.input_shape[0])
+        if self.model is not None:
+            from .model_fit import default_tile_shape
+
+            return int(default_tile_shape(self.model, self.config)[0])
+        tile = self.config.tile_shape
+        return int(tile[0]) if tile is not None and len(tile) == 3 else 16
+
     def preview_region(self, target):
         """The raw region ``(Y, X)`` / ``(C, Y, X)`` of ``target`` = (pair, plane index[, box]):
-        the plane, or its part ``box`` (a ``(slice y, slice x)`` pair, e.g. the field of view)."""
+        the plane, or its part ``box`` (a ``(slice y, slice x)`` pair, e.g. the field of view).
+
+        A 3D network's region is the slab ``(Z, Y, X)`` / ``(C, Z, Y, X)`` of :func:`plane_slab`
+        around the plane (the training patch's z size); :attr:`slab_plane` remembers ``(target,
+        the plane's z in the slab)``."""
+        region, at = self._region(target)
+        if at is not None:
+            self.slab_plane = (target, at)
+        return region
+
+    def _region(self, target) -> tuple:
+        """``(region, the plane's z in it)`` of :meth:`preview_region` (z: None but for a 3D network)."""
         if target is None:
-            return None
+            return None, None
         pair, index, box = _unpack(target)
         image, axes = self.images[pair], self.axes[pair]
+        if self.three_d:
+            if "Z" not in axes[:len(index)]:
+                return None, None
+            slab, _slab_axes, at = plane_slab(image, axes, index, self.slab_depth(), box)
+            return slab, at
         plane = image[tuple(index)] if index else image
         plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
         if plane_axes not in ("YX", "CYX"):
-            return None
-        return np.asarray(plane[(Ellipsis, *box)] if box is not None else plane)
+            return None, None
+        return np.asarray(plane[(Ellipsis, *box)] if box is not None else plane), None
 
     def set_preview_target(self, target) -> None:
         self.preview_target = target
@@ -170,7 +245,7 @@ class TrainJob:
                 else:
                     plain = False
                 if event.kind == "preview" and event.preview is not None:
-                    yield ("preview", self.preview_layers(event.preview, self.preview_target, event.iteration))
+                    yield ("preview", self._preview_of(event.preview, self.preview_target, event.iteration))
                 else:
                     yield ("progress", event)
         finally:
@@ -179,12 +254,22 @@ class TrainJob:
                 self.thread_choices = tuner.choices
         # the kept (best) model, on the slice in view now
         target = self.preview_target
-        region = self.preview_region(target)
+        region, at = self._region(target)
         if region is not None and trainer.iteration > 0:
             probabilities = predict_plane(trainer.model, region, trainer.device,
                                           normalize=trainer.intensity_range(target[0]) or True)
-            yield ("preview", self.preview_layers(probabilities, target, trainer.iteration))
+            yield ("preview", self._preview_of(probabilities, target, trainer.iteration, (target, at)))
         return trainer
+
+    def _preview_of(self, probabilities, target, iteration: int, slab_plane=None) -> dict:
+        """:meth:`preview_layers` of predicted ``probabilities``; a 3D network's are those of a
+        slab (``slab_plane``: its ``(target, plane z)``, by default the one last handed out), of
+        which the plane in view is kept."""
+        slab_plane = slab_plane if slab_plane is not None else self.slab_plane
+        if self.three_d and slab_plane is not None and slab_plane[1] is not None:
+            target, at = slab_plane
+            probabilities = np.asarray(probabilities)[:, at]
+        return self.preview_layers(probabilities, target, iteration)
 
     def preview_layers(self, probabilities, target, iteration: int) -> dict:
         """Labels (and optional uncertainty / weight map) of one previewed plane."""

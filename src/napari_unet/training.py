@@ -41,11 +41,12 @@ from .checkpoints import CHECKPOINT_NAME, checkpoint_path, checkpoint_run_dir, r
 from .config import TrainConfig
 from .events import TrainEvent, TrainResult
 from .loss import validation_scores, weighted_cross_entropy
-from .model_fit import classes_for_training, default_tile_shape, model_config_for
+from .model_fit import classes_for_training, default_tile_shape, model_config_for, spatial_dims_for
 from .model_metadata import set_prediction_metadata, training_summary
 from .schedule import IterationRate, PreviewClock, budget_end, budget_eta, budget_left, budget_progress, schedule_factor
 from .training_data import TrainingData
 from .training_step import TrainingStep
+from .volume_data import VolumeData
 
 __all__ = [
     "Trainer",
@@ -118,13 +119,13 @@ def _check_memory(model, input_shape, batch_size: int, device) -> None:
     import torch
 
     from .checks import available_memory
-    from .tiling import bytes_per_pixel
+    from .tile_plan import bytes_per_pixel
 
     # the forward activations, kept for the backward pass, and their gradients
-    need = 2 * input_shape[0] * input_shape[1] * bytes_per_pixel(model, None) * batch_size
+    need = 2 * math.prod(input_shape) * bytes_per_pixel(model, None) * batch_size
     room = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
     if room is not None and need > room:
-        raise MemoryError(f"training tiles of {input_shape[0]} x {input_shape[1]} pixels in batches of "
+        raise MemoryError(f"training tiles of {' x '.join(str(s) for s in input_shape)} pixels in batches of "
                           f"{batch_size} need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free "
                           f"on {device}; lower batch_size or tile_shape")
 
@@ -177,7 +178,9 @@ def _predict_region(model, region, normalize, *, device, train_tile, average, st
 
     from .tiling import iter_predict_tiled
 
-    tile = tuple(int(s) for s in model.valid_input_shape(tuple(max(640, 2 * s) for s in train_tile)))
+    # a plane: tiles a few times the training tile; a volume: the tiles prediction picks
+    tile = None if model.config.spatial_dims == 3 else \
+        tuple(int(s) for s in model.valid_input_shape(tuple(max(640, 2 * s) for s in train_tile)))
     with torch.no_grad(), average.applied(model):
         gen = iter_predict_tiled(model, region, device=device, tile_shape=tile, normalize=normalize)
         return _run_unless(gen, stop)
@@ -271,7 +274,8 @@ class Trainer:
         self.device = select_device(cfg.device)
 
         # --- checks and training planes, all before any training; the model, its tile, the optimizer
-        self.data = TrainingData(images, annotations, axes_list, config=cfg, normalization=_kept_normalization(model))
+        data_kind = VolumeData if spatial_dims_for(cfg, model) == 3 else TrainingData
+        self.data = data_kind(images, annotations, axes_list, config=cfg, normalization=_kept_normalization(model))
         self.n_classes, self.model, self.previous_training = _network(model, cfg, self.data, self.device)
         # instance mode with a third class, the cell border (a continued model keeps its kind)
         self.borders = cfg.mode == "instances" and self.n_classes == 3
@@ -318,7 +322,7 @@ class Trainer:
             self.model.metadata["cell_diameter"] = round(float(diameter), 3)
             if self.config.pixel_size is not None:  # in micrometres too: right on any grid
                 self.model.metadata["cell_diameter_um"] = round(float(diameter) * math.sqrt(
-                    self.config.pixel_size[0] * self.config.pixel_size[1]), 4)
+                    self.config.pixel_size[-2] * self.config.pixel_size[-1]), 4)
 
     def set_annotations(self, index: int, annotations) -> None:
         """Swap in fresh annotations for image ``index`` (thread-safe; applied at the next iteration).

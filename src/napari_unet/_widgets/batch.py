@@ -29,7 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .controls import CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, large_cells_check, select_model_mode
+from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, follow_model_kind, is_volume_model,
+                       large_cells_check, select_model_mode)
 from ..batch_jobs import batch_job, cluster_batch_job, output_path
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
 from .model_panel import ModelPanel
@@ -165,6 +166,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     def _on_model_changed(self, description: str) -> None:
         select_model_mode(self.output_combo, self.holder.model)
         self.diameter_spin.set_model(self.holder.model)
+        follow_model_kind(self.three_d_check, self.holder.model, not self.is_running)  # 3D network: 3D objects
 
     def choose_folder(self):
         folder = QFileDialog.getExistingDirectory(self, "Save results to", self.folder_edit.text())
@@ -200,7 +202,7 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         self.model_panel.set_running(running, self.holder.model is not None)
         self.layer_list.setEnabled(not running)
         self.cluster_check.setEnabled(not running)
-        self.three_d_check.setEnabled(not running)
+        follow_model_kind(self.three_d_check, self.holder.model, not running)
         self.large_cells_check.setEnabled(not running)
         self.flips_check.setEnabled(not running)
         self.cluster_edit.setEnabled(not running)
@@ -277,11 +279,14 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         in_channels = int(model.config.in_channels)
         spaces = [layer_pixel_size(self._sources[item[0]], in_channels) for item in items]
         if not self.cluster_check.isChecked():
+            # a 3D network's objects: of the layers' voxel sizes, or of its own where one is unknown
+            three_d = self.three_d_check.isChecked() and (all(spaces) or not is_volume_model(model))
             return batch_job(model, items, mode, device=device, cell_diameter=diameter, spaces=spaces,
-                             three_d=self.three_d_check.isChecked(), large_cells=self.large_cells_check.isChecked(),
+                             three_d=three_d, large_cells=self.large_cells_check.isChecked(),
                              tta=self.flips_check.tta())
         if self.three_d_check.isChecked():
-            notify_error("3D objects are not available on a cluster yet (it labels plane by plane): uncheck one of them.")
+            notify_error("3D objects are not available on a cluster yet (it labels plane by plane): "
+                         + ("a 3D network predicts here only." if is_volume_model(model) else "uncheck one of them."))
             return None
         address = self.cluster_edit.text().strip() or "local"
         if importlib.util.find_spec("distributed") is None:

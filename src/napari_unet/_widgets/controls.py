@@ -186,6 +186,26 @@ def large_cells_check() -> QCheckBox:
     return check
 
 
+def is_volume_model(model) -> bool:
+    """Whether ``model`` is a 3D network (it predicts z-stacks, into 3D objects)."""
+    return model is not None and int(getattr(model.config, "spatial_dims", 2)) == 3
+
+
+def follow_model_kind(check: QCheckBox, model, enabled: bool = True) -> None:
+    """The "3D objects" ``check`` for ``model``: a 3D network always makes 3D objects (shown
+    checked and disabled; the user's own choice comes back with a 2D network), else the check
+    is enabled as ``enabled`` says."""
+    volume = is_volume_model(model)
+    saved = getattr(check, "user_choice", None)
+    if volume and saved is None:
+        check.user_choice = check.isChecked()
+        check.setChecked(True)
+    elif not volume and saved is not None:
+        check.setChecked(saved)
+        check.user_choice = None
+    check.setEnabled(enabled and not volume)
+
+
 def _flag(value) -> int:
     return int(getattr(value, "value", value))  # PyQt6 enums carry .value, PyQt5's are ints
 

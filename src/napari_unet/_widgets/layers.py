@@ -59,9 +59,12 @@ def layer_pixel_size(layer, in_channels: int = 1) -> dict | None:
         return None
 
 
-def common_pixel_size(layers, in_channels: int = 1) -> tuple[float, float] | None:
+def common_pixel_size(layers, in_channels: int = 1, voxels: bool = False) -> tuple[float, ...] | None:
     """The (y, x) pixel size shared by image ``layers`` (None when any says nothing); ValueError when
-    they differ by more than 5 %: one model learns one pixel size."""
+    they differ by more than 5 %: one model learns one pixel size.
+
+    ``voxels`` (a 3D network's z-stacks): the (z, y, x) voxel size when every layer's scale
+    gives a z-step too (else the (y, x) pixel size), the z-steps held to the same 5 %."""
     from ..pixel_size import resample_factors
 
     found = [layer_pixel_size(layer, in_channels) for layer in layers]
@@ -72,7 +75,22 @@ def common_pixel_size(layers, in_channels: int = 1) -> tuple[float, float] | Non
         raise ValueError("the images have different pixel sizes ("
                          + ", ".join(f"{layer.name}: {size[1]:.3g} µm" for layer, size in zip(layers, sizes))
                          + "); train on images of one pixel size, or set their scales alike")
-    return sizes[0]
+    if not voxels or not all("z" in f for f in found):
+        return sizes[0]
+    steps = [f["z"] for f in found]
+    if any(resample_factors((z, z), (steps[0], steps[0])) for z in steps):
+        raise ValueError("the z-stacks have different z-steps ("
+                         + ", ".join(f"{layer.name}: {z:.3g} µm" for layer, z in zip(layers, steps))
+                         + "); train a 3D network on stacks of one voxel size, or set their scales alike")
+    return (steps[0], *sizes[0])
+
+
+def has_z(layer, in_channels: int = 1) -> bool:
+    """Whether an image layer is a z-stack (a Z among its axes, :func:`image_axes`)."""
+    try:
+        return "Z" in image_axes(layer, in_channels)
+    except ValueError:
+        return False
 
 
 def _too_many(layer):

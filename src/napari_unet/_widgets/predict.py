@@ -13,8 +13,8 @@ import logging
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, large_cells_check,
-                       select_model_mode)
+from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
+                       is_volume_model, large_cells_check, select_model_mode)
 from ..axes import channels_last_to_first
 from ..pixel_size import describe_resampling
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes,
@@ -44,13 +44,45 @@ def hide_preview(viewer, image) -> None:
 
 
 def check_model_fits(model, layer) -> str:
-    """The axes string of ``layer`` for ``model``; ValueError in plain words when it cannot fit."""
+    """The axes string of ``layer`` for ``model``; ValueError in plain words when it cannot fit
+    (e.g. a 3D network and an image that is not a z-stack)."""
     from ..model_fit import check_channels
 
     axes = image_axes(layer, int(model.config.in_channels))
     name = f"{layer.name!r}{' (RGB)' if getattr(layer, 'rgb', False) else ''}"
     check_channels(model, layer.data.shape, axes, name)
+    if is_volume_model(model) and "Z" not in axes:
+        raise ValueError(f"the model is a 3D network, which predicts z-stacks, and {name} has no Z axis "
+                         f"(shape {tuple(layer.data.shape)}, axes {axes}): predict it with a 2D network")
     return axes
+
+
+def prediction_input(model, data, axes: str, index: tuple | None):
+    """What :func:`predict_job` segments: ``(input, its axes, normalize, at)``.
+
+    The whole image or stack (``index`` None), channels first; or the plane ``index`` of a stack,
+    normalized with the whole stack's percentiles as in training. A 3D network's plane is
+    predicted in the slab around it (:func:`napari_unet.train_job.plane_slab`, the training
+    patch's z size, as the training preview), ``at``: the plane's z in the slab (else None).
+    """
+    from ..tiling import normalization_range
+
+    if index is None:
+        data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
+        return data, axes, True, None
+    if not index:  # an image without planes
+        plane, plane_axes = channels_last_to_first(np.asarray(data), axes)
+        return plane, plane_axes, True, None
+    whole, whole_axes = channels_last_to_first(data, axes)
+    normalize = normalization_range(model, whole, axes=whole_axes) or True
+    if is_volume_model(model):
+        from ..model_fit import default_tile_shape
+        from ..train_job import plane_slab
+
+        slab, slab_axes, at = plane_slab(data, axes, index, default_tile_shape(model)[0])
+        return slab, slab_axes, normalize, at
+    plane, plane_axes = channels_last_to_first(np.asarray(data[tuple(index)]), axes[len(index):])
+    return plane, plane_axes, normalize, None
 
 
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
@@ -62,29 +94,27 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     ``cell_diameter`` overrides the model's (instance mode: the split of touching cells and
     the smallest object kept scale with it). ``space``: the layer's pixel sizes (``{"z", "y",
     "x"}`` micrometres, from its scale): the image is resampled to the model's pixel size when
-    they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``).
+    they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``;
+    always, for a 3D network, whose plane ``index`` is predicted in the slab around it).
     ``large_cells``: the half-scale pass for cells much larger than the painted ones
     (:mod:`napari_unet.large_cells`; instances of planes only). ``tta``: flipped views averaged
     (:func:`~napari_unet.predict_tiled`).
     """
     from ..segmentation import iter_segment, segment_options
-    from ..tiling import normalization_range
 
     pixel_size = (space["y"], space["x"]) if space else None
-    options = segment_options(model, mode, cell_diameter=cell_diameter, space=space,
-                              three_d=three_d and index is None, axes=axes)
-    normalize = True
-    if index is not None:
-        plane = np.asarray(data[tuple(index)]) if index else np.asarray(data)
-        plane, plane_axes = channels_last_to_first(plane, axes[len(index):])
-        if index:  # one plane of a stack: normalized with the whole stack's percentiles, as in training
-            whole, whole_axes = channels_last_to_first(data, axes)
-            normalize = normalization_range(model, whole, axes=whole_axes) or True
+    plane, plane_axes, normalize, at = prediction_input(model, data, axes, index)
+    if is_volume_model(model):  # 3D objects, of the layer's voxel size (else the model's: iter_segment)
+        three_d, large_cells = space is not None, False
     else:
-        plane, plane_axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
+        three_d = three_d and index is None
+    options = segment_options(model, mode, cell_diameter=cell_diameter, space=space, three_d=three_d,
+                              axes=plane_axes)
     probabilities, labels = yield from iter_segment(model, plane, axes=plane_axes, options=options, device=device,
                                                     pixel_size=pixel_size, normalize=normalize, tta=tta,
                                                     large_cells=large_cells)
+    if at is not None:  # the plane in the slab a 3D network predicted
+        probabilities, labels = probabilities[:, at], labels[at]
     result = {"labels": labels, "index": index, "probability": None}
     if probability:
         # probability of "not background" (cell, or any foreground class)
@@ -180,7 +210,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         except ValueError:
             axes = ""
         stack_3d = "Z" in axes and self.scope_combo.currentData() == "stack"
-        self.three_d_check.setEnabled(stack_3d)
+        follow_model_kind(self.three_d_check, model, stack_3d)  # a 3D network: always 3D objects
         self.show_3d_check.setEnabled(stack_3d)
         space = self._space(image, axes)
         text = describe_resampling(model, (space["y"], space["x"]) if space else None) if model is not None else ""
@@ -215,7 +245,8 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self.progress.setFormat("predicting… %p%")
         what = f"slice {index}" if index else "the whole image" if n_leading == 0 else "the whole stack"
         self.status_label.setText(f"Predicting {what} of {image.name!r}…")
-        three_d = self.three_d_check.isEnabled() and self.three_d_check.isChecked() and index is None
+        three_d = index is None and (is_volume_model(model) and n_leading > 0
+                                     or self.three_d_check.isEnabled() and self.three_d_check.isChecked())
         self._show_3d = three_d and self.show_3d_check.isChecked()
         self._start_worker(
             predict_job(model, image.data, axes, index, mode, self.probability_check.isChecked(),

@@ -310,7 +310,10 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         return save_model_file(self.holder.model, path) if path else None
 
     def _export_sample(self, model):
-        """The visible plane of the first training image, if it fits the model (else None)."""
+        """The visible plane of the first training image, if it fits the model (else None; a 3D
+        network's sample would be a volume)."""
+        if int(getattr(model.config, "spatial_dims", 2)) != 2:
+            return None
         try:
             pairs = self.pair_table.pairs()
             if not pairs:

@@ -3,6 +3,7 @@ preview and the optional weight-map and uncertainty layers."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -11,12 +12,13 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QSpinBox, QWidge
 
 from ..progress import format_seconds, parse_duration
 from .controls import MODE_CHOICES, DeviceCombo, choice_combo
-from .layers import common_pixel_size, image_axes
+from .layers import common_pixel_size, has_z, image_axes
 
 PRESETS = [
     ("fast", "fast: small network (CPU friendly)"),
     ("paper", "paper: the paper's 31 M parameter U-Net (GPU)"),
     ("tiny", "tiny: smoke tests only"),
+    ("fast3d", "fast3d: 3D U-Net for z-stacks (3x3x3 convolutions)"),
 ]
 MODES = MODE_CHOICES
 
@@ -34,6 +36,16 @@ def channels_and_classes(pairs, mode: str) -> tuple[int, int]:
     if mode == "classes":
         n_classes = max(2, max(int(np.max(labels.data)) for _, labels in pairs))
     return in_channels, n_classes
+
+
+def check_z_stacks(pairs, in_channels: int = 1) -> None:
+    """ValueError in plain words unless every image of the ``(image, labels)`` layer ``pairs`` is a
+    z-stack: a 3D network trains on volumes."""
+    flat = [image.name for image, _ in pairs if not has_z(image, in_channels)]
+    if flat:
+        names = ", ".join(repr(name) for name in flat)
+        raise ValueError(f"the 3D network trains on z-stacks, and {names} has no Z axis: choose a 2D network "
+                         "(fast, paper) or uncheck the images that are not z-stacks")
 
 
 class DurationSpin(QSpinBox):
@@ -84,7 +96,9 @@ class TrainSettings(QWidget):
             PRESETS,
             "fast: depth 3, 16 base channels, trains in minutes on a laptop CPU.\n"
             "paper: the original U-Net (depth 4, 64 base channels, 31 M parameters): use a GPU.\n"
-            "tiny: depth 2, 4 channels, for smoke tests.",
+            "tiny: depth 2, 4 channels, for smoke tests.\n"
+            "fast3d: a 3D U-Net (Çiçek et al. 2016) for z-stacks, trained from a few painted slices; "
+            "its first poolings follow the voxel size (the layer's scale).",
         )
         form.addRow("network", self.preset_combo)
         self.iterations_spin = QSpinBox()
@@ -134,8 +148,10 @@ class TrainSettings(QWidget):
     def train_config(self, pairs, model=None, checkpoint_dir: Callable[[], str | None] = lambda: None):
         """The :class:`napari_unet.TrainConfig` of the form for the ``(image, labels)`` layer
         ``pairs``: a new network of the chosen preset, or the architecture of ``model`` (continued);
-        ``checkpoint_dir()`` gives the run's checkpoint folder. ValueError without a budget."""
-        from ..config import AugmentConfig, TrainConfig, model_preset
+        ``checkpoint_dir()`` gives the run's checkpoint folder. A 3D network gets the voxel size
+        (z, y, x) of the layers' scale, a new one poolings adapted to it. ValueError without a
+        budget, or for a 3D network on images that are not z-stacks."""
+        from ..config import AugmentConfig, TrainConfig, anisotropic_pools, model_preset
 
         iterations = self.iterations_spin.value() or None
         seconds = self.time_spin.value()
@@ -160,9 +176,17 @@ class TrainSettings(QWidget):
             if n_classes is not None and mode == "classes":
                 kwargs["n_classes"] = n_classes
         else:
-            kwargs["model"] = model.config
+            kwargs["model"] = model.config  # a continued network keeps its architecture
             if mode == "classes":
                 kwargs["n_classes"] = model.config.n_classes
-        in_channels = model.config.in_channels if model is not None else kwargs["model"].in_channels
-        kwargs["pixel_size"] = common_pixel_size([image for image, _labels in pairs], in_channels)
+        architecture = kwargs["model"]
+        three_d = architecture.spatial_dims == 3
+        if three_d:
+            check_z_stacks(pairs, architecture.in_channels)
+        kwargs["pixel_size"] = common_pixel_size([image for image, _labels in pairs], architecture.in_channels,
+                                                 voxels=three_d)
+        if three_d and model is None:  # pool Z once the pooled pixels have caught up with the z-step
+            voxel = kwargs["pixel_size"] if kwargs["pixel_size"] is not None and len(kwargs["pixel_size"]) == 3 else None
+            kwargs["model"] = dataclasses.replace(architecture,
+                                                  xy_only_pools=anisotropic_pools(voxel, architecture.depth))
         return TrainConfig(**kwargs)

@@ -1,0 +1,211 @@
+"""Overlap-tile prediction of volumes by a 3D U-Net: seamless (any tile shape gives the result of
+the network on the whole mirror-padded volume), lazy inputs and outputs, stacks, views, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_unet.model import UNet
+from napari_unet.normalization import percentile_normalize
+from napari_unet.tile_volume import choose_volume_tile, iter_predict_volume
+from napari_unet.tiling import iter_predict_stack, normalization_range, predict_block, predict_stack, predict_tiled
+
+FP32 = dict(precision="fp32", device="cpu")
+SHAPE = (11, 19, 14)  # no axis a multiple of the pooling factors (4, or 2 along Z with xy_only_pools=1)
+
+
+def _net(padding="same", xy_only_pools=0, in_channels=1, seed=0) -> UNet:
+    """A tiny 3D net in eval mode with random batch-norm statistics (so "same" nets are not trivial)."""
+    torch.manual_seed(seed)
+    net = UNet(spatial_dims=3, depth=2, base_channels=4, padding=padding, batch_norm=True,
+               xy_only_pools=xy_only_pools, in_channels=in_channels)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+def _volume(shape=SHAPE, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random(shape), 1.0).astype(np.float32) * 3 - 1
+
+
+def _run(gen):
+    """Drive a generator; returns (result, progress steps)."""
+    steps = []
+    try:
+        while True:
+            steps.append(next(gen))
+    except StopIteration as stop:
+        return stop.value, steps
+
+
+def _whole_padded(net: UNet, volume: np.ndarray) -> np.ndarray:
+    """The network run once on the whole volume, mirror-padded (np.pad "reflect") by its context, cropped."""
+    volume = volume[None] if volume.ndim == 3 else volume
+    same = net.config.padding == "same"
+    lefts = [-(-net.margin(a) // g) * g if same else net.margin(a) for a, g in enumerate(net.pool_factors)]
+    wanted = [size + 2 * left for size, left in zip(volume.shape[1:], lefts)]
+    total = net.valid_input_shape(wanted)
+    pad = [(0, 0)] + [(left, t - left - size) for left, t, size in zip(lefts, total, volume.shape[1:])]
+    x = torch.from_numpy(np.pad(volume, pad, mode="reflect"))[None]
+    with torch.inference_mode():
+        probs = torch.softmax(net(x), dim=1)[0].numpy()
+    starts = lefts if same else [0, 0, 0]
+    return probs[(slice(None), *(slice(s, s + n) for s, n in zip(starts, volume.shape[1:])))]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("xy_only_pools", [0, 1])
+def test_any_tile_shape_gives_the_whole_mirror_padded_volume(padding, xy_only_pools):
+    net = _net(padding, xy_only_pools)
+    volume = _volume()
+    whole, steps = _run(iter_predict_volume(net, volume, **FP32))
+    assert steps[-1] == (1, 1)  # the default: one tile just covering this small volume
+    assert whole.shape == (2, *SHAPE) and whole.dtype == np.float32
+    np.testing.assert_allclose(whole.sum(0), 1, atol=1e-5)
+    assert np.abs(whole - _whole_padded(net, volume)).max() <= 1e-5  # seamless: the net on the padded volume
+    assert whole.std() > 1e-3  # not a trivial net
+    # tiles keeping fewer voxels than the volume along every axis (2 x 2 x 2 tiles and more)
+    g = net.pool_factors
+    for keep in [(8, 12, 8), (2 * g[0], 2 * g[1], 3 * g[2])]:
+        tile = _tile_keeping(net, keep)
+        tiled, steps = _run(iter_predict_volume(net, volume, tile_shape=tile, batch_size=3, **FP32))
+        expected = np.prod([-(-n // k) for n, k in zip(SHAPE, keep)])
+        assert steps[-1] == (expected, expected) and expected >= 8
+        assert np.abs(tiled - whole).max() <= 1e-5, (padding, xy_only_pools, tile)
+
+
+def _tile_keeping(net: UNet, keep) -> tuple[int, ...]:
+    """The network input tile that keeps ``keep`` voxels (multiples of the pooling factors)."""
+    if net.config.padding == "same":
+        return tuple(k + 2 * (-(-net.margin(a) // g) * g) for a, (k, g) in enumerate(zip(keep, net.pool_factors)))
+    return net.input_shape(keep)
+
+
+def test_channels_first_volume_and_zarr_out(tmp_path):
+    import zarr
+
+    net = _net("valid", in_channels=2, seed=1)
+    volume = np.stack([_volume(seed=2), _volume(seed=3)])  # (C, Z, Y, X)
+    whole = predict_tiled(net, volume, **FP32)
+    assert whole.shape == (2, *SHAPE)
+    assert np.abs(whole - _whole_padded(net, volume)).max() <= 1e-5
+    out = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=whole.shape, chunks=(2, 4, 8, 8), dtype="f4")
+    source = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=volume.shape, chunks=(1, 4, 8, 8), dtype="f4")
+    source[:] = volume
+    written = predict_tiled(net, source, tile_shape=_tile_keeping(net, (8, 12, 8)), out=out, **FP32)
+    assert written is out
+    assert np.abs(out[:] - whole).max() <= 1e-5
+
+
+def test_stack_of_volumes_equals_volume_by_volume():
+    net = _net("valid", xy_only_pools=1)
+    net.metadata = {"normalization": {"kind": "percentile", "low": 1.0, "high": 99.0}}
+    stack = np.stack([_volume(seed=4), 5 * _volume(seed=5) + 2])  # (T, Z, Y, X)
+    probs, steps = _run(iter_predict_stack(net, stack, axes="TZYX", **FP32))
+    assert probs.shape == (2, 2, *SHAPE)
+    assert steps[0] == (0, 2) and steps[-1] == (2, 2)  # one total over both volumes
+    lows_highs = normalization_range(net, stack, axes="TZYX")  # the stack's percentiles
+    for t in range(2):
+        alone = predict_tiled(net, stack[t], normalize=lows_highs, **FP32)
+        assert np.abs(probs[:, t] - alone).max() <= 1e-5
+    # channels between Z and Y
+    net2 = _net("same", in_channels=2, seed=6)
+    zcyx = np.stack([_volume(seed=7), _volume(seed=8)], axis=1)
+    assert np.abs(predict_stack(net2, zcyx, axes="ZCYX", **FP32)
+                  - predict_tiled(net2, zcyx.transpose(1, 0, 2, 3), **FP32)).max() <= 1e-5
+
+
+def test_normalization_tuple_true_and_false_agree():
+    net = _net("same")
+    net.metadata = {"normalization": {"kind": "percentile", "low": 1.0, "high": 99.8}}
+    volume = 100 * _volume(seed=9) + 500
+    by_model = predict_tiled(net, volume, **FP32)
+    lows, highs = normalization_range(net, volume)
+    given = predict_tiled(net, volume, normalize=(lows, highs), **FP32)
+    done = predict_tiled(net, percentile_normalize(volume, 1.0, 99.8), normalize=False, **FP32)
+    assert np.abs(by_model - given).max() <= 1e-6
+    assert np.abs(by_model - done).max() <= 1e-5
+    assert np.abs(by_model - predict_tiled(net, volume, normalize=False, **FP32)).max() > 1e-3
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_two_views_average_the_x_flipped_prediction(padding):
+    net = _net(padding)
+    volume = _volume((9, 18, 16))  # X a multiple of the pooling factor: its flip lies on the same grid
+    plain = predict_tiled(net, volume, **FP32)
+    flipped = predict_tiled(net, volume[..., ::-1].copy(), **FP32)[..., ::-1]
+    tile = _tile_keeping(net, (8, 8, 8)) if padding == "valid" else None  # 12 tiles (cheap for a valid net)
+    tta = predict_tiled(net, volume, tta=2, tile_shape=tile, **FP32)
+    assert np.abs(tta - (plain + flipped) / 2).max() <= 1e-5
+    assert np.abs(plain - flipped).max() > 1e-4  # the views differ
+
+
+def test_default_tile_respects_the_budget_and_the_cpu_cap():
+    net = UNet(spatial_dims=3, depth=3, base_channels=16, padding="same", batch_norm=True)
+    small = choose_volume_tile(net, (20, 30, 30), device="cpu")
+    assert small == (24 + 96, 32 + 96, 32 + 96)  # one tile just covering the volume
+    big = choose_volume_tile(net, (500, 4000, 4000), device="cpu", budget_bytes=1 << 30)
+    assert np.prod(big) * 600 <= 1 << 30  # bytes_per_pixel of this net in fp32
+    huge_budget = choose_volume_tile(net, (500, 4000, 4000), device="cpu", budget_bytes=1 << 50)
+    assert huge_budget == (64 + 96, 256 + 96, 256 + 96)  # at most (64, 256, 256) kept on the CPU
+
+
+def test_errors_in_plain_words():
+    net3d, volume = _net("valid"), _volume()
+    with pytest.raises(ValueError, match="a 3D network needs a z-stack"):
+        predict_tiled(net3d, volume[0])
+    with pytest.raises(ValueError, match="a 3D network needs a z-stack"):
+        predict_stack(net3d, volume, axes="TYX")
+    with pytest.raises(ValueError, match="Z right before Y, X"):
+        predict_stack(net3d, np.stack([volume] * 2, axis=1), axes="ZTYX")
+    with pytest.raises(ValueError, match="predict_block takes a 2D network"):
+        predict_block(net3d, volume, axes="ZYX", block=((0,), slice(0, 8), slice(0, 8)))
+    with pytest.raises(ValueError, match=r"\(Z, Y, X\)"):
+        predict_tiled(net3d, volume, tile_shape=(64, 64))
+    with pytest.raises(ValueError, match="too small along Z"):
+        predict_tiled(_net("same"), volume, tile_shape=(8, 64, 64))
+    net2d = UNet(depth=2, base_channels=4)
+    with pytest.raises(ValueError, match="needs a 3D network"):
+        _run(iter_predict_volume(net2d, volume))
+    with pytest.raises(ValueError, match="expected \\(C, Y, X\\)"):  # a 2D net keeps its own message
+        predict_tiled(net2d, volume)
+    bad = volume.copy()
+    bad[3, 4, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        predict_tiled(net3d, bad)
+
+
+def test_progress_is_monotone_and_ends_at_the_total():
+    net = _net("valid", xy_only_pools=1)
+    _, steps = _run(iter_predict_volume(net, _volume(), tile_shape=_tile_keeping(net, (4, 8, 8)), **FP32))
+    totals = {total for _, total in steps}
+    dones = [done for done, _ in steps]
+    assert len(totals) == 1 and dones[0] == 0 and dones[-1] == totals.pop()
+    assert all(a <= b for a, b in zip(dones, dones[1:])) and len(steps) > 3
+
+
+def test_a_voxel_size_is_only_compared(caplog):
+    net = _net("valid")
+    net.metadata = {"pixel_size": [2.0, 0.5, 0.5]}
+    volume = _volume()
+    plain = predict_tiled(net, volume, **FP32)
+    with caplog.at_level("WARNING", logger="napari_unet.tile_volume"):
+        other = predict_tiled(net, volume, pixel_size=(1.0, 0.25, 0.25), **FP32)
+    assert "differs from the model's" in caplog.text
+    assert np.array_equal(plain, other)  # predicted as it is

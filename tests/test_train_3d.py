@@ -1,0 +1,148 @@
+"""The 3D U-Net (Çiçek et al. 2016): its geometry, and training from a few painted slices of a
+z-stack, where unpainted voxels weigh 0."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import napari_unet as nu
+from napari_unet.config import AugmentConfig, ModelConfig, anisotropic_pools, model_preset
+from napari_unet.model import UNet
+from napari_unet.volume_data import VolumeData
+
+TINY3D = ModelConfig(spatial_dims=3, depth=2, base_channels=4, padding="same", batch_norm=True)
+
+
+def _balls(shape=(24, 48, 48), seed=0, n=6):
+    """A stack of bright ellipsoids in noise, their labels, and annotations painting slices 6 and 14."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    labels = np.zeros(shape, np.int32)
+    for k in range(n):
+        cz, cy, cx = rng.uniform(4, shape[0] - 4), rng.uniform(8, shape[1] - 8), rng.uniform(8, shape[2] - 8)
+        inside = ((z - cz) / 4.0) ** 2 + ((y - cy) / 6.0) ** 2 + ((x - cx) / 6.0) ** 2 < 1
+        labels[inside & (labels == 0)] = k + 2
+    image = (labels > 0).astype(np.float32) + rng.normal(0, 0.25, shape).astype(np.float32)
+    ann = np.zeros(shape, np.int32)
+    for s in (6, 14):
+        ann[s] = np.where(labels[s] > 0, labels[s], 1)
+    return image, labels, ann
+
+
+def test_the_3d_network_has_the_shapes_its_geometry_says():
+    for padding in ("valid", "same"):
+        for pools in (0, 1, 2):
+            net = UNet(spatial_dims=3, depth=2, base_channels=2, padding=padding, xy_only_pools=pools).eval()
+            shape = net.valid_input_shape((20, 45, 47))
+            with torch.no_grad():
+                out = net(torch.zeros(1, 1, *shape))
+            assert tuple(out.shape[2:]) == net.output_shape(shape)
+            assert net.input_shape(net.output_shape(shape)) == shape
+            assert net.pool_factors == (2 ** (2 - pools), 4, 4)
+            real = sum(p.numel() for p in net.parameters())
+            real += sum(b.numel() for n, b in net.named_buffers() if "num_batches" not in n)
+            assert net.config.parameter_count() == real
+    # 2D unchanged: the paper's network
+    assert UNet().output_shape((572, 572)) == (388, 388)
+    assert UNet().margins() == (92, 92)
+
+
+def test_model_config_checks_3d_fields_and_old_dicts_load_as_2d():
+    with pytest.raises(ValueError, match="xy_only_pools"):
+        ModelConfig(xy_only_pools=1)  # a 2D network pools every axis
+    with pytest.raises(ValueError, match="xy_only_pools"):
+        ModelConfig(spatial_dims=3, depth=2, xy_only_pools=3)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        ModelConfig(spatial_dims=4)
+    old = {k: v for k, v in ModelConfig().to_dict().items() if k not in ("spatial_dims", "xy_only_pools")}
+    assert ModelConfig.from_dict(old).spatial_dims == 2
+    assert anisotropic_pools((0.3, 0.3, 0.3), 3) == 0 and anisotropic_pools((2.0, 0.5, 0.5), 3) == 1
+
+
+def test_unpainted_voxels_weigh_zero_and_validation_is_held_out_of_training():
+    image, _, ann = _balls()
+    config = nu.TrainConfig(model=TINY3D, iterations=1, augment=AugmentConfig(enabled=False), validation_block=16)
+    data = VolumeData([image], [ann], ["ZYX"], config=config)
+    data.build(seed=0, n_classes=2, borders=False, input_shape=(8, 32, 32), output_shape=(8, 32, 32), batch_size=2,
+               device=torch.device("cpu"))
+    train = data.sampler.targets[0].weights
+    val = data.val_sampler.targets[0].weights
+    painted = np.zeros(ann.shape[0], bool)
+    painted[[6, 14]] = True
+    assert not train[~painted].any() and not val[~painted].any()  # only painted slices weigh
+    assert train[painted].any() and val[painted].any()
+    assert not ((train > 0) & (val > 0)).any()  # held-out voxels never train
+    assert 0.02 < (val > 0).sum() / ((val > 0).sum() + (train > 0).sum()) < 0.4
+    # a drawn batch: every voxel that weighs comes from a painted slice, with its painted class
+    batch = data.sampler.sample(4)
+    assert batch.image.shape == (4, 1, 8, 32, 32) and batch.target.shape == (4, 8, 32, 32)
+    assert bool((batch.weights > 0).any())
+    for k in range(4):
+        weighed = batch.weights[k] > 0
+        zs = torch.nonzero(weighed.any(2).any(1)).flatten()
+        assert len(zs) <= 2  # at most the two painted slices fall into one 8-slice patch
+
+
+def test_a_3d_net_trains_from_two_painted_slices_and_segments_3d_objects(tmp_path):
+    image, labels, ann = _balls()
+    config = nu.TrainConfig(model=TINY3D, iterations=150, tile_shape=(8, 32, 32), batch_size=2,
+                            pixel_size=(1.0, 1.0, 1.0), validate_every=20)
+    result = nu.train([image], [ann], config=config, axes="ZYX")
+    model = result.model
+    assert model.config.spatial_dims == 3
+    assert model.metadata["axes"] == "ZYX" and model.metadata["voxel_size"] == [1.0, 1.0, 1.0]
+    assert model.metadata["tile"]["train_input_shape"] == [8, 32, 32]
+    probabilities = nu.predict_tiled(model, image)
+    assert probabilities.shape == (2, *image.shape)
+    foreground = probabilities[1] > 0.5
+    unpainted = np.ones(image.shape[0], bool)
+    unpainted[[6, 14]] = False
+    truth = labels[unpainted] > 0
+    iou = (foreground[unpainted] & truth).sum() / (foreground[unpainted] | truth).sum()
+    assert iou > 0.6, iou  # learnt in 3D: the slices nobody painted are found too
+    _, objects = nu.segment(model, image, axes="ZYX")
+    assert objects.shape == image.shape
+    # one id per 3D object: an object spans several slices
+    spans = [np.unique(np.nonzero(objects == k)[0]).size for k in np.unique(objects) if k]
+    assert spans and np.median(spans) >= 3
+    path = nu.save_model(model, tmp_path / "net3d.unet")
+    again = nu.load_model(path)
+    assert again.config == model.config
+    np.testing.assert_allclose(nu.predict_tiled(again, image), probabilities, atol=1e-5)
+
+
+def test_voxel_size_sets_the_poolings_of_a_3d_preset():
+    image, _, ann = _balls()
+    config = nu.TrainConfig(preset="fast3d", iterations=1, pixel_size=(2.0, 0.5, 0.5), tile_shape=(8, 32, 32),
+                            batch_size=1, validation_fraction=0.0)
+    trainer = nu.Trainer([image], [ann], config=config, axes="ZYX")
+    assert trainer.model.config.xy_only_pools == 1
+    assert trainer.model.pool_factors == (4, 8, 8)
+    cubic = nu.Trainer([image], [ann], config=dataclasses.replace(config, pixel_size=None), axes="ZYX")
+    assert cubic.model.config.xy_only_pools == 0
+
+
+def test_a_3d_network_needs_a_z_stack():
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32)).astype(np.float32)
+    ann = np.ones((32, 32), np.int32)
+    ann[10:20, 10:20] = 2
+    with pytest.raises(ValueError, match="z-stack"):
+        nu.Trainer([image], [ann], config=nu.TrainConfig(preset="fast3d", iterations=1))
+    with pytest.raises(ValueError, match="tile_shape"):
+        stack_image, _, stack_ann = _balls()
+        nu.Trainer([stack_image], [stack_ann], config=nu.TrainConfig(preset="fast3d", iterations=1, tile_shape=(32, 32)),
+                   axes="ZYX")
+    assert model_preset("fast3d").spatial_dims == 3
+
+
+def test_a_cluster_run_refuses_a_3d_network_before_writing_anything(tmp_path):
+    net = UNet.from_config(TINY3D)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ValueError, match="3D U-Net"):
+        nu.predict_distributed(net, np.zeros((8, 32, 32), np.float32), out, axes="ZYX")
+    assert not out.exists()

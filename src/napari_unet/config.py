@@ -261,8 +261,8 @@ class TrainConfig:
     tile_shape: tuple[int, ...] | None = None
     """Network input tile (Y, X) for training, (Z, Y, X) for a 3D network; None picks a valid size
     for the preset."""
-    batch_size: int = 4
-    """Tiles per iteration."""
+    batch_size: int | None = None
+    """Tiles per iteration; None: the network's (4 tiles of a 2D network, 2 patches of a 3D one)."""
     optimizer: Literal["sgd", "adam"] = "adam"
     """"sgd": the paper's SGD with high momentum; "adam": Adam, robust for small networks."""
     learning_rate: float | None = None
@@ -373,7 +373,8 @@ class TrainConfig:
                 tile = check_pair("tile_shape", tile, minimum=8, maximum=8192)
             object.__setattr__(self, "tile_shape", tile)
         object.__setattr__(self, "pixel_size", check_voxel_size(self.pixel_size, "pixel_size"))
-        check_int("batch_size", self.batch_size, minimum=1, maximum=1024)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1, maximum=1024)
         check_choice("optimizer", self.optimizer, ("sgd", "adam"))
         if self.learning_rate is not None:
             check_float("learning_rate", self.learning_rate, above=0.0, maximum=10.0)

@@ -41,7 +41,7 @@ from .checkpoints import CHECKPOINT_NAME, checkpoint_path, checkpoint_run_dir, r
 from .config import TrainConfig
 from .events import TrainEvent, TrainResult
 from .loss import validation_scores, weighted_cross_entropy
-from .model_fit import classes_for_training, default_tile_shape, model_config_for, spatial_dims_for
+from .model_fit import classes_for_training, default_batch_size, default_tile_shape, model_config_for, spatial_dims_for
 from .model_metadata import set_prediction_metadata, training_summary
 from .schedule import IterationRate, PreviewClock, budget_end, budget_eta, budget_left, budget_progress, schedule_factor
 from .training_data import TrainingData
@@ -282,7 +282,7 @@ class Trainer:
         self.normalization = self.data.normalization
         self.input_shape = default_tile_shape(self.model, cfg)
         self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
-        self.batch_size = int(cfg.batch_size)
+        self.batch_size = default_batch_size(self.model, cfg)
         _check_memory(self.model, self.input_shape, self.batch_size, self.device)
         self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
         self._build_data(cfg.seed)

@@ -113,9 +113,11 @@ class TrainSettings(QWidget):
                                   "0 = no limit). Training stops at whichever comes first: iterations or time.")
         form.addRow("time limit", self.time_spin)
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 64)
-        self.batch_spin.setValue(4)
-        self.batch_spin.setToolTip("Tiles per iteration. Lower it when the GPU runs out of memory.")
+        self.batch_spin.setRange(0, 64)
+        self.batch_spin.setValue(0)
+        self.batch_spin.setSpecialValueText("auto")
+        self.batch_spin.setToolTip("Tiles per iteration (auto: 4 tiles of a 2D network, 2 patches of a 3D one). "
+                                   "Lower it when the GPU runs out of memory.")
         form.addRow("batch size", self.batch_spin)
         self.augment_check = QCheckBox("augment (elastic, flips, rotations, gray values)")
         self.augment_check.setChecked(True)
@@ -164,7 +166,7 @@ class TrainSettings(QWidget):
             preset=self.preset_combo.currentData(),
             iterations=iterations,
             time_limit_s=time_limit,
-            batch_size=self.batch_spin.value(),
+            batch_size=self.batch_spin.value() or None,
             augment=AugmentConfig(enabled=self.augment_check.isChecked()),
             device=self.device_combo.device(),
             preview_every_s=float(self.preview_spin.value()),

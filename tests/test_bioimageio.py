@@ -139,3 +139,31 @@ def test_refuses_to_overwrite_and_checks_its_inputs(tmp_path):
     with pytest.raises(TypeError, match="UNet"):
         export_bioimageio(object(), tmp_path / "x.zip")
     assert not (tmp_path / "rgb.zip").exists()
+
+
+def test_a_3d_network_exports_a_valid_3d_package_that_computes_what_napari_unet_computes(tmp_path):
+    torch.manual_seed(5)
+    net = UNet(spatial_dims=3, depth=2, base_channels=2, padding="valid", xy_only_pools=1).eval()
+    net.metadata = {"mode": "instances", "normalization": dict(NORMALIZATION), "axes": "ZYX"}
+    stack = np.stack([make_touching_cells((70, 80), seed=1)[0]] * 30) * np.linspace(0.5, 1, 30)[:, None, None]
+    path = export_bioimageio(net, tmp_path / "v.bioimageio.zip", sample=stack.astype(np.float32))
+    files = _read(path)
+    rdf = yaml.safe_load(files["rdf.yaml"])
+    assert [a.get("id") for a in rdf["inputs"][0]["axes"][2:]] == ["z", "y", "x"]
+    assert "3d" in rdf["tags"] and rdf["inputs"][0]["preprocessing"][-1]["kwargs"]["axes"] == ["z", "y", "x"]
+    test_in = np.load(io.BytesIO(files["test_input.npy"]))
+    test_out = np.load(io.BytesIO(files["test_output.npy"]))
+    assert test_in.ndim == 5 and test_out.shape[1] == 2
+    for axis, size_in, size_out in zip(rdf["inputs"][0]["axes"][2:], test_in.shape[2:], test_out.shape[2:]):
+        size = axis["size"]
+        assert (size_in - size["min"]) % size["step"] == 0 and size_in >= size["min"]
+    offsets = [a["size"]["offset"] for a in rdf["outputs"][0]["axes"][2:]]
+    assert tuple(i + o for i, o in zip(test_in.shape[2:], offsets)) == test_out.shape[2:]
+    # a consumer's TorchScript run reproduces the test output, and it is napari-unet's network
+    scripted = torch.jit.load(io.BytesIO(files["weights.pt"]))
+    x = torch.rand(1, 1, *test_in.shape[2:])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), torch.softmax(net(x), 1), atol=1e-5, rtol=1e-5)
+    spec = pytest.importorskip("bioimageio.spec")
+    summary = spec.load_description(path, perform_io_checks=True).validation_summary
+    assert summary.status in ("valid-format", "passed"), [e for d in summary.details for e in d.errors]

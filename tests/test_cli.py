@@ -233,3 +233,26 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_save_refuses_what_load_would(tmp_
     with pytest.raises(ModelFileError, match="cell_diameter"):
         save_model(net, tmp_path / "never.unet")
     assert not (tmp_path / "never.unet").exists()
+
+
+def test_train_a_3d_net_on_a_stack_with_its_voxel_size(tmp_path, capsys):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    stack = rng.normal(0, 0.2, (16, 48, 48)).astype(np.float32)
+    stack[4:12, 10:26, 10:26] += 1
+    ann = np.zeros(stack.shape, np.uint16)
+    for z in (6, 9):
+        ann[z] = 1
+        ann[z, 10:26, 10:26] = 2
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "ann.tif", ann)
+    out = tmp_path / "net3d.unet"
+    args = ["train", "--3d-net", str(tmp_path / "stack.tif"), "-a", str(tmp_path / "ann.tif"), "-o", str(out),
+            "--iterations", "2", "--tile", "8x32x32", "--pixel-size", "2x0.5x0.5", "--axes", "ZYX", "-q"]
+    assert cli.main(args) == 0
+    model = load_model(out)
+    assert model.config.spatial_dims == 3 and model.config.xy_only_pools == 1
+    assert model.metadata["voxel_size"] == [2.0, 0.5, 0.5] and model.metadata["axes"] == "ZYX"
+    assert cli.main(args[:-1] + ["--preset", "fast", "-q", "-o", str(tmp_path / "x.unet")]) == 2
+    assert "--3d-net trains a 3D network" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def _exportable(model):
     import torch
     from torch import nn
 
-    from .model import center_crop
+    from .model import center_crop, center_crop_3d
 
     class _Exported(nn.Module):
         def __init__(self, net):
@@ -83,7 +83,11 @@ def _exportable(model):
             for up in self.up:
                 skip = skips[i]
                 x = up.up(x)
-                x = up.conv(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+                if x.dim() == 5:
+                    skip = center_crop_3d(skip, x.shape[-3], x.shape[-2], x.shape[-1])
+                else:
+                    skip = center_crop(skip, x.shape[-2], x.shape[-1])
+                x = up.conv(torch.cat([skip, x], dim=1))
                 i -= 1
             return torch.softmax(self.head(x), dim=1)
 
@@ -94,53 +98,70 @@ def _exportable(model):
         return torch.jit.script(_Exported(net))
 
 
-def _geometry(model) -> dict:
-    """Input sizes the network takes (min + n * step) and how the output relates to the input."""
+def _geometry(model, axis: int = -1) -> dict:
+    """Input sizes the network takes along spatial ``axis`` (min + n * step) and how the output
+    relates to the input; a 3D network's also holds ``"z"``, the same for its Z axis."""
     cfg = model.config
-    step = 2**cfg.depth
-    minimum = model.valid_input_shape(1)[0]
+    step = model.pool_factors[axis]
+    minimum = model.valid_input_shape(1)[axis]
     if cfg.padding == "valid":
-        offset = model.output_shape(minimum)[0] - minimum  # the same for every valid size
+        offset = model.output_size_1d(minimum, axis) - minimum  # the same for every valid size
         halo = 0
     else:
         # output pixels nearer a tile border than the receptive field see zero padding instead
         # of image: a consumer crops this halo when it tiles (napari-unet's own tiling does the
         # same, so tiled results are seamless)
         offset = 0
-        halo = -(-model.margin() // step) * step
+        halo = -(-model.margin(axis) // step) * step
         minimum = 2 * halo + step
-    return {"min": int(minimum), "step": int(step), "offset": int(offset), "halo": int(halo)}
+    geometry = {"min": int(minimum), "step": int(step), "offset": int(offset), "halo": int(halo)}
+    if cfg.spatial_dims == 3 and axis == -1:
+        geometry["z"] = _geometry(model, 0)
+    return geometry
+
+
+def _sample_volume(channels: int) -> np.ndarray:
+    """A synthetic (C, Z, Y, X) stack of cells for the test tensor of a 3D network: touching-cells
+    planes whose cells grow and shrink along Z."""
+    from .samples import make_touching_cells
+
+    image = make_touching_cells((256, 256), seed=0)[0].astype(np.float32)
+    profile = np.sin(np.linspace(0, 3 * np.pi, 32)) ** 2
+    volume = image[None] * (0.3 + 0.7 * profile[:, None, None])
+    return np.repeat(volume[None], channels, axis=0).astype(np.float32)
 
 
 def _test_tile(model, sample, geometry) -> np.ndarray:
     """A (1, C, H, W) float32 test input: the centre of ``sample`` or a synthetic image, of a valid size."""
     channels = model.config.in_channels
+    dims = model.config.spatial_dims
     if sample is None:
-        from .samples import make_touching_cells
+        if dims == 3:
+            image = _sample_volume(channels)
+        else:
+            from .samples import make_touching_cells
 
-        image = make_touching_cells((256, 256), seed=0)[0].astype(np.float32)
-        image = np.repeat(image[None], channels, axis=0)
+            image = make_touching_cells((256, 256), seed=0)[0].astype(np.float32)
+            image = np.repeat(image[None], channels, axis=0)
     else:
         image = np.asarray(sample, dtype=np.float32)
-        if image.ndim == 2:
+        if image.ndim == dims:
             image = image[None]
-        if image.ndim != 3 or image.shape[0] != channels:
-            raise ValueError(
-                f"sample must be a (Y, X) image or (C, Y, X) with C = {channels} channel(s) of the model, "
-                f"got shape {tuple(np.shape(sample))}"
-            )
-    # the smallest valid size of at least 256 (or the whole sample, if smaller) along each axis
-    want = [min(256, s) for s in image.shape[1:]]
-    size = [max(geometry["min"], w) for w in want]
-    size = [geometry["min"] + -(-(s - geometry["min"]) // geometry["step"]) * geometry["step"] for s in size]
-    tile = np.zeros((channels, *size), np.float32)
+        if image.ndim != dims + 1 or image.shape[0] != channels:
+            kind = "a (Z, Y, X) stack or (C, Z, Y, X)" if dims == 3 else "a (Y, X) image or (C, Y, X)"
+            raise ValueError(f"sample must be {kind} with C = {channels} channel(s) of the model, "
+                             f"got shape {tuple(np.shape(sample))}")
+    # the smallest valid size of at least 256 (or the whole sample, if smaller) along each axis; a
+    # volume: the smallest valid size (a package of 256^3 float32 tensors would weigh 100s of MB)
+    axes = [geometry["z"], geometry, geometry] if dims == 3 else [geometry, geometry]
+    size = [max(g["min"], min(256 if dims == 2 else 1, s)) for g, s in zip(axes, image.shape[1:])]
+    size = [g["min"] + -(-(s - g["min"]) // g["step"]) * g["step"] for g, s in zip(axes, size)]
     pad = [(0, 0)] + [(0, max(0, t - s)) for t, s in zip(size, image.shape[1:])]
     if any(p[1] for p in pad):
         image = np.pad(image, pad, mode="reflect" if min(image.shape[1:]) > 1 else "edge")
-    y0 = (image.shape[1] - size[0]) // 2
-    x0 = (image.shape[2] - size[1]) // 2
-    tile[:] = image[:, y0 : y0 + size[0], x0 : x0 + size[1]]
-    return tile[None]
+    starts = [(have - want) // 2 for have, want in zip(image.shape[1:], size)]
+    tile = image[(slice(None), *(slice(a, a + n) for a, n in zip(starts, size)))]
+    return np.ascontiguousarray(tile, dtype=np.float32)[None]
 
 
 def _preprocessing(model) -> list[dict]:
@@ -150,7 +171,8 @@ def _preprocessing(model) -> list[dict]:
         steps.append({
             "id": "scale_range",
             "kwargs": {
-                "axes": ["y", "x"],  # per channel and per image, as napari-unet normalizes
+                # per channel and per image, as napari-unet normalizes
+                "axes": ["z", "y", "x"] if model.config.spatial_dims == 3 else ["y", "x"],
                 "min_percentile": float(norm.get("low", 1.0)),
                 "max_percentile": float(norm.get("high", 99.8)),
             },
@@ -196,6 +218,8 @@ def _cover(model, tile_in: np.ndarray, probabilities: np.ndarray) -> bytes:
     from .postprocess import label_options, to_labels
 
     gray = tile_in[0, 0]
+    if gray.ndim == 3:  # a stack: its middle slice
+        gray, probabilities = gray[gray.shape[0] // 2], probabilities[:, :, probabilities.shape[2] // 2]
     dy, dx = ((a - b) // 2 for a, b in zip(gray.shape, probabilities.shape[-2:]))
     left = gray_rgb(gray[dy : dy + probabilities.shape[-2], dx : dx + probabilities.shape[-1]])
     labels = to_labels(probabilities[0], **label_options(model))
@@ -223,6 +247,10 @@ def _readme(model, name: str, description: str, geometry: dict) -> str:
         f"- input: {cfg.in_channels} channel(s), (batch, channel, y, x); each side "
         f"{geometry['min']} + n x {geometry['step']} pixels. Normalized per image: "
         "percentiles mapped to 0 and 1 (see `rdf.yaml`, `scale_range`).",
+        *([f"- a 3D U-Net (Çiçek et al., MICCAI 2016, 3x3x3 convolutions): (batch, channel, z, y, x); z "
+           f"{geometry['z']['min']} + n x {geometry['z']['step']} slices"
+           + (f", crop a halo of {geometry['z']['halo']} slices when tiling." if geometry["z"]["halo"] else ".")]
+          if "z" in geometry else []),
         f"- output: probabilities of the classes {', '.join(_class_names(model))} (softmax), "
         + (f"{-geometry['offset']} pixels smaller than the input along each axis (unpadded convolutions: "
            "predict large images with overlapping tiles)." if geometry["offset"] else
@@ -324,6 +352,8 @@ def _input_description(model, geometry: dict, test_sha256: str, sample_sha256: s
         "axes": [
             {"type": "batch"},
             {"type": "channel", "channel_names": [f"channel{k}" for k in range(model.config.in_channels)]},
+            *([{"type": "space", "id": "z", "size": {"min": geometry["z"]["min"], "step": geometry["z"]["step"]}}]
+              if "z" in geometry else []),
             {"type": "space", "id": "y", "size": {"min": minimum, "step": step}},
             {"type": "space", "id": "x", "size": {"min": minimum, "step": step}},
         ],
@@ -337,11 +367,12 @@ def _input_description(model, geometry: dict, test_sha256: str, sample_sha256: s
 def _output_description(model, geometry: dict, test_sha256: str, sample_sha256: str) -> dict:
     """The ``outputs`` entry of the description: class probabilities, sized after the input."""
     spatial_out = []
-    for axis in ("y", "x"):
+    for axis in ("z", "y", "x") if "z" in geometry else ("y", "x"):
+        g = geometry["z"] if axis == "z" else geometry
         entry: dict[str, Any] = {"type": "space", "id": axis,
-                                 "size": {"tensor_id": "input", "axis_id": axis, "offset": geometry["offset"]}}
-        if geometry["halo"]:
-            entry["halo"] = geometry["halo"]
+                                 "size": {"tensor_id": "input", "axis_id": axis, "offset": g["offset"]}}
+        if g["halo"]:
+            entry["halo"] = g["halo"]
         spatial_out.append(entry)
     return {
         "id": "probabilities",
@@ -481,7 +512,8 @@ def _package_texts(model, name, description, authors, tags):
     )
     if authors:
         authors = [a if isinstance(a, dict) else {"name": str(a)} for a in authors]
-    tags = list(tags) if tags else ["unet", "segmentation", "2d", "fluorescence-light-microscopy", "napari-unet",
+    dims = "3d" if model.config.spatial_dims == 3 else "2d"
+    tags = list(tags) if tags else ["unet", "segmentation", dims, "fluorescence-light-microscopy", "napari-unet",
                                      "instance-segmentation" if mode == "instances" else "semantic-segmentation"]
     return name, description, authors, tags
 

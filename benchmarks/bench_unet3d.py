@@ -161,20 +161,31 @@ def load(name: str, synthetic_seed: int):
     raise SystemExit(f"unknown data {name!r}: choose nuclei or synthetic")
 
 
-def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.02):
+def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.02, xz: bool = False):
     """Annotations of three XY slices (a quarter, half and three quarters of the objects' z extent):
-    up to ``n_cells`` whole cells and background strokes each, ids unique over the stack."""
+    up to ``n_cells`` whole cells and background strokes each, ids unique over the stack. With
+    ``xz``: the XY slices at a quarter and three quarters, and one XZ plane (at half the objects'
+    y extent) painted the same way, as in napari's transposed view."""
     zs = np.flatnonzero((truth > 0).any(axis=(1, 2)))
-    slices = [int(round(zs[0] + q * (zs[-1] - zs[0]))) for q in (0.25, 0.5, 0.75)]
+    slices = [int(round(zs[0] + q * (zs[-1] - zs[0]))) for q in ((0.25, 0.75) if xz else (0.25, 0.5, 0.75))]
     annotations = np.zeros(truth.shape, np.uint16)
     cells, strokes = [], []
-    for z in slices:
-        plane = sparse_annotations(truth[z], fraction=fraction, n_cells=n_cells, seed=seed * 1000 + z)
+    planes = [(z, (z,)) for z in slices]
+    if xz:
+        ys = np.flatnonzero((truth > 0).any(axis=(0, 2)))
+        y = int(round((ys[0] + ys[-1]) / 2))
+        planes.append((1000 + y, (slice(None), y)))
+    for key, index in planes:
+        plane = sparse_annotations(truth[index], fraction=fraction, n_cells=n_cells, seed=seed * 1000 + key)
         offset = max(int(annotations.max()) - 1, 0)
-        annotations[z] = np.where(plane > 1, plane + offset, plane)
+        current = annotations[index]
+        annotations[index] = np.where(plane > 1, plane + offset, np.where(plane == 1, 1, current))
         cells.append(int(np.unique(plane[plane > 1]).size))
         strokes.append(int((plane == 1).sum()))
-    return annotations, {"slices": slices, "cells": cells, "stroke_pixels": strokes}
+    painted = {"slices": slices, "cells": cells, "stroke_pixels": strokes}
+    if xz:
+        painted["xz_plane_y"] = planes[-1][1][1]
+    return annotations, painted
 
 
 def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations) -> dict:
@@ -245,6 +256,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="2d,3d")
     parser.add_argument("--synthetic-seed", type=int, default=SYNTHETIC_SEED, help="seed of the synthetic stack")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
+    parser.add_argument("--painting", choices=["xy", "xz"], default="xy",
+                        help="xy: three XY slices (default); xz: two XY slices and one XZ plane (the 2D network "
+                             "gets the two XY slices only: it cannot learn from an XZ plane)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -256,11 +270,18 @@ def main(argv=None) -> int:
         stack, truth, voxel = load(data, args.synthetic_seed)
         print(f"{data}: {stack.shape} voxels of {voxel} µm, {int(truth.max())} objects", flush=True)
         for seed in seeds:
-            annotations, painted = paint(truth, seed)
+            annotations, painted = paint(truth, seed, xz=args.painting == "xz")
             print(f"  seed {seed}: painted slices {painted['slices']}, cells {painted['cells']}, "
-                  f"stroke pixels {painted['stroke_pixels']}", flush=True)
+                  f"stroke pixels {painted['stroke_pixels']}" + (f", XZ plane at y = {painted['xz_plane_y']}"
+                                                                 if "xz_plane_y" in painted else ""), flush=True)
+            xy_only = annotations.copy()
+            if "xz_plane_y" in painted:  # what a 2D network can learn from: the XY slices
+                keep = np.zeros(truth.shape[0], bool)
+                keep[painted["slices"]] = True
+                xy_only[~keep] = 0
             for method in methods:
-                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, annotations), "painting": painted,
+                given = xy_only if method == "2d" else annotations
+                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given), "painting": painted,
                        "synthetic_seed": args.synthetic_seed if data == "synthetic" else None}
                 rows.append(row)
                 print(f"  {data} {method} seed {seed}: F1 {row['f1']:.3f} (P {row['precision']:.2f}, "

@@ -17,7 +17,7 @@ import napari_unet
 # modules whose docstrings show examples, with how many examples (>>> lines) at least
 EXAMPLES = {"annotations": 2, "augment": 5, "metrics": 2, "model": 3, "model_files": 5, "normalization": 3,
             "postprocess": 8, "large_cells": 4, "samples": 2, "targets": 13, "tiling": 16, "weights": 6, "label_merge": 6, "pixel_size": 6, "progress": 4, "segmentation": 3, "config": 1,
-            "train_job": 3}
+            "train_job": 3, "volume_data": 2}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

@@ -146,3 +146,22 @@ def test_a_cluster_run_refuses_a_3d_network_before_writing_anything(tmp_path):
     with pytest.raises(ValueError, match="3D U-Net"):
         nu.predict_distributed(net, np.zeros((8, 32, 32), np.float32), out, axes="ZYX")
     assert not out.exists()
+
+
+def test_an_xz_plane_painted_in_a_transposed_view_teaches_the_gap_between_cells_stacked_in_z():
+    ann = np.zeros((12, 20, 20), np.int32)
+    ann[:, 10, :] = 1  # the XZ plane at y = 10: background ...
+    ann[2:6, 10, 5:16] = 2  # ... a cell ...
+    ann[6:10, 10, 5:16] = 3  # ... and the cell just below it, touching along z
+    ann[8, 2:18, 2:18] = np.where(ann[8, 2:18, 2:18] == 3, 3, 1)  # and an XY slice painted too
+    config = nu.TrainConfig(model=TINY3D, iterations=1)
+    image = np.zeros(ann.shape, np.float32)
+    data = VolumeData([image], [ann], ["ZYX"], config=config)
+    t = data.targets_for(ann, n_classes=2, borders=False)
+    plane = t.target[:, 10, 5:16]
+    assert (plane[2:5] == 1).all() and (plane[7:10] == 1).all()  # the two cells
+    assert (plane[5:7] == 0).any(axis=0).all()  # a background gap between them, along z
+    assert (t.weights[5:7, 10, 5:16] > 0).all()
+    off_slice = np.r_[0:8, 9:12]  # no ring leaks out of the XZ plane (its neighbours are unpainted)
+    assert not (t.weights[off_slice][:, [9, 11]] > 0).any()
+    assert (t.weights[8] > 0).sum() > 16 * 16 * 0.9  # the XY slice keeps its own targets

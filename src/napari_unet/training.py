@@ -228,7 +228,9 @@ class Trainer:
     ----------
     images : array or list of arrays
         2D images ``(Y, X)`` / ``(C, Y, X)`` or stacks (``axes`` names them). Several images
-        may have different sizes.
+        may have different sizes. A 3D network (``TrainConfig(preset="fast3d")`` or a
+        ``ModelConfig(spatial_dims=3)``) trains on z-stacks from their painted slices
+        (:class:`napari_unet.volume_data.VolumeData`); a 2D one on the painted planes.
     annotations : array or list of arrays
         One per image, the same shape without the channel axis: 0 = not annotated,
         1 = background, 2, 3, ... = one id per cell (instance mode) or 1..K = classes.

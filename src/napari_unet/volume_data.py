@@ -29,7 +29,7 @@ from .sampler import Batch, annotated_blocks, holdout_threshold, reflect_indices
 from .targets import Targets, make_targets, painted_cell_diameter
 from .training_data import config_border_sigma
 
-__all__ = ["VolumeData", "VolumeSampler", "painted_volumes"]
+__all__ = ["VolumeData", "VolumeSampler", "painted_volumes", "painted_planes"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,31 @@ def painted_volumes(image, annotations, *, axes: str | None, normalization: dict
         volume = apply_normalization(volume, lows, highs, channel_axis=0 if lows is not None else None)
         out.append((np.ascontiguousarray(volume, dtype=np.float32), volume_ann))
     return out, axes
+
+
+def painted_planes(annotations) -> list[tuple[int, int]]:
+    """``(axis, index)`` of the planes of a (Z, Y, X) annotation that were painted flat: those where
+    most painted voxels have no painted neighbour on either side along ``axis``, and at least 5 % as
+    many as in the largest such plane (an XY slice is
+    ``(0, z)``; an XZ plane painted in napari's transposed view ``(1, y)``; a YZ plane ``(2, x)``).
+
+    >>> a = np.zeros((8, 8, 8), int); a[2, 1:6, 1:6] = 2; a[:, 4, 1:7] = 1
+    >>> painted_planes(a)
+    [(0, 2), (1, 4)]
+    """
+    painted = np.asarray(annotations) > 0
+    found, counts = [], []
+    for axis in range(3):
+        pad = np.pad(painted, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+        before = pad[tuple(slice(0, -2) if a == axis else slice(None) for a in range(3))]
+        after = pad[tuple(slice(2, None) if a == axis else slice(None) for a in range(3))]
+        others = tuple(a for a in range(3) if a != axis)
+        alone = np.count_nonzero(painted & ~before & ~after, axis=others)
+        flat = np.flatnonzero((alone > 0) & (2 * alone >= painted.sum(axis=others)))
+        found += [(axis, int(i)) for i in flat]
+        counts += [int(alone[i]) for i in flat]
+    # a few thin stroke ends of a slice are no plane: at least 5 % of the largest plane's voxels
+    return [plane for plane, n in zip(found, counts) if 20 * n >= max(counts)]
 
 
 def _window(array: np.ndarray, starts, lengths) -> np.ndarray:
@@ -264,8 +289,12 @@ class VolumeData:
         return volumes
 
     def annotations(self) -> list[np.ndarray]:
-        """Every painted XY slice, volume by volume."""
-        return [ann[z] for volumes in self.volume_lists for _, ann in volumes for z in range(ann.shape[0]) if ann[z].any()]
+        """Every painted plane (:func:`painted_planes`; else every painted XY slice), volume by volume."""
+        out = []
+        for _, ann in (v for volumes in self.volume_lists for v in volumes):
+            planes = painted_planes(ann) or [(0, z) for z in range(ann.shape[0]) if ann[z].any()]
+            out += [ann[(slice(None),) * axis + (i,)] for axis, i in planes]
+        return out
 
     def border_sigma(self) -> float:
         return config_border_sigma(self.config, self.annotations())
@@ -275,7 +304,11 @@ class VolumeData:
         return painted_cell_diameter(self.annotations()) if self.config.mode == "instances" else None
 
     def targets_for(self, ann, *, n_classes: int, borders: bool) -> Targets:
-        """Targets of one (Y, X) painted slice, or of a (Z, Y, X) volume slice by slice."""
+        """Targets of one painted plane, or of a (Z, Y, X) volume plane by plane: each plane painted
+        flat (an XY slice, or an XZ / YZ plane painted in napari's transposed views) gets the
+        targets of a painted 2D plane in its own orientation (:func:`painted_planes`); voxels on two
+        planes keep the target of the larger weight; what lies on no flat plane (a painted volume,
+        adjacent slices) is taken slice by slice in XY."""
         cfg = self.config
         ann = np.asarray(ann)
         if ann.ndim == 2:
@@ -284,10 +317,22 @@ class VolumeData:
                                 borders=borders)
         target = np.zeros(ann.shape, np.int64)
         weights = np.zeros(ann.shape, np.float32)
-        mask = np.zeros(ann.shape, bool)
-        for z in np.flatnonzero(ann.reshape(ann.shape[0], -1).any(1)):
-            target[z], weights[z], mask[z] = self.targets_for(ann[z], n_classes=n_classes, borders=borders)
-        return Targets(target, weights, mask)
+        covered = np.zeros(ann.shape, bool)
+        planes = painted_planes(ann)
+        for axis, i in planes:
+            index = (slice(None),) * axis + (i,)
+            t = self.targets_for(ann[index], n_classes=n_classes, borders=borders)
+            better = t.weights > weights[index]
+            weights[index] = np.where(better, t.weights, weights[index])
+            target[index] = np.where(better, t.target, target[index])
+            covered[index] |= ann[index] > 0
+        rest = np.where(covered, 0, ann)
+        for z in np.flatnonzero(rest.reshape(rest.shape[0], -1).any(1)):
+            t = self.targets_for(rest[z], n_classes=n_classes, borders=borders)
+            better = t.weights > weights[z]
+            weights[z] = np.where(better, t.weights, weights[z])
+            target[z] = np.where(better, t.target, target[z])
+        return Targets(target, weights, weights > 0)
 
     def build(self, *, seed: int, n_classes: int, borders: bool, input_shape, output_shape, batch_size: int, device):
         """Targets of every painted volume, the validation split and the patch sampler."""

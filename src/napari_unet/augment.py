@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .config import AugmentConfig
 
-__all__ = ["augment_batch", "elastic_deform", "geometric_margin", "gray_values", "bicubic_matrix"]
+__all__ = ["augment_batch", "elastic_deform", "geometric_margin", "gray_values", "bicubic_matrix", "scale_shift_field"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -76,20 +76,30 @@ def _random_geometry(batch: int, config: AugmentConfig, generator) -> dict:
     c, s = np.where(np.abs(c) < 1e-12, 0.0, c), np.where(np.abs(s) < 1e-12, 0.0, s)  # exact right angles
     rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     matrix = rot @ matrix
+    matrix, shift, field, scaled = scale_shift_field(config, matrix, u[:, 4], u[:, 5:7], field)
+    return {"matrix": matrix, "shift": shift, "field": field, "changed": changed or scaled}
+
+
+def scale_shift_field(config: AugmentConfig, matrix, u_scale, u_shift, field):
+    """The random isotropic scale (log-uniform in ``scale_range``, from uniforms ``u_scale``) applied
+    to ``matrix``, the shift (``shift_pixels``, from uniforms ``u_shift`` (B, n)) and the elastic
+    field (``field``, standard normal, times ``elastic_sigma``; None when off), as the 2D and the 3D
+    augmentations draw them: ``(matrix, shift, field, changed)``."""
+    changed = False
     low, high = (float(v) for v in config.scale_range)
     if (low, high) != (1.0, 1.0):
-        matrix = matrix * np.exp(math.log(low) + (math.log(high) - math.log(low)) * u[:, 4])[:, None, None]
+        matrix = matrix * np.exp(math.log(low) + (math.log(high) - math.log(low)) * u_scale)[:, None, None]
         changed = True
-    shift = np.zeros((batch, 2))
+    shift = np.zeros(u_shift.shape)
     if config.shift_pixels and config.shift_pixels > 0:
-        shift = (2 * u[:, 5:7] - 1) * float(config.shift_pixels)
+        shift = (2 * u_shift - 1) * float(config.shift_pixels)
         changed = True
     if config.elastic and config.elastic_sigma > 0:
         field = field * float(config.elastic_sigma)
         changed = True
     else:
         field = None
-    return {"matrix": matrix, "shift": shift, "field": field, "changed": changed}
+    return matrix, shift, field, changed
 
 
 def _sampling_grid(geometry: dict, out_shape, in_shape, device, dtype) -> torch.Tensor:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import bicubic_matrix, gray_values
+from .augment import bicubic_matrix, gray_values, scale_shift_field
 from .config import AugmentConfig
 
 __all__ = ["augment_volume_batch", "volume_margin"]
@@ -87,19 +87,8 @@ def _random_geometry(batch: int, config: AugmentConfig, generator, rel: np.ndarr
     rot = np.zeros((batch, 3, 3))
     rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
     matrix = rot @ matrix
-    low, high = (float(v) for v in config.scale_range)
-    if (low, high) != (1.0, 1.0):
-        matrix = matrix * np.exp(math.log(low) + (math.log(high) - math.log(low)) * u[:, 5])[:, None, None]
-        changed = True
-    shift = np.zeros((batch, 3))
-    if config.shift_pixels and config.shift_pixels > 0:
-        shift = (2 * u[:, 6:9] - 1) * float(config.shift_pixels)
-        changed = True
-    if config.elastic and config.elastic_sigma > 0:
-        field = field * float(config.elastic_sigma)
-        changed = True
-    else:
-        field = None
+    matrix, shift, field, scaled = scale_shift_field(config, matrix, u[:, 5], u[:, 6:9], field)
+    changed = changed or scaled
     to_voxels = (1.0 / rel)[None, :, None]
     return {"matrix": to_voxels * matrix * rel[None, None, :], "field_matrix": to_voxels * matrix,
             "shift": shift / rel, "field": field, "changed": changed}

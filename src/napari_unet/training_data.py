@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .data import TileSampler, make_targets, painted_cell_diameter, resolve_axes, training_slices, validate_annotations
 from .weights import border_sigma
 
-__all__ = ["TrainingData", "config_border_sigma"]
+__all__ = ["TrainingData", "config_border_sigma", "training_normalization"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,13 @@ def config_border_sigma(config: TrainConfig, annotations) -> float:
     :func:`napari_unet.weights.border_sigma`; class mode has no cell diameter and keeps ``sigma``)."""
     diameter = painted_cell_diameter(annotations) if config.mode == "instances" else None
     return border_sigma(config.sigma, diameter, config.sigma_per_diameter)
+
+
+def training_normalization(config: TrainConfig, normalization: dict | None) -> dict:
+    """The normalization a run trains with: a continued model's, else the config's percentiles."""
+    if normalization:
+        return dict(normalization)
+    return {"kind": "percentile", "low": float(config.normalize_low), "high": float(config.normalize_high)}
 
 
 class TrainingData:
@@ -40,8 +47,7 @@ class TrainingData:
         self.config = config
         self.images = images
         self.axes = axes_list
-        self.normalization = dict(normalization) if normalization else {
-            "kind": "percentile", "low": float(config.normalize_low), "high": float(config.normalize_high)}
+        self.normalization = training_normalization(config, normalization)
         self.resolved_axes: dict[int, str] = {}
         self._lock = threading.Lock()
         self._pending: dict[int, Any] = {}

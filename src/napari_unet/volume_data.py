@@ -27,7 +27,7 @@ from .data import resolve_axes, validate_annotations
 from .normalization import apply_normalization, normalization_params
 from .sampler import Batch, annotated_blocks, holdout_threshold, reflect_indices
 from .targets import Targets, make_targets, painted_cell_diameter
-from .training_data import config_border_sigma
+from .training_data import config_border_sigma, training_normalization
 
 __all__ = ["VolumeData", "VolumeSampler", "painted_volumes", "painted_planes"]
 
@@ -257,8 +257,7 @@ class VolumeData:
         self.config = config
         self.images = images
         self.axes = axes_list
-        self.normalization = dict(normalization) if normalization else {
-            "kind": "percentile", "low": float(config.normalize_low), "high": float(config.normalize_high)}
+        self.normalization = training_normalization(config, normalization)
         self.spacing = tuple(config.pixel_size) if config.pixel_size is not None and len(config.pixel_size) == 3 \
             else None
         self.resolved_axes: dict[int, str] = {}

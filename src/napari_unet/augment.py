@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from .config import AugmentConfig
 
-__all__ = ["augment_batch", "elastic_deform", "geometric_margin", "gray_values", "bicubic_matrix", "scale_shift_field"]
+__all__ = ["augment_batch", "elastic_deform", "geometric_margin", "gray_values", "bicubic_matrix", "scale_shift_field",
+           "xy_rotation"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,19 +66,28 @@ def _random_geometry(batch: int, config: AugmentConfig, generator) -> dict:
     if config.flip:
         matrix = matrix * np.where(u[:, None, 0:2] < 0.5, -1.0, 1.0)  # flip x and / or y
         changed = True
-    angle = np.zeros(batch)
-    if config.rotate90:
-        angle = angle + np.floor(u[:, 2] * 4).clip(0, 3) * (math.pi / 2)
-        changed = True
-    if config.rotation_degrees and config.rotation_degrees > 0:
-        angle = angle + (2 * u[:, 3] - 1) * math.radians(float(config.rotation_degrees))
-        changed = True
-    c, s = np.cos(angle), np.sin(angle)
-    c, s = np.where(np.abs(c) < 1e-12, 0.0, c), np.where(np.abs(s) < 1e-12, 0.0, s)  # exact right angles
+    c, s, rotated = xy_rotation(config, u[:, 2], u[:, 3])
+    changed = changed or rotated
     rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
     matrix = rot @ matrix
     matrix, shift, field, scaled = scale_shift_field(config, matrix, u[:, 4], u[:, 5:7], field)
     return {"matrix": matrix, "shift": shift, "field": field, "changed": changed or scaled}
+
+
+def xy_rotation(config: AugmentConfig, u_quarter, u_free):
+    """``(cos, sin, changed)`` of the random rotation in the XY plane, per sample, from uniforms:
+    a multiple of 90 degrees (``rotate90``) plus a free angle within +-``rotation_degrees``; right
+    angles exact (cos / sin of 0, not 6e-17)."""
+    angle = np.zeros(len(u_quarter))
+    changed = False
+    if config.rotate90:
+        angle = angle + np.floor(u_quarter * 4).clip(0, 3) * (math.pi / 2)
+        changed = True
+    if config.rotation_degrees and config.rotation_degrees > 0:
+        angle = angle + (2 * u_free - 1) * math.radians(float(config.rotation_degrees))
+        changed = True
+    c, s = np.cos(angle), np.sin(angle)
+    return np.where(np.abs(c) < 1e-12, 0.0, c), np.where(np.abs(s) < 1e-12, 0.0, s), changed
 
 
 def scale_shift_field(config: AugmentConfig, matrix, u_scale, u_shift, field):

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import bicubic_matrix, gray_values, scale_shift_field
+from .augment import bicubic_matrix, gray_values, scale_shift_field, xy_rotation
 from .config import AugmentConfig
 
 __all__ = ["augment_volume_batch", "volume_margin"]
@@ -75,15 +75,8 @@ def _random_geometry(batch: int, config: AugmentConfig, generator, rel: np.ndarr
     if config.flip:
         matrix = matrix * np.where(u[:, None, 0:3] < 0.5, -1.0, 1.0)  # flip x, y and / or z
         changed = True
-    angle = np.zeros(batch)
-    if config.rotate90:
-        angle = angle + np.floor(u[:, 3] * 4).clip(0, 3) * (math.pi / 2)
-        changed = True
-    if config.rotation_degrees and config.rotation_degrees > 0:
-        angle = angle + (2 * u[:, 4] - 1) * math.radians(float(config.rotation_degrees))
-        changed = True
-    c, s = np.cos(angle), np.sin(angle)
-    c, s = np.where(np.abs(c) < 1e-12, 0.0, c), np.where(np.abs(s) < 1e-12, 0.0, s)  # exact right angles
+    c, s, rotated = xy_rotation(config, u[:, 3], u[:, 4])
+    changed = changed or rotated
     rot = np.zeros((batch, 3, 3))
     rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
     matrix = rot @ matrix

@@ -150,14 +150,6 @@ class VolumeSampler:
     def targets(self) -> list[Targets]:
         return list(self._targets)
 
-    def with_weights(self, keep) -> "VolumeSampler":
-        """A plain (un-augmented) sampler over the same volumes whose weights are kept only where
-        ``keep[i]`` (a (Z, Y, X) bool per volume) is true."""
-        targets = [Targets(t.target, np.where(k, t.weights, np.float32(0)), t.mask & k)
-                   for t, k in zip(self._targets, keep)]
-        return VolumeSampler(self.volumes, targets, input_shape=self.input_shape, output_shape=self.output_shape,
-                             spacing=self.spacing)
-
     def _extract(self, i: int, centre, margin):
         """Image (C, *input + 2 margin), target and weights for the output centred at ``centre``."""
         volume, t = self.volumes[i], self._targets[i]
@@ -345,10 +337,12 @@ class VolumeData:
         if cfg.validation_fraction > 0:
             # the held-out squares follow the config's seed, not ``seed``: a rebuild keeps them
             held = _holdout_masks(targets, cfg.validation_fraction, int(cfg.seed) + 1, cfg.validation_block)
-        train = [Targets(t.target, np.where(h, np.float32(0), t.weights), t.mask & ~h) for t, h in zip(targets, held)]
-        self.sampler = VolumeSampler(volumes, train, input_shape=input_shape, output_shape=output_shape,
-                                     augment=cfg.augment, spacing=self.spacing, seed=seed)
-        val = VolumeSampler(volumes, targets, input_shape=input_shape, output_shape=output_shape).with_weights(held)
+        def kept(where):  # the targets with weight only where ``where`` holds
+            return [Targets(t.target, np.where(w, t.weights, np.float32(0)), t.mask & w) for t, w in zip(targets, where)]
+
+        self.sampler = VolumeSampler(volumes, kept([~h for h in held]), input_shape=input_shape,
+                                     output_shape=output_shape, augment=cfg.augment, spacing=self.spacing, seed=seed)
+        val = VolumeSampler(volumes, kept(held), input_shape=input_shape, output_shape=output_shape)
         self.val_sampler = val if val.n_annotated > 0 else None
         self.val_batches = [] if self.val_sampler is None else self.val_sampler.fixed_batches(
             max_tiles=cfg.validation_tiles, batch_size=batch_size, device=device)

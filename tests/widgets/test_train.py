@@ -318,7 +318,7 @@ def test_a_large_images_preview_is_the_part_in_view(viewer, open_widget, qtbot):
     assert box == (slice(2744, 3000), slice(2244, 2500))
 
 
-def test_a_refresh_of_the_training_view_lays_out_nothing_and_long_status_lines_still_fit(viewer, open_widget, qtbot):
+def test_a_refresh_of_the_training_view_lays_out_nothing_paints_once_and_long_status_lines_still_fit(viewer, open_widget, qtbot):
     # Each layout pass repaints much of the napari window: the once-a-second refresh of the bar,
     # the status line and the loss plot must not ask for one while the status keeps its lines.
     from qtpy.QtCore import QEvent, QObject
@@ -333,22 +333,34 @@ def test_a_refresh_of_the_training_view_lays_out_nothing_and_long_status_lines_s
 
     class Layouts(QObject):
         count = 0
+        paints = []
 
         def eventFilter(self, obj, event):  # noqa: N802 - Qt API
             if event.type() == QEvent.Type.LayoutRequest:
                 self.count += 1
+            elif event.type() == QEvent.Type.Paint:
+                self.paints.append(obj)
             return False
 
+    ours = {train.progress, train.status_label, train.loss_plot}
+
     def refresh(iteration, loss):
+        layouts.paints.clear()
         view.show_progress(TrainEvent("step", iteration=iteration, total_iterations=None, loss=loss, elapsed_s=iteration / 5,
                                       eta_s=60 - iteration / 5, it_per_s=5.0), config, None)
         view.flush()
+        # nothing is painted at once (a repaint there composes the window once more), and the
+        # bar, the status line and the plot are painted together at the next turn of the loop
+        assert not ours & set(layouts.paints)
         QApplication.processEvents()
+        assert ours <= set(layouts.paints)
 
-    refresh(10, 0.5)
-    qtbot.wait(50)
+    qtbot.wait(100)  # the window shown and painted
     layouts = Layouts()
     QApplication.instance().installEventFilter(layouts)
+    refresh(10, 0.5)
+    qtbot.wait(50)
+    layouts.count = 0
     try:
         for i in range(2, 6):
             refresh(10 * i, 0.5 / i)

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, follow_model_kind, is_volume_model,
-                       large_cells_check, select_model_mode)
+                       large_cells_check, select_model_mode, set_bar)
 from ..batch_jobs import batch_job, cluster_batch_job, output_path
 from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
 from .model_panel import ModelPanel
@@ -301,11 +301,11 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
     def _on_yielded(self, value):
         kind, payload = value
         if kind == "progress":
-            self.progress.setValue(int(_STEPS * payload))
+            set_bar(self.progress, int(_STEPS * payload))
             return
         name, labels, path, error = payload
         self._n_results += 1
-        self.progress.setFormat(f"{self._n_results} of {self._total} images  %p%")
+        set_bar(self.progress, text=f"{self._n_results} of {self._total} images  %p%")
         source = self._sources.get(name)
         if source is not None and source in self.viewer.layers:
             upsert_layer(self.viewer, name + PREDICTION_SUFFIX, "labels", labels, source_layer=source)

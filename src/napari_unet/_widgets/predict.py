@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
-                       is_volume_model, large_cells_check, select_model_mode)
+                       is_volume_model, large_cells_check, select_model_mode, set_bar)
 from ..axes import channels_last_to_first
 from ..pixel_size import describe_resampling
 from .layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes,
@@ -264,7 +264,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         except (TypeError, ValueError):
             return
         if total:
-            self.progress.setValue(int(1000 * done / total))
+            set_bar(self.progress, int(1000 * done / total))
 
     def _on_returned(self, result):
         image, index = self._target

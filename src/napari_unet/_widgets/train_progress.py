@@ -16,7 +16,7 @@ from qtpy.QtCore import QTimer
 
 from ..progress import format_seconds
 from ..schedule import budget_progress
-from .controls import device_label
+from .controls import device_label, set_bar
 from .layers import PREVIEW_SUFFIX, UNCERTAINTY_SUFFIX, WEIGHTS_SUFFIX, spatial_shape, write_plane_layer
 
 
@@ -82,8 +82,8 @@ class TrainProgressView:
         event, config, device = self._pending
         self._pending = None
         self._shown_at = time.monotonic()
-        # One composition of the window for all: the status line and the plot only mark
-        # themselves dirty, and QProgressBar.setValue, which repaints at once, comes last.
+        # One composition of the window for all: the bar, the status line and the plot only mark
+        # themselves dirty, and the window is composed once at the next turn of the event loop.
         self.loss_plot.update()
         iteration = int(getattr(event, "iteration", 0))
         elapsed = float(event.elapsed_s or 0.0)
@@ -91,13 +91,11 @@ class TrainProgressView:
         if getattr(event, "kind", "step") == "done":
             if event.message:
                 self.status_label.setText(f"Training {event.message}.")
-            self.progress.setFormat(f"{text}  done")
-            self.progress.setValue(self.STEPS)
+            set_bar(self.progress, self.STEPS, f"{text}  done")
             return
         self.status_label.setText(" · ".join(self._status_parts(event, device)))
-        self.progress.setFormat(f"{text}  ETA {format_seconds(event.eta_s)}")
-        if config is not None:
-            self.progress.setValue(int(min(1.0, budget_progress(config, iteration, elapsed)) * self.STEPS))
+        value = None if config is None else int(min(1.0, budget_progress(config, iteration, elapsed)) * self.STEPS)
+        set_bar(self.progress, value, f"{text}  ETA {format_seconds(event.eta_s)}")
 
     @staticmethod
     def budget_text(iteration: int, elapsed: float, config) -> str:

@@ -35,8 +35,8 @@ import tifffile
 import torch
 
 from napari_unet import TrainConfig, load_nuclei, predict_stack, to_labels, train
-from napari_unet.metrics import match_instances
-from napari_unet.postprocess import label_options
+from napari_unet.labels.instances import label_options
+from napari_unet.labels.metrics import match_instances
 
 DATA = Path(__file__).resolve().parent / "data" / "nuclei3d"
 SPACING = (0.29, 0.26, 0.26)  # µm (z, y, x)

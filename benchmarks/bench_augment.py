@@ -19,9 +19,10 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.augment import augment_batch
+from napari_unet.annotations.targets import instances_to_annotations, make_targets
 from napari_unet.config import MODEL_PRESETS, AugmentConfig
-from napari_unet.data import TileSampler, instances_to_annotations, make_targets
+from napari_unet.dataset.augment import augment_batch
+from napari_unet.dataset.sampler import TileSampler
 from napari_unet.samples import make_touching_cells
 
 
@@ -68,11 +69,11 @@ def main(argv=None):
     print(f"  geometric part only: {ms_geo:.1f}")
 
     try:
-        from napari_unet.model import UNet
+        from napari_unet.model.unet import UNet
     except ImportError:  # pragma: no cover
-        print("napari_unet.model not available: skipping the training-step comparison")
+        print("napari_unet.model.unet not available: skipping the training-step comparison")
         return
-    from napari_unet.training import weighted_cross_entropy
+    from napari_unet.training.loss import weighted_cross_entropy
 
     model = UNet.from_config(MODEL_PRESETS["fast"])
     tile = tuple(model.valid_input_shape((188, 188)))
@@ -92,7 +93,7 @@ def main(argv=None):
     step_ms = _median_ms(step, max(5, args.repeats // 3))
     print(f"'fast' preset training step, batch {b} of {tile[0]}x{tile[1]} -> {out[0]}x{out[1]}: {step_ms:.1f}")
 
-    from napari_unet.augment import geometric_margin
+    from napari_unet.dataset.augment import geometric_margin
 
     m = geometric_margin(config, tile)
     region = (tile[0] + 2 * m, tile[1] + 2 * m)

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-import napari_unet.distributed as dist
+import napari_unet.cluster.distributed as dist
 from napari_unet import UNet, predict_distributed, predict_tiled, to_labels
-from napari_unet.label_merge import merge_faces
-from napari_unet.metrics import match_instances
-from napari_unet.ngff import open_prediction
-from napari_unet.postprocess import label_options
+from napari_unet.cluster.label_merge import merge_faces
+from napari_unet.files.ngff import open_prediction
+from napari_unet.labels.instances import label_options
+from napari_unet.labels.metrics import match_instances
 from napari_unet.samples import make_touching_cells
 
 TB = 1e12

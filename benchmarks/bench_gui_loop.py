@@ -168,7 +168,7 @@ def run_one(app, viewer, widgets, name, image, instances, seed, seconds, meter) 
     import dataclasses
 
     import quality_suite
-    from napari_unet.training import Trainer
+    from napari_unet.training.trainer import Trainer
 
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
@@ -212,7 +212,7 @@ def run_one(app, viewer, widgets, name, image, instances, seed, seconds, meter) 
     summary = trainer.model.metadata["training"]
     record.update(headless_iterations=summary["iterations"], headless_it_s=summary["iterations"] / summary["elapsed_s"],
                   headless_kept=summary["kept_iteration"])
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(trainer.model, "headless")
     record["headless_f1"] = predict_f1(app, widgets, viewer, name, instances, meter)[0]
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     for name in ("Annotate", "Train", "Predict", "Batch predict"):
         _, widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
     app = QApplication.instance()
-    from napari_unet._widgets import train as train_widget
+    from napari_unet._widgets.train import widget as train_widget
 
     for thread in train_widget._preloading:  # a user paints for a minute meanwhile; the painting here takes a second
         thread.join()

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_quality  # noqa: E402
 import quality_suite  # noqa: E402
-from napari_unet.views import PLUGIN_TTA, VIEWS  # noqa: E402
+from napari_unet.predict.views import PLUGIN_TTA, VIEWS  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/2026-12-06_kept_weights_60s.jsonl"
 
@@ -73,7 +73,7 @@ def run_one(task):
     false); returns a JSON-able record, with the loss history when ``task["history"]``."""
     import torch
 
-    from napari_unet.training import Trainer
+    from napari_unet.training.trainer import Trainer
 
     torch.set_num_threads(1)
     image, inst = bench_quality._image(task["image"], task["kind"])

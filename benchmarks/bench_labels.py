@@ -74,7 +74,7 @@ def stage_seconds(fn, *args, **kwargs) -> tuple[float, dict]:
 def get_model(args):
     from napari_unet import TrainConfig, load_model
     from napari_unet.samples import make_touching_cells
-    from napari_unet.train_job import train
+    from napari_unet.training.job import train
 
     if args.model:
         return load_model(args.model, device="cpu")
@@ -85,9 +85,9 @@ def get_model(args):
 
 def report(name: str, data, axes: str, model, repeat: int) -> None:
     from napari_unet import to_labels
-    from napari_unet.postprocess import label_options
-    from napari_unet.segmentation import segment
-    from napari_unet.tiling import predict_stack
+    from napari_unet.labels.instances import label_options
+    from napari_unet.labels.segment import segment
+    from napari_unet.predict.tiling import predict_stack
 
     megapixels = data.size / 1e6
     print(f"\n## {name}: {data.shape} ({megapixels:.1f} MP)")

@@ -32,9 +32,10 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.model import UNet
-from napari_unet.tile_plan import plan_tiles
-from napari_unet.tiling import choose_tile_shape, predict_tiled, resolve_precision, select_device
+from napari_unet.common.devices import resolve_precision, select_device
+from napari_unet.model.unet import UNet
+from napari_unet.predict.plan import choose_tile_shape, plan_tiles
+from napari_unet.predict.tiling import predict_tiled
 
 
 def conv_flops(net: torch.nn.Module, shape) -> int:

@@ -5,9 +5,9 @@ hard in the ways microscopy is hard), every painting style and every seed: paint
 annotation with the painting simulator, train with the default settings (or those given with
 ``--set``), predict the whole image with ``predict_tiled`` and make instances with
 ``to_labels(probabilities, **label_options(model))`` and the half-scale pass for cells larger than
-the painted ones (``napari_unet.large_cells``; ``f1_full`` keeps the F1 without it, ``--large-cells
+the painted ones (``napari_unet.labels.large_cells``; ``f1_full`` keeps the F1 without it, ``--large-cells
 off`` leaves it out), averaging the plugin's flipped views (``--tta``, default
-``napari_unet.views.PLUGIN_TTA``; ``f1_one_view`` keeps the F1 of one view, the network's output
+``napari_unet.predict.views.PLUGIN_TTA``; ``f1_one_view`` keeps the F1 of one view, the network's output
 once, as every run before the flipped views), then score against the complete ground truth:
 object F1 at IoU 0.5 (one-to-one matching), pixel IoU of the foreground, touching ground-truth
 pairs that come out as two objects, and those merged into one (``merged``; a pair neither separated
@@ -51,7 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_suite  # noqa: E402
-from napari_unet.views import PLUGIN_TTA, VIEWS  # noqa: E402
+from napari_unet.predict.views import PLUGIN_TTA, VIEWS  # noqa: E402
 
 _CACHE: dict = {}
 
@@ -97,9 +97,10 @@ def _predict(model, image, large_cells=True, tta=1):
     """``(probabilities, labels, full-scale labels)`` of a whole image, as the plugin predicts it
     (``large_cells``: with the half-scale pass; else both labels are the full-scale ones; ``tta``:
     flipped views averaged)."""
-    from napari_unet.large_cells import iter_large_cells
-    from napari_unet.postprocess import label_options, to_labels
-    from napari_unet.tiling import drive, predict_tiled
+    from napari_unet.labels.large_cells import iter_large_cells
+    from napari_unet.labels.instances import label_options, to_labels
+    from napari_unet.common.progress import drive
+    from napari_unet.predict.tiling import predict_tiled
 
     probabilities = predict_tiled(model, image, tta=tta)
     options = label_options(model)
@@ -110,7 +111,7 @@ def _predict(model, image, large_cells=True, tta=1):
 
 
 def _scores(gt, pred):
-    from napari_unet.metrics import match_instances, merged_pairs, pixel_iou, separated_pairs
+    from napari_unet.labels.metrics import match_instances, merged_pairs, pixel_iou, separated_pairs
 
     s = match_instances(gt, pred)
     touching = quality_suite.touching_pairs(gt)
@@ -121,7 +122,7 @@ def _scores(gt, pred):
 
 
 def _train(image, ann, config, model=None):
-    from napari_unet.training import Trainer
+    from napari_unet.training.trainer import Trainer
 
     trainer = Trainer([image], [ann], config=config, model=model, axes="YX")
     for _ in trainer.run():
@@ -163,14 +164,14 @@ def run_one(task):
     if tta != 1:  # the network's output once, as every run before the flipped views
         extra["f1_one_view"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True))[1])["f1"]
     if task.get("save"):  # for studies of the post-processing without training again
-        from napari_unet.postprocess import label_options
+        from napari_unet.labels.instances import label_options
 
         folder = Path(task["save"])
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{task['image'].replace(' ', '_')}_{style}_s{seed}_{task['seconds']:g}"
         np.savez_compressed(folder / f"{stem}.npz", probabilities=probabilities.astype(np.float16), annotations=ann,
                             options=json.dumps(label_options(trainer.model)))
-        from napari_unet.model_files import save_model
+        from napari_unet.model.files import save_model
 
         save_model(trainer.model, folder / f"{stem}.unet", overwrite=True)  # to predict again (e.g. at other scales)
     return {**{k: task[k] for k in ("label", "image", "kind", "style", "seed", "seconds")}, **scores,
@@ -186,7 +187,7 @@ def calibrate(overrides, threads):
 
     torch.set_num_threads(threads)
     image, _, ann = make_touching_cells((384, 384), seed=0)
-    from napari_unet.training import Trainer
+    from napari_unet.training.trainer import Trainer
 
     trainer = Trainer([image], [ann], config=make_config(overrides, iterations=110, seed=0, device="cpu"))
     t_start = None

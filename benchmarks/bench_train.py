@@ -44,7 +44,7 @@ import numpy as np
 
 
 def _scores(gt, pred, per_plane: bool):
-    from napari_unet.metrics import match_instances, pixel_iou, separated_pairs
+    from napari_unet.labels.metrics import match_instances, pixel_iou, separated_pairs
     from napari_unet.samples import touching_pairs
 
     gt = np.asarray(gt)
@@ -130,8 +130,8 @@ def _predict_labels(model, image, axes, *, tta=None, large_cells=True):
     plugin's), ``to_labels`` with the options the model implies (the split of touching cells and
     the size filter scale with the painted cells' diameter) and the half-scale pass for cells
     larger than the painted ones (planes of a stack labelled one by one, as Predict does)."""
-    from napari_unet.segmentation import segment
-    from napari_unet.views import PLUGIN_TTA
+    from napari_unet.labels.segment import segment
+    from napari_unet.predict.views import PLUGIN_TTA
 
     return segment(model, image, axes=axes, tta=PLUGIN_TTA if tta is None else tta, large_cells=large_cells)[1]
 
@@ -139,7 +139,7 @@ def _predict_labels(model, image, axes, *, tta=None, large_cells=True):
 def accuracy(args):
     from napari_unet.config import TrainConfig
     from napari_unet.samples import load_nuclei, make_touching_cells
-    from napari_unet.training import Trainer
+    from napari_unet.training.trainer import Trainer
 
     datasets = []
     if "synthetic" in args.datasets:
@@ -185,7 +185,7 @@ def accuracy(args):
                 train_s = time.perf_counter() - t0
                 seed_text = f" s{seed}" if len(args.seeds) > 1 else ""
                 if args.save_models:
-                    from napari_unet.model_files import save_model
+                    from napari_unet.model.files import save_model
 
                     args.save_models.mkdir(parents=True, exist_ok=True)
                     save_model(trainer.model, args.save_models / f"{name}_{budget.replace(' ', '')}_s{seed}.unet",
@@ -241,7 +241,8 @@ def speed(args):
 
     from napari_unet.config import TrainConfig
     from napari_unet.samples import make_touching_cells
-    from napari_unet.training import Trainer, weighted_cross_entropy
+    from napari_unet.training.trainer import Trainer
+    from napari_unet.training.loss import weighted_cross_entropy
 
     image, _, ann = make_touching_cells((512, 512), seed=0)
     print(f"{'preset':<7} {'tile':>9} {'out':>9} {'batch':>5} {'params':>8} {'it/s':>7} {'px/s':>9} "

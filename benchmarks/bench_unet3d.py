@@ -42,8 +42,8 @@ import torch
 from scipy import ndimage as ndi
 
 import napari_unet as nu
-from napari_unet.metrics import match_instances
-from napari_unet.postprocess import label_options
+from napari_unet.labels.instances import label_options
+from napari_unet.labels.metrics import match_instances
 from napari_unet.samples import sparse_annotations
 
 THREADS = 2

@@ -1,6 +1,6 @@
 """Benchmark: touching-cell weight map on a large synthetic image.
 
-Prints the time of :func:`napari_unet.weights.weight_map` on a 2048 x 2048 image with ~2000
+Prints the time of :func:`napari_unet.annotations.weights.weight_map` on a 2048 x 2048 image with ~2000
 touching cells (every pixel annotated: the worst case), the slow reference's time (one
 full-image distance transform per cell, timed on ``--reference-cells`` cells and extrapolated),
 the speed-up, and the largest absolute difference to the reference on a sub-image where the
@@ -18,9 +18,9 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.data import instances_to_annotations
+from napari_unet.annotations.targets import instances_to_annotations
+from napari_unet.annotations.weights import _class_weight_image, _weight_map_reference, fiji_weight_map, weight_map
 from napari_unet.samples import make_touching_cells
-from napari_unet.weights import _class_weight_image, _weight_map_reference, fiji_weight_map, weight_map
 
 
 def _reference_seconds(ann: np.ndarray, n_cells: int, w0=10.0, sigma=5.0) -> tuple[float, int]:

@@ -42,7 +42,7 @@ INSIDE = 0.7  # an object with more of its pixels on the dividing cell lies insi
 
 def f1(reference, labels):
     """``(F1, tp, fp, fn)`` summed over the planes."""
-    from napari_unet.metrics import match_instances
+    from napari_unet.labels.metrics import match_instances
 
     tp = fp = fn = 0
     for g, p in zip(reference, labels):
@@ -142,9 +142,9 @@ def edges_figure(path, image, reference, labels, planes=(2, 3)):
 
 def _label_sets(paths, labels_paths, image):
     """``(name, labels)`` of each saved network (labelled as Predict does) and each saved ``.npy`` labels array."""
-    from napari_unet.model_files import load_model
-    from napari_unet.segmentation import segment
-    from napari_unet.views import PLUGIN_TTA
+    from napari_unet.model.files import load_model
+    from napari_unet.labels.segment import segment
+    from napari_unet.predict.views import PLUGIN_TTA
 
     for path in paths:
         yield path.name, segment(load_model(path), image, axes="ZYX", tta=PLUGIN_TTA, large_cells=True)[1]

@@ -418,7 +418,7 @@ def paint_corrections(instances, predicted, annotations, n=3, seed=0):
     mostly on background: their background pixels >= 2 px from any cell painted as background
     (a stroke over the false object). The largest errors (in pixels) come first.
     """
-    from napari_unet.metrics import match_instances
+    from napari_unet.labels.metrics import match_instances
 
     inst = np.asarray(instances)
     pred = np.asarray(predicted)

@@ -36,8 +36,8 @@ def parse_variant(text: str) -> dict:
 
 def rescore(folder: Path, variants: list[str], pattern: str = "*.npz") -> dict:
     """``{(kind, image): {variant: [F1 per saved run]}}``."""
-    from napari_unet.metrics import match_instances
-    from napari_unet.postprocess import to_labels
+    from napari_unet.labels.metrics import match_instances
+    from napari_unet.labels.instances import to_labels
 
     suite = quality_suite.suite()
     names = {name.replace(" ", "_"): (name, kind) for name, kind, _, _ in suite}

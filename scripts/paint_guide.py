@@ -52,7 +52,7 @@ def main(argv=None):
     import tifffile
     from scipy import ndimage as ndi
 
-    from napari_unet.data import cell_ring, insert_gaps
+    from napari_unet.annotations.targets import cell_ring, insert_gaps
     from napari_unet.samples import touching_pairs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

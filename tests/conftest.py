@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture
 def engines(monkeypatch):
     """Records the ``tta`` (flipped views) every tile engine of a prediction is made with."""
-    import napari_unet.tiling as tiling
+    import napari_unet.predict.tiling as tiling
 
     seen = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet.annotations import annotation_problems, annotation_summary
+from napari_unet.annotations.summary import annotation_problems, annotation_summary
 
 
 def _painting():

@@ -1,5 +1,7 @@
-"""The shape of the house: data flows one way (no import circles, the core never imports the CLI or
-Qt), no private name crosses a module border, and docs/architecture.md lists every module."""
+"""The shape of the house: wings by stage of the data that import only the wings below them (no
+import circles, the core never imports the CLI or Qt), no private name crosses a module border, no
+name is imported from a module that only re-exports it, at most 12 modules a folder, and
+docs/architecture.md maps every module."""
 
 from __future__ import annotations
 
@@ -71,10 +73,9 @@ def test_no_import_circles():
 
 def test_the_core_never_imports_the_cli_or_the_widgets():
     for name, deps in _graph().items():
-        if name.startswith(("napari_unet._widgets", "napari_unet.cli")) or name in (
-                "napari_unet.__main__", "napari_unet._gui", "napari_unet._sample_data"):
+        if _wing(name) in ("_widgets", "cli", "__main__", "_gui", "_sample_data"):
             continue
-        bad = {d for d in deps if d.startswith(("napari_unet._widgets", "napari_unet.cli")) or d == "napari_unet._gui"}
+        bad = {d for d in deps if _wing(d) in ("_widgets", "cli", "_gui")}
         assert not bad, f"{name} imports {sorted(bad)}"
 
 
@@ -92,9 +93,98 @@ def test_no_private_name_crosses_a_module_border():
 
 def test_architecture_map_lists_every_module():
     text = (ROOT / "docs" / "architecture.md").read_text()
-    missing = [p.name for p in PACKAGE.glob("*.py") if p.name not in text]
-    missing += [p.name for p in (PACKAGE / "_widgets").glob("*.py") if p.name != "__init__.py" and p.name not in text]
+    missing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and p.name not in text]
+    missing += [f"{p.relative_to(PACKAGE)}/" for p in PACKAGE.rglob("*") if p.is_dir() and (p / "__init__.py").exists()
+                and p != PACKAGE and f"{p.name}/" not in text]
     assert not missing, f"docs/architecture.md does not name {missing}"
+
+
+# Wings by stage of the data, lowest first: a module imports only from its own wing and from
+# wings of lower rows (the package root's modules are wings of their own).
+RANKS = [
+    ("common", "samples", "_version"),
+    ("config",),
+    ("files",),
+    ("model",),
+    ("annotations",),
+    ("dataset", "predict"),
+    ("labels",),
+    ("training", "export", "cluster"),
+    ("cli", "_widgets", "data", "io", "tiling", "_sample_data"),
+    ("_gui",),
+    ("__main__",),
+]
+RANK = {wing: rank for rank, wings in enumerate(RANKS) for wing in wings}
+MAX_FOLDER_MODULES = 12
+
+
+def _wing(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "napari_unet"
+
+
+def test_every_wing_imports_only_the_wings_below_it():
+    wrong = []
+    for name, deps in sorted(_graph().items()):
+        if name == "napari_unet":  # the lazy public names
+            continue
+        wing = _wing(name)
+        assert wing in RANK, f"{name}: its wing {wing!r} is not in RANKS"
+        for dep in sorted(deps):
+            if _wing(dep) != wing and dep != "napari_unet" and RANK[_wing(dep)] >= RANK[wing]:
+                wrong.append(f"{name} ({wing}, row {RANK[wing]}) imports {dep} (row {RANK[_wing(dep)]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_folder_holds_more_than_12_modules_and_each_says_what_it_holds():
+    for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir() and (p / "__init__.py").exists())]:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= MAX_FOLDER_MODULES, f"{folder.relative_to(PACKAGE.parent)}: {len(modules)} modules"
+        if folder != PACKAGE:
+            assert ast.get_docstring(ast.parse((folder / "__init__.py").read_text())), f"{folder.name}/__init__.py: no purpose"
+
+
+def _top_level_names(path: Path) -> tuple[set[str], set[str]]:
+    """(names a module defines, names it only imports) at its top level."""
+    defined, imported = set(), set()
+    stack = list(ast.parse(path.read_text()).body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update((a.asname or a.name).split(".")[0] for a in node.names)
+        else:
+            for field in ("body", "orelse", "handlers", "finalbody"):
+                stack.extend(getattr(node, field, []) or [])
+    return defined, imported - defined
+
+
+def test_every_name_is_imported_from_the_module_that_defines_it():
+    """One import path per name: no module of the package imports a name from a module that only
+    imported it (a re-export), and no module lists such a name in its ``__all__``."""
+    modules = _modules()
+    names = {name: _top_level_names(path) for name, path in modules.items()}
+    chains = []
+    for name, path in modules.items():
+        for module, imported in _imports(name, path):
+            if module not in modules or module == "napari_unet":
+                continue
+            for n in imported:
+                if f"{module}.{n}" not in modules and n in names[module][1]:
+                    chains.append(f"{name} imports {n} from {module}, which imports it")
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                try:
+                    exported = ast.literal_eval(node.value)
+                except ValueError:  # the package's lazy names: __all__ = [..., *_EXPORTS]
+                    exported = []
+                chains += [f"{name}.__all__ lists {n}, which it imports" for n in exported if n in names[name][1]]
+    assert not chains, "\n".join(chains)
 
 
 MAX_MODULE_LINES = 600

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.augment import augment_batch, elastic_deform, geometric_margin
 from napari_unet.config import AugmentConfig
+from napari_unet.dataset.augment import augment_batch, elastic_deform, geometric_margin
 
 GEOMETRY_ONLY = AugmentConfig(gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0), brightness=0.0, noise_std=0.0)
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from napari_unet.augment import gray_values
-from napari_unet.augment_volume import augment_volume_batch, volume_margin
 from napari_unet.config import AugmentConfig
+from napari_unet.dataset.augment import gray_values
+from napari_unet.dataset.augment_volume import augment_volume_batch, volume_margin
 
 GEOMETRY_ONLY = AugmentConfig(gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0), brightness=0.0, noise_std=0.0)
 NOTHING = dataclasses.replace(GEOMETRY_ONLY, elastic=False, rotate90=False, flip=False, rotation_degrees=0.0,

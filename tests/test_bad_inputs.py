@@ -20,18 +20,13 @@ import numpy as np
 import pytest
 
 from napari_unet import TrainConfig, UNet, load_model, predict_tiled, save_model, to_labels
-from napari_unet import cli
+from napari_unet.cli import main as cli
 from napari_unet.config import AugmentConfig, ModelConfig
-from napari_unet.io import (
-    ModelFileError,
-    is_complete_image,
-    model_to_bytes,
-    output_lock,
-    read_image,
-    write_image,
-)
+from napari_unet.files.images import is_complete_image, read_image, write_image
+from napari_unet.files.safe_write import output_lock
+from napari_unet.model.files import ModelFileError, model_to_bytes
 from napari_unet.samples import make_touching_cells
-from napari_unet.training import Trainer
+from napari_unet.training.trainer import Trainer
 
 
 def snapshot(folder: Path) -> dict:
@@ -157,7 +152,7 @@ def test_prediction_takes_a_torch_tensor_and_checks_tile_and_batch():
 
 
 def test_a_tile_or_batch_too_large_for_the_memory_is_refused(monkeypatch):
-    import napari_unet.tile_plan as tile_plan
+    import napari_unet.predict.plan as tile_plan
 
     monkeypatch.setattr(tile_plan, "available_memory", lambda: 64 * 2**20)  # a machine with 64 MiB free
     net = UNet(depth=2, base_channels=8)
@@ -167,7 +162,7 @@ def test_a_tile_or_batch_too_large_for_the_memory_is_refused(monkeypatch):
 
 
 def test_training_refuses_a_batch_that_cannot_fit(data, monkeypatch):
-    import napari_unet.checks as checks
+    import napari_unet.common.checks as checks
 
     _, image, annotations = data
     monkeypatch.setattr(checks, "available_memory", lambda: 16 * 2**20)
@@ -368,7 +363,7 @@ def test_cli_train_checks_the_output_before_training(data, tmp_path, capsys, mon
 
 def test_cli_train_rescues_the_model_when_the_final_save_fails(data, tmp_path, capsys, monkeypatch):  # L5
     folder, *_ = data
-    import napari_unet.model_files as nio
+    import napari_unet.model.files as nio
 
     real = nio.save_model
 
@@ -413,7 +408,7 @@ def test_cli_resume_of_a_plain_model_points_to_continue(data, tmp_path, capsys):
 
 def test_cli_predict_refuses_a_file_as_output_folder_before_predicting(data, tmp_path, capsys, monkeypatch):  # R
     folder, *_ = data
-    import napari_unet.tiling as tiling
+    import napari_unet.predict.tiling as tiling
 
     monkeypatch.setattr(tiling, "iter_predict_stack", lambda *a, **k: pytest.fail("predicted first"))
     target = tmp_path / "file"
@@ -462,7 +457,7 @@ _KILL_DURING_WRITE = textwrap.dedent(
     import os, signal, sys
     import numpy as np
     import zarr
-    from napari_unet import cli
+    from napari_unet.cli import main as cli
     real = zarr.Array.__setitem__
     def die(self, key, value):
         real(self, key, value)
@@ -492,7 +487,7 @@ def test_kill_during_zarr_output_is_redone_by_skip_existing(data, tmp_path):  # 
 _HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
-    from napari_unet.io import output_lock
+    from napari_unet.files.safe_write import output_lock
     with output_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from napari_unet.bioimageio import export_bioimageio
-from napari_unet.io import load_model
-from napari_unet.model import UNet
+from napari_unet.export.bioimageio import export_bioimageio
+from napari_unet.model.files import load_model
+from napari_unet.model.unet import UNet
+from napari_unet.predict.tiling import predict_tiled
 from napari_unet.samples import make_touching_cells
-from napari_unet.tiling import predict_tiled
 
 # a bioimage.io consumer loads TorchScript (deprecated in torch 2.13, still what the format ships)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from napari_unet import cli
-from napari_unet.cli_args import parse_duration
-from napari_unet.io import load_model, read_image, write_image
+from napari_unet.cli import main as cli
+from napari_unet.cli.args import parse_duration
+from napari_unet.files.images import read_image, write_image
+from napari_unet.labels.render import write_png
+from napari_unet.model.files import load_model
 from napari_unet.samples import make_touching_cells
 
 
@@ -83,7 +85,7 @@ def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
 
 
 def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, capsys, monkeypatch):
-    import napari_unet.segmentation as segmentation
+    import napari_unet.labels.segment as segmentation
 
     folder, image, _, model = files
     diameter = load_model(model).metadata["cell_diameter"]
@@ -134,7 +136,7 @@ def test_demo_writes_prediction_model_and_picture(tmp_path, capsys):
 
 def test_png_writer_round_trip(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3)).astype(np.uint8)
-    path = cli.write_png(tmp_path / "x.png", rgb)
+    path = write_png(tmp_path / "x.png", rgb)
     imageio = pytest.importorskip("imageio.v3")
     np.testing.assert_array_equal(imageio.imread(path), rgb)
 
@@ -217,7 +219,7 @@ def test_sigterm_ends_a_run_as_ctrl_c_does_and_save_refuses_what_load_would(tmp_
     import signal
 
     from napari_unet import UNet, save_model
-    from napari_unet.model_files import ModelFileError
+    from napari_unet.model.files import ModelFileError
 
     previous = signal.getsignal(signal.SIGTERM)
     try:

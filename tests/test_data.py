@@ -2,22 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.config import AugmentConfig
-from napari_unet.data import (
-    Batch,
+from napari_unet.annotations.planes import training_slices, validate_annotations
+from napari_unet.annotations.targets import (
     Targets,
-    TileSampler,
     cell_borders,
     cell_ring,
     insert_gaps,
     instances_to_annotations,
     make_targets,
     painted_cell_diameter,
-    training_slices,
-    validate_annotations,
 )
+from napari_unet.annotations.weights import weight_map
+from napari_unet.config import AugmentConfig
+from napari_unet.dataset.sampler import Batch, TileSampler
 from napari_unet.samples import make_touching_cells, touching_pairs
-from napari_unet.weights import weight_map
 
 NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
 

@@ -21,12 +21,12 @@ distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
 from napari_unet import UNet, predict_tiled, save_model  # noqa: E402
-from napari_unet.distributed import BlockGrid, iter_predict_distributed, predict_distributed  # noqa: E402
-from napari_unet.images import is_complete_image  # noqa: E402
-from napari_unet.label_merge import block_labels, merge_faces  # noqa: E402
-from napari_unet.metrics import match_instances  # noqa: E402
-from napari_unet.ngff import open_prediction  # noqa: E402
-from napari_unet.postprocess import label_options, to_labels  # noqa: E402
+from napari_unet.cluster.distributed import iter_predict_distributed, predict_distributed  # noqa: E402
+from napari_unet.cluster.label_merge import BlockGrid, block_labels, merge_faces
+from napari_unet.files.images import is_complete_image  # noqa: E402
+from napari_unet.files.ngff import open_prediction  # noqa: E402
+from napari_unet.labels.instances import label_options, to_labels  # noqa: E402
+from napari_unet.labels.metrics import match_instances  # noqa: E402
 from napari_unet.samples import make_touching_cells  # noqa: E402
 
 SHAPE = (1500, 1300)
@@ -152,7 +152,7 @@ def test_killed_client_resumes_from_its_finished_blocks(data, tmp_path):
     script = textwrap.dedent(f"""
         import os
         from napari_unet import load_model
-        from napari_unet.distributed import predict_distributed
+        from napari_unet.cluster.distributed import predict_distributed
         def progress(done, total):
             if done >= 4:
                 os._exit(9)
@@ -355,7 +355,7 @@ def test_a_scheduler_that_never_answers_is_given_up_on(data, tmp_path, monkeypat
     import socket
     import threading
 
-    import napari_unet.cluster as cluster
+    import napari_unet.cluster.client as cluster
 
     monkeypatch.setattr(cluster, "CONNECT_S", 2.0)
     server = socket.socket()
@@ -401,7 +401,7 @@ def test_user_data_in_or_around_an_output_is_never_removed(data, client, tmp_pat
 
 
 def test_the_identity_of_a_lazy_array_reads_a_sample_not_the_whole(monkeypatch):
-    from napari_unet import cluster
+    from napari_unet.cluster import client as cluster
 
     da = pytest.importorskip("dask.array")
     lazy = da.zeros((4000, 4000), chunks=(500, 500), dtype="float32")

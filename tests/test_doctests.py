@@ -15,9 +15,11 @@ import pytest
 import napari_unet
 
 # modules whose docstrings show examples, with how many examples (>>> lines) at least
-EXAMPLES = {"annotations": 2, "augment": 5, "metrics": 2, "model": 3, "model_files": 5, "normalization": 3,
-            "postprocess": 8, "large_cells": 4, "samples": 2, "targets": 13, "tiling": 16, "weights": 6, "label_merge": 6, "pixel_size": 6, "progress": 4, "segmentation": 3, "config": 1,
-            "train_job": 3, "volume_data": 2}
+EXAMPLES = {"annotations.summary": 2, "dataset.augment": 5, "labels.metrics": 2, "model.unet": 3, "model.files": 5,
+            "model.normalization": 3, "labels.instances": 8, "labels.large_cells": 4, "samples": 2,
+            "annotations.targets": 13, "predict.tiling": 16, "annotations.weights": 6, "cluster.label_merge": 6,
+            "common.pixel_size": 6, "common.progress": 4, "labels.segment": 3, "config": 1, "training.job": 3,
+            "dataset.volume_data": 2, "common.aliases": 3}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -40,6 +42,7 @@ def test_docstring_examples_run(name):
 
 
 def test_every_core_module_with_examples_is_listed():
-    names = [m.name for m in pkgutil.iter_modules(napari_unet.__path__) if not m.name.startswith("_")]
+    names = [m.name.split(".", 1)[1] for m in pkgutil.walk_packages(napari_unet.__path__, "napari_unet.")
+             if not any(part.startswith("_") for part in m.name.split("."))]
     with_examples = {n for n in names if _examples(importlib.import_module(f"napari_unet.{n}"))}
     assert with_examples == set(EXAMPLES)

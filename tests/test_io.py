@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.io import (
+from napari_unet.files.images import read_image, write_image
+from napari_unet.model.files import (
     MODEL_FORMAT_VERSION,
     ModelFileError,
     load_model,
     model_to_bytes,
-    read_image,
     save_model,
-    write_image,
 )
-from napari_unet.model import UNet
+from napari_unet.model.unet import UNet
 
 
 @pytest.fixture
@@ -237,7 +236,8 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from napari_unet.io import atomic_write_bytes, write_image
+    from napari_unet.files.safe_write import atomic_write_bytes
+    from napari_unet.files.images import write_image
 
     umask = os.umask(0o022)
     try:

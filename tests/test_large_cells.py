@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_unet import UNet, to_labels
-from napari_unet.large_cells import add_large_cells, applies, half_scale, iter_large_cells, predict_half_scale
-from napari_unet.tiling import drive
+from napari_unet.common.progress import drive
+from napari_unet.labels.large_cells import add_large_cells, applies, half_scale, iter_large_cells, predict_half_scale
 
 
 def _probabilities(cell_mask):
@@ -132,7 +132,7 @@ def test_the_half_scale_prediction_has_half_the_shape_and_the_full_scale_normali
 @pytest.fixture
 def spy(monkeypatch):
     """Records the calls of add_large_cells (shapes of labels and half-scale probabilities, options)."""
-    import napari_unet.large_cells as large_cells
+    import napari_unet.labels.large_cells as large_cells
 
     calls = []
     real = large_cells.add_large_cells
@@ -153,7 +153,7 @@ def _tiny_model(diameter=6.0):
 
 
 def test_batch_prediction_runs_the_pass_unless_switched_off(spy):
-    from napari_unet.batch_jobs import batch_job
+    from napari_unet.cluster.batch import batch_job
 
     net = _tiny_model()
     items = [("stack", np.random.default_rng(1).random((2, 40, 30)).astype(np.float32), "ZYX", None)]
@@ -170,8 +170,9 @@ def test_batch_prediction_runs_the_pass_unless_switched_off(spy):
 
 
 def test_cli_predict_runs_the_pass_unless_no_large_cells(spy, tmp_path):
-    from napari_unet import cli
-    from napari_unet.io import save_model, write_image
+    from napari_unet.cli import main as cli
+    from napari_unet.model.files import save_model
+    from napari_unet.files.images import write_image
 
     model = tmp_path / "m.unet"
     save_model(_tiny_model(5.0), model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.metrics import match_instances, merged_pairs, pixel_iou, separated_pairs
+from napari_unet.labels.metrics import match_instances, merged_pairs, pixel_iou, separated_pairs
 
 
 def test_match_counts_true_and_false_positives_by_iou():

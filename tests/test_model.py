@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_unet.config import ModelConfig, model_preset
-from napari_unet.model import UNet
+from napari_unet.model.unet import UNet
 
 
 @pytest.fixture(autouse=True)

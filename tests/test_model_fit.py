@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_unet import TrainConfig, UNet
-from napari_unet.model_fit import channels_of, check_channels, classes_for_training
+from napari_unet.model.fit import channels_of, check_channels, classes_for_training
 
 
 def test_channels_must_match_the_model():
@@ -40,7 +40,7 @@ def test_classes_of_a_new_or_continued_training():
 def test_the_training_tile_of_a_preset_whether_named_or_given_as_an_architecture():
     from napari_unet import TrainConfig, UNet
     from napari_unet.config import model_preset
-    from napari_unet.model_fit import default_tile_shape, preset_of
+    from napari_unet.model.fit import default_tile_shape, preset_of
 
     for name, tile in [("fast", (128, 128)), ("paper", (572, 572))]:
         architecture = model_preset(name, in_channels=3, n_classes=3)
@@ -59,7 +59,7 @@ def test_the_training_tile_of_a_preset_whether_named_or_given_as_an_architecture
 def test_a_continued_model_trains_on_the_tile_it_was_trained_on():
     from napari_unet import TrainConfig, UNet
     from napari_unet.config import model_preset
-    from napari_unet.model_fit import default_tile_shape
+    from napari_unet.model.fit import default_tile_shape
 
     model = UNet.from_config(model_preset("fast"))
     model.metadata = {"tile": {"train_input_shape": [160, 160]}}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.normalization import apply_normalization, normalization_params, percentile_normalize
+from napari_unet.model.normalization import apply_normalization, normalization_params, percentile_normalize
 
 
 def test_percentiles_map_to_zero_and_one():

@@ -10,8 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "napari_unet"
-CORE_MODULES = [
-    p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("_") and p.stem not in {"cli"}
+CORE_MODULES = [  # every module but the widgets', the CLI's and the napari glue
+    ".".join(p.relative_to(PACKAGE).with_suffix("").parts) for p in sorted(PACKAGE.rglob("*.py"))
+    if not any(part.startswith("_") for part in p.relative_to(PACKAGE).parts) and p.relative_to(PACKAGE).parts[0] != "cli"
 ]
 GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "vispy")
 
@@ -88,3 +89,22 @@ def test_sample_data_commands_return_layer_data():
         image, gt, annotations = (data for data, _, _ in layers)
         assert image.shape == gt.shape == annotations.shape
         assert layers[2][1]["name"] == layers[0][1]["name"] + " annotations"
+
+
+@pytest.mark.parametrize("old, name, home", [
+    ("data", "instances_to_annotations", "annotations.targets"),
+    ("data", "TileSampler", "dataset.sampler"),
+    ("io", "load_model", "model.files"),
+    ("io", "read_image", "files.images"),
+    ("tiling", "predict_tiled", "predict.tiling"),
+    ("tiling", "choose_tile_shape", "predict.plan"),
+])
+def test_the_old_module_paths_still_give_every_name_with_a_deprecation_warning(old, name, home):
+    # the paths the README and docs used before the wings: napari_unet.data, .io, .tiling
+    module = importlib.import_module(f"napari_unet.{old}")
+    with pytest.warns(DeprecationWarning, match=rf"napari_unet\.{old}\.{name} is deprecated: import {name} from napari_unet"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(f"napari_unet.{home}"), name)
+    assert name in module.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        module.nope

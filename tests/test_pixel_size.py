@@ -7,13 +7,13 @@ import pytest
 import tifffile
 import torch
 
-import napari_unet.tiling as tiling
+import napari_unet.predict.tiling as tiling
 from napari_unet import TrainConfig, UNet, load_model, predict_stack, predict_tiled, save_model, to_labels
-from napari_unet.metrics import match_instances
-from napari_unet.model_files import ModelFileError
-from napari_unet.images import read_pixel_size
-from napari_unet.pixel_size import check_pixel_size, describe_resampling, pixel_size_from_scale, resample_factors
-from napari_unet.postprocess import label_options
+from napari_unet.common.pixel_size import check_pixel_size, describe_resampling, pixel_size_from_scale, resample_factors
+from napari_unet.files.images import read_pixel_size
+from napari_unet.labels.instances import label_options
+from napari_unet.labels.metrics import match_instances
+from napari_unet.model.files import ModelFileError
 from napari_unet.samples import make_touching_cells
 
 
@@ -138,7 +138,7 @@ def test_three_d_gives_one_id_per_sphere_and_splits_touching_ones():
 
 
 def test_cli_reads_pixel_sizes_trains_with_them_and_labels_3d_objects(tmp_path):
-    from napari_unet.cli import main
+    from napari_unet.cli.main import main
 
     image, _, annotations = make_touching_cells((128, 128), seed=3, annotated_fraction=0.08)
     tifffile.imwrite(tmp_path / "img.tif", image, imagej=True, resolution=(1 / 0.4, 1 / 0.4), metadata={"unit": "um"})
@@ -177,7 +177,7 @@ def _ome_zarr(path, image, axes, datasets_transform, multiscale_transform=None):
 
 
 def test_ome_zarr_units_and_multiscale_transformations_give_micrometres(tmp_path):
-    from napari_unet.ngff import ngff_scale
+    from napari_unet.files.ngff import ngff_scale
 
     image = np.zeros((8, 8), np.uint8)
     mm = _ome_zarr(tmp_path / "mm.zarr", image, [{"name": "y", "type": "space", "unit": "millimeter"},
@@ -205,7 +205,7 @@ def test_ome_zarr_units_and_multiscale_transformations_give_micrometres(tmp_path
 def test_malformed_ome_zarr_metadata_is_one_clear_error_naming_the_file(tmp_path, multiscales, words):
     import zarr
 
-    from napari_unet.images import read_image
+    from napari_unet.files.images import read_image
 
     group = zarr.open_group(str(tmp_path / "bad.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=(8, 8), chunks=(8, 8), dtype="uint8")
@@ -260,7 +260,7 @@ def test_three_d_labelling_refuses_an_absurd_spacing_or_a_volume_beyond_memory()
 
 
 def test_ome_zarr_without_a_scale_or_a_unit_has_no_pixel_size_rather_than_one_micrometre(tmp_path, caplog):
-    from napari_unet.ngff import ngff_scale
+    from napari_unet.files.ngff import ngff_scale
 
     image = np.zeros((8, 8), np.uint8)
     no_scale = _ome_zarr(tmp_path / "v03.zarr", image, ["y", "x"], [{"type": "translation", "translation": [0, 0]}])

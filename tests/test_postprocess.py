@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_unet.postprocess import label_options, split_height, to_labels
+from napari_unet.labels.instances import label_options, split_height, to_labels
 
 
 def _probabilities(mask: np.ndarray) -> np.ndarray:
@@ -290,7 +290,7 @@ def test_seeds_found_piece_by_piece_equal_those_of_the_whole_surface(shape, side
     from scipy import ndimage as ndi
     from skimage.morphology import local_maxima, reconstruction
 
-    import napari_unet.postprocess as post
+    import napari_unet.labels.instances as post
 
     rng = np.random.default_rng(3)
     blobs = ndi.gaussian_filter(rng.random(shape), sigma) > 0.5  # many pieces, some touching diagonally

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from napari_unet import UNet, to_labels
-from napari_unet.large_cells import add_large_cells, predict_half_scale
-from napari_unet.segmentation import LARGE_CELLS_SHARE, iter_segment, segment, segment_options
-from napari_unet.tiling import predict_stack
+from napari_unet.labels.large_cells import add_large_cells, predict_half_scale
+from napari_unet.labels.segment import LARGE_CELLS_SHARE, iter_segment, segment, segment_options
+from napari_unet.predict.tiling import predict_stack
 
 
 @pytest.fixture

@@ -8,10 +8,16 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.model import UNet
-from napari_unet.normalization import percentile_normalize
-from napari_unet.tile_volume import choose_volume_tile, iter_predict_volume
-from napari_unet.tiling import iter_predict_stack, normalization_range, predict_block, predict_stack, predict_tiled
+from napari_unet.model.normalization import percentile_normalize
+from napari_unet.model.unet import UNet
+from napari_unet.predict.tiling import (
+    iter_predict_stack,
+    normalization_range,
+    predict_block,
+    predict_stack,
+    predict_tiled,
+)
+from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume
 
 FP32 = dict(precision="fp32", device="cpu")
 SHAPE = (11, 19, 14)  # no axis a multiple of the pooling factors (4, or 2 along Z with xy_only_pools=1)
@@ -205,7 +211,7 @@ def test_a_voxel_size_is_only_compared(caplog):
     net.metadata = {"pixel_size": [2.0, 0.5, 0.5]}
     volume = _volume()
     plain = predict_tiled(net, volume, **FP32)
-    with caplog.at_level("WARNING", logger="napari_unet.tile_volume"):
+    with caplog.at_level("WARNING", logger="napari_unet.predict.volume"):
         other = predict_tiled(net, volume, pixel_size=(1.0, 0.25, 0.25), **FP32)
     assert "differs from the model's" in caplog.text
     assert np.array_equal(plain, other)  # predicted as it is

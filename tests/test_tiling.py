@@ -10,19 +10,16 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.devices import cpu_has_fast_bf16
-from napari_unet.model import UNet
-from napari_unet.normalization import percentile_normalize
-from napari_unet.tile_plan import mirror_indices
-from napari_unet.tiling import (
-    choose_tile_shape,
+from napari_unet.common.devices import cpu_has_fast_bf16, resolve_precision, select_device
+from napari_unet.model.normalization import percentile_normalize
+from napari_unet.model.unet import UNet
+from napari_unet.predict.plan import choose_tile_shape, mirror_indices
+from napari_unet.predict.tiling import (
     iter_predict_stack,
     iter_predict_tiled,
     normalization_range,
     predict_stack,
     predict_tiled,
-    resolve_precision,
-    select_device,
 )
 
 FP32 = dict(precision="fp32")
@@ -339,7 +336,7 @@ def test_bf16_keeps_the_argmax_of_a_trained_net():
 
 def test_core_modules_do_not_import_qt():
     code = (
-        "import sys, napari_unet.model, napari_unet.tiling, napari_unet.postprocess\n"
+        "import sys, napari_unet.model.unet, napari_unet.predict.tiling, napari_unet.labels.instances\n"
         "bad = [m for m in ('qtpy', 'napari', 'magicgui', 'PyQt5', 'PyQt6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

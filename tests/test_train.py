@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from napari_unet.config import AugmentConfig, ModelConfig, TrainConfig
-from napari_unet.io import load_model
+from napari_unet.model.files import load_model
 from napari_unet.samples import make_touching_cells
-from napari_unet.train_job import train
-from napari_unet.training import Trainer, TrainEvent, weighted_cross_entropy
+from napari_unet.training.events import TrainEvent
+from napari_unet.training.job import train
+from napari_unet.training.loss import weighted_cross_entropy
+from napari_unet.training.trainer import Trainer
 
 NO_AUG = AugmentConfig(enabled=False)
 
@@ -52,7 +54,7 @@ def test_loss_falls_on_a_tiny_problem(sample):
 
 def test_unannotated_pixels_do_not_change_the_gradient():
     torch.manual_seed(0)
-    from napari_unet.model import UNet
+    from napari_unet.model.unet import UNet
 
     net = UNet(depth=1, base_channels=4)
     x = torch.randn(2, 1, 44, 44)
@@ -100,12 +102,12 @@ def test_events_metadata_and_prediction(sample):
     assert meta["tile"]["train_input_shape"] == list(trainer.input_shape)
     assert meta["training"]["iterations"] == 6 and meta["training"]["config"]["preset"] == "tiny"
     # the painted cells' size travels with the model: prediction scales its cell split with it
-    from napari_unet.data import painted_cell_diameter
+    from napari_unet.annotations.targets import painted_cell_diameter
 
     assert meta["cell_diameter"] == pytest.approx(painted_cell_diameter(annotations), abs=1e-3)
     assert 10 < meta["cell_diameter"] < 30
     assert len(trainer.history) == 6 and "val_loss" in trainer.history[1]
-    from napari_unet.tiling import predict_tiled
+    from napari_unet.predict.tiling import predict_tiled
 
     probabilities = predict_tiled(trainer.model, image)  # raw image: the model normalizes it
     assert probabilities.shape == (2, 128, 128)
@@ -233,7 +235,7 @@ def test_checkpoint_and_resume(sample, tmp_path):
     assert last.iteration == 7 and resumed.model.metadata["training"]["iterations"] == 7
 
     plain = tmp_path / "plain.unet"
-    from napari_unet.io import save_model
+    from napari_unet.model.files import save_model
 
     save_model(trainer.model, plain)
     with pytest.raises(ValueError, match="without training state"):
@@ -250,7 +252,7 @@ def test_set_annotations_swaps_in_fresh_strokes(sample):
     trainer.set_annotations(0, more)
     for _ in run:
         pass
-    from napari_unet.data import cell_ring, insert_gaps
+    from napari_unet.annotations.targets import cell_ring, insert_gaps
 
     # the new strokes, plus the one-pixel background ring that the painted cells imply
     assert trainer.sampler.n_annotated == int((more > 0).sum() + cell_ring(insert_gaps(more), 1).sum())
@@ -260,7 +262,7 @@ def test_set_annotations_swaps_in_fresh_strokes(sample):
         bigger[5 + 40 * k:35 + 40 * k, 90:120] = int(more.max()) + 1 + k
     trainer.set_annotations(0, bigger)
     trainer._apply_pending()
-    from napari_unet.data import painted_cell_diameter
+    from napari_unet.annotations.targets import painted_cell_diameter
 
     assert trainer.model.metadata["cell_diameter"] == pytest.approx(painted_cell_diameter(bigger), abs=1e-3)
     assert trainer.model.metadata["cell_diameter"] > diameter
@@ -318,7 +320,7 @@ def test_time_limit_ends_training_by_the_trainers_clock(sample):
 
 
 def test_intensity_range_is_the_whole_stack_normalization(sample):
-    from napari_unet.normalization import normalization_params
+    from napari_unet.model.normalization import normalization_params
 
     image, _, annotations = sample
     stack = np.stack([image, (image * 0.5).astype(image.dtype)])
@@ -331,7 +333,7 @@ def test_intensity_range_is_the_whole_stack_normalization(sample):
     # the preview of the dim plane is normalized with them, not with its own percentiles
     trainer.set_preview(stack[1], normalize=(lows, highs))
     previews = [e.preview for e in trainer.run() if e.kind == "preview"]
-    from napari_unet.tiling import predict_tiled
+    from napari_unet.predict.tiling import predict_tiled
 
     again = predict_tiled(trainer.model, stack[1], normalize=(lows, highs))  # the final weights
     own = predict_tiled(trainer.model, stack[1])
@@ -344,7 +346,7 @@ def test_intensity_range_is_the_whole_stack_normalization(sample):
 
 
 def test_checkpoint_run_dirs_are_fresh_and_pruned(tmp_path, monkeypatch):
-    from napari_unet.training import checkpoint_run_dir
+    from napari_unet.training.checkpoints import checkpoint_run_dir
 
     monkeypatch.setenv("NAPARI_UNET_CHECKPOINT_DIR", str(tmp_path / "ck"))
     runs = [checkpoint_run_dir(keep=3) for _ in range(5)]
@@ -386,8 +388,8 @@ def test_weight_averaging_keeps_the_average_and_survives_a_checkpoint(sample, tm
 
 
 def test_borders_train_three_classes_and_prediction_reads_them(sample):
-    from napari_unet.postprocess import label_options, to_labels
-    from napari_unet.tiling import predict_tiled
+    from napari_unet.labels.instances import label_options, to_labels
+    from napari_unet.predict.tiling import predict_tiled
 
     image, _, annotations = sample
     trainer = Trainer([image], [annotations], config=tiny(borders=True, ring=1))
@@ -420,7 +422,7 @@ def _small_cells(shape=(96, 96), size=8):
 
 
 def test_small_painted_cells_narrow_the_border_term_and_a_new_diameter_rebuilds_every_plane():
-    from napari_unet.data import make_targets, painted_cell_diameter
+    from napari_unet.annotations.targets import make_targets, painted_cell_diameter
 
     rng = np.random.default_rng(0)
     images = [rng.random((96, 96)).astype(np.float32) for _ in range(2)]
@@ -458,7 +460,7 @@ def test_small_painted_cells_narrow_the_border_term_and_a_new_diameter_rebuilds_
 
 
 def test_durations_are_read_as_people_write_them_and_nonsense_is_refused():
-    from napari_unet.progress import parse_duration
+    from napari_unet.common.progress import parse_duration
 
     assert parse_duration("3 min 20 s") == 200.0 and parse_duration("90s") == 90.0
     assert parse_duration("90", bare_unit=1.0) == 90.0
@@ -468,7 +470,7 @@ def test_durations_are_read_as_people_write_them_and_nonsense_is_refused():
 
 
 def test_the_iterations_behind_the_kept_weights_and_the_warning_when_too_few():
-    from napari_unet.model_metadata import MIN_TRAINED_ITERATIONS, trained_iterations, undertrained_warning
+    from napari_unet.model.metadata import MIN_TRAINED_ITERATIONS, trained_iterations, undertrained_warning
 
     class Model:
         metadata = {}

@@ -11,8 +11,8 @@ import torch
 
 import napari_unet as nu
 from napari_unet.config import AugmentConfig, ModelConfig, anisotropic_pools, model_preset
-from napari_unet.model import UNet
-from napari_unet.volume_data import VolumeData
+from napari_unet.dataset.volume_data import VolumeData
+from napari_unet.model.unet import UNet
 
 TINY3D = ModelConfig(spatial_dims=3, depth=2, base_channels=4, padding="same", batch_norm=True)
 

@@ -7,7 +7,7 @@ import pytest
 
 from napari_unet import TrainConfig
 from napari_unet.samples import make_touching_cells
-from napari_unet.train_job import TrainJob, entropy_map
+from napari_unet.training.job import TrainJob, entropy_map
 
 
 def test_entropy_map_is_zero_when_certain_and_one_when_uniform():
@@ -91,7 +91,7 @@ class _Clock:
 
 def test_previews_by_time_come_early_then_every_few_seconds_and_cost_at_most_a_twentieth():
     from napari_unet import Trainer
-    from napari_unet.schedule import PreviewClock
+    from napari_unet.training.schedule import PreviewClock
 
     image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
     config = TrainConfig(preset="tiny", iterations=200, batch_size=1, device="cpu", preview_every_s=3.0,
@@ -122,7 +122,7 @@ def test_previews_by_time_come_early_then_every_few_seconds_and_cost_at_most_a_t
 def _tune(step_seconds, threads=2, steps=40, every_s=30.0):
     """Feed a ThreadTuner steps whose seconds ``step_seconds(threads now)`` gives; returns it and
     the thread counts set."""
-    from napari_unet.devices import ThreadTuner
+    from napari_unet.common.devices import ThreadTuner
 
     now = [0.0]
     calls = []
@@ -185,7 +185,7 @@ def test_preload_imports_what_a_first_training_with_previews_imports():
         "import sys\n"
         "from napari_unet import TrainConfig\n"
         "from napari_unet.samples import make_touching_cells\n"
-        "from napari_unet.train_job import TrainJob, preload\n"
+        "from napari_unet.training.job import TrainJob, preload\n"
         "image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)\n"
         "preload()\n"
         "before = set(sys.modules)\n"

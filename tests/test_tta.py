@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unet import UNet
-from napari_unet.tiling import predict_block, predict_tiled
+from napari_unet.predict.tiling import predict_block, predict_tiled
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def _tiny_model():
 
 
 def test_the_batch_job_passes_its_views_to_both_passes(engines):
-    from napari_unet.batch_jobs import batch_job
+    from napari_unet.cluster.batch import batch_job
 
     items = [("a", np.random.default_rng(3).random((40, 30), dtype=np.float32), "YX", None)]
     list(batch_job(_tiny_model(), items, "instances", device="cpu"))
@@ -80,9 +80,10 @@ def test_the_batch_job_passes_its_views_to_both_passes(engines):
 
 
 def test_cli_predict_averages_the_plugin_views_unless_told(engines, tmp_path, capsys):
-    from napari_unet import cli
-    from napari_unet.io import save_model, write_image
-    from napari_unet.views import PLUGIN_TTA
+    from napari_unet.cli import main as cli
+    from napari_unet.model.files import save_model
+    from napari_unet.files.images import write_image
+    from napari_unet.predict.views import PLUGIN_TTA
 
     model = tmp_path / "m.unet"
     save_model(_tiny_model(), model)

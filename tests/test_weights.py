@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from napari_unet.data import instances_to_annotations
+from napari_unet.annotations.targets import instances_to_annotations
+from napari_unet.annotations.weights import _weight_map_reference, fiji_weight_map, two_nearest_distances, weight_map
 from napari_unet.samples import make_touching_cells
-from napari_unet.weights import _weight_map_reference, fiji_weight_map, two_nearest_distances, weight_map
 
 
 def _touching_annotations(seed, shape=(96, 112), sparse=False):

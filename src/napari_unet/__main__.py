@@ -9,7 +9,7 @@ def _main(argv=None) -> int:
         from ._gui import main as gui
 
         return gui(argv[1:])
-    from .cli import main
+    from .cli.main import main
 
     return main(argv)
 

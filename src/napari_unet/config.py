@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .checks import check_choice, check_float, check_int, check_pair
-from .pixel_size import check_voxel_size
+from .common.checks import check_choice, check_float, check_int, check_pair
+from .common.pixel_size import check_voxel_size
 
 __all__ = [
     "ModelConfig",
@@ -289,7 +289,7 @@ class TrainConfig:
     """Instance mode: for painted cells narrower than ``sigma / sigma_per_diameter`` (20 px), the
     border term narrows to this fraction of their median diameter (at least 1 px), so that it
     stresses the gap between small touching cells instead of weighing them whole
-    (:func:`napari_unet.weights.border_sigma`). None: always ``sigma``, the paper's rule."""
+    (:func:`napari_unet.annotations.weights.border_sigma`). None: always ``sigma``, the paper's rule."""
     class_weights: Any = "balanced"
     """"balanced" (inverse class frequency among annotated pixels), None (all 1) or one weight per class."""
     gap: bool = True
@@ -336,7 +336,7 @@ class TrainConfig:
     preview_every_s: float | None = None
     """Predict the preview region (if one is set) by time instead: the first about 2 s into
     training, then every this many seconds, spaced out so that previews take at most about 5 %
-    of the training time (:class:`napari_unet.schedule.PreviewClock`). The Train widget uses it:
+    of the training time (:class:`napari_unet.training.schedule.PreviewClock`). The Train widget uses it:
     previews come every few seconds however fast the machine trains (and none is forced after
     the last iteration: the widget previews the kept model once the run ends)."""
     class_names: tuple[str, ...] | None = None

@@ -1,61 +1,33 @@
-"""Model files and image files.
-
-Model files
------------
-A ``.unet`` model file is one zip archive holding
-
-* ``model.json``: format name and version, package version, the architecture
-  (:class:`~napari_unet.ModelConfig`), and ``model.metadata`` (mode, class names,
-  normalization, tile geometry, training summary);
-* ``weights.safetensors``: the weights, in the safetensors format.
-
-Loading parses JSON and safetensors only: no pickle, so a model file never runs code.
-Files are written to a temporary file in the target folder and renamed into place
-(:func:`os.replace`), so an interrupted save never leaves a half-written model.
-
-Image files
------------
-:func:`read_image` reads TIFF (ImageJ hyperstacks, OME-TIFF, plain) with tifffile and zarr
-arrays (plain or OME-Zarr); axes come back as a string over ``"TZCYX"`` in that order.
-:func:`write_image` writes TIFF (ImageJ-compatible where the data allow) or zarr (a path
-ending in ``.zarr``), never replacing an existing file unless ``overwrite=True``.
-"""
+"""Deprecated: the old path of model files and image files; import from :mod:`napari_unet` (the public
+names) or from the module that defines each name (:mod:`napari_unet.files.images`,
+:mod:`napari_unet.files.safe_write`, :mod:`napari_unet.model.files`). Every name still works here,
+with a :class:`DeprecationWarning`."""
 
 from __future__ import annotations
 
-from .images import is_complete_image, is_zarr_path, read_image, write_image
-from .model_files import (
-    MODEL_FORMAT,
-    MODEL_FORMAT_VERSION,
-    ModelFileError,
-    check_metadata,
-    has_training_state,
-    is_model_file,
-    load_model,
-    model_from_bytes,
-    model_to_bytes,
-    save_model,
-    save_or_rescue,
-)
-from .outputs import atomic_write_bytes, check_output_path, output_lock
+from .common.aliases import deprecated_aliases
 
-__all__ = [
-    "save_model",
-    "load_model",
-    "model_to_bytes",
-    "model_from_bytes",
-    "read_image",
-    "write_image",
-    "atomic_write_bytes",
-    "check_output_path",
-    "check_metadata",
-    "is_model_file",
-    "is_complete_image",
-    "is_zarr_path",
-    "save_or_rescue",
-    "output_lock",
-    "has_training_state",
-    "MODEL_FORMAT",
-    "MODEL_FORMAT_VERSION",
-    "ModelFileError",
-]
+_NAMES = {
+    "save_model": "napari_unet.model.files",
+    "load_model": "napari_unet.model.files",
+    "model_to_bytes": "napari_unet.model.files",
+    "model_from_bytes": "napari_unet.model.files",
+    "read_image": "napari_unet.files.images",
+    "write_image": "napari_unet.files.images",
+    "atomic_write_bytes": "napari_unet.files.safe_write",
+    "check_output_path": "napari_unet.files.safe_write",
+    "check_metadata": "napari_unet.model.files",
+    "is_model_file": "napari_unet.model.files",
+    "is_complete_image": "napari_unet.files.images",
+    "is_zarr_path": "napari_unet.files.images",
+    "save_or_rescue": "napari_unet.model.files",
+    "output_lock": "napari_unet.files.safe_write",
+    "has_training_state": "napari_unet.model.files",
+    "MODEL_FORMAT": "napari_unet.model.files",
+    "MODEL_FORMAT_VERSION": "napari_unet.model.files",
+    "ModelFileError": "napari_unet.model.files",
+}
+
+__all__ = list(_NAMES)
+
+__getattr__ = deprecated_aliases(__name__, _NAMES)

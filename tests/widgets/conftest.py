@@ -77,7 +77,7 @@ def open_widget(viewer, qtbot):
 def cells():
     """A small synthetic touching-cells sample: image, instances, and annotations of its top half
     (background + one id per cell; the bottom half not annotated)."""
-    from napari_unet.data import instances_to_annotations
+    from napari_unet.annotations.targets import instances_to_annotations
     from napari_unet.samples import make_touching_cells
 
     image, instances, _ = make_touching_cells((192, 192), seed=0)
@@ -104,7 +104,7 @@ TRAIN_ITERATIONS = 150
 @pytest.fixture
 def with_model(viewer, trained_model):
     """Give ``viewer``'s widgets the trained model (as the Train widget would)."""
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     return trained_model

@@ -75,7 +75,7 @@ def test_bad_input(viewer, open_widget, notifications, trained_model):
     widget = open_widget("Batch predict")
     widget.run_button.click()
     assert widget.worker is None and any("model" in m for m in notifications.errors)
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     widget.run_button.click()
@@ -93,8 +93,8 @@ def test_batch_on_a_dask_cluster_matches_local_and_saves_ome_zarr(viewer, open_w
     import pytest
 
     pytest.importorskip("distributed")
-    from napari_unet.images import is_complete_image
-    from napari_unet.ngff import open_prediction
+    from napari_unet.files.images import is_complete_image
+    from napari_unet.files.ngff import open_prediction
 
     viewer.add_image(cells[0], name="a")
     widget = open_widget("Batch predict")

@@ -102,7 +102,7 @@ def test_bad_input_notifies_and_starts_nothing(viewer, open_widget, notification
     assert widget.worker is None
     assert any("model" in m for m in notifications.errors)
 
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(trained_model, "test model")
     viewer.layers.clear()
@@ -116,7 +116,7 @@ def test_bad_input_notifies_and_starts_nothing(viewer, open_widget, notification
 
 
 def test_failed_worker_reenables_buttons(viewer, open_widget, qtbot, with_model, monkeypatch, notifications):
-    import napari_unet.tiling as tiling
+    import napari_unet.predict.tiling as tiling
 
     def broken(*args, **kwargs):
         yield (0, 1)
@@ -137,7 +137,7 @@ def test_pixel_sizes_resample_and_3d_objects_keep_the_layer_grid(viewer, open_wi
     layer's shape, scale and translate; '3D objects' gives one id per object over the planes."""
     import copy
 
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model = copy.deepcopy(trained_model)
     model.metadata["pixel_size"] = [0.25, 0.25]
@@ -164,9 +164,9 @@ def test_pixel_sizes_resample_and_3d_objects_keep_the_layer_grid(viewer, open_wi
 
 def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_switched_off(
         viewer, open_widget, qtbot, with_model, cells, monkeypatch, engines):
-    import napari_unet.large_cells as large_cells
+    import napari_unet.labels.large_cells as large_cells
     from napari_unet import label_options, predict_half_scale, predict_tiled, to_labels
-    from napari_unet.views import PLUGIN_TTA
+    from napari_unet.predict.views import PLUGIN_TTA
 
     calls = []
     real = large_cells.add_large_cells

@@ -8,7 +8,7 @@ import pytest
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
-from napari_unet.train_job import TrainJob
+from napari_unet.training.job import TrainJob
 
 
 def select(combo, value):
@@ -80,7 +80,7 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     assert "ETA" in train.progress.format() or "done" in train.progress.format()
     assert train.start_button.isEnabled() and train.continue_button.isEnabled()
     # a crash of napari would have cost nothing: the run left a checkpoint, itself a model file
-    from napari_unet.io import load_model
+    from napari_unet.model.files import load_model
 
     runs = sorted(checkpoint_root.glob("run-*/checkpoint.unet"))
     assert len(runs) == 1 and str(runs[0].parent) in train.progress.toolTip()
@@ -88,7 +88,7 @@ def test_full_loop(viewer, open_widget, qtbot, cells, tmp_path, monkeypatch, not
     # the GUI trains as the API does: the ring a whole painted cell implies is learnt as background,
     # and the weight map shown is the one the loss used
     from napari_unet.config import TrainConfig
-    from napari_unet.data import cell_ring, insert_gaps
+    from napari_unet.annotations.targets import cell_ring, insert_gaps
 
     assert train.holder.model.metadata["training"]["config"]["ring"] == TrainConfig().ring == 1
     ring = cell_ring(insert_gaps(np.asarray(labels.data)), 1)
@@ -282,7 +282,7 @@ def test_the_widget_trains_the_scripts_network_and_warns_when_it_trained_too_lit
 
 def test_the_bar_follows_the_budget_that_ends_the_run(viewer, open_widget):
     from napari_unet import TrainConfig
-    from napari_unet.events import TrainEvent
+    from napari_unet.training.events import TrainEvent
 
     train = open_widget("Train")
     view = train.view
@@ -303,7 +303,7 @@ def test_the_bar_follows_the_budget_that_ends_the_run(viewer, open_widget):
 
 
 def test_a_large_images_preview_is_the_part_in_view(viewer, open_widget, qtbot):
-    from napari_unet._widgets.layers import PREVIEW_MAX_SIDE, visible_box
+    from napari_unet._widgets.shared.layers import PREVIEW_MAX_SIDE, visible_box
 
     small = viewer.add_image(np.zeros((3, 600, 700), dtype=np.float32), name="small")
     assert visible_box(small) is None  # previewed whole

@@ -68,7 +68,7 @@ def spans(objects) -> list[int]:
 
 
 def test_the_slab_around_a_plane_is_centred_and_kept_inside_the_stack():
-    from napari_unet.train_job import plane_slab
+    from napari_unet.training.job import plane_slab
 
     data = np.arange(2 * 10 * 3 * 6 * 5).reshape(2, 10, 3, 6, 5)  # T, Z, C, Y, X
     slab, axes, at = plane_slab(data, "TZCYX", (1, 5, 0), 4, box=(slice(1, 4), slice(0, 2)))
@@ -90,8 +90,8 @@ def test_the_slab_around_a_plane_is_centred_and_kept_inside_the_stack():
 
 def test_a_3d_jobs_previews_are_the_plane_of_a_slab_around_it(stack):
     from napari_unet import TrainConfig
-    from napari_unet.tiling import predict_tiled
-    from napari_unet.train_job import TrainJob, entropy_map
+    from napari_unet.predict.tiling import predict_tiled
+    from napari_unet.training.job import TrainJob, entropy_map
 
     image, _, annotations = stack
     config = TrainConfig(model=TINY3D, iterations=2, tile_shape=(8, 32, 32), batch_size=1, device="cpu",
@@ -159,7 +159,7 @@ def test_the_train_widget_trains_a_3d_network_of_the_layers_voxel_size_and_previ
     train.uncertainty_check.setChecked(True)
     plane = 6
     viewer.dims.set_current_step(0, plane)
-    from napari_unet._widgets.layers import current_plane_index
+    from napari_unet._widgets.shared.layers import current_plane_index
 
     assert current_plane_index(viewer, layer) == (plane,)
     shown = []
@@ -189,7 +189,7 @@ def test_the_train_widget_trains_a_3d_network_of_the_layers_voxel_size_and_previ
 
 def test_predict_with_a_3d_network_gives_3d_objects_or_the_slice_in_view(viewer, open_widget, qtbot, stack,
                                                                         model3d, notifications):
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     image, _, _ = stack
     model_holder(viewer).set_model(model3d, "3D test model")
@@ -224,7 +224,7 @@ def test_predict_with_a_3d_network_gives_3d_objects_or_the_slice_in_view(viewer,
 
 def test_a_3d_network_on_an_image_without_z_is_refused_in_plain_words(viewer, open_widget, stack, model3d,
                                                                       notifications):
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(model3d, "3D test model")
     flat = viewer.add_image(stack[0][PAINTED[0]], name="flat")
@@ -244,7 +244,7 @@ def test_a_3d_network_on_an_image_without_z_is_refused_in_plain_words(viewer, op
 
 def test_batch_predicts_z_stacks_with_a_3d_network_into_3d_objects(viewer, open_widget, qtbot, stack, model3d,
                                                                   notifications):
-    from napari_unet._widgets.model_state import model_holder
+    from napari_unet._widgets.shared.model_box import model_holder
 
     model_holder(viewer).set_model(model3d, "3D test model")
     viewer.add_image(stack[0], name="stack", scale=SCALE)

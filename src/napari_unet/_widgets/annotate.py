@@ -16,9 +16,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..annotations import annotation_summary
-from .layers import ANNOTATIONS_SUFFIX, LayerCombo, disconnect_all, layer_annotation_problems, matching_annotations, spatial_shape
-from .notify import notify_error
+from ..annotations.summary import annotation_summary
+from .shared.layers import (
+    ANNOTATIONS_SUFFIX,
+    LayerCombo,
+    disconnect_all,
+    layer_annotation_problems,
+    matching_annotations,
+    spatial_shape,
+)
+from .shared.notify import notify_error
 
 CONVENTION = (
     "<b>How to annotate</b><br>"

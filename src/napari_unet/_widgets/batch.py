@@ -1,6 +1,6 @@
 """BatchPredictWidget: run the model over every checked image layer (whole stacks).
 
-One worker thread goes through the layers in turn (the Qt-free jobs of :mod:`napari_unet.batch_jobs`),
+One worker thread goes through the layers in turn (the Qt-free jobs of :mod:`napari_unet.cluster.batch`),
 here or on a dask cluster; each result reaches the viewer (a Labels layer named after its source)
 as soon as it is ready, and is optionally written to a folder (TIFF, or OME-Zarr from a cluster).
 Existing files are never overwritten without asking.
@@ -29,15 +29,30 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, follow_model_kind, is_volume_model,
-                       large_cells_check, select_model_mode, set_bar)
-from ..batch_jobs import batch_job, cluster_batch_job, output_path
-from .layers import FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size, upsert_layer
-from .model_panel import ModelPanel
-from .model_state import model_holder
-from .notify import notify_error, notify_info, notify_warning, plain_error
-from .workers import WorkerWidgetMixin
+from ..cluster.batch import batch_job, cluster_batch_job, output_path
 from .predict import OUTPUTS, check_model_fits, hide_preview, no_objects_message
+from .shared.controls import (
+    CellDiameterSpin,
+    DeviceCombo,
+    FlipsCheck,
+    choice_combo,
+    follow_model_kind,
+    is_volume_model,
+    large_cells_check,
+    select_model_mode,
+    set_bar,
+)
+from .shared.layers import (
+    FollowsLayersMixin,
+    PREDICTION_SUFFIX,
+    is_kind,
+    is_output_layer,
+    layer_pixel_size,
+    upsert_layer,
+)
+from .shared.model_box import ModelPanel, model_holder
+from .shared.notify import notify_error, notify_info, notify_warning, plain_error
+from .shared.workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """PredictWidget: image layer -> Labels layer (instances or classes) and a probability layer.
 
 The prediction runs in a napari thread worker over the core's generator
-(:func:`napari_unet.segmentation.iter_segment`, as the CLI and the Batch widget); results reach the
+(:func:`napari_unet.labels.segment.iter_segment`, as the CLI and the Batch widget); results reach the
 layers on the main thread.
 Re-running updates the output layers instead of adding new ones.
 """
@@ -13,16 +13,35 @@ import logging
 import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from .controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
-                       is_volume_model, large_cells_check, select_model_mode, set_bar)
-from ..axes import channels_last_to_first
-from ..pixel_size import describe_resampling
-from .layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index, image_axes,
-                     is_kind, layer_pixel_size, spatial_shape, upsert_layer)
-from .model_panel import ModelPanel
-from .model_state import model_holder
-from .notify import notify_error, notify_warning, plain_error
-from .workers import WorkerWidgetMixin
+from ..common.axes import channels_last_to_first
+from ..common.pixel_size import describe_resampling
+from .shared.controls import (
+    CellDiameterSpin,
+    DeviceCombo,
+    FlipsCheck,
+    MODE_CHOICES,
+    choice_combo,
+    follow_model_kind,
+    is_volume_model,
+    large_cells_check,
+    select_model_mode,
+    set_bar,
+)
+from .shared.layers import (
+    LayerCombo,
+    PREDICTION_SUFFIX,
+    PREVIEW_SUFFIX,
+    PROBABILITY_SUFFIX,
+    current_plane_index,
+    image_axes,
+    is_kind,
+    layer_pixel_size,
+    spatial_shape,
+    upsert_layer,
+)
+from .shared.model_box import ModelPanel, model_holder
+from .shared.notify import notify_error, notify_warning, plain_error
+from .shared.workers import WorkerWidgetMixin
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +65,7 @@ def hide_preview(viewer, image) -> None:
 def check_model_fits(model, layer) -> str:
     """The axes string of ``layer`` for ``model``; ValueError in plain words when it cannot fit
     (e.g. a 3D network and an image that is not a z-stack)."""
-    from ..model_fit import check_channels
+    from ..model.fit import check_channels
 
     axes = image_axes(layer, int(model.config.in_channels))
     name = f"{layer.name!r}{' (RGB)' if getattr(layer, 'rgb', False) else ''}"
@@ -62,10 +81,10 @@ def prediction_input(model, data, axes: str, index: tuple | None):
 
     The whole image or stack (``index`` None), channels first; or the plane ``index`` of a stack,
     normalized with the whole stack's percentiles as in training. A 3D network's plane is
-    predicted in the slab around it (:func:`napari_unet.train_job.plane_slab`, the training
+    predicted in the slab around it (:func:`napari_unet.training.job.plane_slab`, the training
     patch's z size, as the training preview), ``at``: the plane's z in the slab (else None).
     """
-    from ..tiling import normalization_range
+    from ..predict.tiling import normalization_range
 
     if index is None:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
@@ -76,8 +95,8 @@ def prediction_input(model, data, axes: str, index: tuple | None):
     whole, whole_axes = channels_last_to_first(data, axes)
     normalize = normalization_range(model, whole, axes=whole_axes) or True
     if is_volume_model(model):
-        from ..model_fit import default_tile_shape
-        from ..train_job import plane_slab
+        from ..model.fit import default_tile_shape
+        from ..training.job import plane_slab
 
         slab, slab_axes, at = plane_slab(data, axes, index, default_tile_shape(model)[0])
         return slab, slab_axes, normalize, at
@@ -97,10 +116,10 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     they differ. ``three_d``: one id per 3D object of a z-stack (voxel spacing from ``space``;
     always, for a 3D network, whose plane ``index`` is predicted in the slab around it).
     ``large_cells``: the half-scale pass for cells much larger than the painted ones
-    (:mod:`napari_unet.large_cells`; instances of planes only). ``tta``: flipped views averaged
+    (:mod:`napari_unet.labels.large_cells`; instances of planes only). ``tta``: flipped views averaged
     (:func:`~napari_unet.predict_tiled`).
     """
-    from ..segmentation import iter_segment, segment_options
+    from ..labels.segment import iter_segment, segment_options
 
     pixel_size = (space["y"], space["x"]) if space else None
     plane, plane_axes, normalize, at = prediction_input(model, data, axes, index)

@@ -1,0 +1,1 @@
+"""What the dock widgets share: controls, layer helpers, messages, thread workers, the Model box."""

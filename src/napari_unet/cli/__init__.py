@@ -1,0 +1,1 @@
+"""The command line: napari-unet train | predict | export | demo."""

@@ -1,0 +1,1 @@
+"""Image files (TIFF, zarr, OME-Zarr) and writing safely (atomic writes, output checks, locks)."""

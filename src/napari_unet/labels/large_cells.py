@@ -1,0 +1,210 @@
+"""A second look at half scale, for cells much larger than the painted ones.
+
+A network learns the cell size it was shown. Painted only on small cells, it sees a cell three or
+four times their diameter as a ring of edges with fragments inside (``benchmarks/README.md``,
+"mixed sizes"). At half scale the same cell looks like a painted one, so the image is predicted a
+second time, downscaled by 2, and its objects replace the full-scale labels where they are much
+larger than a typical painted cell *and* the full-scale labels cover them poorly, or cut them into
+large pieces along lines the half-scale prediction holds to be inside a cell (a textured inside
+the full scale was unsure of). Cells of the painted size keep their full-scale labels, so images
+without unusually large cells almost always get the same labels as without this pass (the
+constants below were chosen on the quality suite: ``benchmarks/README.md``).
+
+Examples
+--------
+>>> import numpy as np
+>>> p = np.zeros((2, 40, 40), np.float32); p[0] = 1
+>>> p[:, 4:36, 4:36] = [[[0.2]], [[0.8]]]          # one large cell, 32 px wide
+>>> ring = p.copy(); ring[:, 8:32, 8:32] = [[[0.9]], [[0.1]]]   # full scale: only its rim
+>>> half = p[:, ::2, ::2]                          # half scale: the whole cell
+>>> full = to_labels(ring, min_size=1)
+>>> int((full > 0).sum()) < 32 * 32
+True
+>>> fused = add_large_cells(full, half, cell_diameter=8.0)
+>>> int((fused > 0).sum()), int(fused.max())
+(1024, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import numpy as np
+
+from .instances import split_height, to_labels
+
+__all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
+           "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_CELL_PIECES",
+           "LARGE_PIECE_CELLS"]
+
+#: an object of the half-scale labels is a large cell when its equivalent diameter is at least
+#: this many typical cell diameters (the painted cells' median the model keeps)
+LARGE_CELL_DIAMETERS = 2.25
+#: ... and it replaces the full-scale labels only where these cover less than this fraction of it
+#: (a ring with fragments); a clump the full scale split correctly covers it almost completely
+LARGE_CELL_COVERAGE = 0.7
+#: ... or where, however well they cover it, they cut it into at least LARGE_CELL_PIECES pieces,
+#: the largest at least LARGE_PIECE_CELLS typical cells in area (so not a clump of cells of the
+#: painted size, nor a pair of larger cells), along lines the half-scale prediction holds to be
+#: inside a cell: mean half-scale cell probability on the cuts at least LARGE_CELL_CUT_SUPPORT
+#: (a clump's cuts follow the gaps between its cells, where that probability dips)
+LARGE_CELL_CUT_SUPPORT = 0.7
+LARGE_CELL_PIECES = 3
+LARGE_PIECE_CELLS = 3.0
+#: the cuts are looked for this many pixels inside the object's outline
+CUT_MARGIN = 3
+
+
+def half_scale(data) -> np.ndarray:
+    """``data`` (``(..., Y, X)``) downscaled by 2 in Y and X, anti-aliased, as float32."""
+    from skimage.transform import resize
+
+    data = np.asarray(data)
+    shape = (*data.shape[:-2], max(1, (data.shape[-2] + 1) // 2), max(1, (data.shape[-1] + 1) // 2))
+    return resize(data.astype(np.float32, copy=False), shape, order=1, anti_aliasing=True,
+                  preserve_range=True).astype(np.float32)
+
+
+def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=None, precision: str = "auto",
+                            normalize=None, tta: int = 1) -> Generator[tuple[int, int], None, Any]:
+    """Generator: yields ``(done, total)`` tiles; returns the probabilities of ``data`` downscaled
+    by 2, ``(n_classes, ..., ceil(Y/2), ceil(X/2))``.
+
+    ``data``: an image or stack with ``axes`` (channels first, as :func:`~napari_unet.predict_stack`
+    takes them). It is normalized with the full-scale data's percentiles (or ``normalize``, as in
+    :func:`~napari_unet.predict_tiled`: e.g. the whole stack's range for one plane). ``pixel_size``: the
+    full-scale image's (micrometres, y and x), when the model resamples to its own pixel size:
+    the half-scale image is then resampled by the same factor and so is seen at half the model's
+    grid. ``tta``: flipped views averaged, as in :func:`~napari_unet.predict_tiled`.
+    """
+    from ..predict.tiling import iter_predict_stack, normalization_range
+
+    if normalize is None:
+        normalize = normalization_range(model, data, axes=axes) or True
+    small = half_scale(data)
+    return (yield from iter_predict_stack(model, small, axes=axes, device=device, normalize=normalize,
+                                          pixel_size=pixel_size, precision=precision, tta=tta))
+
+
+def predict_half_scale(model, data, *, axes: str | None = None, device=None, pixel_size=None, progress=None,
+                       **kwargs) -> np.ndarray:
+    """:func:`iter_predict_half_scale` in one call (``axes``: default from the data and the model;
+    ``progress(done, total)`` after each tile batch): the ``half_probabilities`` of
+    :func:`add_large_cells`, e.g.
+    ``add_large_cells(to_labels(p, **options), predict_half_scale(model, image), **options)``."""
+    from ..model.fit import image_axes
+    from ..common.progress import drive
+
+    axes = axes or image_axes(np.asarray(data) if not hasattr(data, "shape") else data, model)
+    return drive(iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size, **kwargs),
+                 progress)
+
+
+def _upsampled(half: np.ndarray, shape) -> np.ndarray:
+    """A half-scale plane (labels or probabilities) on the full grid (each full pixel takes its
+    half-scale pixel's value)."""
+    ys = np.minimum(np.arange(shape[0]) // 2, half.shape[0] - 1)
+    xs = np.minimum(np.arange(shape[1]) // 2, half.shape[1] - 1)
+    return half[np.ix_(ys, xs)]
+
+
+def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_cell: np.ndarray) -> np.ndarray:
+    """Replace the full-scale labels of one plane by the large half-scale objects they cover
+    poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability)."""
+    from scipy import ndimage as ndi
+
+    half = _upsampled(half, full.shape)
+    ids, areas = np.unique(half[half > 0], return_counts=True)
+    large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]
+    if not len(large):
+        return full
+    half_cell = _upsampled(half_cell, full.shape)
+    edges = ndi.grey_dilation(full, size=3) != ndi.grey_erosion(full, size=3)
+    piece_area = np.bincount(full.ravel())
+    out = full.copy()
+    next_id = int(full.max()) + 1
+    typical_area = np.pi * cell_diameter**2 / 4
+    for i in large:
+        cell = half == i
+        inside = np.bincount(full[cell], minlength=len(piece_area))
+        inside[0] = 0
+        pieces = np.flatnonzero(2 * inside > piece_area)  # full-scale labels lying mostly inside
+        if inside.sum() >= LARGE_CELL_COVERAGE * cell.sum() and not (
+                len(pieces) >= LARGE_CELL_PIECES and piece_area[pieces].max() >= LARGE_PIECE_CELLS * typical_area
+                and _cut_support(edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
+            continue
+        out[np.isin(full, pieces)] = 0
+        out[cell] = next_id
+        next_id += 1
+    return out
+
+
+def _cut_support(edges: np.ndarray, cell: np.ndarray, half_cell: np.ndarray) -> float:
+    """Mean half-scale cell probability on the cuts of the full-scale labels (``edges``) inside
+    ``cell``, :data:`CUT_MARGIN` pixels from its outline (0 without cuts)."""
+    from scipy import ndimage as ndi
+
+    cuts = edges & ndi.binary_erosion(cell, iterations=CUT_MARGIN)
+    return float(half_cell[cuts].mean()) if cuts.any() else 0.0
+
+
+def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label_kwargs) -> np.ndarray:
+    """Instance ``labels`` (``(..., Y, X)``, from :func:`~napari_unet.to_labels`) with the cells
+    much larger than ``cell_diameter`` taken from the half-scale prediction.
+
+    ``half_probabilities``: ``(n_classes, ..., ceil(Y/2), ceil(X/2))`` from
+    :func:`iter_predict_half_scale`. ``label_kwargs``: the other :func:`~napari_unet.to_labels`
+    options the labels were made with (e.g. ``border_class``); the half-scale labels use half the
+    cell diameter. Returns new int32 labels; ids stay unique over the planes of a stack.
+    """
+    labels = np.asarray(labels)
+    if not cell_diameter or cell_diameter <= 0:
+        raise ValueError("the half-scale pass needs the typical cell diameter (the model's painted cells, "
+                         f"or cell_diameter=...), got {cell_diameter!r}")
+    expected = (*labels.shape[:-2], (labels.shape[-2] + 1) // 2, (labels.shape[-1] + 1) // 2)
+    if tuple(np.shape(half_probabilities))[1:] != expected:
+        raise ValueError(f"half-scale probabilities of shape {np.shape(half_probabilities)} do not fit labels of "
+                         f"shape {labels.shape}: expected (n_classes, *{expected})")
+    options = {k: v for k, v in label_kwargs.items() if k not in ("mode", "three_d", "spacing", "out")}
+    if options.get("split", "distance") == "distance" and options.get("split_h") is None:
+        # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
+        options["split_h"] = split_height(cell_diameter / 2, small_cells=False)
+    half = to_labels(half_probabilities, "instances", cell_diameter=cell_diameter / 2, **options)
+    half_background = np.asarray(half_probabilities[0], np.float32)
+    out = np.empty(labels.shape, np.int32)
+    offset = 0
+    for plane in np.ndindex(*labels.shape[:-2]):
+        fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter), 1.0 - half_background[plane])
+        kept = np.unique(fused[fused > 0])  # renumber 1..n after the ids of the planes before
+        lut = np.zeros(int(fused.max()) + 1, np.int32)
+        lut[kept] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.int32)
+        out[plane] = lut[fused]
+        offset += len(kept)
+    return out
+
+
+def applies(options: dict) -> bool:
+    """Whether the half-scale pass applies to labels made with these :func:`~napari_unet.to_labels`
+    options: instances of planes (not 3D objects) with a known typical cell diameter."""
+    return options.get("mode", "instances") == "instances" and not options.get("three_d") \
+        and bool(options.get("cell_diameter"))
+
+
+def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=None, pixel_size=None, normalize=None,
+                     tta: int = 1) -> Generator[tuple[int, int], None, Any]:
+    """Generator: the half-scale pass over ``labels`` (made from ``data`` with ``options``); yields
+    ``(done, total)`` tiles of the half-scale prediction and returns the new labels, or ``labels``
+    unchanged when the pass does not apply (:func:`applies`).
+
+    ``data``, ``axes``, ``device``, ``pixel_size``, ``normalize``, ``tta``: as the full-scale
+    prediction got them (channels first, or last as ``"YXC"``).
+    """
+    if not applies(options):
+        return labels
+    if axes.endswith("C"):
+        from ..common.axes import channels_last_to_first
+
+        data, axes = channels_last_to_first(data, axes)
+    half = yield from iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size,
+                                              normalize=normalize, tta=tta)
+    return add_large_cells(labels, half, **options)

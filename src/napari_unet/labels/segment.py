@@ -1,0 +1,91 @@
+"""Labels as Predict makes them, one way for every entry point.
+
+The Predict and Batch widgets, the command line, the demo and the benchmarks segment an image the
+same way: its probabilities (overlap-tile, ``tta`` flipped views averaged), then
+:func:`~napari_unet.to_labels` with the options the model implies (:func:`segment_options`), then,
+for instances of planes, the half-scale pass for cells much larger than the painted ones
+(:mod:`napari_unet.labels.large_cells`).
+
+Examples
+--------
+>>> from napari_unet import UNet
+>>> model = UNet(depth=2, base_channels=4).eval()
+>>> image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+>>> probabilities, labels = segment(model, image, axes="YX")
+>>> probabilities.shape, labels.shape, labels.dtype
+((2, 64, 64), (64, 64), dtype('int32'))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import numpy as np
+
+from ..common.pixel_size import voxel_spacing
+from ..common.progress import Progress, drive, part
+from .instances import label_options, to_labels
+from .large_cells import applies, iter_large_cells
+
+__all__ = ["segment_options", "iter_segment", "segment", "LARGE_CELLS_SHARE"]
+
+#: the half-scale pass's share of a segmentation's progress (it predicts a quarter of the tiles)
+LARGE_CELLS_SHARE = 0.2
+
+
+def segment_options(model, mode: str | None = None, *, cell_diameter: float | None = None, space: dict | None = None,
+                    three_d: bool = False, axes: str = "") -> dict:
+    """:func:`~napari_unet.to_labels` options for one image: :func:`~napari_unet.label_options`
+    of the model (``mode``: given or the model's), the cell diameter in the image's pixels
+    (``space``: its pixel sizes ``{"z", "y", "x"}`` in micrometres, or None), ``cell_diameter``
+    (pixels) instead of the model's when given, and one id per 3D object of a z-stack (``axes``
+    with a ``Z``) with ``three_d`` (voxel spacing from ``space``)."""
+    options = label_options(model, mode, pixel_size=(space["y"], space["x"]) if space else None)
+    if cell_diameter and options["mode"] == "instances":
+        options["cell_diameter"] = float(cell_diameter)
+    if three_d and "Z" in axes and options["mode"] == "instances":
+        options.update(three_d=True, spacing=voxel_spacing(space))
+    return options
+
+
+def iter_segment(model, data, *, axes: str, options: dict | None = None, device=None, pixel_size=None,
+                 normalize: bool | tuple = True, tta: int = 1, large_cells: bool = True, keep_probabilities: bool = True,
+                 **predict_kwargs) -> Generator[tuple[int, int], None, Any]:
+    """Generator: yields ``(permille, 1000)`` steps; returns ``(probabilities, labels)`` of ``data``.
+
+    ``data``: an image or stack with ``axes`` (channels first, as
+    :func:`~napari_unet.predict_stack` takes them). ``options``: of
+    :func:`~napari_unet.to_labels` (default :func:`~napari_unet.label_options` of the model; a 3D
+    network's labels are 3D objects, ``three_d=True`` with the voxel size it was trained on).
+    ``large_cells``: the half-scale pass, where it applies (instances of planes with a known cell
+    diameter). ``device``, ``pixel_size``, ``normalize`` (e.g. a whole stack's range for one of its
+    planes) and ``tta``: as :func:`~napari_unet.predict_stack` takes them, for both passes;
+    ``predict_kwargs`` (``tile_shape``, ``batch_size``, ...): for the full-scale prediction.
+    ``keep_probabilities=False`` frees them once the labels are made (a large stack's memory) and
+    returns ``(None, labels)``. Closing the generator stops the work.
+    """
+    from ..predict.tiling import iter_predict_stack
+
+    options = label_options(model) if options is None else options
+    if getattr(model.config, "spatial_dims", 2) == 3 and options.get("mode") == "instances" \
+            and "three_d" not in options:  # a 3D network: one id per 3D object
+        voxel = (getattr(model, "metadata", None) or {}).get("voxel_size")
+        options = {**options, "three_d": True, "spacing": tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0)}
+    share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
+    probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device, normalize=normalize,
+                                                       pixel_size=pixel_size, tta=tta, **predict_kwargs), 0.0, share)
+    labels = to_labels(probabilities, **options)
+    if not keep_probabilities:
+        probabilities = None
+    if share < 1.0:
+        labels = yield from part(iter_large_cells(model, data, labels, options, axes=axes, device=device,
+                                                  pixel_size=pixel_size, tta=tta,
+                                                  normalize=None if normalize is True else normalize),
+                                 share, 1.0 - share)
+    return probabilities, labels
+
+
+def segment(model, data, *, axes: str, progress: Progress | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`iter_segment` in one call (``progress(permille, 1000)`` after each step):
+    ``(probabilities, labels)``."""
+    return drive(iter_segment(model, data, axes=axes, **kwargs), progress)

@@ -1,0 +1,281 @@
+"""Overlap-tile prediction of volumes (Z, Y, X) by a 3D U-Net: seamless, in bounded memory.
+
+The rule of :mod:`napari_unet.predict.tiling`, along all three axes: output tiles of ``step`` voxels (a
+multiple of the pooling factor of each axis, ``model.pool_factors``: Z is pooled less with
+``xy_only_pools``) cover the volume; each tile's input is its kept window plus the network's
+context (``padding="same"``: ``model.margin(axis)`` rounded up to the pooling factor; "valid":
+what the network needs), every input starting on one common pooling grid, the volume mirrored
+at its six faces. A voxel gets the same value from any tile that contains it: the result does not
+depend on the tile shape and equals the network run on the whole mirror-padded volume, cropped
+(fp32: up to float rounding).
+
+Tiles are read one by one (numpy, zarr, dask), normalized with the percentiles of the whole
+volume or stack (``model.metadata["normalization"]``), run by the
+:class:`~napari_unet.predict.engine.TileEngine` that runs planes (reading and writing in the
+background, flipped views in Y / X for ``tta``), and written into ``out`` (e.g. a zarr array).
+
+:func:`choose_volume_tile` picks the tile computing the fewest voxels in all (each tile pays its
+context again) among those whose activations fit the memory budget, keeping at most
+:data:`CPU_MAX_STEPS` voxels per tile on the CPU so that progress and cancel stay responsive.
+Precision: ``"auto"`` is fp32 on the CPU, bf16 (else fp16) autocast on CUDA, as for planes.
+:mod:`napari_unet.predict.tiling` sends a 3D network's ``predict_tiled`` / ``predict_stack`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Generator, Sequence
+
+import numpy as np
+import torch
+
+from ..common.axes import check_axes
+from ..common.checks import check_allocation, check_int
+from ..common.devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
+from ..common.pixel_size import TOLERANCE, check_voxel_size
+from ..model.fit import check_channels
+from ..model.unet import UNet
+from .engine import TileEngine, check_out, prepare_model
+from .plan import (
+    AxisPlan,
+    balanced_step,
+    bytes_per_pixel,
+    geometry_for_step,
+    memory_budget,
+    plan_axis,
+    step_for_tile,
+    tile_batch_size,
+)
+from .sources import as_image_array, source_normalization
+from .views import check_tta
+
+__all__ = ["Volume", "iter_predict_volume", "iter_predict_volumes", "choose_volume_tile", "volume_axes",
+           "volume_precision", "CPU_MAX_STEPS"]
+
+logger = logging.getLogger(__name__)
+
+#: the most voxels a tile keeps along (Z, Y, X) on the CPU (progress and cancel stay responsive)
+CPU_MAX_STEPS = (64, 256, 256)
+_GPU_MAX_STEPS = (256, 1024, 1024)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A stack seen as volumes of (C, Z, Y, X); reads windows lazily from numpy / zarr / dask."""
+
+    data: Any
+    axes: str
+    plane_shape: tuple[int, ...]  # the axes besides C, Z, Y, X (e.g. T): one volume per index
+    n_channels: int
+    shape: tuple[int, int, int]  # (Z, Y, X)
+
+    def read(self, index: tuple[int, ...], zs: slice, ys: slice, xs: slice) -> np.ndarray:
+        window = {"Z": zs, "Y": ys, "X": xs, "C": slice(None)}
+        it = iter(index)
+        block = np.asarray(self.data[tuple(window[ax] if ax in window else next(it) for ax in self.axes)])
+        kept = [ax for ax in self.axes if ax in window]
+        if "C" not in kept:
+            block, kept = block[None], ["C", *kept]
+        return block.transpose([kept.index(ax) for ax in "CZYX"])
+
+
+def _check_3d(model) -> None:
+    if not isinstance(model, UNet):
+        raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
+    if model.spatial_dims != 3:
+        raise ValueError("volume prediction needs a 3D network (spatial_dims=3) and this one is 2D: predict a "
+                         "z-stack plane by plane with predict_stack(model, data, axes='ZYX')")
+
+
+def volume_axes(volume, model) -> str:
+    """Axes of one volume for a 3D ``model``: "ZYX", or "CZYX" (channels first)."""
+    shape = tuple(int(s) for s in volume.shape)
+    if len(shape) == 3 and model.config.in_channels == 1:
+        return "ZYX"
+    if len(shape) == 4:
+        return "CZYX"
+    n = model.config.in_channels
+    want = "(Z, Y, X) or (C, Z, Y, X)" if n == 1 else f"(C, Z, Y, X) with C = {n}"
+    raise ValueError(f"a 3D network needs a z-stack {want}, got shape {shape}; for a stack of volumes use "
+                     "predict_stack(model, data, axes='TZYX'), for single planes a 2D network")
+
+
+def make_volume(data, axes: str, model, name: str) -> Volume:
+    """The stack ``data`` with ``axes`` as volumes for the 3D ``model`` (channels checked)."""
+    shape = tuple(int(s) for s in data.shape)
+    axes = check_axes(axes, shape, name)
+    if "Z" not in axes:
+        raise ValueError(f"a 3D network needs a z-stack, but {name} has axes {axes!r} (shape {shape}) without Z: "
+                         "give (Z, Y, X) or (C, Z, Y, X) data (axes 'ZYX', 'CZYX', 'TZYX', ...), or use a 2D network")
+    if [ax for ax in axes if ax != "C"][-3:] != ["Z", "Y", "X"]:
+        raise ValueError(f"axes {axes!r}: a 3D network needs Z right before Y, X (a channel axis C may come "
+                         "anywhere), e.g. 'ZYX', 'TZYX' or 'TZCYX'")
+    n_channels = check_channels(model, shape, axes, name)
+    plane_shape = tuple(n for ax, n in zip(axes, shape) if ax not in "CZYX")
+    return Volume(data, axes, plane_shape, n_channels, tuple(shape[axes.index(ax)] for ax in "ZYX"))
+
+
+def volume_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a 3D network (None: fp32): "auto" is fp32 on the CPU, bf16 (else fp16)
+    on CUDA; "fp32", "bf16", "fp16" as asked (:func:`~napari_unet.common.devices.resolve_precision`)."""
+    if precision == "auto" and torch.device(device).type != "cuda":
+        return None
+    return resolve_precision(precision, device)
+
+
+def _steps(model: UNet, shape, device: torch.device, dtype, budget_bytes: int | None = None) -> list[int]:
+    """Kept voxels per axis of the default tile: the fewest voxels computed in all, within the budget."""
+    budget = memory_budget(device) if budget_bytes is None else int(budget_bytes)
+    max_voxels = max(budget // bytes_per_pixel(model, dtype), 1)
+    caps = _GPU_MAX_STEPS if device.type == "cuda" else CPU_MAX_STEPS
+    steps, tiles, costs = [], [], []
+    for axis, (size, cap) in enumerate(zip(shape, caps)):
+        g = model.pool_factors[axis]
+        top = -(-min(max(cap, g), size) // g) * g
+        s = np.unique([balanced_step(size, m, g) for m in range(g, top + 1, g)]).astype(np.int64)
+        t = np.array([geometry_for_step(model, int(v), axis)[0] for v in s], np.int64)
+        steps.append(s)
+        tiles.append(t)
+        costs.append(t * -(-size // s))  # voxels this axis computes over the whole volume
+    tz, ty, tx = np.ix_(*tiles)
+    cz, cy, cx = np.ix_(*costs)
+    cost = np.where(tz * ty * tx <= max_voxels, cz * cy * cx, np.iinfo(np.int64).max)
+    best = np.unravel_index(int(np.argmin(cost)), cost.shape)  # nothing fits: the smallest tile
+    return [int(s[i]) for s, i in zip(steps, best)]
+
+
+def choose_volume_tile(model: UNet, volume_shape: Sequence[int], *, device: str | torch.device | None = None,
+                       precision: str = "auto", budget_bytes: int | None = None) -> tuple[int, int, int]:
+    """The network input tile (Z, Y, X) a 3D ``model`` uses by default for a volume (..., Z, Y, X).
+
+    Among the tiles whose activations fit the memory budget (60% of the free GPU memory, or a
+    quarter of the available RAM on the CPU, at most 4 GiB; activations scale with voxels), the one
+    that computes the fewest voxels over the whole volume, keeping at most :data:`CPU_MAX_STEPS`
+    voxels on the CPU; a small volume gets one tile just covering it.
+    """
+    _check_3d(model)
+    dev = select_device(device)
+    shape = [int(s) for s in volume_shape[-3:]]
+    steps = _steps(model, shape, dev, volume_precision(precision, dev), budget_bytes)
+    return tuple(geometry_for_step(model, step, axis)[0] for axis, step in enumerate(steps))
+
+
+def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype) -> list[AxisPlan]:
+    if tile_shape is None:
+        steps = _steps(model, shape, device, dtype)
+    else:
+        if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
+            tile_shape = (tile_shape,) * 3
+        if isinstance(tile_shape, (str, bytes)) or not hasattr(tile_shape, "__len__") or len(tile_shape) != 3:
+            raise ValueError(f"tile_shape of a 3D network must be (Z, Y, X) or one int, got {tile_shape!r}")
+        wanted = tuple(check_int("tile_shape", t, minimum=1, maximum=65536) for t in tile_shape)
+        valid = model.valid_input_shape(wanted)
+        if valid != wanted:
+            logger.info("tile_shape %s is not a valid input for this network; using %s", wanted, valid)
+        steps = []
+        for axis, tile in enumerate(valid):
+            step, g = step_for_tile(model, tile, axis), model.pool_factors[axis]
+            if step < g:
+                raise ValueError(f"tile_shape {wanted} is too small along {'ZYX'[axis]}: a tile must keep at least "
+                                 f"{g} output voxels; the smallest tile for this network is "
+                                 f"{geometry_for_step(model, g, axis)[0]}")
+            steps.append(step)
+    # a tile larger than the volume: shrink it to just cover the volume (the result is the same)
+    return [plan_axis(model, size, min(step, -(-size // g) * g), axis=axis)
+            for axis, (size, step, g) in enumerate(zip(shape, steps, model.pool_factors))]
+
+
+def _warn_pixel_size(model: UNet, pixel_size) -> None:
+    given = check_voxel_size(pixel_size)
+    try:
+        own = check_voxel_size((getattr(model, "metadata", None) or {}).get("pixel_size"), "model pixel_size")
+    except (TypeError, ValueError):
+        own = None
+    if given is None or own is None:
+        return
+    n = min(len(given), len(own))
+    if any(abs(a / b - 1) > TOLERANCE for a, b in zip(given[-n:], own[-n:])):
+        logger.warning("the voxel size %s differs from the model's %s; a 3D network predicts the volume as it is "
+                       "(it is not resampled)", given, own)
+
+
+def iter_predict_volumes(
+    model: UNet, data, *, axes: str, tile_shape=None, batch_size: int | None = None, device=None, out=None,
+    normalize: bool | tuple = True, precision: str = "auto", tta: int = 1, pixel_size=None, name: str = "data",
+) -> Generator[tuple[int, int], None, Any]:
+    """Every volume of a stack by a 3D network, with one ``(done, total)`` tile count.
+
+    ``axes`` contains Z right before Y, X ("ZYX", "CZYX", "ZCYX", "TZYX", "TZCYX"); returns the
+    float32 probabilities ``(n_classes, *non-channel axes)`` (or ``out``). The normalization
+    percentiles are those of the whole stack; ``pixel_size`` (z, y, x) is only compared with the
+    model's (a warning when they differ). The other parameters: :func:`iter_predict_volume`.
+    """
+    _check_3d(model)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    tta = check_tta(tta)
+    data = as_image_array(data, name)
+    volume = make_volume(data, axes, model, name)
+    _warn_pixel_size(model, pixel_size)
+    dev = select_device(device)
+    dtype = volume_precision(precision, dev)
+    plans = _plan(model, volume.shape, tile_shape, dev, dtype)
+    n_tiles = int(np.prod([p.count for p in plans])) * max(int(np.prod(volume.plane_shape)), 1)
+    batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, batch_size,
+                                 asked=tile_shape is not None)
+    out_shape = (model.config.n_classes, *(n for ax, n in zip(volume.axes, data.shape) if ax != "C"))
+    if out is None:
+        check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
+                         hint="pass out= a zarr array to write them to disk")
+    out = check_out(out, out_shape)
+    norm = source_normalization(model, volume, normalize)
+    logger.debug("predicting %s %s with tiles %s (keeping %s), %d tile(s), batch %d, %s, %s", name,
+                 tuple(data.shape), [p.tile for p in plans], [p.step for p in plans], n_tiles, batch_size, dev,
+                 dtype or "fp32")
+    net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+    was_training = net.training
+    net.eval()
+    try:
+        engine = TileEngine(net, volume, out, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
+                            norm=norm, tta=tta)
+        with reuse_freed_memory(dev):
+            yield from engine.run()
+    finally:
+        net.train(was_training)
+    return out
+
+
+def iter_predict_volume(
+    model: UNet, volume, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
+    device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
+    tta: int = 1,
+) -> Generator[tuple[int, int], None, Any]:
+    """Class probabilities of one volume by a 3D network, by seamless overlap-tile prediction.
+
+    A generator yielding ``(done, total)`` tiles: ``probs = yield from iter_predict_volume(...)``
+    (or :func:`napari_unet.predict_tiled`, which comes here for a 3D network); closing it cancels
+    at the next tile batch.
+
+    Parameters
+    ----------
+    volume : array-like
+        ``(Z, Y, X)`` or ``(C, Z, Y, X)``: numpy, zarr or dask, read tile by tile.
+    tile_shape : (int, int, int) or int, optional
+        Network input tile (Z, Y, X), rounded up to a valid size; None: :func:`choose_volume_tile`.
+    batch_size, device, out, normalize, tta
+        As in :func:`napari_unet.predict_tiled` (``out``: ``(n_classes, Z, Y, X)``; ``tta``: views
+        flipped in Y and X).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        "auto": fp32 on the CPU, bf16 (else fp16) autocast on CUDA.
+
+    Returns
+    -------
+    probabilities : np.ndarray or ``out``
+        float32 softmax probabilities ``(n_classes, Z, Y, X)``.
+    """
+    _check_3d(model)
+    volume = as_image_array(volume, "volume")
+    return (yield from iter_predict_volumes(
+        model, volume, axes=volume_axes(volume, model), tile_shape=tile_shape, batch_size=batch_size,
+        device=device, out=out, normalize=normalize, precision=precision, tta=tta, name="volume"))

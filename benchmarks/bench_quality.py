@@ -97,9 +97,11 @@ def _predict(model, image, large_cells=True, tta=1):
     """``(probabilities, labels, full-scale labels)`` of a whole image, as the plugin predicts it
     (``large_cells``: with the half-scale pass; else both labels are the full-scale ones; ``tta``:
     flipped views averaged)."""
-    from napari_unet.labels.large_cells import iter_large_cells
-    from napari_unet.labels.instances import label_options, to_labels
     from napari_unet.common.progress import drive
+    from napari_unet.labels.instances import label_options, to_labels
+    from napari_unet.labels.large_cells import iter_large_cells
+    from napari_unet.labels.options import LabelOptions
+    from napari_unet.predict.options import PredictOptions
     from napari_unet.predict.tiling import predict_tiled
 
     probabilities = predict_tiled(model, image, tta=tta)
@@ -107,7 +109,9 @@ def _predict(model, image, large_cells=True, tta=1):
     labels = to_labels(probabilities, **options)
     if not large_cells:
         return probabilities, labels, labels
-    return probabilities, drive(iter_large_cells(model, image, labels, options, axes="YX", tta=tta)), labels
+    half = drive(iter_large_cells(model, image, labels, LabelOptions.of(options), PredictOptions(normalize=None, tta=tta),
+                                  axes="YX"))
+    return probabilities, half, labels
 
 
 def _scores(gt, pred):

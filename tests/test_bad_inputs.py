@@ -410,7 +410,7 @@ def test_cli_predict_refuses_a_file_as_output_folder_before_predicting(data, tmp
     folder, *_ = data
     import napari_unet.predict.tiling as tiling
 
-    monkeypatch.setattr(tiling, "iter_predict_stack", lambda *a, **k: pytest.fail("predicted first"))
+    monkeypatch.setattr(tiling, "iter_predict_with", lambda *a, **k: pytest.fail("predicted first"))
     target = tmp_path / "file"
     target.write_text("keep me")
     code = cli.main(["predict", "-m", str(folder / "m.unet"), str(folder / "img.tif"), "-o", str(target), "-q"])

@@ -6,6 +6,8 @@ import pytest
 from napari_unet import UNet, to_labels
 from napari_unet.common.progress import drive
 from napari_unet.labels.large_cells import add_large_cells, applies, half_scale, iter_large_cells, predict_half_scale
+from napari_unet.labels.options import LabelOptions
+from napari_unet.predict.options import PredictOptions
 
 
 def _probabilities(cell_mask):
@@ -99,15 +101,20 @@ def test_bad_inputs_are_refused_in_plain_words():
         add_large_cells(labels, np.zeros((2, 5, 5), np.float32), cell_diameter=None)
     with pytest.raises(ValueError, match="do not fit"):
         add_large_cells(labels, np.zeros((2, 10, 10), np.float32), cell_diameter=8.0)
+    # what it cannot honour is refused, not dropped without a word
+    with pytest.raises(ValueError, match="not 3D objects"):
+        add_large_cells(labels, np.zeros((2, 5, 5), np.float32), cell_diameter=8.0, three_d=True, spacing=(2, 1, 1))
+    with pytest.raises(TypeError, match=r"unknown label options \['out'\]"):
+        add_large_cells(labels, np.zeros((2, 5, 5), np.float32), cell_diameter=8.0, out=np.zeros_like(labels))
 
 
 def test_the_pass_applies_to_instances_of_planes_with_a_known_diameter_only():
-    assert applies({"mode": "instances", "cell_diameter": 12.0})
-    assert not applies({"mode": "instances"})  # no painted size known: nothing to call large
-    assert not applies({"mode": "classes", "cell_diameter": 12.0})
-    assert not applies({"mode": "instances", "cell_diameter": 12.0, "three_d": True})
+    assert applies(LabelOptions.of({"mode": "instances", "cell_diameter": 12.0}))
+    assert not applies(LabelOptions.of({"mode": "instances"}))  # no painted size known: nothing to call large
+    assert not applies(LabelOptions.of({"mode": "classes", "cell_diameter": 12.0}))
+    assert not applies(LabelOptions.of({"mode": "instances", "cell_diameter": 12.0, "three_d": True}))
     labels = np.ones((8, 8), np.int32)
-    gen = iter_large_cells(object(), np.zeros((8, 8)), labels, {"mode": "classes"}, axes="YX")
+    gen = iter_large_cells(object(), np.zeros((8, 8)), labels, LabelOptions(mode="classes"), PredictOptions(), axes="YX")
     assert drive(gen) is labels  # not applied: nothing predicted, the labels come back as they were
 
 
@@ -131,17 +138,17 @@ def test_the_half_scale_prediction_has_half_the_shape_and_the_full_scale_normali
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records the calls of add_large_cells (shapes of labels and half-scale probabilities, options)."""
+    """Records the calls of the half-scale pass (shapes of labels and half-scale probabilities, options)."""
     import napari_unet.labels.large_cells as large_cells
 
     calls = []
-    real = large_cells.add_large_cells
+    real = large_cells.fuse_large_cells
 
-    def recording(labels, half, **options):
+    def recording(labels, half, options):
         calls.append((np.shape(labels), np.shape(half), options))
-        return real(labels, half, **options)
+        return real(labels, half, options)
 
-    monkeypatch.setattr(large_cells, "add_large_cells", recording)
+    monkeypatch.setattr(large_cells, "fuse_large_cells", recording)
     return calls
 
 
@@ -162,7 +169,7 @@ def test_batch_prediction_runs_the_pass_unless_switched_off(spy):
     progress = [v for kind, v in steps if kind == "progress"]  # one bar over both passes
     assert progress == sorted(progress) and progress[-1] == 1.0 and any(0.6 <= v <= 0.85 for v in progress)
     assert len(results) == 1 and results[0][1].shape == (2, 40, 30)
-    assert spy == [((2, 40, 30), (2, 2, 20, 15), {"mode": "instances", "cell_diameter": 6.0})]
+    assert spy == [((2, 40, 30), (2, 2, 20, 15), LabelOptions(mode="instances", cell_diameter=6.0))]
     list(batch_job(net, items, "instances", device="cpu", large_cells=False))
     list(batch_job(net, items, "classes", device="cpu"))  # classes: nothing to call a cell
     list(batch_job(net, items, "instances", device="cpu", three_d=True))  # 3D objects: not applied
@@ -179,6 +186,6 @@ def test_cli_predict_runs_the_pass_unless_no_large_cells(spy, tmp_path):
     write_image(tmp_path / "a.tif", np.random.default_rng(2).random((36, 44)).astype(np.float32))
     base = ["predict", "-m", str(model), str(tmp_path / "a.tif"), "-q", "--device", "cpu"]
     assert cli.main(base + ["-o", str(tmp_path / "with")]) == 0
-    assert spy == [((36, 44), (2, 18, 22), {"mode": "instances", "cell_diameter": 5.0})]
+    assert spy == [((36, 44), (2, 18, 22), LabelOptions(mode="instances", cell_diameter=5.0))]
     assert cli.main(base + ["-o", str(tmp_path / "without"), "--no-large-cells"]) == 0
     assert len(spy) == 1 and (tmp_path / "without" / "a_labels.tif").exists()

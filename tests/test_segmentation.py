@@ -5,6 +5,7 @@ import pytest
 
 from napari_unet import UNet, to_labels
 from napari_unet.labels.large_cells import add_large_cells, predict_half_scale
+from napari_unet.labels.options import LabelOptions
 from napari_unet.labels.segment import LARGE_CELLS_SHARE, iter_segment, segment, segment_options
 from napari_unet.predict.tiling import predict_stack
 
@@ -57,12 +58,12 @@ def test_probabilities_can_be_freed_for_a_large_stack(model):
 
 
 def test_options_for_one_image(model):
-    assert segment_options(model) == {"mode": "instances", "cell_diameter": 6.0}
-    assert segment_options(model, "classes", cell_diameter=9) == {"mode": "classes"}
+    assert segment_options(model) == LabelOptions(mode="instances", cell_diameter=6.0)
+    assert segment_options(model, "classes", cell_diameter=9) == LabelOptions(mode="classes")
     assert segment_options(model, cell_diameter=9)["cell_diameter"] == 9.0  # typed by the user
     # pixels of 0.25 um: the 3 um cells the model learnt are 12 of them
     space = {"z": 1.0, "y": 0.25, "x": 0.25}
     assert segment_options(model, space=space)["cell_diameter"] == 12.0
     three_d = segment_options(model, space=space, three_d=True, axes="ZYX")
     assert three_d["three_d"] and three_d["spacing"] == (1.0, 0.25, 0.25)
-    assert "three_d" not in segment_options(model, space=space, three_d=True, axes="YX")  # a plane has no 3D objects
+    assert not segment_options(model, space=space, three_d=True, axes="YX").three_d  # a plane has no 3D objects

@@ -122,7 +122,7 @@ def test_failed_worker_reenables_buttons(viewer, open_widget, qtbot, with_model,
         yield (0, 1)
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(tiling, "iter_predict_stack", broken)  # what segmentation.iter_segment runs
+    monkeypatch.setattr(tiling, "iter_predict_with", broken)  # what labels.segment.iter_segment runs
     viewer.add_image(np.zeros((64, 64), dtype=np.float32), name="gray")
     widget = open_widget("Predict")
     widget.predict_button.click()
@@ -166,11 +166,13 @@ def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_
         viewer, open_widget, qtbot, with_model, cells, monkeypatch, engines):
     import napari_unet.labels.large_cells as large_cells
     from napari_unet import label_options, predict_half_scale, predict_tiled, to_labels
+    from napari_unet.labels.options import LabelOptions
     from napari_unet.predict.views import PLUGIN_TTA
 
     calls = []
-    real = large_cells.add_large_cells
-    monkeypatch.setattr(large_cells, "add_large_cells", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    real = large_cells.fuse_large_cells
+    monkeypatch.setattr(large_cells, "fuse_large_cells", lambda labels, half, options: calls.append(dict(**options))
+                        or real(labels, half, options))
     viewer.add_image(cells[0], name="cells")
     widget = open_widget("Predict")
     assert widget.large_cells_check.isChecked()  # on by default
@@ -180,9 +182,9 @@ def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_
     assert calls == [options]
     assert widget.flips_check.isChecked() and engines == [PLUGIN_TTA, PLUGIN_TTA]  # both passes: flipped views
 
-    def api(tta):
+    def api(tta):  # the half-scale pass not counted in calls
         return real(to_labels(predict_tiled(with_model, cells[0], tta=tta), **options),
-                    predict_half_scale(with_model, cells[0], tta=tta), **options)
+                    predict_half_scale(with_model, cells[0], tta=tta), LabelOptions.of(options))
 
     assert np.array_equal(viewer.layers["cells prediction"].data, api(PLUGIN_TTA))  # what the API gives
     widget.flips_check.setChecked(False)

@@ -34,6 +34,7 @@ from ..common.axes import to_canonical
 from ..common.pixel_size import voxel_spacing
 from ..common.progress import ProgressBar, drive, format_seconds
 from ..files.safe_write import check_not_input
+from ..labels.options import LabelOptions
 from ..predict.views import PLUGIN_TTA, VIEWS
 from .args import (
     CliError,
@@ -294,7 +295,7 @@ def _add_predict(sub):
     p.set_defaults(func=_cmd_predict)
 
 
-def _physical_options(path: Path, args, axes: str, model, options: dict) -> tuple:
+def _physical_options(path: Path, args, axes: str, model, options: LabelOptions) -> tuple:
     """(pixel size of the input, to_labels options for it): the cell diameter in the input's pixels
     when both pixel sizes are known; with --3d the voxel spacing (z from the file, else isotropic)."""
     from ..files.images import read_pixel_size
@@ -302,23 +303,22 @@ def _physical_options(path: Path, args, axes: str, model, options: dict) -> tupl
 
     found = read_pixel_size(path) or {}
     pixel = args.pixel_size or ((found["y"], found["x"]) if found else None)
-    options = dict(options)
-    if pixel is not None and args.cell_diameter is None and options.get("mode") == "instances":
+    if pixel is not None and args.cell_diameter is None and options.mode == "instances":
         diameter = label_options(model, "instances", pixel_size=pixel).get("cell_diameter")
         if diameter:
-            options["cell_diameter"] = diameter
+            options = options.but(cell_diameter=diameter)
     if args.three_d:
-        if "Z" not in axes or options.get("mode") != "instances":
+        if "Z" not in axes or options.mode != "instances":
             raise CliError(f"--3d labels 3D objects of a z-stack in instance mode; {path} has axes {axes}"
                            + ("" if "Z" in axes else " (give --axes ZYX if its first axis is z)"))
         if "z" not in found:
             logger.warning("%s records no z step: 3D objects assume cubic voxels", path)
         space = {**found, "y": pixel[0], "x": pixel[1]} if pixel else found
-        options.update(three_d=True, spacing=voxel_spacing(space))
+        options = options.but(three_d=True, spacing=voxel_spacing(space))
     return pixel, options
 
 
-def _predict_file(model, data, axes: str, args, pixel, options: dict, bar, **kwargs) -> tuple:
+def _predict_file(model, data, axes: str, args, pixel, options: LabelOptions, bar, **kwargs) -> tuple:
     """(probabilities, labels) of one input, with the half-scale pass unless --no-large-cells."""
     from ..labels.segment import iter_segment
 
@@ -374,12 +374,12 @@ def _cmd_predict(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     mode = model.metadata.get("mode", "instances")
-    options = label_options(model, mode)
+    options = LabelOptions.of(label_options(model, mode))
     if args.cell_diameter is not None:
         if not (math.isfinite(args.cell_diameter) and args.cell_diameter > 0):
             raise CliError(f"--cell-diameter must be a number of pixels > 0, got {args.cell_diameter}")
         if mode == "instances":
-            options["cell_diameter"] = args.cell_diameter
+            options = options.but(cell_diameter=args.cell_diameter)
     for number, (path, outputs) in enumerate(jobs, 1):
         data, axes = _read(path, args.axes)
         try:

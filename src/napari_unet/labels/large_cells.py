@@ -31,9 +31,12 @@ from typing import Any, Generator
 
 import numpy as np
 
+from ..predict.options import PredictOptions
 from .instances import split_height, to_labels
+from .options import LabelOptions
 
-__all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "iter_large_cells", "applies",
+__all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "fuse_large_cells",
+           "iter_large_cells", "applies",
            "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_CELL_PIECES",
            "LARGE_PIECE_CELLS"]
 
@@ -77,13 +80,17 @@ def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=N
     the half-scale image is then resampled by the same factor and so is seen at half the model's
     grid. ``tta``: flipped views averaged, as in :func:`~napari_unet.predict_tiled`.
     """
-    from ..predict.tiling import iter_predict_stack, normalization_range
+    options = PredictOptions(device=device, pixel_size=pixel_size, precision=precision, normalize=normalize, tta=tta)
+    return (yield from _iter_half_scale(model, data, options, axes))
 
-    if normalize is None:
-        normalize = normalization_range(model, data, axes=axes) or True
-    small = half_scale(data)
-    return (yield from iter_predict_stack(model, small, axes=axes, device=device, normalize=normalize,
-                                          pixel_size=pixel_size, precision=precision, tta=tta))
+
+def _iter_half_scale(model, data, options: PredictOptions, axes: str) -> Generator[tuple[int, int], None, Any]:
+    """:func:`iter_predict_half_scale` with ``options`` (``normalize`` None: the full scale's range)."""
+    from ..predict.tiling import iter_predict_with, normalization_range
+
+    if options.normalize is None:
+        options = options.but(normalize=normalization_range(model, data, axes=axes) or True)
+    return (yield from iter_predict_with(model, half_scale(data), options, axes=axes))
 
 
 def predict_half_scale(model, data, *, axes: str | None = None, device=None, pixel_size=None, progress=None,
@@ -155,8 +162,18 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
     ``half_probabilities``: ``(n_classes, ..., ceil(Y/2), ceil(X/2))`` from
     :func:`iter_predict_half_scale`. ``label_kwargs``: the other :func:`~napari_unet.to_labels`
     options the labels were made with (e.g. ``border_class``); the half-scale labels use half the
-    cell diameter. Returns new int32 labels; ids stay unique over the planes of a stack.
+    cell diameter. Labels of planes in instance mode only: 3D objects or classes are refused.
+    Returns new int32 labels; ids stay unique over the planes of a stack.
     """
+    return fuse_large_cells(labels, half_probabilities, LabelOptions.of({**label_kwargs, "cell_diameter": cell_diameter}))
+
+
+def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.ndarray:
+    """:func:`add_large_cells` with the labels' ``options``."""
+    cell_diameter = options.cell_diameter
+    if options.mode != "instances" or options.three_d:
+        raise ValueError("the half-scale pass takes instance labels of planes, not "
+                         + ("3D objects (three_d=True)" if options.three_d else f"mode={options.mode!r}"))
     labels = np.asarray(labels)
     if not cell_diameter or cell_diameter <= 0:
         raise ValueError("the half-scale pass needs the typical cell diameter (the model's painted cells, "
@@ -165,11 +182,11 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
     if tuple(np.shape(half_probabilities))[1:] != expected:
         raise ValueError(f"half-scale probabilities of shape {np.shape(half_probabilities)} do not fit labels of "
                          f"shape {labels.shape}: expected (n_classes, *{expected})")
-    options = {k: v for k, v in label_kwargs.items() if k not in ("mode", "three_d", "spacing", "out")}
-    if options.get("split", "distance") == "distance" and options.get("split_h") is None:
+    half_options = options.but(cell_diameter=cell_diameter / 2, spacing=None)
+    if options.split == "distance" and options.split_h is None:
         # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
-        options["split_h"] = split_height(cell_diameter / 2, small_cells=False)
-    half = to_labels(half_probabilities, "instances", cell_diameter=cell_diameter / 2, **options)
+        half_options = half_options.but(split_h=split_height(cell_diameter / 2, small_cells=False))
+    half = to_labels(half_probabilities, **half_options.kwargs())
     half_background = np.asarray(half_probabilities[0], np.float32)
     out = np.empty(labels.shape, np.int32)
     offset = 0
@@ -183,21 +200,21 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
     return out
 
 
-def applies(options: dict) -> bool:
-    """Whether the half-scale pass applies to labels made with these :func:`~napari_unet.to_labels`
-    options: instances of planes (not 3D objects) with a known typical cell diameter."""
-    return options.get("mode", "instances") == "instances" and not options.get("three_d") \
-        and bool(options.get("cell_diameter"))
+def applies(options: LabelOptions) -> bool:
+    """Whether the half-scale pass applies to labels made with these options: instances of planes
+    (not 3D objects) with a known typical cell diameter."""
+    return options.mode == "instances" and not options.three_d and bool(options.cell_diameter)
 
 
-def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=None, pixel_size=None, normalize=None,
-                     tta: int = 1) -> Generator[tuple[int, int], None, Any]:
+def iter_large_cells(model, data, labels, options: LabelOptions, predict: PredictOptions, *,
+                     axes: str) -> Generator[tuple[int, int], None, Any]:
     """Generator: the half-scale pass over ``labels`` (made from ``data`` with ``options``); yields
     ``(done, total)`` tiles of the half-scale prediction and returns the new labels, or ``labels``
     unchanged when the pass does not apply (:func:`applies`).
 
-    ``data``, ``axes``, ``device``, ``pixel_size``, ``normalize``, ``tta``: as the full-scale
-    prediction got them (channels first, or last as ``"YXC"``).
+    ``data``, ``axes``: as the full-scale prediction got them (channels first, or last as
+    ``"YXC"``); ``predict``: its device, pixel size, views and normalization (None: the full
+    scale's range).
     """
     if not applies(options):
         return labels
@@ -205,6 +222,5 @@ def iter_large_cells(model, data, labels, options: dict, *, axes: str, device=No
         from ..common.axes import channels_last_to_first
 
         data, axes = channels_last_to_first(data, axes)
-    half = yield from iter_predict_half_scale(model, data, axes=axes, device=device, pixel_size=pixel_size,
-                                              normalize=normalize, tta=tta)
-    return add_large_cells(labels, half, **options)
+    half = yield from _iter_half_scale(model, data, predict, axes)
+    return fuse_large_cells(labels, half, options)

@@ -24,8 +24,10 @@ import numpy as np
 
 from ..common.pixel_size import voxel_spacing
 from ..common.progress import Progress, drive, part
+from ..predict.options import PredictOptions
 from .instances import label_options, to_labels
 from .large_cells import applies, iter_large_cells
+from .options import LabelOptions
 
 __all__ = ["segment_options", "iter_segment", "segment", "LARGE_CELLS_SHARE"]
 
@@ -34,54 +36,56 @@ LARGE_CELLS_SHARE = 0.2
 
 
 def segment_options(model, mode: str | None = None, *, cell_diameter: float | None = None, space: dict | None = None,
-                    three_d: bool = False, axes: str = "") -> dict:
+                    three_d: bool = False, axes: str = "") -> LabelOptions:
     """:func:`~napari_unet.to_labels` options for one image: :func:`~napari_unet.label_options`
     of the model (``mode``: given or the model's), the cell diameter in the image's pixels
     (``space``: its pixel sizes ``{"z", "y", "x"}`` in micrometres, or None), ``cell_diameter``
     (pixels) instead of the model's when given, and one id per 3D object of a z-stack (``axes``
     with a ``Z``) with ``three_d`` (voxel spacing from ``space``)."""
-    options = label_options(model, mode, pixel_size=(space["y"], space["x"]) if space else None)
-    if cell_diameter and options["mode"] == "instances":
-        options["cell_diameter"] = float(cell_diameter)
-    if three_d and "Z" in axes and options["mode"] == "instances":
-        options.update(three_d=True, spacing=voxel_spacing(space))
+    options = LabelOptions.of(label_options(model, mode, pixel_size=(space["y"], space["x"]) if space else None))
+    if cell_diameter and options.mode == "instances":
+        options = options.but(cell_diameter=float(cell_diameter))
+    if three_d and "Z" in axes and options.mode == "instances":
+        options = options.but(three_d=True, spacing=voxel_spacing(space))
     return options
 
 
-def iter_segment(model, data, *, axes: str, options: dict | None = None, device=None, pixel_size=None,
+def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None = None, device=None, pixel_size=None,
                  normalize: bool | tuple = True, tta: int = 1, large_cells: bool = True, keep_probabilities: bool = True,
                  **predict_kwargs) -> Generator[tuple[int, int], None, Any]:
     """Generator: yields ``(permille, 1000)`` steps; returns ``(probabilities, labels)`` of ``data``.
 
     ``data``: an image or stack with ``axes`` (channels first, as
     :func:`~napari_unet.predict_stack` takes them). ``options``: of
-    :func:`~napari_unet.to_labels` (default :func:`~napari_unet.label_options` of the model; a 3D
-    network's labels are 3D objects, ``three_d=True`` with the voxel size it was trained on).
+    :func:`~napari_unet.to_labels`, a :class:`~napari_unet.labels.options.LabelOptions` or a dict
+    (default :func:`~napari_unet.label_options` of the model; a 3D network's labels are 3D
+    objects, ``three_d=True`` with the voxel size it was trained on).
     ``large_cells``: the half-scale pass, where it applies (instances of planes with a known cell
     diameter). ``device``, ``pixel_size``, ``normalize`` (e.g. a whole stack's range for one of its
     planes) and ``tta``: as :func:`~napari_unet.predict_stack` takes them, for both passes;
-    ``predict_kwargs`` (``tile_shape``, ``batch_size``, ...): for the full-scale prediction.
+    ``predict_kwargs`` (``tile_shape``, ``batch_size``, ``precision``): for the full-scale prediction.
     ``keep_probabilities=False`` frees them once the labels are made (a large stack's memory) and
     returns ``(None, labels)``. Closing the generator stops the work.
     """
-    from ..predict.tiling import iter_predict_stack
+    from ..predict.sources import as_image_array
+    from ..predict.tiling import iter_predict_with
 
-    options = label_options(model) if options is None else options
-    if getattr(model.config, "spatial_dims", 2) == 3 and options.get("mode") == "instances" \
-            and "three_d" not in options:  # a 3D network: one id per 3D object
+    options = LabelOptions.of(label_options(model) if options is None else options)
+    if getattr(model.config, "spatial_dims", 2) == 3 and options.mode == "instances" \
+            and options.three_d is None:  # a 3D network: one id per 3D object
         voxel = (getattr(model, "metadata", None) or {}).get("voxel_size")
-        options = {**options, "three_d": True, "spacing": tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0)}
+        options = options.but(three_d=True, spacing=tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0))
+    full = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta, **predict_kwargs)
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
-    probabilities = yield from part(iter_predict_stack(model, data, axes=axes, device=device, normalize=normalize,
-                                                       pixel_size=pixel_size, tta=tta, **predict_kwargs), 0.0, share)
-    labels = to_labels(probabilities, **options)
+    probabilities = yield from part(iter_predict_with(model, as_image_array(data, "data"), full, axes=axes),
+                                    0.0, share)
+    labels = to_labels(probabilities, **options.kwargs())
     if not keep_probabilities:
         probabilities = None
-    if share < 1.0:
-        labels = yield from part(iter_large_cells(model, data, labels, options, axes=axes, device=device,
-                                                  pixel_size=pixel_size, tta=tta,
-                                                  normalize=None if normalize is True else normalize),
-                                 share, 1.0 - share)
+    if share < 1.0:  # the half-scale pass: the full scale's device, pixel size, normalization and views
+        half = PredictOptions(device=device, pixel_size=pixel_size, normalize=None if normalize is True else normalize,
+                              tta=tta)
+        labels = yield from part(iter_large_cells(model, data, labels, options, half, axes=axes), share, 1.0 - share)
     return probabilities, labels
 
 

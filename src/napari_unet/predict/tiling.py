@@ -44,6 +44,7 @@ from ..common.progress import Progress, drive
 from ..model.fit import image_axes
 from ..model.unet import UNet
 from .engine import TileEngine, check_out, prepare_model
+from .options import PredictOptions
 from .plan import plan_tiles, tile_batch_size
 from .sources import Source, as_image_array, make_source, source_normalization
 from .views import check_tta
@@ -56,6 +57,7 @@ __all__ = [
     "iter_predict_tiled",
     "iter_predict_stack",
     "normalization_range",
+    "iter_predict_with",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,35 +90,33 @@ def _axes_of(image, model: UNet) -> str:
     return volume_axes(image, model) if model.spatial_dims == 3 else image_axes(image, model)
 
 
-def _iter_predict(
-    model, data, axes: str, *, name: str, tile_shape, batch_size, device, out, normalize, precision, block=None,
-    pixel_size=None, tta: int = 1,
+def iter_predict_with(
+    model, data, options: PredictOptions, *, axes: str, name: str = "data", out=None, block=None,
 ) -> Generator[tuple[int, int], None, Any]:
+    """The prediction every function of this module makes: ``data`` (an array, axes ``axes``)
+    with ``options``, written into ``out``; ``block = (plane, ys, xs)`` predicts one block
+    (:func:`predict_block`). Yields ``(done, total)`` tiles, returns the probabilities."""
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
-    if model.spatial_dims == 3 and block is None:  # a 3D network: volume by volume (tile_volume.py)
-        return (yield from iter_predict_volumes(
-            model, data, axes=axes, name=name, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision, tta=tta, pixel_size=pixel_size))
+    if model.spatial_dims == 3 and block is None:  # a 3D network: volume by volume (predict/volume.py)
+        return (yield from iter_predict_volumes(model, data, options, axes=axes, name=name, out=out))
     if model.spatial_dims == 3:
         raise ValueError("predict_block takes a 2D network; predict a 3D network's stack with predict_stack")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    tta = check_tta(tta)
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    options = options.but(tta=check_tta(options.tta))
     source = make_source(data, axes, model, name)
-    factors = resample_factors(pixel_size, model_pixel_size(model)) if block is None else None
+    factors = resample_factors(options.pixel_size, model_pixel_size(model)) if block is None else None
     if factors is not None:
-        return (yield from _iter_resampled(model, data, axes, factors, source, name=name, tile_shape=tile_shape,
-                                           batch_size=batch_size, device=device, out=out, normalize=normalize,
-                                           precision=precision, tta=tta))
-    dev = select_device(device)
-    dtype = resolve_precision(precision, dev)
+        return (yield from _iter_resampled(model, data, axes, factors, source, options, name=name, out=out))
+    dev = select_device(options.device)
+    dtype = resolve_precision(options.precision, dev)
     plane, window = _check_block(block, source) if block is not None else (None, None)
-    plan_y, plan_x = plan_tiles(model, source.height, source.width, tile_shape, dev, precision, window)
+    plan_y, plan_x = plan_tiles(model, source.height, source.width, options.tile_shape, dev, options.precision, window)
     n_planes = 1 if block is not None else max(int(np.prod(source.plane_shape)), 1)
     n_tiles = plan_y.count * plan_x.count * n_planes
-    batch_size = tile_batch_size(model, (plan_y.tile, plan_x.tile), n_tiles, dev, dtype, batch_size,
-                                 asked=tile_shape is not None)
+    batch_size = tile_batch_size(model, (plan_y.tile, plan_x.tile), n_tiles, dev, dtype, options.batch_size,
+                                 asked=options.tile_shape is not None)
     if block is None:
         out_shape = (model.config.n_classes, *source.plane_shape, source.height, source.width)
     else:
@@ -125,7 +125,7 @@ def _iter_predict(
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
                          hint="pass out= a zarr array or a memmap to write them to disk")
     out = check_out(out, out_shape)
-    norm = source_normalization(model, source, normalize)
+    norm = source_normalization(model, source, options.normalize)
     logger.debug(
         "predicting %s %s with tiles %dx%d (keeping %dx%d), %d tile(s), batch %d, %s, %s",
         name, tuple(data.shape), plan_y.tile, plan_x.tile, plan_y.step, plan_x.step, n_tiles,
@@ -139,7 +139,7 @@ def _iter_predict(
         # state that must not leak into the caller's code between progress events
         engine = TileEngine(
             net, source, out, plan_y, plan_x, device=dev, dtype=dtype, batch_size=int(batch_size), norm=norm,
-            plane=plane, tta=tta,
+            plane=plane, tta=options.tta,
         )
         with reuse_freed_memory(dev):
             yield from engine.run()
@@ -148,9 +148,10 @@ def _iter_predict(
     return out
 
 
-def _iter_resampled(model, data, axes, factors, source: Source, *, out, normalize, **kwargs):
+def _iter_resampled(model, data, axes, factors, source: Source, options: PredictOptions, *, name: str, out):
     """Predict ``data`` resampled by ``factors`` (to the model's pixel size) and resample the
     probabilities back to the input's grid (the resampled stack is held in memory)."""
+    normalize = options.normalize
     if normalize is True:  # the percentiles of the image itself, not of its resampled copy
         normalize = source_normalization(model, source, True)
         normalize = False if normalize[0] is None else normalize
@@ -163,7 +164,8 @@ def _iter_resampled(model, data, axes, factors, source: Source, *, out, normaliz
     resampled = resample_image(data, axes, factors)
     logger.info("resampled %s by %.3g x %.3g to the model's pixel size: %s", tuple(data.shape), *factors,
                 tuple(resampled.shape))
-    probabilities = yield from _iter_predict(model, resampled, axes, out=None, normalize=normalize, **kwargs)
+    probabilities = yield from iter_predict_with(model, resampled, options.but(normalize=normalize, pixel_size=None),
+                                                 axes=axes, name=name)
     for plane in np.ndindex(*source.plane_shape):
         out[(slice(None), *plane)] = resample_probabilities(probabilities[(slice(None), *plane)],
                                                             (source.height, source.width))
@@ -186,17 +188,9 @@ def _check_block(block, source: Source):
 
 
 def iter_predict_tiled(
-    model: UNet,
-    image,
-    *,
-    tile_shape: Sequence[int] | int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    out=None,
-    normalize: bool | tuple = True,
-    precision: str = "auto",
-    pixel_size=None,
-    tta: int = 1,
+    model: UNet, image, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
+    device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
+    pixel_size=None, tta: int = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_tiled`: yields ``(done, total)`` tiles, returns the result.
 
@@ -205,27 +199,15 @@ def iter_predict_tiled(
     """
     image = as_image_array(image, "image")
     axes = _axes_of(image, model) if isinstance(model, UNet) else "YX"
-    return (
-        yield from _iter_predict(
-            model, image, axes, name="image", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
-        )
-    )
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, pixel_size=pixel_size, tta=tta)
+    return (yield from iter_predict_with(model, image, options, axes=axes, name="image", out=out))
 
 
 def predict_tiled(
-    model: UNet,
-    image,
-    *,
-    tile_shape: Sequence[int] | int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    out=None,
-    progress: Progress | None = None,
-    normalize: bool | tuple = True,
-    precision: str = "auto",
-    pixel_size=None,
-    tta: int = 1,
+    model: UNet, image, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
+    device: str | torch.device | None = None, out=None, progress: Progress | None = None,
+    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int = 1,
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
 
@@ -283,53 +265,28 @@ def predict_tiled(
     >>> predict_tiled(net, np.zeros((50, 70), np.float32), precision="fp32").shape
     (2, 50, 70)
     """
-    return drive(
-        iter_predict_tiled(
-            model, image, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
-        ),
-        progress,
-    )
+    image = as_image_array(image, "image")
+    axes = _axes_of(image, model) if isinstance(model, UNet) else "YX"
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, pixel_size=pixel_size, tta=tta)
+    return drive(iter_predict_with(model, image, options, axes=axes, name="image", out=out), progress)
 
 
 def iter_predict_stack(
-    model: UNet,
-    data,
-    *,
-    axes: str,
-    tile_shape: Sequence[int] | int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    out=None,
-    normalize: bool | tuple = True,
-    precision: str = "auto",
-    pixel_size=None,
-    tta: int = 1,
+    model: UNet, data, *, axes: str, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
+    device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
+    pixel_size=None, tta: int = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_stack`: yields ``(done, total)`` tiles over all planes."""
-    data = as_image_array(data, "data")
-    return (
-        yield from _iter_predict(
-            model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device,
-            out=out, normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
-        )
-    )
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, pixel_size=pixel_size, tta=tta)
+    return (yield from iter_predict_with(model, as_image_array(data, "data"), options, axes=axes, out=out))
 
 
 def predict_stack(
-    model: UNet,
-    data,
-    *,
-    axes: str,
-    tile_shape: Sequence[int] | int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    out=None,
-    progress: Progress | None = None,
-    normalize: bool | tuple = True,
-    precision: str = "auto",
-    pixel_size=None,
-    tta: int = 1,
+    model: UNet, data, *, axes: str, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
+    device: str | torch.device | None = None, out=None, progress: Progress | None = None,
+    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int = 1,
 ):
     """Class probabilities of a stack, predicted plane by plane with one progress total.
 
@@ -360,27 +317,15 @@ def predict_stack(
     >>> predict_stack(net, np.zeros((3, 40, 40), np.uint8), axes="ZYX", precision="fp32").shape
     (2, 3, 40, 40)
     """
-    return drive(
-        iter_predict_stack(
-            model, data, axes=axes, tile_shape=tile_shape, batch_size=batch_size, device=device, out=out,
-            normalize=normalize, precision=precision, pixel_size=pixel_size, tta=tta,
-        ),
-        progress,
-    )
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, pixel_size=pixel_size, tta=tta)
+    return drive(iter_predict_with(model, as_image_array(data, "data"), options, axes=axes, out=out), progress)
 
 
 def predict_block(
-    model: UNet,
-    data,
-    *,
-    axes: str,
-    block,
-    tile_shape: Sequence[int] | int | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    normalize: bool | tuple = True,
-    precision: str = "auto",
-    tta: int = 1,
+    model: UNet, data, *, axes: str, block, tile_shape: Sequence[int] | int | None = None,
+    batch_size: int | None = None, device: str | torch.device | None = None, normalize: bool | tuple = True,
+    precision: str = "auto", tta: int = 1,
 ) -> np.ndarray:
     """The probabilities of one block of a stack, exactly as :func:`predict_stack` computes them there.
 
@@ -408,11 +353,6 @@ def predict_block(
     >>> bool(np.abs(part - whole[:, 16:48]).max() < 1e-5)
     True
     """
-    data = as_image_array(data, "data")
-    return drive(
-        _iter_predict(
-            model, data, axes, name="data", tile_shape=tile_shape, batch_size=batch_size, device=device, out=None,
-            normalize=normalize, precision=precision, block=block, tta=tta,
-        ),
-        None,
-    )
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, tta=tta)
+    return drive(iter_predict_with(model, as_image_array(data, "data"), options, axes=axes, block=block), None)

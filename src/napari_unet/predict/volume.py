@@ -37,6 +37,7 @@ from ..common.pixel_size import TOLERANCE, check_voxel_size
 from ..model.fit import check_channels
 from ..model.unet import UNet
 from .engine import TileEngine, check_out, prepare_model
+from .options import PredictOptions
 from .plan import (
     AxisPlan,
     balanced_step,
@@ -201,35 +202,34 @@ def _warn_pixel_size(model: UNet, pixel_size) -> None:
 
 
 def iter_predict_volumes(
-    model: UNet, data, *, axes: str, tile_shape=None, batch_size: int | None = None, device=None, out=None,
-    normalize: bool | tuple = True, precision: str = "auto", tta: int = 1, pixel_size=None, name: str = "data",
+    model: UNet, data, options: PredictOptions, *, axes: str, name: str = "data", out=None,
 ) -> Generator[tuple[int, int], None, Any]:
     """Every volume of a stack by a 3D network, with one ``(done, total)`` tile count.
 
     ``axes`` contains Z right before Y, X ("ZYX", "CZYX", "ZCYX", "TZYX", "TZCYX"); returns the
     float32 probabilities ``(n_classes, *non-channel axes)`` (or ``out``). The normalization
-    percentiles are those of the whole stack; ``pixel_size`` (z, y, x) is only compared with the
-    model's (a warning when they differ). The other parameters: :func:`iter_predict_volume`.
+    percentiles are those of the whole stack; ``options.pixel_size`` (z, y, x) is only compared
+    with the model's (a warning when they differ). The options: :func:`iter_predict_volume`.
     """
     _check_3d(model)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    tta = check_tta(tta)
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    tta = check_tta(options.tta)
     data = as_image_array(data, name)
     volume = make_volume(data, axes, model, name)
-    _warn_pixel_size(model, pixel_size)
-    dev = select_device(device)
-    dtype = volume_precision(precision, dev)
-    plans = _plan(model, volume.shape, tile_shape, dev, dtype)
+    _warn_pixel_size(model, options.pixel_size)
+    dev = select_device(options.device)
+    dtype = volume_precision(options.precision, dev)
+    plans = _plan(model, volume.shape, options.tile_shape, dev, dtype)
     n_tiles = int(np.prod([p.count for p in plans])) * max(int(np.prod(volume.plane_shape)), 1)
-    batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, batch_size,
-                                 asked=tile_shape is not None)
+    batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, options.batch_size,
+                                 asked=options.tile_shape is not None)
     out_shape = (model.config.n_classes, *(n for ax, n in zip(volume.axes, data.shape) if ax != "C"))
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
                          hint="pass out= a zarr array to write them to disk")
     out = check_out(out, out_shape)
-    norm = source_normalization(model, volume, normalize)
+    norm = source_normalization(model, volume, options.normalize)
     logger.debug("predicting %s %s with tiles %s (keeping %s), %d tile(s), batch %d, %s, %s", name,
                  tuple(data.shape), [p.tile for p in plans], [p.step for p in plans], n_tiles, batch_size, dev,
                  dtype or "fp32")
@@ -276,6 +276,7 @@ def iter_predict_volume(
     """
     _check_3d(model)
     volume = as_image_array(volume, "volume")
-    return (yield from iter_predict_volumes(
-        model, volume, axes=volume_axes(volume, model), tile_shape=tile_shape, batch_size=batch_size,
-        device=device, out=out, normalize=normalize, precision=precision, tta=tta, name="volume"))
+    options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
+                             precision=precision, tta=tta)
+    return (yield from iter_predict_volumes(model, volume, options, axes=volume_axes(volume, model), name="volume",
+                                            out=out))

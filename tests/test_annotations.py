@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_unet.annotations.summary import annotation_problems, annotation_summary
 
@@ -45,3 +46,23 @@ def test_class_mode_needs_two_classes():
     assert errors == ["'ann' has one class only (2): paint at least two classes."]
     a[5:] = 1
     assert annotation_problems((10, 10), a, "classes") == ([], [])
+
+
+@pytest.mark.parametrize("mode, painting", [
+    ("instances", {}),  # nothing painted
+    ("instances", {1: (0, slice(None))}),  # background only
+    ("instances", {2: (slice(2, 4), slice(2, 4))}),  # cells only
+    ("classes", {2: (slice(2, 4), slice(2, 4))}),  # one class
+])
+def test_training_refuses_a_painting_in_the_words_the_widgets_show(mode, painting):
+    # one rule list: what the Annotate and Train widgets report is what training raises
+    from napari_unet.annotations.planes import validate_annotations
+
+    ann = np.zeros((8, 8), np.uint8)
+    for label, where in painting.items():
+        ann[where] = label
+    errors, _ = annotation_problems((8, 8), ann, mode, labels_name="ann")
+    assert len(errors) == 1
+    with pytest.raises(ValueError) as raised:
+        validate_annotations(ann, mode=mode)
+    assert str(raised.value) == errors[0].replace("'ann'", "the painting")

@@ -110,7 +110,7 @@ def test_bad_inputs_give_clear_errors_and_no_model(files, tmp_path, capsys):
     write_image(one_class, np.where(annotations > 0, 1, 0).astype(np.uint8))
     out = tmp_path / "never.unet"
     code = cli.main(["train", str(folder / "img.tif"), "-a", str(one_class), "-o", str(out), "--preset", "tiny", "-q"])
-    assert code == 2 and "only one class" in capsys.readouterr().err and not out.exists()
+    assert code == 2 and "background only" in capsys.readouterr().err and not out.exists()
     code = cli.main(["predict", "-m", str(tmp_path / "missing.unet"), str(folder / "img.tif"), "-o", str(tmp_path)])
     assert code == 2 and "not found" in capsys.readouterr().err
     bogus = tmp_path / "bogus.unet"

@@ -288,7 +288,7 @@ def test_bad_inputs_fail_before_training(sample):
         Trainer([image], [annotations[:-2]], config=config)
     with pytest.raises(ValueError, match="annotat"):
         Trainer([image], [np.zeros_like(annotations)], config=config)
-    with pytest.raises(ValueError, match="only one class"):
+    with pytest.raises(ValueError, match="background only"):
         Trainer([image], [np.where(annotations > 0, 1, 0).astype(np.uint16)], config=config)
     with pytest.raises(ValueError, match="2 image"):
         Trainer([image, image], [annotations], config=config)

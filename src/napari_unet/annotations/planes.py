@@ -14,8 +14,8 @@ import numpy as np
 
 from ..common.axes import spatial_axes
 from ..common.checks import check_integer_labels
-from ..config import MAX_CLASSES
 from ..model.normalization import apply_normalization, normalization_params
+from .rules import label_counts, painting_findings
 
 __all__ = [
     "validate_annotations",
@@ -62,34 +62,6 @@ def _annotation_list(annotations) -> list[np.ndarray]:
     return [np.asarray(annotations)]
 
 
-def _label_counts(anns, mode: str) -> tuple[np.ndarray, int]:
-    """Pixels per label over all ``anns`` (checked: integer, none negative, class ids in range)
-    and the largest label. Huge instance ids are counted as one cell label (index 2)."""
-    counts = np.zeros(2, dtype=np.int64)
-    top = 0
-    for ann in anns:
-        check_integer_labels(ann)
-        if ann.size == 0:
-            continue
-        low = int(ann.min())
-        if low < 0:
-            raise ValueError(f"annotations must not contain negative labels, got {low}")
-        high = int(ann.max())
-        if mode == "classes" and high > MAX_CLASSES:
-            raise ValueError(f"annotations hold class {high}; class mode numbers classes 1..K with K at most "
-                             f"{MAX_CLASSES} (for one id per cell use mode='instances')")
-        if high >= counts.size:
-            counts = np.pad(counts, (0, high + 1 - counts.size)) if mode == "classes" or high < 2**20 else counts
-        if mode == "classes" or high < 2**20:
-            counts += np.bincount(ann.ravel(), minlength=counts.size)[: counts.size]
-        else:  # huge instance ids: only background / cell presence matters
-            counts[1] += int(np.count_nonzero(ann == 1))
-            counts = np.pad(counts, (0, max(0, 3 - counts.size)))
-            counts[2] += int(np.count_nonzero(ann >= 2))
-        top = max(top, high)
-    return counts, top
-
-
 def validate_annotations(image, annotations=None, *, mode: str = "instances", n_classes: int | None = None, axes: str | None = None) -> int:
     """Check an annotation before training; raise ValueError / TypeError saying what is wrong.
 
@@ -131,27 +103,17 @@ def validate_annotations(image, annotations=None, *, mode: str = "instances", n_
         for img, ann in zip(images, anns):
             check_integer_labels(ann)
             resolve_axes(np.shape(img), ann.shape, axes)
-    counts, top = _label_counts(anns, mode)
-    if top == 0:
-        raise ValueError(
-            "the annotations are all 0 (nothing annotated): paint background (label 1) and "
-            + ("cells (labels 2, 3, ...)" if mode == "instances" else "at least two classes (labels 1..K)")
-        )
-    if mode == "instances":
-        if n_classes not in (None, 2, 3):
-            raise ValueError(f"instance mode has 2 classes (background, cell) or 3 (and cell border), "
-                             f"got n_classes={n_classes}")
-        has_background = counts[1] > 0
-        has_cells = counts[2:].sum() > 0
-        if not (has_background and has_cells):
-            missing = "background (label 1)" if not has_background else "cells (labels 2, 3, ...)"
-            raise ValueError(f"only one class is painted: paint {missing} too")
-        return 2
-    if n_classes is not None and top > int(n_classes):
+    counts, top = label_counts(anns, mode)
+    if mode == "instances" and n_classes not in (None, 2, 3):
+        raise ValueError(f"instance mode has 2 classes (background, cell) or 3 (and cell border), "
+                         f"got n_classes={n_classes}")
+    if mode == "classes" and n_classes is not None and top > int(n_classes):
         raise ValueError(f"annotations hold class {top}, beyond n_classes={n_classes} (labels must be 1..{n_classes})")
-    present = np.flatnonzero(counts[1:]) + 1
-    if present.size < 2:
-        raise ValueError(f"only one class is painted (label {int(present[0])}): paint at least two classes")
+    errors = [f.message for f in painting_findings(counts, mode) if f.level == "error"]
+    if errors:
+        raise ValueError(" ".join(errors))
+    if mode == "instances":
+        return 2
     return int(n_classes) if n_classes is not None else top
 
 

@@ -1,6 +1,7 @@
 """What a painted annotation holds, and what stops it from training well (plain numpy).
 
-The Annotate and Train widgets show these counts and messages; a script can call them too.
+The Annotate and Train widgets show these counts and messages; a script can call them too. The
+rules are those training applies (:mod:`napari_unet.annotations.rules`), in the same words.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .rules import label_counts, painting_findings
 
 __all__ = ["annotation_summary", "annotation_problems"]
 
@@ -58,19 +61,10 @@ def annotation_problems(image_shape, annotations, mode: str = "instances", *, im
             f"{image_name!r} has shape {image_shape}: they must match."
         )
         return errors, warnings_
-    summary = annotation_summary(data, mode)
-    if summary["pixels"] == 0:
-        errors.append(f"{labels_name!r} is empty: paint background (label 1) and some cells (2, 3, ...) first.")
-        return errors, warnings_
-    if mode == "instances":
-        if summary["background"] == 0:
-            errors.append(f"{labels_name!r} has no background (label 1): paint some background too.")
-        if summary["objects"] == 0:
-            errors.append(f"{labels_name!r} has background only: paint at least one cell (label 2 or more).")
-        elif summary["objects"] < 3:
-            warnings_.append(f"only {summary['objects']} cell(s) painted: a few more make a much better model.")
-    else:
-        classes = np.unique(data[data > 0])
-        if classes.size < 2:
-            errors.append(f"{labels_name!r} has one class only ({int(classes[0])}): paint at least two classes.")
+    try:
+        counts, _ = label_counts([data], mode)
+    except (TypeError, ValueError) as exc:
+        return [f"{labels_name!r}: {exc}"], warnings_
+    for finding in painting_findings(counts, mode, repr(labels_name)):
+        (errors if finding.level == "error" else warnings_).append(finding.message)
     return errors, warnings_

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from ..common.axes import spatial_axes
+from ..common.axes import guess_axes
 from ..common.checks import check_integer_labels
 from ..model.normalization import apply_normalization, normalization_params
 from .rules import label_counts, painting_findings
@@ -42,18 +42,7 @@ def resolve_axes(image_shape, ann_shape, axes: str | None) -> str:
         return axes
     if len(image_shape) < 2:
         raise ValueError(f"image must be at least 2D, got shape {image_shape}")
-    if image_shape == ann_shape:
-        return spatial_axes(len(image_shape))
-    if len(image_shape) == len(ann_shape) + 1:
-        candidates = [i for i in range(len(image_shape)) if image_shape[:i] + image_shape[i + 1 :] == ann_shape]
-        candidates = [i for i in candidates if i < len(image_shape) - 2 or i == len(image_shape) - 1]
-        if candidates:
-            channel = min(candidates, key=lambda i: (image_shape[i], i))
-            rest = spatial_axes(len(ann_shape))
-            if channel == len(image_shape) - 1:
-                return rest + "C"
-            return rest[:channel] + "C" + rest[channel:]
-    raise ValueError(f"labels shape {ann_shape} does not match image shape {image_shape}")
+    return guess_axes(image_shape, labels_shape=ann_shape)
 
 
 def _annotation_list(annotations) -> list[np.ndarray]:

@@ -37,7 +37,7 @@ from typing import Any, Generator
 
 import numpy as np
 
-from ..common.axes import check_axes, default_axes
+from ..common.axes import check_axes, guess_axes
 from ..common.checks import as_real_array, check_float, check_pair
 from ..common.devices import PRECISIONS
 from ..common.pixel_size import check_pixel_size, model_pixel_size, resample_factors
@@ -229,7 +229,7 @@ def _open_source(source, axes):
         lazy = is_zarr_path(path) and not isinstance(data, np.ndarray)
         return (str(path) if lazy else data), data, (axes or file_axes), scale
     data = as_real_array(source, "source")
-    return data, data, (axes or default_axes(len(data.shape))), None
+    return data, data, (axes or guess_axes(data.shape)), None
 
 
 def _block_shape(block_shape, model: UNet) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 """Axis strings: one vocabulary (``"TZCYX"``) for files, arrays, stacks and the CLI.
 
-* :func:`default_axes` / :func:`spatial_axes`: axes when nothing names them (with / without C);
+* :func:`guess_axes`: the axes of data when nothing names them, the one rule every entry point
+  uses (files, layers, training pairs); :func:`spatial_axes`: those of labels (no C);
 * :func:`canonical_axes` / :func:`to_canonical`: tifffile / OME letters onto ``TZCYX``, in that order;
 * :func:`check_axes`: a user's axes string for an array, in plain words when it is wrong;
 * :func:`channels_last_to_first`: ``...YXC`` -> ``...CYX``.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CANONICAL", "default_axes", "spatial_axes", "canonical_axes", "to_canonical", "check_axes",
+__all__ = ["CANONICAL", "guess_axes", "spatial_axes", "canonical_axes", "to_canonical", "check_axes",
            "channels_last_to_first"]
 
 CANONICAL = "TZCYX"
@@ -46,11 +47,46 @@ def to_canonical(data, axes: str):
     return data, new_axes
 
 
-def default_axes(ndim: int) -> str:
-    """Axes of an image of ``ndim`` dimensions when nothing names them: YX, ZYX, TZYX, TZCYX."""
-    if ndim < 2 or ndim > 5:
-        raise ValueError(f"expected an image with 2 to 5 dimensions, got {ndim}")
-    return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TZCYX"}[ndim]
+def guess_axes(shape, *, labels_shape=None, channels: int | None = None, channels_last: bool = False) -> str:
+    """The axes of data of ``shape`` that nothing names: Y, X last, up to two axes before them
+    (Z nearest, then T), and a channel axis only where something shows one: ``channels_last``
+    (an RGB layer), ``channels`` (a model's channel count above 1, in the axis before Y, X), or
+    ``labels_shape`` (the one axis the annotations lack; the smallest when several could be).
+    With none of these given, five axes are read as ``TZCYX`` (a hyperstack's order).
+
+    >>> guess_axes((5, 64, 64)), guess_axes((64, 64, 3), channels_last=True)
+    ('ZYX', 'YXC')
+    >>> guess_axes((5, 2, 64, 64), channels=2), guess_axes((5, 2, 64, 64), labels_shape=(5, 64, 64))
+    ('ZCYX', 'ZCYX')
+    >>> guess_axes((2, 3, 4, 64, 64))
+    'TZCYX'
+    """
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(f"an image needs at least 2 axes (Y, X), got shape {shape}")
+    if labels_shape is not None:
+        return _with_labels(shape, tuple(int(s) for s in labels_shape))
+    if channels_last:
+        return spatial_axes(ndim - 1) + "C"
+    if channels is not None and channels > 1 and ndim >= 3 and shape[-3] == channels:
+        return spatial_axes(ndim - 3 + 2)[:-2] + "CYX"
+    if ndim == 5 and channels is None:
+        return "TZCYX"
+    return spatial_axes(ndim)
+
+
+def _with_labels(shape: tuple, labels_shape: tuple) -> str:
+    if shape == labels_shape:
+        return spatial_axes(len(shape))
+    if len(shape) == len(labels_shape) + 1:
+        candidates = [i for i in range(len(shape)) if shape[:i] + shape[i + 1:] == labels_shape]
+        candidates = [i for i in candidates if i < len(shape) - 2 or i == len(shape) - 1]
+        if candidates:
+            channel = min(candidates, key=lambda i: (shape[i], i))
+            rest = spatial_axes(len(labels_shape))
+            return rest[:channel] + "C" + rest[channel:]
+    raise ValueError(f"labels shape {labels_shape} does not match image shape {shape}")
 
 
 def spatial_axes(ndim: int) -> str:

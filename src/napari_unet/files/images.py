@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common.axes import CANONICAL, canonical_axes, default_axes, to_canonical
+from ..common.axes import CANONICAL, canonical_axes, guess_axes, to_canonical
 from ..common.pixel_size import UNITS as _UNITS
 from .safe_write import COMPLETE_ATTR, default_permissions, exists_error, temporary_sibling
 
@@ -64,7 +64,7 @@ def read_image(path) -> tuple[Any, str]:
             raise ValueError(f"cannot read {path}: expected a TIFF file or a .zarr folder ({exc})") from None
         raise ValueError(f"cannot read TIFF {path}: {exc}") from None
     if len(axes) != data.ndim:
-        axes = default_axes(data.ndim)
+        axes = guess_axes(data.shape)
     return to_canonical(data, axes)
 
 
@@ -96,9 +96,9 @@ def _read_zarr(path: Path):
             axes = "".join(str(a)[0].upper() for a in axes)
     if axes and len(axes) != node.ndim:
         logger.warning("%s: its metadata names %d axes (%s) for an array of %d dimensions; using %s", path, len(axes),
-                       axes, node.ndim, default_axes(node.ndim))
+                       axes, node.ndim, guess_axes(node.shape))
     if not axes or len(axes) != node.ndim:
-        axes = default_axes(node.ndim)
+        axes = guess_axes(node.shape)
     canonical = canonical_axes(axes, node.shape)
     if sorted(canonical, key=CANONICAL.index) == list(canonical):
         return node, canonical
@@ -127,7 +127,7 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
     """
     path = Path(path)
     data = np.asarray(data) if not hasattr(data, "dtype") else data
-    axes = (axes or default_axes(len(data.shape))).upper()
+    axes = (axes or guess_axes(data.shape)).upper()
     if len(axes) != len(data.shape):
         raise ValueError(f"axes {axes!r} do not match an image of shape {tuple(data.shape)}")
     if path.exists() and not overwrite:

@@ -10,7 +10,7 @@ import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
-from ...common.axes import channels_last_to_first
+from ...common.axes import channels_last_to_first, guess_axes
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +35,13 @@ def image_axes(layer, in_channels: int = 1) -> str:
     RGB(A) layers carry the channel last. A non-RGB layer is read as channels-first when the
     model wants ``in_channels > 1`` and the third-last axis has that size.
     """
-    ndim = layer.data.ndim
-    if getattr(layer, "rgb", False):
-        leading = ndim - 3
-        return "TZ"[2 - leading:] + "YXC" if leading <= 2 else _too_many(layer)
-    if in_channels > 1 and ndim >= 3 and layer.data.shape[-3] == in_channels:
-        leading = ndim - 3
-        return ("TZ"[2 - leading:] + "CYX") if leading <= 2 else _too_many(layer)
-    leading = ndim - 2
-    if leading < 0:
-        raise ValueError(f"layer {layer.name!r} has {ndim} dimension(s); an image needs at least 2 (Y, X)")
-    return ("TZ"[2 - leading:] + "YX") if leading <= 2 else _too_many(layer)
+    try:
+        return guess_axes(layer.data.shape, channels=in_channels, channels_last=bool(getattr(layer, "rgb", False)))
+    except ValueError:
+        if layer.data.ndim < 2:
+            raise ValueError(f"layer {layer.name!r} has {layer.data.ndim} dimension(s); an image needs at least 2 "
+                             "(Y, X)") from None
+        _too_many(layer)
 
 
 def layer_pixel_size(layer, in_channels: int = 1) -> dict | None:

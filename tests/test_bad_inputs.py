@@ -152,9 +152,9 @@ def test_prediction_takes_a_torch_tensor_and_checks_tile_and_batch():
 
 
 def test_a_tile_or_batch_too_large_for_the_memory_is_refused(monkeypatch):
-    import napari_unet.predict.plan as tile_plan
+    import napari_unet.common.memory as memory
 
-    monkeypatch.setattr(tile_plan, "available_memory", lambda: 64 * 2**20)  # a machine with 64 MiB free
+    monkeypatch.setattr(memory, "available_memory", lambda: 64 * 2**20)  # a machine with 64 MiB free
     net = UNet(depth=2, base_channels=8)
     image = np.zeros((600, 600), np.float32)
     with pytest.raises(MemoryError, match="give a smaller tile_shape or batch_size"):
@@ -162,10 +162,10 @@ def test_a_tile_or_batch_too_large_for_the_memory_is_refused(monkeypatch):
 
 
 def test_training_refuses_a_batch_that_cannot_fit(data, monkeypatch):
-    import napari_unet.common.checks as checks
+    import napari_unet.common.memory as memory
 
     _, image, annotations = data
-    monkeypatch.setattr(checks, "available_memory", lambda: 16 * 2**20)
+    monkeypatch.setattr(memory, "available_memory", lambda: 16 * 2**20)
     with pytest.raises(MemoryError, match="lower batch_size or tile_shape"):
         Trainer([image], [annotations], config=tiny_config(tile_shape=1024))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,8 +22,6 @@ __all__ = [
     "check_choice",
     "as_real_array",
     "check_finite_image",
-    "check_allocation",
-    "available_memory",
     "check_integer_labels",
 ]
 
@@ -122,29 +119,6 @@ def check_finite_image(data, name: str) -> None:
             bad = int(data.size - np.count_nonzero(finite))
             raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {data.size}; "
                              "replace them (e.g. np.nan_to_num) before segmenting")
-
-
-def available_memory() -> int | None:
-    """Bytes of RAM available now, page cache included (None where the platform does not say)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - e.g. Windows
-        return None
-
-
-def check_allocation(nbytes: int, what: str, *, hint: str = "") -> None:
-    """Refuse to allocate ``nbytes`` in RAM when the machine cannot hold them."""
-    available = available_memory()
-    if available is not None and nbytes > available:
-        raise MemoryError(f"{what} needs {nbytes / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB "
-                          f"are available{'; ' + hint if hint else ''}")
 
 
 def check_integer_labels(annotations, name: str = "annotations") -> np.ndarray:

@@ -1,29 +1,22 @@
-"""Where and in which precision the network runs: device choice, autocast dtype, CPU heap tuning.
+"""Where and in which precision the network runs: device choice, autocast dtype, CPU threads.
 
 * :func:`select_device`: the requested device, or CUDA, then Apple MPS, then the CPU.
 * :func:`resolve_precision`: "auto" -> bf16 on CPUs with native bf16 and on CUDA (fp16 where
   CUDA lacks bf16), fp32 elsewhere.
-* :func:`reuse_freed_memory`: on Linux/glibc, keep freed activation buffers in the heap during a
-  prediction (NAPARI_UNET_NO_MALLOC_TUNING=1 disables it).
 * :class:`ThreadTuner`: the number of CPU threads that trains fastest now, found while training
   (the Train widget's runs share the cores with napari's drawing).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import os
-import sys
 import statistics
-import threading
 import time
 from typing import Callable
 
 import torch
 
-__all__ = ["select_device", "resolve_precision", "reuse_freed_memory", "ThreadTuner", "PRECISIONS"]
+__all__ = ["select_device", "resolve_precision", "ThreadTuner", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -99,55 +92,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
-
-
-# --------------------------------------------------------------------------------- CPU memory
-_malloc_lock = threading.Lock()
-_malloc_users = 0
-
-
-@functools.lru_cache(maxsize=None)
-def _libc():
-    if not sys.platform.startswith("linux") or os.environ.get("NAPARI_UNET_NO_MALLOC_TUNING"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt, libc.malloc_trim  # glibc only
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-@contextlib.contextmanager
-def reuse_freed_memory(device: torch.device):
-    """On Linux/glibc CPUs, keep freed activation buffers in the heap during a prediction.
-
-    glibc returns every allocation above ~32 MB to the kernel when it is freed, so each forward
-    of a big tile page-faults its ~2 GB of activations afresh: ~20% of the CPU time went to the
-    kernel (paper net, 1212 x 1212 tile). Switching mmap off for the duration makes the next
-    tile reuse the same memory; afterwards the defaults are restored and the heap is trimmed.
-    Set NAPARI_UNET_NO_MALLOC_TUNING=1 to disable.
-    """
-    global _malloc_users
-    libc = _libc() if device.type == "cpu" else None
-    if libc is None:
-        yield
-        return
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    with _malloc_lock:
-        if _malloc_users == 0:
-            libc.mallopt(M_MMAP_MAX, 0)
-            libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-        _malloc_users += 1
-    try:
-        yield
-    finally:
-        with _malloc_lock:
-            _malloc_users -= 1
-            if _malloc_users == 0:
-                libc.mallopt(M_MMAP_MAX, 65536)  # the glibc defaults
-                libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
-                libc.malloc_trim(0)
 
 
 class ThreadTuner:

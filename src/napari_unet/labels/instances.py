@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..common.checks import check_allocation, check_float, check_int
+from ..common.checks import check_float, check_int
+from ..common.memory import check_allocation
 
 __all__ = ["to_labels", "label_options", "label_context", "split_height"]
 

@@ -16,12 +16,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..common.checks import available_memory, check_int, check_pair
+from ..common.checks import check_int, check_pair
 from ..common.devices import resolve_precision, select_device
+from ..common.memory import free_memory, memory_budget
 from ..model.unet import UNet
 
-__all__ = ["AxisPlan", "choose_tile_shape", "plan_tiles", "mirror_indices", "bytes_per_pixel", "memory_budget",
-           "geometry_for_step", "step_for_tile", "plan_axis", "balanced_step", "tile_batch_size"]
+__all__ = [
+    "AxisPlan",
+    "choose_tile_shape",
+    "plan_tiles",
+    "mirror_indices",
+    "bytes_per_pixel",
+    "geometry_for_step",
+    "step_for_tile",
+    "plan_axis",
+    "balanced_step",
+    "tile_batch_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +111,6 @@ def balanced_step(size: int, max_step: int, g: int) -> int:
     return _ceil_to(-(-size // n), g)
 
 
-def memory_budget(device: torch.device) -> int:
-    """Bytes one batch of tiles may use for activations."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    available = available_memory()
-    if available is None:
-        available = 8 << 30
-    return int(min(available * 0.25, 4 << 30))
-
-
 def bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
     element = 4 if dtype is None else 2
     cfg = model.config
@@ -131,7 +131,7 @@ def tile_batch_size(model: UNet, tile: Sequence[int], n_tiles: int, device: torc
         batch_size = check_int("batch_size", batch_size, minimum=1, maximum=4096)
     if asked or device.type != "cuda":
         need = per_tile * batch_size
-        room = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+        room = free_memory(device)
         if room is not None and need > room:
             raise MemoryError(f"tiles of {' x '.join(str(int(t)) for t in tile)} pixels in batches of {batch_size} "
                               f"need about {need / 2**30:.1f} GiB but {room / 2**30:.1f} GiB are free on {device}; "

@@ -37,8 +37,8 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
-from ..common.checks import check_allocation
-from ..common.devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
+from ..common.devices import PRECISIONS, resolve_precision, select_device
+from ..common.memory import check_allocation, reuse_freed_memory
 from ..common.pixel_size import model_pixel_size, resample_factors, resample_image, resample_probabilities
 from ..common.progress import Progress, drive
 from ..model.fit import image_axes

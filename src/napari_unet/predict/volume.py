@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from ..common.axes import check_axes
-from ..common.checks import check_allocation, check_int
-from ..common.devices import PRECISIONS, resolve_precision, reuse_freed_memory, select_device
+from ..common.checks import check_int
+from ..common.devices import PRECISIONS, resolve_precision, select_device
+from ..common.memory import check_allocation, memory_budget, reuse_freed_memory
 from ..common.pixel_size import TOLERANCE, check_voxel_size
 from ..model.fit import check_channels
 from ..model.unet import UNet
@@ -43,7 +44,6 @@ from .plan import (
     balanced_step,
     bytes_per_pixel,
     geometry_for_step,
-    memory_budget,
     plan_axis,
     step_for_tile,
     tile_batch_size,

@@ -111,7 +111,7 @@ def _check_memory(model, input_shape, batch_size: int, device) -> None:
     """Refuse a tile and batch whose training step cannot fit in memory (before any work)."""
     import torch
 
-    from ..common.checks import available_memory
+    from ..common.memory import available_memory
     from ..predict.plan import bytes_per_pixel
 
     # the forward activations, kept for the backward pass, and their gradients

@@ -67,9 +67,14 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
     ``keep_probabilities=False`` frees them once the labels are made (a large stack's memory) and
     returns ``(None, labels)``. Closing the generator stops the work.
     """
-    from ..predict.sources import as_image_array
+    from ..predict.sources import as_image_array, make_source, source_normalization
     from ..predict.tiling import iter_predict_with
 
+    # the image checked once, its normalization settled once: both passes read them
+    data = as_image_array(data, "data")
+    if normalize is True:
+        lows, highs = source_normalization(model, make_source(data, axes, model, "data"), True)
+        normalize = False if lows is None else (lows, highs)
     options = LabelOptions.of(label_options(model) if options is None else options)
     if getattr(model.config, "spatial_dims", 2) == 3 and options.mode == "instances" \
             and options.three_d is None:  # a 3D network: one id per 3D object
@@ -77,14 +82,12 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
         options = options.but(three_d=True, spacing=tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0))
     full = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta, **predict_kwargs)
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
-    probabilities = yield from part(iter_predict_with(model, as_image_array(data, "data"), full, axes=axes),
-                                    0.0, share)
+    probabilities = yield from part(iter_predict_with(model, data, full, axes=axes), 0.0, share)
     labels = to_labels(probabilities, **options.kwargs())
     if not keep_probabilities:
         probabilities = None
     if share < 1.0:  # the half-scale pass: the full scale's device, pixel size, normalization and views
-        half = PredictOptions(device=device, pixel_size=pixel_size, normalize=None if normalize is True else normalize,
-                              tta=tta)
+        half = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta)
         labels = yield from part(iter_large_cells(model, data, labels, options, half, axes=axes), share, 1.0 - share)
     return probabilities, labels
 

@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..annotations.summary import annotation_summary
-from .shared.layers import (
-    ANNOTATIONS_SUFFIX,
-    LayerCombo,
-    disconnect_all,
-    layer_annotation_problems,
-    matching_annotations,
-    spatial_shape,
-)
+from .shared.layers import (ANNOTATIONS_SUFFIX, LayerCombo, disconnect_all, layer_annotation_problems,
+                            matching_annotations, spatial_shape)
 from .shared.notify import notify_error
 
 CONVENTION = (

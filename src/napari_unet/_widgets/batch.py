@@ -14,42 +14,15 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QMessageBox,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                            QListWidgetItem, QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
 from ..cluster.batch import batch_job, cluster_batch_job, output_path
 from .predict import OUTPUTS, check_model_fits, hide_preview, no_objects_message
-from .shared.controls import (
-    CellDiameterSpin,
-    DeviceCombo,
-    FlipsCheck,
-    choice_combo,
-    follow_model_kind,
-    is_volume_model,
-    large_cells_check,
-    select_model_mode,
-    set_bar,
-)
-from .shared.layers import (
-    FollowsLayersMixin,
-    PREDICTION_SUFFIX,
-    is_kind,
-    is_output_layer,
-    layer_pixel_size,
-    upsert_layer,
-)
+from .shared.controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, follow_model_kind,
+                              is_volume_model, large_cells_check, select_model_mode, set_bar)
+from .shared.layers import (FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size,
+                            upsert_layer)
 from .shared.model_box import ModelPanel, model_holder
 from .shared.notify import notify_error, notify_info, notify_warning, plain_error
 from .shared.workers import WorkerWidgetMixin

@@ -15,30 +15,10 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLay
 
 from ..common.axes import channels_last_to_first
 from ..common.pixel_size import describe_resampling
-from .shared.controls import (
-    CellDiameterSpin,
-    DeviceCombo,
-    FlipsCheck,
-    MODE_CHOICES,
-    choice_combo,
-    follow_model_kind,
-    is_volume_model,
-    large_cells_check,
-    select_model_mode,
-    set_bar,
-)
-from .shared.layers import (
-    LayerCombo,
-    PREDICTION_SUFFIX,
-    PREVIEW_SUFFIX,
-    PROBABILITY_SUFFIX,
-    current_plane_index,
-    image_axes,
-    is_kind,
-    layer_pixel_size,
-    spatial_shape,
-    upsert_layer,
-)
+from .shared.controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
+                              is_volume_model, large_cells_check, select_model_mode, set_bar)
+from .shared.layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index,
+                            image_axes, is_kind, layer_pixel_size, spatial_shape, upsert_layer)
 from .shared.model_box import ModelPanel, model_holder
 from .shared.notify import notify_error, notify_warning, plain_error
 from .shared.workers import WorkerWidgetMixin

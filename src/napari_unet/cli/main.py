@@ -36,16 +36,8 @@ from ..common.progress import ProgressBar, drive, format_seconds
 from ..files.safe_write import check_not_input
 from ..labels.options import LabelOptions
 from ..predict.views import PLUGIN_TTA, VIEWS
-from .args import (
-    CliError,
-    non_negative_int,
-    parse_duration,
-    parse_pixel_size,
-    parse_tile,
-    positive_float,
-    positive_int,
-    training_loop,
-)
+from .args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, positive_float,
+                   positive_int, training_loop)
 from .demo import add_demo
 
 __all__ = ["main", "build_parser"]  # write_png: from render, kept for scripts

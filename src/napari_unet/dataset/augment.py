@@ -140,13 +140,21 @@ def _sampling_grid(geometry: dict, out_shape, in_shape, device, dtype) -> torch.
     return grid
 
 
-def _centre_crop(x: torch.Tensor, shape) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ht, wt = (int(s) for s in shape)
-    if ht > h or wt > w:
-        raise ValueError(f"cannot crop shape {(ht, wt)} out of {(h, w)}")
-    y0, x0 = (h - ht) // 2, (w - wt) // 2
-    return x[..., y0 : y0 + ht, x0 : x0 + wt]
+def centre_crop(x: torch.Tensor, shape) -> torch.Tensor:
+    """The centre of ``x`` of ``shape`` in its last ``len(shape)`` axes (2D or 3D patches)."""
+    shape = tuple(int(s) for s in shape)
+    size = tuple(x.shape[-len(shape):])
+    if any(t > n for t, n in zip(shape, size)):
+        raise ValueError(f"cannot crop shape {shape} out of {size}")
+    return x[(Ellipsis, *(slice((n - t) // 2, (n - t) // 2 + t) for n, t in zip(size, shape)))]
+
+
+def unmoved(image, target, weights, out_shape, target_shape):
+    """A batch without geometric augmentation: the image cropped to ``out_shape``, the target and
+    weights to ``target_shape``, all around the centre (2D or 3D)."""
+    out_target = None if target is None else centre_crop(centre_crop(target, out_shape), target_shape)
+    out_weights = None if weights is None else centre_crop(centre_crop(weights, out_shape), target_shape)
+    return centre_crop(image, out_shape), out_target, out_weights
 
 
 def gray_values(image: torch.Tensor, config: AugmentConfig, generator) -> torch.Tensor:
@@ -193,6 +201,14 @@ def geometric_margin(config: AugmentConfig | None, shape) -> int:
     if config is None or not config.enabled:
         return 0
     half_y, half_x = (int(s) / 2.0 for s in shape)
+    extra_y, extra_x, scale = xy_reach(config, half_y, half_x)
+    return int(math.ceil(max(extra_y, extra_x, 0.0) + deformation_reach(config, scale))) + 1
+
+
+def xy_reach(config: AugmentConfig, half_y: float, half_x: float) -> tuple[float, float, float]:
+    """How far beyond a patch of half sizes ``half_y``, ``half_x`` its XY rotation (by 90 degrees
+    and up to ``config.rotation_degrees``) and largest scale may read, in Y and in X, and that
+    scale: the one rule of the 2D and 3D margins."""
     if config.rotate90:
         half_y = half_x = max(half_y, half_x)
     scale = max(1.0, float(max(config.scale_range)))
@@ -202,11 +218,12 @@ def geometric_margin(config: AugmentConfig | None, shape) -> int:
         ext_x = half_x * math.cos(theta) + half_y * math.sin(theta)
     else:
         ext_y = ext_x = math.hypot(half_y, half_x)
-    extra = max(ext_y * scale - half_y, ext_x * scale - half_x, 0.0)
-    if config.elastic:
-        extra += 3.0 * float(config.elastic_sigma) * scale
-    extra += float(config.shift_pixels or 0.0)
-    return int(math.ceil(extra)) + 1
+    return ext_y * scale - half_y, ext_x * scale - half_x, scale
+
+
+def deformation_reach(config: AugmentConfig, scale: float) -> float:
+    """How far the elastic deformation (three sigmas, scaled) and the shift may move a pixel."""
+    return (3.0 * float(config.elastic_sigma) * scale if config.elastic else 0.0) + float(config.shift_pixels or 0.0)
 
 
 def augment_batch(
@@ -277,9 +294,7 @@ def augment_batch(
             if weights is not None:
                 out_weights = moved[:, k].to(weights.dtype)
     else:
-        out_image = _centre_crop(image, out_shape)
-        out_target = None if target is None else _centre_crop(_centre_crop(target, out_shape), target_shape)
-        out_weights = None if weights is None else _centre_crop(_centre_crop(weights, out_shape), target_shape)
+        out_image, out_target, out_weights = unmoved(image, target, weights, out_shape, target_shape)
     if config.enabled:
         out_image = gray_values(out_image, config, generator)
     return out_image, out_target, out_weights

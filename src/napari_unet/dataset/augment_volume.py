@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
-from .augment import bicubic_matrix, gray_values, scale_shift_field, xy_rotation
+from .augment import (bicubic_matrix, deformation_reach, gray_values, scale_shift_field, unmoved, xy_reach,
+                      xy_rotation)
 
 __all__ = ["augment_volume_batch", "volume_margin"]
 
@@ -113,14 +114,6 @@ def _sampling_grid(geometry: dict, out_shape, in_shape, device, dtype) -> torch.
     return grid
 
 
-def _centre_crop(x: torch.Tensor, shape) -> torch.Tensor:
-    size = tuple(x.shape[-3:])
-    if any(t > s for t, s in zip(shape, size)):
-        raise ValueError(f"cannot crop shape {tuple(shape)} out of {size}")
-    z0, y0, x0 = ((s - t) // 2 for s, t in zip(size, shape))
-    return x[..., z0 : z0 + shape[0], y0 : y0 + shape[1], x0 : x0 + shape[2]]
-
-
 def _resample_labels(target, weights, grid, dtype):
     """Target and weights moved together by nearest-neighbour sampling of ``grid``."""
     parts = [t.to(dtype) for t in (target, weights) if t is not None]  # class ids: exact below 2**24
@@ -182,9 +175,7 @@ def augment_volume_batch(image, target=None, weights=None, config: AugmentConfig
             dtype = torch.promote_types(image.dtype, torch.float32)
             out_target, out_weights = _resample_labels(target, weights, small, dtype)
     else:
-        out_image = _centre_crop(image, out_shape)
-        out_target = None if target is None else _centre_crop(_centre_crop(target, out_shape), target_shape)
-        out_weights = None if weights is None else _centre_crop(_centre_crop(weights, out_shape), target_shape)
+        out_image, out_target, out_weights = unmoved(image, target, weights, out_shape, target_shape)
     if config.enabled:
         out_image = gray_values(out_image, config, generator)
     return out_image, out_target, out_weights
@@ -194,19 +185,8 @@ def augment_volume_batch(image, target=None, weights=None, config: AugmentConfig
 def _volume_margin(config: AugmentConfig, shape: tuple, spacing: tuple | None) -> tuple[int, int, int]:
     rx, ry, rz = _relative_spacing(spacing)
     half_z, half_y, half_x = shape[0] / 2.0 * rz, shape[1] / 2.0 * ry, shape[2] / 2.0 * rx  # physical
-    if config.rotate90:
-        half_y = half_x = max(half_y, half_x)
-    scale = max(1.0, float(max(config.scale_range)))
-    theta = math.radians(min(45.0, abs(float(config.rotation_degrees or 0.0))))
-    if theta <= math.atan2(half_x, half_y) and theta <= math.atan2(half_y, half_x):
-        ext_y = half_y * math.cos(theta) + half_x * math.sin(theta)
-        ext_x = half_x * math.cos(theta) + half_y * math.sin(theta)
-    else:
-        ext_y = ext_x = math.hypot(half_y, half_x)
-    extra = np.maximum([half_z * (scale - 1.0), ext_y * scale - half_y, ext_x * scale - half_x], 0.0)
-    if config.elastic:
-        extra += 3.0 * float(config.elastic_sigma) * scale
-    extra += float(config.shift_pixels or 0.0)
+    extra_y, extra_x, scale = xy_reach(config, half_y, half_x)
+    extra = np.maximum([half_z * (scale - 1.0), extra_y, extra_x], 0.0) + deformation_reach(config, scale)
     return tuple(int(math.ceil(e / r)) + 1 for e, r in zip(extra, (rz, ry, rx)))
 
 

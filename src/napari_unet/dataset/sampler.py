@@ -117,7 +117,25 @@ def _to_batch(images, targets, weights, device) -> Batch:
     )
 
 
-class TileSampler:
+class AnnotatedTargets:
+    """What the 2D and 3D samplers share: the targets in use (``_targets``, held-out pixels weigh
+    0) and the annotated pixels or voxels that patches are centred on (``_centres``)."""
+
+    _targets: list
+    _centres: list
+
+    @property
+    def n_annotated(self) -> int:
+        """Number of pixels (voxels) with a positive weight (possible patch centres)."""
+        return int(sum(c.size for c in self._centres))
+
+    @property
+    def targets(self) -> list[Targets]:
+        """The targets in use (held-out pixels weigh 0)."""
+        return list(self._targets)
+
+
+class TileSampler(AnnotatedTargets):
     """Draws augmented training tiles around annotated pixels.
 
     Parameters
@@ -221,16 +239,6 @@ class TileSampler:
         weights = weights.astype(np.float32, copy=False)
         self._targets[i] = Targets(np.asarray(t.target, dtype=np.int64), weights, np.asarray(t.mask, bool) & (weights > 0))
         self._centres[i] = np.flatnonzero(weights > 0)
-
-    @property
-    def n_annotated(self) -> int:
-        """Number of pixels with a positive weight (possible tile centres)."""
-        return int(sum(c.size for c in self._centres))
-
-    @property
-    def targets(self) -> list[Targets]:
-        """The targets in use (held-out pixels weigh 0)."""
-        return list(self._targets)
 
     # -- validation split
 

@@ -26,7 +26,7 @@ from ..annotations.planes import resolve_axes, validate_annotations
 from ..annotations.targets import Targets, make_targets, painted_cell_diameter
 from ..config import TrainConfig
 from ..model.normalization import apply_normalization, normalization_params
-from .sampler import Batch, annotated_blocks, holdout_threshold, reflect_indices
+from .sampler import AnnotatedTargets, Batch, annotated_blocks, holdout_threshold, reflect_indices
 from .training_data import config_border_sigma, training_normalization
 
 __all__ = ["VolumeData", "VolumeSampler", "painted_volumes", "painted_planes"]
@@ -117,7 +117,7 @@ def _patch_spacing(spacing, shape) -> tuple[float, float, float]:
     return max(dz, dy * shape[1] / shape[0]), dy, dx
 
 
-class VolumeSampler:
+class VolumeSampler(AnnotatedTargets):
     """Draws augmented 3D training patches centred on painted voxels.
 
     ``volumes``: (C, Z, Y, X) float32; ``targets``: one :class:`~napari_unet.annotations.targets.Targets` of
@@ -140,15 +140,6 @@ class VolumeSampler:
         self.volumes = list(volumes)
         self._targets = [Targets(*t) for t in targets]
         self._centres = [np.flatnonzero(t.weights > 0) for t in self._targets]
-
-    @property
-    def n_annotated(self) -> int:
-        """Number of voxels with a positive weight (possible patch centres)."""
-        return int(sum(c.size for c in self._centres))
-
-    @property
-    def targets(self) -> list[Targets]:
-        return list(self._targets)
 
     def _extract(self, i: int, centre, margin):
         """Image (C, *input + 2 margin), target and weights for the output centred at ``centre``."""

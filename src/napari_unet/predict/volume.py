@@ -39,15 +39,7 @@ from ..model.fit import check_channels
 from ..model.unet import UNet
 from .engine import TileEngine, check_out, prepare_model
 from .options import PredictOptions
-from .plan import (
-    AxisPlan,
-    balanced_step,
-    bytes_per_pixel,
-    geometry_for_step,
-    plan_axis,
-    step_for_tile,
-    tile_batch_size,
-)
+from .plan import AxisPlan, balanced_step, bytes_per_pixel, geometry_for_step, plan_axis, step_for_tile, tile_batch_size
 from .sources import as_image_array, source_normalization
 from .views import check_tta
 

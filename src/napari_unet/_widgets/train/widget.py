@@ -21,23 +21,10 @@ from ...common.progress import format_seconds
 from ...model.metadata import undertrained_warning
 from ...training.job import TrainJob, preload
 from ..shared.controls import device_label, select_model_mode
-from ..shared.layers import (
-    current_plane_index,
-    image_axes,
-    image_plane,
-    is_kind,
-    layer_annotation_problems,
-    visible_box,
-)
-from ..shared.model_box import (
-    ModelPanel,
-    ask_export_path,
-    ask_model_path,
-    describe_model,
-    export_model_file,
-    model_holder,
-    save_model_file,
-)
+from ..shared.layers import (current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems,
+                             visible_box)
+from ..shared.model_box import (ModelPanel, ask_export_path, ask_model_path, describe_model, export_model_file,
+                                model_holder, save_model_file)
 from ..shared.notify import notify_error, notify_info, notify_warning, plain_error
 from ..shared.workers import WorkerWidgetMixin
 from .annotation_sync import AnnotationSync

@@ -91,14 +91,14 @@ def test_sample_data_commands_return_layer_data():
         assert layers[2][1]["name"] == layers[0][1]["name"] + " annotations"
 
 
-@pytest.mark.parametrize("old, name, home", [
-    ("data", "instances_to_annotations", "annotations.targets"),
-    ("data", "TileSampler", "dataset.sampler"),
-    ("io", "load_model", "model.files"),
-    ("io", "read_image", "files.images"),
-    ("tiling", "predict_tiled", "predict.tiling"),
-    ("tiling", "choose_tile_shape", "predict.plan"),
-])
+def _old_names():
+    from napari_unet.common.aliases import OLD_PATHS
+
+    return [(old.split(".")[1], name, home.split(".", 1)[1]) for old, names in OLD_PATHS.items()
+            for name, home in names.items()]
+
+
+@pytest.mark.parametrize("old, name, home", _old_names())
 def test_the_old_module_paths_still_give_every_name_with_a_deprecation_warning(old, name, home):
     # the paths the README and docs used before the wings: napari_unet.data, .io, .tiling
     module = importlib.import_module(f"napari_unet.{old}")
@@ -108,3 +108,7 @@ def test_the_old_module_paths_still_give_every_name_with_a_deprecation_warning(o
     assert name in module.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         module.nope
+
+
+def test_the_old_module_paths_keep_the_names_they_held():
+    assert len(_old_names()) == 39 and {old for old, *_ in _old_names()} == {"data", "io", "tiling"}

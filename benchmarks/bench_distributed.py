@@ -36,7 +36,7 @@ import numpy as np
 
 import napari_unet.cluster.distributed as dist
 from napari_unet import UNet, predict_distributed, predict_tiled, to_labels
-from napari_unet.cluster.label_merge import merge_faces
+from napari_unet.labels.merge import merge_faces
 from napari_unet.files.ngff import open_prediction
 from napari_unet.labels.instances import label_options
 from napari_unet.labels.metrics import match_instances

@@ -9,7 +9,9 @@ painted strokes), or loaded with ``--model``. Then, on a 2048 x 2048 image of th
 2. the flipped views the widgets and ``napari-unet predict`` use (``tta=4``);
 3. ``to_labels`` with the model's options, and each of its stages (cProfile's cumulative time of
    the functions that make them: hole filling, distance transform, smoothing, seeds, connected
-   components, watershed, the unsplit and join passes, the size filter);
+   components, watershed, the unsplit and join passes, the size filter), and the same labels made
+   block by block on the cores there are (``labels.blocks.to_labels_in_blocks``, what the Predict
+   path runs);
 4. the half-scale pass for large cells (``segment`` with and without it);
 5. the whole Predict path (``segment`` with the defaults) as a multiple of step 1.
 
@@ -85,7 +87,10 @@ def get_model(args):
 
 def report(name: str, data, axes: str, model, repeat: int) -> None:
     from napari_unet import to_labels
+    from napari_unet.labels.blocks import label_workers, to_labels_in_blocks
     from napari_unet.labels.instances import label_options
+    from napari_unet.labels.metrics import same_objects
+    from napari_unet.labels.options import LabelOptions
     from napari_unet.labels.segment import segment
     from napari_unet.predict.tiling import predict_stack
 
@@ -95,6 +100,7 @@ def report(name: str, data, axes: str, model, repeat: int) -> None:
     _, t_flips = timed(predict_stack, model, data, axes=axes, device="cpu", tta=4, repeat=repeat)
     options = label_options(model)
     labels, t_labels = timed(to_labels, plain, repeat=repeat, **options)
+    blocks, t_blocks = timed(to_labels_in_blocks, plain, LabelOptions.of(options), repeat=repeat)
     total, stages = stage_seconds(to_labels, plain, **options)
     _, t_plain_path = timed(segment, model, data, axes=axes, device="cpu", tta=1, large_cells=False, repeat=repeat)
     _, t_half = timed(segment, model, data, axes=axes, device="cpu", tta=1, large_cells=True, repeat=repeat)
@@ -104,7 +110,8 @@ def report(name: str, data, axes: str, model, repeat: int) -> None:
         speed = f"{megapixels / seconds:.2f}" if seconds >= 1e-3 else "-"
         print(f"| {what} | {seconds:.2f} | {speed} | {seconds / t_net:.2f} |")
 
-    print(f"{int(labels.max())} objects; labels options: { {k: v for k, v in options.items() if k != 'mode'} }")
+    print(f"{int(labels.max())} objects; labels options: { {k: v for k, v in options.items() if k != 'mode'} }; "
+          f"the labels in blocks hold the same objects: {same_objects(labels, blocks)}")
     print("\n| step | seconds | MP/s | x one network pass |")
     print("| --- | --- | --- | --- |")
     row("one network pass (tta=1)", t_net)
@@ -112,6 +119,7 @@ def report(name: str, data, axes: str, model, repeat: int) -> None:
     row("to_labels, the model's options", t_labels)
     for stage, _names in STAGES:
         row(f"... {stage} (profiled)", stages[stage] * t_labels / max(total, 1e-9))
+    row(f"the same labels in blocks on {label_workers()} threads (the Predict path's)", t_blocks)
     row("half-scale pass (segment with it - without it, tta=1)", t_half - t_plain_path)
     row("**the whole Predict path** (tta=4, labels, half-scale pass)", t_default)
 

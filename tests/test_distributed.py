@@ -22,7 +22,7 @@ zarr = pytest.importorskip("zarr")
 
 from napari_unet import UNet, predict_tiled, save_model  # noqa: E402
 from napari_unet.cluster.distributed import iter_predict_distributed, predict_distributed  # noqa: E402
-from napari_unet.cluster.label_merge import BlockGrid, block_labels, merge_faces
+from napari_unet.labels.merge import BlockGrid, block_labels, merge_faces
 from napari_unet.files.images import is_complete_image  # noqa: E402
 from napari_unet.files.ngff import open_prediction  # noqa: E402
 from napari_unet.labels.instances import label_options, to_labels  # noqa: E402

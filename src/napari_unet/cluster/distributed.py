@@ -9,7 +9,7 @@ chunk of the output, so blocks write whole chunks: no locks, no blending. Three 
    the whole-image prediction whatever the block shape (fp32: to float rounding, < 1e-6).
 2. **label**: once its 3 x 3 neighbours are predicted, a block labels a window of probabilities
    (its core and a halo of context), keeps its core with local ids and records its faces
-   (:mod:`napari_unet.cluster.label_merge`).
+   (:mod:`napari_unet.labels.merge`).
 3. **relabel**: the client merges the faces into one numbering (union-find over the face
    adjacency) and each block writes its final ids (uint32, unique over the whole stack).
 
@@ -47,10 +47,10 @@ from ..files.ngff import (PROBABILITIES_PATH, create_prediction_group, foreign_e
                           write_prediction_metadata)
 from ..files.safe_write import RUN_DIR, atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
 from ..labels.instances import label_context, label_options, to_labels
+from ..labels.merge import FACES, BlockGrid, block_labels, merge_faces
 from ..model.fit import check_channels
 from ..model.unet import UNet
 from .client import connect, model_digest, source_identity, worker_model, worker_source
-from .label_merge import FACES, BlockGrid, block_labels, merge_faces
 
 __all__ = ["DistributedResult", "iter_predict_distributed", "predict_distributed", "DEFAULT_BLOCK"]
 

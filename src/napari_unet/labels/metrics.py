@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["match_instances", "separated_pairs", "merged_pairs", "pixel_iou"]
+__all__ = ["match_instances", "separated_pairs", "merged_pairs", "pixel_iou", "same_objects"]
 
 
 def _overlaps(gt: np.ndarray, pred: np.ndarray):
@@ -126,3 +126,20 @@ def pixel_iou(gt, pred) -> float:
     a, b = np.asarray(gt) > 0, np.asarray(pred) > 0
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def same_objects(a, b) -> bool:
+    """Whether labels ``a`` and ``b`` hold the same objects (the same pixel sets), whatever their
+    ids.
+
+    >>> same_objects(np.array([[1, 1, 0, 2]]), np.array([[5, 5, 0, 3]]))
+    True
+    >>> same_objects(np.array([[1, 1]]), np.array([[1, 2]]))
+    False
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    pairs = pairs[:, (pairs[0] > 0) | (pairs[1] > 0)]
+    return bool((pairs > 0).all()) and len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))

@@ -25,7 +25,8 @@ import numpy as np
 from ..common.pixel_size import voxel_spacing
 from ..common.progress import Progress, drive, part
 from ..predict.options import PredictOptions
-from .instances import label_options, to_labels
+from .blocks import to_labels_in_blocks
+from .instances import label_options
 from .large_cells import applies, iter_large_cells
 from .options import LabelOptions
 
@@ -83,7 +84,7 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
     full = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta, **predict_kwargs)
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
     probabilities = yield from part(iter_predict_with(model, data, full, axes=axes), 0.0, share)
-    labels = to_labels(probabilities, **options.kwargs())
+    labels = to_labels_in_blocks(probabilities, options)  # a large plane on every core
     if not keep_probabilities:
         probabilities = None
     if share < 1.0:  # the half-scale pass: the full scale's device, pixel size, normalization and views

@@ -217,3 +217,25 @@ def test_no_module_class_or_function_over_its_size_limit():
             if size > limits[kind]:
                 too_long.append(f"{kind} {name}.{qualname}: {size} lines > {limits[kind]}")
     assert not too_long, "\n".join(too_long)
+
+
+def test_options_cross_module_borders_as_typed_objects():
+    """No dict of options crosses a module border inside the package: a parameter called
+    ``options`` (or ``*_options``) takes a LabelOptions or a PredictOptions, and a catch-all
+    ``**..._kwargs`` belongs to a public keyword entry point (which builds the object)."""
+    public_kwargs = {"iter_segment", "segment", "predict_half_scale", "add_large_cells", "model_preset", "but",
+                     "upsert_layer", "write_plane_layer", "_write", "__init__"}
+    wrong = []
+    for name, path in sorted(_modules().items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            for arg in args:
+                if arg.arg == "options" or arg.arg.endswith("_options"):
+                    note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                    if "LabelOptions" not in note and "PredictOptions" not in note:
+                        wrong.append(f"{name}.{node.name}({arg.arg}: {note or 'no type'})")
+            if node.args.kwarg is not None and node.name not in public_kwargs:
+                wrong.append(f"{name}.{node.name}(**{node.args.kwarg.arg})")
+    assert not wrong, "\n".join(wrong)

@@ -85,7 +85,7 @@ def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
 
 
 def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, capsys, monkeypatch):
-    import napari_unet.labels.segment as segmentation
+    import napari_unet.labels.blocks as segmentation  # where the Predict path calls to_labels
 
     folder, image, _, model = files
     diameter = load_model(model).metadata["cell_diameter"]

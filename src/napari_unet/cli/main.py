@@ -310,13 +310,14 @@ def _physical_options(path: Path, args, axes: str, model, options: LabelOptions)
     return pixel, options
 
 
-def _predict_file(model, data, axes: str, args, pixel, options: LabelOptions, bar, **kwargs) -> tuple:
+def _predict_file(model, data, axes: str, args, pixel, options: LabelOptions, bar) -> tuple:
     """(probabilities, labels) of one input, with the half-scale pass unless --no-large-cells."""
     from ..labels.segment import iter_segment
 
     t0 = time.monotonic()
     return drive(iter_segment(model, data, axes=axes, options=options, device=args.device, pixel_size=pixel,
-                              tta=args.tta, large_cells=args.large_cells, **kwargs),
+                              tta=args.tta, large_cells=args.large_cells, tile_shape=args.tile,
+                              batch_size=args.batch_size),
                  lambda done, total: bar.update(done, total, format_seconds(time.monotonic() - t0)))
 
 
@@ -379,15 +380,10 @@ def _cmd_predict(args) -> int:
         except ValueError as exc:
             raise CliError(str(exc)) from None
         bar = ProgressBar(f"[{number}/{len(jobs)}] {path.name}", enabled=not args.quiet)
-        kwargs = {}
-        if args.tile is not None:
-            kwargs["tile_shape"] = args.tile
-        if args.batch_size is not None:
-            kwargs["batch_size"] = args.batch_size
         replace = args.overwrite or args.skip_existing  # --skip-existing redoes incomplete outputs only
         with output_lock(outdir / f".{_stem(path)}.napari-unet.lock"):
             pixel, input_options = _physical_options(path, args, axes, model, options)
-            probabilities, labels = _predict_file(model, data, axes, args, pixel, input_options, bar, **kwargs)
+            probabilities, labels = _predict_file(model, data, axes, args, pixel, input_options, bar)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end
                 prob, prob_axes = to_canonical(probabilities, "C" + out_axes)

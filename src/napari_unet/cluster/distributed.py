@@ -48,6 +48,7 @@ from ..files.ngff import (PROBABILITIES_PATH, create_prediction_group, foreign_e
 from ..files.safe_write import RUN_DIR, atomic_write_bytes, check_not_input, exists_error, is_ours, output_lock
 from ..labels.instances import label_context, label_options, to_labels
 from ..labels.merge import FACES, BlockGrid, block_labels, merge_faces
+from ..labels.options import LabelOptions
 from ..model.fit import check_channels
 from ..model.unet import UNet
 from .client import connect, model_digest, source_identity, worker_model, worker_source
@@ -137,17 +138,17 @@ def _damaged_task(out, stage: str, key, core, run_dir) -> tuple | None:
     return None if expected and _digest(found) == expected else key
 
 
-def _label_task(out, key, core, window, options, run_dir, *_neighbours):
+def _label_task(out, key, core, window, options: LabelOptions, run_dir, *_neighbours):
     """Label one block's window; keep the core with local ids and the faces (saved, returned)."""
     arrays = open_prediction(out, "r+")
     probabilities = np.asarray(arrays["probabilities"][(slice(None), *key[0], *window)])
     inside = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
-    if options["mode"] == "classes":
+    if options.mode == "classes":
         classes = np.argmax(probabilities[(slice(None), *inside)], axis=0).astype(np.uint32)
         arrays["labels"][(*key[0], *core)] = classes
         _write_mark(run_dir, "final", key, classes)
         return 0, None
-    labels = to_labels(probabilities, **options)
+    labels = to_labels(probabilities, **options.kwargs())
     local, n, faces = block_labels(labels, inside)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, local=local, n=n, **{f"{f}_ids": faces[f][0] for f in FACES},
@@ -179,7 +180,7 @@ class _Job:
     grid: BlockGrid
     out: Path
     norm: Any
-    options: dict
+    options: LabelOptions
     labels: bool
     probabilities: bool
     settings: dict
@@ -268,14 +269,15 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
         raise ValueError(f"the source of shape {shape} makes {blocks:,} blocks of {grid.block}, over the "
                          f"{MAX_BLOCKS:,} one run can track: choose larger blocks (block_shape={side} or more) "
                          "or predict a part of the image")
-    options = {**label_options(model), **(label_kwargs or {})}
-    if options.get("mode") == "classes":
-        options = {"mode": "classes"}
-    diameter = options.get("cell_diameter")
+    options = LabelOptions.of({**label_options(model), **(dict(label_kwargs) if label_kwargs else {})})
+    if options.mode == "classes":
+        options = LabelOptions(mode="classes")
+    diameter = options.cell_diameter
     if diameter is not None:
-        diameter = options["cell_diameter"] = check_float("cell_diameter", diameter, above=0.0, below=1e5)
+        diameter = check_float("cell_diameter", diameter, above=0.0, below=1e5)
+        options = options.but(cell_diameter=diameter)
     context = label_context(diameter)
-    if labels and options.get("mode") != "classes" and min(grid.block) < context:
+    if labels and options.mode != "classes" and min(grid.block) < context:
         raise ValueError(f"blocks of {grid.block} px are smaller than the {context} px of context that labelling "
                          f"cells of {diameter or 'unknown'} px needs: the labels would differ from the whole image's; "
                          f"choose block_shape={-(-context // 64) * 64} or more")
@@ -314,7 +316,7 @@ def _fingerprint(job: _Job, digest: str) -> dict:
         "source": {"path": None if job.source_path is None else str(job.source_path.resolve()),
                    "content": job.source_id},
         "axes": job.axes, "block": list(job.grid.block), "labels": job.labels, "probabilities": job.probabilities,
-        "options": job.options, "normalization": norm, "precision": job.settings["precision"],
+        "options": job.options.kwargs(), "normalization": norm, "precision": job.settings["precision"],
         **({"tta": job.settings["tta"]} if job.settings["tta"] != 1 else {}),  # runs without it resume as before
         "tile_shape": None if job.settings["tile_shape"] is None else list(job.settings["tile_shape"]),
     }
@@ -416,7 +418,7 @@ def _redo_damaged(client, job: _Job) -> int:
         if stage == "predicted":  # the labels of its neighbours read its probabilities
             for k in job.grid.neighbours(key):
                 job.undo("labelled", k)
-    instances = job.labels and job.options["mode"] == "instances"
+    instances = job.labels and job.options.mode == "instances"
     if instances and any(not job.done("labelled", k) for k in job.grid.keys()):
         for key in job.grid.keys():  # new faces: the numbering of every block may change
             job.undo("final", key)
@@ -448,7 +450,7 @@ def _submit_blocks(client, job: _Job, model_ref, source_ref, digest: str, run_id
     labelled = {}
     if job.labels:
         for key in keys:
-            if not job.done("labelled" if job.options["mode"] == "instances" else "final", key):
+            if not job.done("labelled" if job.options.mode == "instances" else "final", key):
                 deps = [predicted[k] for k in job.grid.neighbours(key) if k in predicted]
                 labelled[key] = client.submit(
                     _label_task, str(job.out), key, job.grid.core(key), job.grid.window(key, job.halo), job.options,
@@ -518,7 +520,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
             yield 0, total
             yield from _wait(futures, counter, total)
             objects = None
-            if job.labels and job.options["mode"] == "instances":
+            if job.labels and job.options.mode == "instances":
                 luts, objects = _merge(job, labelled)
                 futures = [dask_client.submit(_relabel_task, str(job.out), k, job.grid.core(k), luts[k], job.run_dir,
                                               key=f"napari-unet-relabel-{run_id}-{BlockGrid.name(k)}", pure=False)

@@ -85,13 +85,14 @@ def test_predict_files_folders_and_zarr(files, tmp_path, capsys):
 
 
 def test_predict_uses_the_models_cell_diameter_unless_given(files, tmp_path, capsys, monkeypatch):
-    import napari_unet.labels.blocks as segmentation  # where the Predict path calls to_labels
+    import napari_unet.labels.segment as segmentation
 
     folder, image, _, model = files
     diameter = load_model(model).metadata["cell_diameter"]
     seen = []
-    real = segmentation.to_labels
-    monkeypatch.setattr(segmentation, "to_labels", lambda p, **kw: seen.append(kw) or real(p, **kw))
+    real = segmentation.to_labels_in_blocks  # the full-scale labels of the Predict path
+    monkeypatch.setattr(segmentation, "to_labels_in_blocks", lambda p, options: seen.append(dict(**options))
+                        or real(p, options))
     base = ["predict", "-m", str(model), str(folder / "img.tif"), "-q", "--device", "cpu"]
     assert cli.main(base + ["-o", str(tmp_path / "a")]) == 0
     assert cli.main(base + ["-o", str(tmp_path / "b"), "--cell-diameter", "31.5"]) == 0

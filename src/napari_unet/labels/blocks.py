@@ -19,8 +19,9 @@ from .options import LabelOptions
 
 __all__ = ["MIN_BLOCK_PIXELS", "label_workers", "to_labels_in_blocks"]
 
-#: the fewest pixels of a block: a plane smaller than two of them is labelled whole
-MIN_BLOCK_PIXELS = 1024 * 1024
+#: the fewest pixels of a block: a plane smaller than two of them is labelled whole (512 x 512:
+#: a 1024^2 plane takes 0.39 s in four blocks on 2 threads against 0.65 s in one call)
+MIN_BLOCK_PIXELS = 512 * 512
 
 
 def label_workers() -> int:

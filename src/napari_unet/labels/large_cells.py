@@ -13,6 +13,7 @@ constants below were chosen on the quality suite: ``benchmarks/README.md``).
 Examples
 --------
 >>> import numpy as np
+>>> from napari_unet import to_labels
 >>> p = np.zeros((2, 40, 40), np.float32); p[0] = 1
 >>> p[:, 4:36, 4:36] = [[[0.2]], [[0.8]]]          # one large cell, 32 px wide
 >>> ring = p.copy(); ring[:, 8:32, 8:32] = [[[0.9]], [[0.1]]]   # full scale: only its rim
@@ -32,7 +33,8 @@ from typing import Any, Generator
 import numpy as np
 
 from ..predict.options import PredictOptions
-from .instances import split_height, to_labels
+from .blocks import to_labels_in_blocks
+from .instances import split_height
 from .options import LabelOptions
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "fuse_large_cells",
@@ -186,7 +188,7 @@ def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.nd
     if options.split == "distance" and options.split_h is None:
         # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
         half_options = half_options.but(split_h=split_height(cell_diameter / 2, small_cells=False))
-    half = to_labels(half_probabilities, **half_options.kwargs())
+    half = to_labels_in_blocks(half_probabilities, half_options)  # the same objects, on every core
     half_background = np.asarray(half_probabilities[0], np.float32)
     out = np.empty(labels.shape, np.int32)
     offset = 0

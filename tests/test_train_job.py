@@ -43,6 +43,31 @@ def test_job_yields_progress_and_previews_of_the_target_plane():
     assert trainer.iteration == 4
 
 
+def test_training_waits_for_the_main_thread_to_show_its_first_preview_only():
+    # napari adding the first preview layer while training holds Python's lock paused its window
+    # for half a second: the worker waits (at most FIRST_PREVIEW_WAIT_S) until the widget says
+    # the first preview is shown, and never again
+    from napari_unet.training.job import FIRST_PREVIEW_WAIT_S
+
+    image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
+    config = TrainConfig(preset="tiny", iterations=6, batch_size=2, device="cpu", preview_every=2)
+    job = TrainJob([image], [annotations], ["YX"], config, None, preview_target=(0, ()), weight_map=False,
+                   uncertainty=False)
+    order = []
+
+    class Shown:
+        def wait(self, timeout):
+            order.append(("wait", timeout))
+            return True
+
+    job.first_preview_shown = Shown()
+    for kind, _ in job.run():
+        order.append(kind)
+    previews = [i for i, k in enumerate(order) if k == "preview"]
+    assert len(previews) >= 2 and order[previews[0] + 1] == ("wait", FIRST_PREVIEW_WAIT_S)
+    assert order.count(("wait", FIRST_PREVIEW_WAIT_S)) == 1 and job.first_preview_shown is None
+
+
 def test_stop_before_the_first_iteration_ends_the_job():
     image, _, annotations = make_touching_cells((96, 96), seed=2, annotated_fraction=0.1)
     job = TrainJob([image], [annotations], ["YX"], TrainConfig(preset="tiny", iterations=50, device="cpu"), None,

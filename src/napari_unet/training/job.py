@@ -35,6 +35,10 @@ PRELOADED_MODULES = (
 )
 
 
+#: the longest training waits for the main thread to show its first preview (TrainJob.first_preview_shown)
+FIRST_PREVIEW_WAIT_S = 2.0
+
+
 def preload() -> None:
     """Import what a first :meth:`TrainJob.run` imports (about two seconds of imports).
 
@@ -148,6 +152,10 @@ class TrainJob:
         self.tune_threads = tune_threads
         self.thread_choices: list = []
         self._stop = threading.Event()
+        # set by the main thread once it has shown the first preview: until then (at most
+        # FIRST_PREVIEW_WAIT_S) training waits, so that napari adds the preview layer without
+        # training holding Python's lock (None: no wait, e.g. a script)
+        self.first_preview_shown: threading.Event | None = None
         # a 3D network previews slabs of the stack: (target, the plane's z inside its slab) of the
         # region last handed out
         self.three_d = spatial_dims_for(config, model) == 3
@@ -246,6 +254,9 @@ class TrainJob:
                     plain = False
                 if event.kind == "preview" and event.preview is not None:
                     yield ("preview", self._preview_of(event.preview, self.preview_target, event.iteration))
+                    shown, self.first_preview_shown = self.first_preview_shown, None
+                    if shown is not None:
+                        shown.wait(FIRST_PREVIEW_WAIT_S)
                 else:
                     yield ("progress", event)
         finally:

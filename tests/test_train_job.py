@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,14 @@ def test_training_waits_for_the_main_thread_to_show_its_first_preview_only():
         order.append(kind)
     previews = [i for i, k in enumerate(order) if k == "preview"]
     assert len(previews) >= 2 and order[previews[0] + 1] == ("wait", FIRST_PREVIEW_WAIT_S)
-    assert order.count(("wait", FIRST_PREVIEW_WAIT_S)) == 1 and job.first_preview_shown is None
+    assert order.count(("wait", FIRST_PREVIEW_WAIT_S)) == 1
+    # stopping releases a worker that waits
+    stopping = threading.Event()
+    job = TrainJob([image], [annotations], ["YX"], config, None, preview_target=(0, ()), weight_map=False,
+                   uncertainty=False)
+    job.first_preview_shown = stopping
+    job.stop()
+    assert stopping.is_set()
 
 
 def test_stop_before_the_first_iteration_ends_the_job():

@@ -63,11 +63,10 @@ class LabelOptions:
     def kwargs(self) -> dict:
         """The keywords of :func:`~napari_unet.to_labels` that differ from its defaults, and the
         mode: ``to_labels(p, **options.kwargs())``."""
-        defaults = type(self)()
         out = {"mode": self.mode}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name != "mode" and value != getattr(defaults, f.name) and not (f.name == "three_d" and not value):
+            if f.name != "mode" and value != f.default and not (f.name == "three_d" and not value):
                 out[f.name] = value
         return out
 

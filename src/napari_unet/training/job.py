@@ -163,6 +163,8 @@ class TrainJob:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.first_preview_shown is not None:  # no waiting for a preview while stopping
+            self.first_preview_shown.set()
         trainer = self.trainer
         if trainer is not None:
             trainer.stop()
@@ -244,6 +246,7 @@ class TrainJob:
         yield ("started", {"device": trainer.device})
         tuner = ThreadTuner() if trainer.device.type == "cpu" and self.tune_threads else None
         previous, plain = None, True  # the last step's time; whether nothing but the step followed it
+        waited = self.first_preview_shown is None  # for the first preview to be shown
         try:
             for event in trainer.run():
                 if event.kind == "step":
@@ -254,9 +257,9 @@ class TrainJob:
                     plain = False
                 if event.kind == "preview" and event.preview is not None:
                     yield ("preview", self._preview_of(event.preview, self.preview_target, event.iteration))
-                    shown, self.first_preview_shown = self.first_preview_shown, None
-                    if shown is not None:
-                        shown.wait(FIRST_PREVIEW_WAIT_S)
+                    if not waited:
+                        waited = True
+                        self.first_preview_shown.wait(FIRST_PREVIEW_WAIT_S)
                 else:
                     yield ("progress", event)
         finally:

@@ -70,7 +70,6 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         self.viewer = napari_viewer
         self.holder = model_holder(napari_viewer)
         self.job: TrainJob | None = None
-        self._first_preview = threading.Event()
         self._pairs: list = []
         self.annotation_sync = AnnotationSync()
         self._started_at = 0.0
@@ -210,7 +209,7 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             weight_map=self.weight_check.isChecked(),
             uncertainty=self.uncertainty_check.isChecked(),
         )
-        self._first_preview = self.job.first_preview_shown = threading.Event()
+        self.job.first_preview_shown = threading.Event()
         self.annotation_sync.follow(pairs)
         self.view.start(config)
         self._started_at = time.monotonic()
@@ -228,7 +227,6 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
         """Ask the trainer to stop; it ends within about a second, keeping the best model."""
         if self.job is not None:
             self.job.stop()
-            self._first_preview.set()
             self.progress.setFormat("stopping…")
             self.stop_button.setEnabled(False)
 
@@ -277,7 +275,8 @@ class TrainWidget(WorkerWidgetMixin, QWidget):
             self._follow_view()
         elif kind == "preview":
             self.view.show_preview(payload, self._pairs)
-            self._first_preview.set()  # training waits for the first one (TrainJob.first_preview_shown)
+            if self.job is not None:  # training waits for the first one (TrainJob.first_preview_shown)
+                self.job.first_preview_shown.set()
 
     def _on_returned(self, trainer):
         if trainer.iteration == 0:

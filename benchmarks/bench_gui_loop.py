@@ -15,7 +15,10 @@ each painting seed, in one napari window (Xvfb without a display):
 4. press Predict (and Batch predict) in the widgets with each model and score the labels layer
    against the complete reference: object F1 at IoU 0.5 (``bench_quality._scores``).
 
-Widget and headless runs alternate on the same machine, so load affects both alike. It prints a
+Widget and headless runs alternate on the same machine, so load affects both alike: the headless
+run comes after the widget's on the first, third, ... run and before it on the others, and each
+record holds both sides' median step (``widget_step_s``, ``headless_step_s``: slower steps, or
+the same steps and fewer of them) and what the thread tuner measured (``widget_threads``). It prints a
 line per run and a summary: widget it/s as a share of the headless it/s (mean and worst), time to
 the first preview, the F1 of both (suite mean; worst image), and the event loop's longest pause
 and 99th percentile gap during training, Predict and Batch.
@@ -164,7 +167,34 @@ def batch_once(app, widgets, name, meter: PauseMeter) -> tuple[float, dict]:
     return time.perf_counter() - t0, meter.figures()
 
 
-def run_one(app, viewer, widgets, name, image, instances, seed, seconds, meter) -> dict:
+def thread_cpu() -> dict:
+    """CPU seconds of this process's threads so far, by thread name (Linux; {} elsewhere)."""
+    out: dict = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for task in Path("/proc/self/task").glob("*") if Path("/proc/self/task").exists() else []:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_by_thread(before: dict, after: dict) -> dict:
+    """CPU seconds each thread name used between two :func:`thread_cpu` snapshots (>= 0.1 s)."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    return {name: round(v, 1) for name, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.1}
+
+
+def median_step_s(history) -> float:
+    """The median seconds between two iterations of a trainer's history."""
+    elapsed = np.array([h["elapsed_s"] for h in history], dtype=float)
+    return float(np.median(np.diff(elapsed))) if elapsed.size > 1 else float("nan")
+
+
+def run_one(app, viewer, widgets, name, image, instances, seed, seconds, meter, headless_first=False) -> dict:
     import dataclasses
 
     import quality_suite
@@ -185,36 +215,60 @@ def run_one(app, viewer, widgets, name, image, instances, seed, seconds, meter) 
     config = train.settings.train_config(train.pair_table.pairs())
     record = {"image": name, "seed": seed, "seconds": seconds, "cells_painted": int(len(np.unique(annotations[annotations >= 2])))}
 
+    # the engine, same configuration, main thread, no event loop; before the widget on every other
+    # run (headless_first), after it on the others, so that a machine slowing down or speeding up
+    # during a run does not favour one side
+    headless_config = dataclasses.replace(config, checkpoint_dir=None, preview_every=0, preview_every_s=None)
+
+    def headless():
+        before = thread_cpu()
+        trainer = Trainer([image], [np.asarray(labels.data)], config=headless_config, axes="YX")
+        for _ in trainer.run():
+            pass
+        summary = trainer.model.metadata["training"]
+        record.update(headless_iterations=summary["iterations"], headless_it_s=summary["iterations"] / summary["elapsed_s"],
+                      headless_kept=summary["kept_iteration"], headless_step_s=median_step_s(trainer.history),
+                      headless_cpu_s=cpu_by_thread(before, thread_cpu()))
+        return trainer.model
+
+    record["headless_first"] = bool(headless_first)
+    headless_model = headless() if headless_first else None
+
     # the widget
-    first_preview = []
+    first_preview, running = [], {}
     t0 = time.perf_counter()
 
     def watch():
+        if train.job is not None and train.job.trainer is not None:  # the widget lets go of both at the end
+            running.update(job=train.job, trainer=train.job.trainer)
         if not first_preview and (name + " preview") in viewer.layers:
             first_preview.append(time.perf_counter() - t0)
 
+    cpu_before = thread_cpu()
     with meter:
         train.start_button.click()
         pump_until(app, lambda: train.worker is None, seconds + 300, watch)
+    # who used the cores while the widget trained: torch's threads, the main thread (Qt, napari),
+    # llvmpipe (the window composed in software OpenGL)
+    record["widget_cpu_s"] = cpu_by_thread(cpu_before, thread_cpu())
     training = train.holder.model.metadata["training"]
     record.update(widget_iterations=training["iterations"], widget_it_s=training["iterations"] / training["elapsed_s"],
                   widget_kept=training["kept_iteration"], first_preview_s=first_preview[0] if first_preview else None,
                   train_pauses=meter.figures())
+    # where the widget's time went: its median step against the headless one (the steps
+    # themselves slower) or the same step and fewer of them (previews, probes: fixed costs)
+    record["widget_step_s"] = median_step_s(running["trainer"].history)
+    record["widget_threads"] = [[seen, {str(k): round(v, 4) for k, v in medians.items()}]
+                                for seen, medians in running["job"].thread_choices]
     record["widget_f1"], record["predict_s"], record["predict_pauses"] = predict_f1(
         app, widgets, viewer, name, instances, meter)
     record["batch_s"], record["batch_pauses"] = batch_once(app, widgets, name, meter)
 
-    # the engine, same configuration, main thread, no event loop
-    headless_config = dataclasses.replace(config, checkpoint_dir=None, preview_every=0, preview_every_s=None)
-    trainer = Trainer([image], [np.asarray(labels.data)], config=headless_config, axes="YX")
-    for _ in trainer.run():
-        pass
-    summary = trainer.model.metadata["training"]
-    record.update(headless_iterations=summary["iterations"], headless_it_s=summary["iterations"] / summary["elapsed_s"],
-                  headless_kept=summary["kept_iteration"])
+    if headless_model is None:
+        headless_model = headless()
     from napari_unet._widgets.shared.model_box import model_holder
 
-    model_holder(viewer).set_model(trainer.model, "headless")
+    model_holder(viewer).set_model(headless_model, "headless")
     record["headless_f1"] = predict_f1(app, widgets, viewer, name, instances, meter)[0]
     record["ratio"] = record["widget_it_s"] / record["headless_it_s"]
     return record
@@ -236,6 +290,9 @@ def report(records) -> None:
     f1 = {k: [float(np.mean([r[k] for r in by_image[n]])) for n in suite] for k in ("widget_f1", "headless_f1")}
     previews = [r["first_preview_s"] for r in records if r["first_preview_s"] is not None]
     print(f"\nwidget it/s / headless it/s: mean {np.mean(ratios):.3f}, worst {min(ratios):.3f} ({len(records)} runs)")
+    steps = [r["headless_step_s"] / r["widget_step_s"] for r in records if "widget_step_s" in r]
+    if steps:  # the speed of the steps alone, previews, validations and probes left out
+        print(f"median step, headless / widget: mean {np.mean(steps):.3f}, worst {min(steps):.3f}")
     print(f"first preview after Start: mean {np.mean(previews):.1f} s, worst {max(previews):.1f} s"
           f" ({len(records) - len(previews)} runs without one)")
     if suite:
@@ -297,7 +354,8 @@ def main(argv=None) -> int:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
             image, instances = data[name]
-            record = run_one(app, viewer, widgets, name, image, instances, seed, args.seconds, meter)
+            record = run_one(app, viewer, widgets, name, image, instances, seed, args.seconds, meter,
+                             headless_first=len(records) % 2 == 1)
             records.append(record)
             print(json.dumps(record), flush=True)
             if args.out:

@@ -284,21 +284,49 @@ def test_every_object_is_one_connected_piece(connectivity, threshold):
             assert ndi.label(labels[box] == i, structure)[1] == 1, (seed, i)
 
 
-@pytest.mark.parametrize("shape, side, sigma", [((700, 650), 192, 3), ((6, 90, 80), 32, 1.5)])
-def test_seeds_found_piece_by_piece_equal_those_of_the_whole_surface(shape, side, sigma, monkeypatch):
-    # the grouped reconstruction (a box per group of pieces) must give the whole image's maxima
+@pytest.mark.parametrize("shape, side, sigma, h", [((700, 650), 192, 3, 1.5), ((700, 650), 192, 3, 0.4),
+                                                   ((700, 650), 64, 2, 4.0), ((6, 90, 80), 32, 1.5, 1.5)])
+def test_seeds_found_piece_by_piece_equal_those_of_the_whole_surface(shape, side, sigma, h, monkeypatch):
+    # the seeds found on the pieces' cores above their lowest peak less h (one peak: no
+    # reconstruction; the others packed side by side in rows of PACK_WIDTH) must be the whole
+    # surface's maxima
     from scipy import ndimage as ndi
     from skimage.morphology import local_maxima, reconstruction
 
-    import napari_unet.labels.instances as post
+    import napari_unet.labels.seeds as post
 
     rng = np.random.default_rng(3)
     blobs = ndi.gaussian_filter(rng.random(shape), sigma) > 0.5  # many pieces, some touching diagonally
     surface = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
     surface = np.where(blobs, surface, 0.0)
-    monkeypatch.setattr(post, "SEED_GROUP_SIDE", side)
-    whole = local_maxima(reconstruction(surface - 1.5, surface, method="dilation"), connectivity=len(shape),
+    monkeypatch.setattr(post, "SEED_GROUP_SIDE", side)  # surfaces larger than side**ndim: the cores
+    monkeypatch.setattr(post, "PACK_WIDTH", side)  # many rows
+    whole = local_maxima(reconstruction(surface - h, surface, method="dilation"), connectivity=len(shape),
                          allow_borders=True)
-    grouped = post._dynamic_maxima(surface, 1.5)
+    grouped = post.dynamic_maxima(surface, h)
     assert ndi.label(blobs)[1] > 5 and grouped[blobs].any()
     np.testing.assert_array_equal(grouped & blobs, whole & blobs)
+    if len(shape) == 2:  # the reconstruction saw the cores of a few pieces, not every pixel
+        cores, n, single, _ = post._cores(surface, h)
+        assert 0 < (cores > 0).sum() < blobs.sum() and 0 < single[1:].sum() < n
+
+
+@pytest.mark.parametrize("shape", [(120, 130), (9, 40, 50)])
+def test_holes_are_those_binary_fill_holes_finds_numbered_alike(shape):
+    # _holes labels the background once instead of filling and labelling again: the same holes,
+    # the same numbers (holes touching the image's faces are outside, not holes)
+    from scipy import ndimage as ndi
+
+    import napari_unet.labels.instances as post
+
+    rng = np.random.default_rng(5)
+    counts = []
+    for share in (0.05, 0.1, 0.4):  # of background
+        smooth = ndi.gaussian_filter(rng.random(shape), 1.0)
+        mask = smooth > np.quantile(smooth, share)
+        expected, n_expected = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+        holes, n = post._holes(mask)
+        assert n == n_expected
+        np.testing.assert_array_equal(holes, expected)
+        counts.append(n)
+    assert max(counts) > 3  # holes there were

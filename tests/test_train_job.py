@@ -195,6 +195,33 @@ def test_the_thread_tuner_drops_to_half_the_threads_only_when_clearly_faster():
     assert one.threads == 1 and calls == []
 
 
+def test_the_thread_tuner_probes_a_quiet_machine_rarely_and_a_newly_busy_one_at_once():
+    from napari_unet.common.devices import ThreadTuner
+
+    # a quiet machine (all threads twice as fast): after the first probe, the next one waits
+    # CALM_S, not EVERY_S: each probe costs its half-thread steps
+    load = {"busy": False}
+
+    def seconds(threads):
+        if load["busy"]:  # other work: all threads wait for each other, half of them do not
+            return 1.0 if threads == 2 else 0.3
+        return 0.1 if threads == 2 else 0.2
+
+    tuner, _ = _tune(seconds, steps=1000)  # 100+ s of training
+    assert tuner.threads == 2
+    assert len(tuner.choices) == 1 and ThreadTuner.EVERY_S < 100 < ThreadTuner.CALM_S
+    # other work starts: within a few steps the tuner probes again and drops to half the threads
+    load["busy"] = True
+    steps = 0
+    while len(tuner.choices) < 2 and steps < 50:
+        s = seconds(tuner.threads)
+        tuner.clock = lambda s=s, c=tuner.clock: c() + s
+        tuner.observe(s)
+        steps += 1
+    assert tuner.threads == 1 and len(tuner.choices) == 2
+    assert steps <= 3 * ThreadTuner.PROBE + 1  # the slow steps noticed, then the probe
+
+
 def test_the_job_restores_the_thread_count_after_training():
     import torch
 

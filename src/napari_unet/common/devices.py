@@ -102,15 +102,20 @@ class ThreadTuner:
     in software OpenGL, another program), a thread that waits for a core holds up the others at
     every operation, and training can run several times slower than with fewer threads. Fed the
     seconds of each plain training step (:meth:`observe`), the tuner times ``PROBE`` steps with
-    all threads and as many with half of them, keeps half only when it is clearly faster (by
-    ``MARGIN``), and probes again every ``EVERY_S`` seconds, as the load changes. :meth:`restore`
-    puts the thread count back. On one thread it does nothing.
+    all threads and as many with half of them, and keeps half only when it is clearly faster (by
+    ``MARGIN``). It probes again ``EVERY_S`` seconds later, or ``CALM_S`` seconds later when all
+    threads were clearly faster (a quiet machine: a probe's half-thread steps are the slow ones);
+    and at once when the steps on all threads get ``SLOWER`` times slower than the probe measured
+    them (the last ``PROBE`` steps' median: other work came). :meth:`restore` puts the thread
+    count back. On one thread it does nothing.
     """
 
     WARMUP = 2
     PROBE = 5
     MARGIN = 0.85
     EVERY_S = 30.0
+    CALM_S = 120.0
+    SLOWER = 1.6
 
     def __init__(self, threads: int | None = None, *, clock: Callable[[], float] = time.perf_counter,
                  set_threads: Callable[[int], None] = torch.set_num_threads):
@@ -123,6 +128,8 @@ class ThreadTuner:
         self._times: dict[int, list[float]] = {}
         self._probing: int | None = 0 if self.original > 1 else None  # index into candidates
         self._next_probe = None
+        self._reference: float | None = None  # all threads' median step at the last probe they won
+        self._recent: list[float] = []  # the last plain steps on all threads since then
 
     def observe(self, seconds: float) -> None:
         """Note one plain training step (no validation or preview in it) of ``seconds``."""
@@ -130,7 +137,7 @@ class ThreadTuner:
         if self._seen <= self.WARMUP:
             return
         if self._probing is None:
-            if self._next_probe is not None and self.clock() >= self._next_probe:
+            if self._next_probe is not None and (self.clock() >= self._next_probe or self._slowed(seconds)):
                 self._start_probe()
             return
         threads = self.candidates[self._probing]
@@ -146,16 +153,25 @@ class ThreadTuner:
             return
         self._choose()
 
+    def _slowed(self, seconds: float) -> bool:
+        """Whether the steps on all threads got :attr:`SLOWER` times slower than the last probe."""
+        if self._reference is None or self.threads != self.original:
+            return False
+        self._recent = (self._recent + [float(seconds)])[-self.PROBE:]
+        return len(self._recent) == self.PROBE and statistics.median(self._recent) > self.SLOWER * self._reference
+
     def _start_probe(self) -> None:
-        self._times, self._probing = {}, 0
+        self._times, self._probing, self._recent = {}, 0, []
 
     def _choose(self) -> None:
         medians = {t: statistics.median(v) for t, v in self._times.items()}
         full, half = self.candidates
         best = half if medians[half] < self.MARGIN * medians[full] else full
+        calm = medians[full] < self.MARGIN * medians[half]
         self.choices.append((self._seen, medians))
         self._probing = None
-        self._next_probe = self.clock() + self.EVERY_S
+        self._reference = medians[full] if best == full else None
+        self._next_probe = self.clock() + (self.CALM_S if calm else self.EVERY_S)
         self._use(best)
 
     def _use(self, threads: int) -> None:

@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 
 from ..common.checks import check_float, check_int
 from ..common.memory import check_allocation
+from .seeds import dynamic_maxima
 
 __all__ = ["to_labels", "label_options", "label_context", "split_height"]
 
@@ -106,8 +107,6 @@ def _scaled_defaults(split, split_h, min_size, cell_diameter, sampling=None):
     return (check_float("split_h", split_h, above=0.0), check_int("min_size", min_size, minimum=0), min_split)
 
 
-#: the side of the squares (cubes) whose pieces of a surface find their maxima together
-SEED_GROUP_SIDE = 192
 #: the largest ratio between two sides of a voxel that 3D labelling accepts
 MAX_ANISOTROPY = 64.0
 #: peak bytes per voxel of 3D labelling (probabilities, masks, distance transform, watershed)
@@ -156,44 +155,6 @@ def label_options(model, mode: str | None = None, *, pixel_size=None) -> dict:
     if mode == "instances" and meta.get("border_class") is not None:
         options["border_class"] = int(meta["border_class"])
     return options
-
-
-def _dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
-    """Maxima of ``surface`` that rise more than ``h`` above any path to a higher one, as masks.
-
-    The regional maxima of the reconstruction by dilation of ``surface - h`` under ``surface``:
-    two peaks joined by a saddle less than ``h`` below them share one flat top there and give
-    one marker. (``skimage.morphology.h_maxima`` marks both of two *equal* peaks, however
-    shallow the saddle, which splits a symmetric cell in two.)
-    """
-    from skimage.morphology import local_maxima, reconstruction
-
-    surface = surface.astype(np.float64, copy=False)
-    if surface.size <= SEED_GROUP_SIDE ** surface.ndim or surface.min() < 0:
-        rec = reconstruction(surface - h, surface, method="dilation")
-        return local_maxima(rec, connectivity=surface.ndim, allow_borders=True)
-    # Pieces of the surface that zeros separate (8- / 26-connected) do not change each other's
-    # maxima: the reconstruction crosses a zero only at or below zero. So each group of pieces
-    # (those centred in one square of SEED_GROUP_SIDE) is reconstructed in its own box: the sort
-    # at the heart of `reconstruction` sees the cells' pixels, not the background (2x faster on a
-    # 2048^2 image; the same maxima, tests/test_postprocess.py).
-    pieces, n = ndi.label(surface > 0, structure=np.ones((3,) * surface.ndim, bool))
-    boxes = ndi.find_objects(pieces)
-    groups: dict = {}
-    for i, box in enumerate(boxes, start=1):
-        groups.setdefault(tuple((s.start + s.stop) // 2 // SEED_GROUP_SIDE for s in box), []).append(i)
-    found = np.zeros(surface.shape, bool)
-    for ids in groups.values():
-        box = tuple(slice(max(0, min(boxes[i - 1][d].start for i in ids) - 1),
-                          min(surface.shape[d], max(boxes[i - 1][d].stop for i in ids) + 1))
-                    for d in range(surface.ndim))
-        member = np.zeros(n + 1, bool)
-        member[ids] = True
-        inside = member[pieces[box]]
-        part = np.where(inside, surface[box], 0.0)
-        rec = reconstruction(part - h, part, method="dilation")
-        found[box] |= local_maxima(rec, connectivity=surface.ndim, allow_borders=True) & inside
-    return found
 
 
 def _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity, min_seed, sigma=1.0):
@@ -267,22 +228,44 @@ def _instances(
         else:  # "probability"
             surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), sigma)
         surface = np.where(mask, surface, 0)
-        markers = cc_label(_dynamic_maxima(surface, split_h) & mask, connectivity=connectivity)
+        markers = cc_label(dynamic_maxima(surface, split_h) & mask, connectivity=connectivity)
         # every component gets at least one marker (h_maxima misses components lower than h)
         components = cc_label(mask, connectivity=connectivity)
-        unmarked = np.setdiff1d(np.unique(components[markers == 0]), np.unique(components[markers > 0]))
-        unmarked = unmarked[unmarked > 0]
-        if unmarked.size:
-            extra = np.where(np.isin(components, unmarked), components, 0)
-            _, extra = np.unique(extra, return_inverse=True)
-            extra = extra.reshape(mask.shape)
-            markers = np.where(extra > 0, extra + markers.max(), markers)
-        labels = watershed(-surface, markers, mask=mask, connectivity=connectivity)
+        # the components without a marker (counts, not sorts: this runs on every pixel)
+        n_components = int(components.max())
+        marked = np.bincount(components[markers > 0], minlength=n_components + 1) > 0
+        marked[0] = True
+        unmarked = np.flatnonzero(~marked)
+        if unmarked.size:  # each a marker of its own, numbered after the others in component order
+            lut = np.zeros(n_components + 1, markers.dtype)
+            lut[unmarked] = int(markers.max()) + 1 + np.arange(unmarked.size, dtype=markers.dtype)
+            extra = lut[components]
+            markers = np.where(extra > 0, extra, markers)
+        labels = _flooded(surface, markers, components, mask, connectivity)
         if min_split:
             labels = _unsplit(labels, components, min_split)
     if min_split:
         labels = _joined_where_unsure(labels, cell, min_split, min_size, connectivity)
     return _size_filter(labels, min_size)
+
+
+def _flooded(surface, markers, components, mask, connectivity) -> np.ndarray:
+    """``watershed(-surface, markers, mask=mask, connectivity=connectivity)``, run only on the
+    components of ``mask`` that hold two or more markers: a component with one is all that
+    marker's (most cells), and the flood's heap sees the clumps alone."""
+    from skimage.segmentation import watershed
+
+    marked = markers > 0
+    where, which = components[marked], markers[marked]
+    owner = np.zeros(int(components.max()) + 1, markers.dtype)
+    owner[where] = which  # one of each component's markers (counts and writes, no sort)
+    shared = np.zeros(owner.size, bool)
+    shared[where[which != owner[where]]] = True
+    if not shared.any():
+        return owner[components]
+    clumps = shared[components]
+    labels = watershed(-surface, np.where(clumps, markers, 0), mask=mask & clumps, connectivity=connectivity)
+    return np.where(clumps, labels, owner[components])
 
 
 def _unsplit(labels: np.ndarray, components: np.ndarray, min_split: int) -> np.ndarray:
@@ -330,7 +313,7 @@ def _filled(mask: np.ndarray, probability: np.ndarray, max_extent: float, sampli
     """``mask`` with the holes filled whose mean cell ``probability`` is at least
     :data:`UNSURE_P` and that span at most ``max_extent`` (xy) pixels along every axis
     (``sampling``: the voxel size in xy pixels)."""
-    holes, n = ndi.label(ndi.binary_fill_holes(mask) & ~mask)
+    holes, n = _holes(mask)
     if not n:
         return mask
     mean = np.asarray(ndi.mean(probability, holes, index=np.arange(1, n + 1)))
@@ -340,19 +323,38 @@ def _filled(mask: np.ndarray, probability: np.ndarray, max_extent: float, sampli
     return mask | np.concatenate([[False], fill])[holes]
 
 
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``ndi.label(ndi.binary_fill_holes(mask) & ~mask)`` in one labelling: the components of the
+    background (4- / 6-connected) that do not touch the border, numbered 1..n in the same order."""
+    background, n = ndi.label(~mask)
+    if not n:
+        return background, 0
+    hole = np.ones(n + 1, bool)
+    hole[0] = False
+    for axis in range(mask.ndim):  # components touching a face are the outside, not holes
+        for end in (0, -1):
+            hole[np.take(background, end, axis=axis)] = False
+    count = int(hole.sum())
+    lut = np.zeros(n + 1, background.dtype)
+    lut[hole] = np.arange(1, count + 1, dtype=background.dtype)
+    return lut[background], count
+
+
 def _size_filter(labels, min_size):
     """Objects below ``min_size`` pixels removed, ids made consecutive (int32)."""
-    from skimage.segmentation import relabel_sequential
-
     if min_size > 1:
         sizes = np.bincount(labels.ravel())
         small = sizes < min_size
         small[0] = False
         if small.any():
             labels[small[labels]] = 0
-    # consecutive ids 1..n
-    labels, _, _ = relabel_sequential(labels.astype(np.int32, copy=False))
-    return labels.astype(np.int32, copy=False)
+    # consecutive ids 1..n in the order of the old ones (relabel_sequential's numbering, by counts)
+    labels = labels.astype(np.int32, copy=False)
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def to_labels(

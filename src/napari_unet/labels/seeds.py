@@ -1,0 +1,112 @@
+"""The seeds of the distance split: the maxima of a surface that rise at least ``h`` above any
+path to a higher one (h-dynamic maxima), found without sorting every pixel of the image.
+
+``to_labels`` splits touching cells at the maxima of their smoothed distance transform that
+:func:`dynamic_maxima` keeps; :func:`_cores` and :func:`_packed_maxima` make it fast and exact
+(``tests/test_postprocess.py`` compares it with one reconstruction of the whole surface).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["dynamic_maxima"]
+
+#: surfaces up to this side (squared, cubed) find their maxima in one reconstruction
+SEED_GROUP_SIDE = 192
+#: the width of the array the uncertain cores are packed in (_packed_maxima)
+PACK_WIDTH = 1024
+
+
+def dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
+    """Maxima of ``surface`` that rise more than ``h`` above any path to a higher one, as masks.
+
+    The regional maxima of the reconstruction by dilation of ``surface - h`` under ``surface``:
+    two peaks joined by a saddle less than ``h`` below them share one flat top there and give
+    one marker. (``skimage.morphology.h_maxima`` marks both of two *equal* peaks, however
+    shallow the saddle, which splits a symmetric cell in two.)
+    """
+    from skimage.morphology import local_maxima, reconstruction
+
+    surface = surface.astype(np.float64, copy=False)
+    if surface.size <= SEED_GROUP_SIDE ** surface.ndim or surface.min() < 0:
+        rec = reconstruction(surface - h, surface, method="dilation")
+        return local_maxima(rec, connectivity=surface.ndim, allow_borders=True)
+    # Pieces of the surface that zeros separate (8- / 26-connected) do not change each other's
+    # maxima: the reconstruction crosses a zero only at or below zero. Within a piece, nothing
+    # under c = (its lowest regional maximum) - h changes either: such a pixel is reconstructed
+    # as itself, is in no marker, and caps what crosses it below c, where every pixel above gets
+    # at least c from a peak of its own. So each core of a piece above its c stands alone
+    # (_cores). A core with one peak has one marker, where it is within h of that peak (all its
+    # upper level sets are connected): no reconstruction. The cores with two or more peaks (a
+    # saddle less than h below the lower one: the uncertain cases) are reconstructed together,
+    # packed side by side in one array (_packed_maxima), so the sort at the heart of
+    # `reconstruction` sees their pixels, not the cells' flanks nor the background (the same
+    # maxima, tests/test_postprocess.py).
+    pieces, n, single, top = _cores(surface, h)
+    found = surface >= np.where(single, top - h, np.inf)[pieces]
+    multi = np.flatnonzero(~single[1:]) + 1
+    if multi.size:
+        found |= _packed_maxima(surface, pieces, multi, h)
+    return found
+
+
+def _packed_maxima(surface: np.ndarray, cores: np.ndarray, ids: np.ndarray, h: float) -> np.ndarray:
+    """The maxima of the reconstruction of ``surface - h`` under ``surface`` on the ``cores`` of
+    ``ids``, each alone: their boxes, a zero margin around each, packed side by side in rows of
+    one array, so that one reconstruction sorts their pixels and few others."""
+    from skimage.morphology import local_maxima, reconstruction
+
+    boxes = ndi.find_objects(cores)
+    boxes = [boxes[i - 1] for i in ids]
+    extents = np.array([[s.stop - s.start + 2 for s in box] for box in boxes])  # with the margins
+    order = np.lexsort(extents[:, ::-1].T)[::-1]  # tallest first: rows waste little
+    width = max(PACK_WIDTH, int(extents[:, -1].max()))
+    places, row, x, row_height = [], 0, 0, 0
+    for j in order:
+        if x + extents[j, -1] > width:
+            row, x, row_height = row + row_height, 0, 0
+        places.append((j, row, x))
+        x += int(extents[j, -1])
+        row_height = max(row_height, int(extents[j, -2]))
+    canvas = np.zeros((*extents[:, :-2].max(axis=0), row + row_height, width))
+    spots = []
+    for j, y, x in places:
+        box = boxes[j]
+        spot = (*(slice(1, 1 + s.stop - s.start) for s in box[:-2]),
+                slice(y + 1, y + 1 + box[-2].stop - box[-2].start), slice(x + 1, x + 1 + box[-1].stop - box[-1].start))
+        inside = cores[box] == ids[j]
+        canvas[spot] = np.where(inside, surface[box], 0.0)
+        spots.append((box, spot, inside))
+    peaks = local_maxima(reconstruction(canvas - h, canvas, method="dilation"), connectivity=surface.ndim,
+                         allow_borders=True)
+    found = np.zeros(surface.shape, bool)
+    for box, spot, inside in spots:
+        found[box] |= peaks[spot] & inside
+    return found
+
+
+def _cores(surface: np.ndarray, h: float) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """The parts of ``surface > 0`` that the maxima of :func:`_dynamic_maxima` depend on,
+    labelled 1..n (8- / 26-connected): in each piece of ``surface > 0``, where the surface is at
+    least its lowest regional maximum less ``h`` (the whole piece when that is not above 0).
+    Also, per core id (index 0 unused): whether it holds one regional maximum, and its top."""
+    from skimage.morphology import local_maxima
+
+    full = np.ones((3,) * surface.ndim, bool)
+    pieces, n = ndi.label(surface > 0, structure=full)
+    peaks = local_maxima(surface, connectivity=surface.ndim, allow_borders=True) & (pieces > 0)
+    level = np.full(n + 1, np.inf)
+    np.minimum.at(level, pieces[peaks], surface[peaks] - h)
+    level = np.maximum(level, 0.0)  # a piece lower than h: all of it (> 0)
+    level[0] = np.inf
+    cores, n = ndi.label((surface >= level[pieces]) & (surface > 0), structure=full)
+    plateaus, _ = ndi.label(peaks, structure=full)  # a peak may be flat: count plateaus, not pixels
+    pairs = np.unique(np.stack([cores[peaks], plateaus[peaks]]), axis=1)
+    top = np.full(n + 1, -np.inf)
+    np.maximum.at(top, cores[peaks], surface[peaks])
+    # one peak, at least h high (a lower piece's maxima depend on the zeros around it)
+    single = (np.bincount(pairs[0], minlength=n + 1) == 1) & (top - h > 0)
+    single[0] = False
+    return cores, n, single, top

@@ -167,6 +167,8 @@ def run_one(task):
     extra["tta"] = tta
     if tta != 1:  # the network's output once, as every run before the flipped views
         extra["f1_one_view"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True))[1])["f1"]
+    if tta == 4:  # two views (and the left-right mirror), the same model: what each view buys
+        extra["f1_two_views"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True), 2)[1])["f1"]
     if task.get("save"):  # for studies of the post-processing without training again
         from napari_unet.labels.instances import label_options
 
@@ -309,7 +311,7 @@ def main(argv=None):
                         help="the half-scale pass for cells larger than the painted ones (as the plugin: on)")
     parser.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
                         help="flipped views averaged in prediction (default: the plugin's)")
-    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first", "f1_one_view"],
+    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first", "f1_one_view", "f1_two_views"],
                         help="--report / --compare: the F1 to show (f1_full: without the half-scale pass; "
                              "f1_one_view: without the flipped views)")
     parser.add_argument("--report", action="store_true", help="print the tables from --out and stop")

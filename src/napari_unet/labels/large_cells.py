@@ -122,6 +122,10 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_c
     poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability)."""
     from scipy import ndimage as ndi
 
+    # an object covers at most 4 full-scale pixels per half-scale one: none large enough, no work
+    most = 4 * np.bincount(half.ravel())[1:]
+    if not len(most) or 2.0 * np.sqrt(most.max() / np.pi) < LARGE_CELL_DIAMETERS * cell_diameter:
+        return full
     half = _upsampled(half, full.shape)
     ids, areas = np.unique(half[half > 0], return_counts=True)
     large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]

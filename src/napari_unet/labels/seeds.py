@@ -54,28 +54,18 @@ def dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
 
 def _packed_maxima(surface: np.ndarray, cores: np.ndarray, ids: np.ndarray, h: float) -> np.ndarray:
     """The maxima of the reconstruction of ``surface - h`` under ``surface`` on the ``cores`` of
-    ``ids``, each alone: their boxes, a zero margin around each, packed side by side in rows of
-    one array, so that one reconstruction sorts their pixels and few others."""
+    ``ids``, each alone: their boxes, a zero margin around each, packed side by side in one array
+    (:func:`_packed`), so that one reconstruction sorts their pixels and few others."""
     from skimage.morphology import local_maxima, reconstruction
 
     boxes = ndi.find_objects(cores)
     boxes = [boxes[i - 1] for i in ids]
     extents = np.array([[s.stop - s.start + 2 for s in box] for box in boxes])  # with the margins
-    order = np.lexsort(extents[:, ::-1].T)[::-1]  # tallest first: rows waste little
-    width = max(PACK_WIDTH, int(extents[:, -1].max()))
-    places, row, x, row_height = [], 0, 0, 0
-    for j in order:
-        if x + extents[j, -1] > width:
-            row, x, row_height = row + row_height, 0, 0
-        places.append((j, row, x))
-        x += int(extents[j, -1])
-        row_height = max(row_height, int(extents[j, -2]))
-    canvas = np.zeros((*extents[:, :-2].max(axis=0), row + row_height, width))
+    offsets = _packed(extents)
+    canvas = np.zeros(tuple((offsets + extents).max(axis=0)))
     spots = []
-    for j, y, x in places:
-        box = boxes[j]
-        spot = (*(slice(1, 1 + s.stop - s.start) for s in box[:-2]),
-                slice(y + 1, y + 1 + box[-2].stop - box[-2].start), slice(x + 1, x + 1 + box[-1].stop - box[-1].start))
+    for j, box in enumerate(boxes):
+        spot = tuple(slice(o + 1, o + e - 1) for o, e in zip(offsets[j], extents[j]))
         inside = cores[box] == ids[j]
         canvas[spot] = np.where(inside, surface[box], 0.0)
         spots.append((box, spot, inside))
@@ -85,6 +75,31 @@ def _packed_maxima(surface: np.ndarray, cores: np.ndarray, ids: np.ndarray, h: f
     for box, spot, inside in spots:
         found[box] |= peaks[spot] & inside
     return found
+
+
+def _packed(extents: np.ndarray) -> np.ndarray:
+    """Where boxes of ``extents`` (n, ndim) go in one array, without overlap: side by side along
+    the last axis in rows PACK_WIDTH long, rows stacked along the axis before; in 3D, rows in
+    slabs as high as they are wide, slabs stacked along z. Deepest and tallest first, so that the
+    boxes of one row (slab) are alike and waste little."""
+    ndim = extents.shape[1]
+    width = max(PACK_WIDTH, int(extents[:, -1].max()))
+    height = max(width, int(extents[:, -2].max())) if ndim == 3 else None
+    offsets = np.zeros_like(extents)
+    slab = slab_depth = row = row_height = x = 0
+    for j in np.lexsort(extents[:, ::-1].T)[::-1]:
+        depth, tall, wide = (int(v) for v in extents[j, -3:]) if ndim == 3 else (0, *(int(v) for v in extents[j]))
+        if x + wide > width:  # the next row
+            row, x, row_height = row + row_height, 0, 0
+        if height is not None and row + tall > height:  # the next slab
+            slab, slab_depth, row, x, row_height = slab + slab_depth, 0, 0, 0, 0
+        offsets[j, -1], offsets[j, -2] = x, row
+        if ndim == 3:
+            offsets[j, -3] = slab
+            slab_depth = max(slab_depth, depth)
+        x += wide
+        row_height = max(row_height, tall)
+    return offsets
 
 
 def _cores(surface: np.ndarray, h: float) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:

@@ -330,3 +330,26 @@ def test_holes_are_those_binary_fill_holes_finds_numbered_alike(shape):
         np.testing.assert_array_equal(holes, expected)
         counts.append(n)
     assert max(counts) > 3  # holes there were
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_the_flood_of_the_clumps_alone_is_the_whole_watershed(connectivity):
+    # _flooded runs the watershed only where a component holds two or more markers; a component
+    # with one is that marker's: the same labels as one watershed of everything
+    from scipy import ndimage as ndi
+    from skimage.measure import label as cc_label
+    from skimage.segmentation import watershed
+
+    import napari_unet.labels.instances as post
+
+    rng = np.random.default_rng(11)
+    mask = ndi.gaussian_filter(rng.random((300, 280)), 3) > 0.5
+    surface = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
+    markers = cc_label((surface > 2.5) & mask, connectivity=connectivity)
+    components = cc_label(mask, connectivity=connectivity)
+    lone = np.setdiff1d(np.unique(components), np.unique(components[markers > 0]))
+    markers = np.where(np.isin(components, lone[lone > 0]), components + markers.max(), markers)
+    counts = [len(np.unique(markers[(components == c) & (markers > 0)])) for c in range(1, components.max() + 1)]
+    assert 1 in counts and max(counts) > 1  # both kinds of component
+    expected = watershed(-surface, markers, mask=mask, connectivity=connectivity)
+    np.testing.assert_array_equal(post._flooded(surface, markers, components, mask, connectivity), expected)

@@ -299,7 +299,7 @@ def test_seeds_found_piece_by_piece_equal_those_of_the_whole_surface(shape, side
     blobs = ndi.gaussian_filter(rng.random(shape), sigma) > 0.5  # many pieces, some touching diagonally
     surface = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
     surface = np.where(blobs, surface, 0.0)
-    monkeypatch.setattr(post, "SEED_GROUP_SIDE", side)  # surfaces larger than side**ndim: the cores
+    monkeypatch.setattr(post, "WHOLE_SURFACE_SIDE", side)  # surfaces larger than side**ndim: the cores
     monkeypatch.setattr(post, "PACK_WIDTH", side)  # many rows
     whole = local_maxima(reconstruction(surface - h, surface, method="dilation"), connectivity=len(shape),
                          allow_borders=True)

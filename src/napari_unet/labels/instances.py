@@ -231,16 +231,11 @@ def _instances(
         markers = cc_label(dynamic_maxima(surface, split_h) & mask, connectivity=connectivity)
         # every component gets at least one marker (h_maxima misses components lower than h)
         components = cc_label(mask, connectivity=connectivity)
-        # the components without a marker (counts, not sorts: this runs on every pixel)
-        n_components = int(components.max())
-        marked = np.bincount(components[markers > 0], minlength=n_components + 1) > 0
-        marked[0] = True
-        unmarked = np.flatnonzero(~marked)
-        if unmarked.size:  # each a marker of its own, numbered after the others in component order
-            lut = np.zeros(n_components + 1, markers.dtype)
-            lut[unmarked] = int(markers.max()) + 1 + np.arange(unmarked.size, dtype=markers.dtype)
-            extra = lut[components]
-            markers = np.where(extra > 0, extra, markers)
+        # the components without a marker: each a marker of its own, numbered after the others
+        marked = np.bincount(components[markers > 0], minlength=int(components.max()) + 1) > 0
+        extra, n_extra = _renumbered(components, ~marked)
+        if n_extra:
+            markers = np.where(extra > 0, extra + markers.max(), markers)
         labels = _flooded(surface, markers, components, mask, connectivity)
         if min_split:
             labels = _unsplit(labels, components, min_split)
@@ -330,14 +325,21 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
     if not n:
         return background, 0
     hole = np.ones(n + 1, bool)
-    hole[0] = False
     for axis in range(mask.ndim):  # components touching a face are the outside, not holes
         for end in (0, -1):
             hole[np.take(background, end, axis=axis)] = False
-    count = int(hole.sum())
-    lut = np.zeros(n + 1, background.dtype)
-    lut[hole] = np.arange(1, count + 1, dtype=background.dtype)
-    return lut[background], count
+    return _renumbered(background, hole)
+
+
+def _renumbered(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, int]:
+    """``labels`` with the ids that ``keep`` (a boolean per id) marks numbered 1..n in their order,
+    the others 0 (a look-up table: counts, not sorts); and n."""
+    keep = keep.copy()
+    keep[0] = False
+    count = int(keep.sum())
+    lut = np.zeros(keep.size, labels.dtype)
+    lut[keep] = np.arange(1, count + 1, dtype=labels.dtype)
+    return lut[labels], count
 
 
 def _size_filter(labels, min_size):
@@ -348,13 +350,9 @@ def _size_filter(labels, min_size):
         small[0] = False
         if small.any():
             labels[small[labels]] = 0
-    # consecutive ids 1..n in the order of the old ones (relabel_sequential's numbering, by counts)
+    # consecutive ids 1..n in the order of the old ones (relabel_sequential's numbering)
     labels = labels.astype(np.int32, copy=False)
-    present = np.bincount(labels.ravel()) > 0
-    present[0] = False
-    lut = np.zeros(present.size, np.int32)
-    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lut[labels]
+    return _renumbered(labels, np.bincount(labels.ravel(), minlength=1) > 0)[0]
 
 
 def to_labels(

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 __all__ = ["dynamic_maxima"]
 
 #: surfaces up to this side (squared, cubed) find their maxima in one reconstruction
-SEED_GROUP_SIDE = 192
+WHOLE_SURFACE_SIDE = 192
 #: the width of the array the uncertain cores are packed in (_packed_maxima)
 PACK_WIDTH = 1024
 
@@ -30,7 +30,7 @@ def dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:
     from skimage.morphology import local_maxima, reconstruction
 
     surface = surface.astype(np.float64, copy=False)
-    if surface.size <= SEED_GROUP_SIDE ** surface.ndim or surface.min() < 0:
+    if surface.size <= WHOLE_SURFACE_SIDE ** surface.ndim or surface.min() < 0:
         rec = reconstruction(surface - h, surface, method="dilation")
         return local_maxima(rec, connectivity=surface.ndim, allow_borders=True)
     # Pieces of the surface that zeros separate (8- / 26-connected) do not change each other's
@@ -103,7 +103,7 @@ def _packed(extents: np.ndarray) -> np.ndarray:
 
 
 def _cores(surface: np.ndarray, h: float) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-    """The parts of ``surface > 0`` that the maxima of :func:`_dynamic_maxima` depend on,
+    """The parts of ``surface > 0`` that the maxima of :func:`dynamic_maxima` depend on,
     labelled 1..n (8- / 26-connected): in each piece of ``surface > 0``, where the surface is at
     least its lowest regional maximum less ``h`` (the whole piece when that is not above 0).
     Also, per core id (index 0 unused): whether it holds one regional maximum, and its top."""

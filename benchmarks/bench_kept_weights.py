@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_quality  # noqa: E402
 import quality_suite  # noqa: E402
-from napari_unet.predict.views import PLUGIN_TTA, VIEWS  # noqa: E402
+from napari_unet.cli.args import parse_tta  # noqa: E402
+from napari_unet.predict.views import PLUGIN_TTA  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/2026-12-06_kept_weights_60s.jsonl"
 
@@ -233,7 +234,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=60.0, help="training budget in seconds on 2 CPU cores")
     parser.add_argument("--it-per-s", type=float, default=6.38,
                         help="iterations per second of 2-core training (the suite's reference speed)")
-    parser.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
+    parser.add_argument("--tta", type=parse_tta, default=PLUGIN_TTA,
                         help="flipped views averaged in prediction (default: the plugin's)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (2 only on an idle machine)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="JSON-lines results file")

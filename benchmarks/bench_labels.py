@@ -6,14 +6,15 @@ painted strokes), or loaded with ``--model``. Then, on a 2048 x 2048 image of th
 (another seed) and on a stack of 8 planes of 512 x 512:
 
 1. one plain network pass (``predict_stack``, ``tta=1``): the yardstick;
-2. the flipped views the widgets and ``napari-unet predict`` use (``tta=4``);
+2. two and four flipped views (``tta=2``, ``tta=4``);
 3. ``to_labels`` with the model's options, and each of its stages (cProfile's cumulative time of
    the functions that make them: hole filling, distance transform, smoothing, seeds, connected
    components, watershed, the unsplit and join passes, the size filter), and the same labels made
    block by block on the cores there are (``labels.blocks.to_labels_in_blocks``, what the Predict
    path runs);
 4. the half-scale pass for large cells (``segment`` with and without it);
-5. the whole Predict path (``segment`` with the defaults) as a multiple of step 1.
+5. the whole Predict path (``segment`` with the plugin's views, ``PLUGIN_TTA``; and with four) as a
+   multiple of step 1, and what ``tta="auto"`` decided.
 
 Megapixels per second are output pixels over seconds. Run::
 
@@ -37,7 +38,7 @@ import numpy as np
 # (stage, the functions whose cumulative time makes it)
 STAGES = [
     ("hole filling", ("_filled",)),
-    ("distance transform", ("distance_transform_edt",)),
+    ("distance transform", ("distance_to_background",)),
     ("smoothing", ("gaussian_filter",)),
     ("seeds (h-maxima)", ("dynamic_maxima",)),
     ("watershed", ("_flooded",)),
@@ -85,6 +86,27 @@ def get_model(args):
     return train([image], [annotations], config=config, axes="YX").model
 
 
+def _recording_engines() -> list:
+    """The tile engines of the predictions to come, to read what ``tta="auto"`` decided."""
+    import napari_unet.predict.tiling as tiling
+
+    made = []
+    if not getattr(tiling.TileEngine, "_recorded", False):
+        class Engine(tiling.TileEngine):
+            _recorded = True
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                Engine.made.append(self)
+
+        Engine.made = made
+        tiling.TileEngine = Engine
+    else:
+        tiling.TileEngine.made.clear()
+        made = tiling.TileEngine.made
+    return made
+
+
 def report(name: str, data, axes: str, model, repeat: int) -> None:
     from napari_unet import to_labels
     from napari_unet.labels.blocks import label_workers, to_labels_in_blocks
@@ -93,18 +115,24 @@ def report(name: str, data, axes: str, model, repeat: int) -> None:
     from napari_unet.labels.options import LabelOptions
     from napari_unet.labels.segment import segment
     from napari_unet.predict.tiling import predict_stack
+    from napari_unet.predict.views import PLUGIN_TTA
 
     megapixels = data.size / 1e6
     print(f"\n## {name}: {data.shape} ({megapixels:.1f} MP)")
     plain, t_net = timed(predict_stack, model, data, axes=axes, device="cpu", tta=1, repeat=repeat)
     _, t_flips = timed(predict_stack, model, data, axes=axes, device="cpu", tta=4, repeat=repeat)
+    _, t_two = timed(predict_stack, model, data, axes=axes, device="cpu", tta=2, repeat=repeat)
     options = label_options(model)
     labels, t_labels = timed(to_labels, plain, repeat=repeat, **options)
     blocks, t_blocks = timed(to_labels_in_blocks, plain, LabelOptions.of(options), repeat=repeat)
     total, stages = stage_seconds(to_labels, plain, **options)
     _, t_plain_path = timed(segment, model, data, axes=axes, device="cpu", tta=1, large_cells=False, repeat=repeat)
     _, t_half = timed(segment, model, data, axes=axes, device="cpu", tta=1, large_cells=True, repeat=repeat)
-    _, t_default = timed(segment, model, data, axes=axes, device="cpu", tta=4, large_cells=True, repeat=repeat)
+    _, t_four_path = timed(segment, model, data, axes=axes, device="cpu", tta=4, large_cells=True, repeat=repeat)
+    made = _recording_engines()
+    _, t_default = timed(segment, model, data, axes=axes, device="cpu", tta=PLUGIN_TTA, large_cells=True,
+                         repeat=repeat)
+    four = [bool(e.four_view_planes) for e in made[-2:]] if PLUGIN_TTA == "auto" else None
 
     def row(what, seconds):
         speed = f"{megapixels / seconds:.2f}" if seconds >= 1e-3 else "-"
@@ -115,13 +143,19 @@ def report(name: str, data, axes: str, model, repeat: int) -> None:
     print("\n| step | seconds | MP/s | x one network pass |")
     print("| --- | --- | --- | --- |")
     row("one network pass (tta=1)", t_net)
+    row("two flipped views (tta=2)", t_two)
     row("four flipped views (tta=4)", t_flips)
     row("to_labels, the model's options", t_labels)
     for stage, _names in STAGES:
         row(f"... {stage} (profiled)", stages[stage] * t_labels / max(total, 1e-9))
     row(f"the same labels in blocks on {label_workers()} threads (the Predict path's)", t_blocks)
     row("half-scale pass (segment with it - without it, tta=1)", t_half - t_plain_path)
-    row("**the whole Predict path** (tta=4, labels, half-scale pass)", t_default)
+    row("the whole Predict path with four views (tta=4, labels, half-scale pass)", t_four_path)
+    row(f"**the whole Predict path** (tta={PLUGIN_TTA!r}, labels, half-scale pass)", t_default)
+    if four is not None:
+        print(f"\ntta='auto' took four views on: full scale {'yes' if four[0] else 'no'}, "
+              f"half scale {'yes' if four[-1] else 'no'} (planes of the full scale with four views: "
+              f"{len(made[-2].four_view_planes)} of {len(made[-2].disagreement)})")
 
 
 def main(argv=None) -> int:

@@ -51,7 +51,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality_suite  # noqa: E402
-from napari_unet.predict.views import PLUGIN_TTA, VIEWS  # noqa: E402
+from napari_unet.cli.args import parse_tta  # noqa: E402
+from napari_unet.predict.views import PLUGIN_TTA  # noqa: E402
 
 _CACHE: dict = {}
 
@@ -167,8 +168,9 @@ def run_one(task):
     extra["tta"] = tta
     if tta != 1:  # the network's output once, as every run before the flipped views
         extra["f1_one_view"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True))[1])["f1"]
-    if tta == 4:  # two views (and the left-right mirror), the same model: what each view buys
-        extra["f1_two_views"] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True), 2)[1])["f1"]
+    for views, key in ((2, "f1_two_views"), (4, "f1_four_views")):  # the same model: what each view buys
+        if tta != 1 and tta != views:
+            extra[key] = _scores(inst, _predict(trainer.model, image, task.get("large_cells", True), views)[1])["f1"]
     if task.get("save"):  # for studies of the post-processing without training again
         from napari_unet.labels.instances import label_options
 
@@ -309,9 +311,10 @@ def main(argv=None):
                         help="also save each run's probabilities and annotation here (.npz)")
     parser.add_argument("--large-cells", choices=["on", "off"], default="on",
                         help="the half-scale pass for cells larger than the painted ones (as the plugin: on)")
-    parser.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
+    parser.add_argument("--tta", type=parse_tta, default=PLUGIN_TTA,
                         help="flipped views averaged in prediction (default: the plugin's)")
-    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first", "f1_one_view", "f1_two_views"],
+    parser.add_argument("--metric", default="f1", choices=["f1", "f1_full", "f1_first", "f1_one_view", "f1_two_views",
+                                                         "f1_four_views"],
                         help="--report / --compare: the F1 to show (f1_full: without the half-scale pass; "
                              "f1_one_view: without the flipped views)")
     parser.add_argument("--report", action="store_true", help="print the tables from --out and stop")
@@ -321,7 +324,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     label = args.label or (" ".join(sorted(args.set) + [f"continue {c}" for c in sorted(args.continue_set)])
                            or "defaults") + (" no half scale" if args.large_cells == "off" else "") \
-        + ("" if args.tta == PLUGIN_TTA else f" {args.tta} view{'s' if args.tta > 1 else ''}")
+        + ("" if args.tta == PLUGIN_TTA else f" {args.tta} view{'' if args.tta == 1 else 's'}")
     out = Path(args.out)
     records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
     if args.compare:

@@ -217,6 +217,11 @@ def test_flipped_views_on_a_cluster_equal_the_whole_image(data, client, tmp_path
     out = tmp_path / "tta.zarr"
     predict_distributed(net, image, out, client=client, block_shape=256, labels=False, tta=2, **FP32)
     assert np.abs(open_prediction(out)["probabilities"][...] - whole).max() <= 1e-5
+    # "auto" decides per whole image, which no block sees: the cluster averages all four views
+    four = predict_tiled(net, image, tta=4, **FP32)
+    predict_distributed(net, image, tmp_path / "auto.zarr", client=client, block_shape=256, labels=False,
+                        tta="auto", **FP32)
+    assert np.abs(open_prediction(tmp_path / "auto.zarr")["probabilities"][...] - four).max() <= 1e-5
 
 
 # -- never destroy what is not ours, never mix two runs (issue 34) --------------------------------

@@ -353,3 +353,28 @@ def test_the_flood_of_the_clumps_alone_is_the_whole_watershed(connectivity):
     assert 1 in counts and max(counts) > 1  # both kinds of component
     expected = watershed(-surface, markers, mask=mask, connectivity=connectivity)
     np.testing.assert_array_equal(post._flooded(surface, markers, components, mask, connectivity), expected)
+
+
+def test_distance_to_background_is_scipys_bit_for_bit(monkeypatch):
+    # the edt package's squared distances, square-rooted in float64, must be scipy's distances
+    # exactly (the seeds' surface depends on them); what edt cannot give exactly falls back
+    from scipy import ndimage as ndi
+
+    import napari_unet.labels.seeds as seeds
+
+    rng = np.random.default_rng(11)
+    calls = []
+    real = ndi.distance_transform_edt
+    monkeypatch.setattr(seeds.ndi, "distance_transform_edt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cases = [ndi.gaussian_filter(rng.random((300, 280)), 2) > 0.5,       # many cells
+             ndi.gaussian_filter(rng.random((12, 60, 70)), 1.5) > 0.45]  # a stack
+    for mask in cases:
+        np.testing.assert_array_equal(seeds.distance_to_background(mask), real(mask))
+    assert not calls  # both by edt
+    lone = np.ones((2200, 1000), bool)
+    lone[0, 0] = False  # distances past EXACT_SQUARED: scipy's transform
+    special = [(lone, None), (np.ones((30, 40), bool), None),  # no background: scipy's finite answer
+               (cases[1], (2.5, 1.0, 1.0))]  # voxel sizes: scipy's
+    for mask, sampling in special + [(np.zeros((30, 40), bool), None)]:  # all background: edt's zeros
+        np.testing.assert_array_equal(seeds.distance_to_background(mask, sampling), real(mask, sampling=sampling))
+    assert len(calls) == len(special)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unet import UNet
-from napari_unet.predict.tiling import predict_block, predict_tiled
+from napari_unet.predict.tiling import predict_block, predict_stack, predict_tiled
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,75 @@ def test_cli_predict_averages_the_plugin_views_unless_told(engines, tmp_path, ca
     del engines[:]
     assert cli.main(base + ["-o", str(tmp_path / "once"), "--tta", "1"]) == 0
     assert engines == [1, 1]
+    del engines[:]
+    assert cli.main(base + ["-o", str(tmp_path / "four"), "--tta", "4"]) == 0
+    assert cli.main(base + ["-o", str(tmp_path / "auto"), "--tta", "AUTO"]) == 0
+    assert engines == [4, 4, "auto", "auto"]
     with pytest.raises(SystemExit) as exc:
         cli.main(base + ["-o", str(tmp_path / "bad"), "--tta", "3"])
     assert exc.value.code == 2 and "--tta" in capsys.readouterr().err
+
+
+
+def _auto_engines(monkeypatch):
+    """The tile engines of the predictions to come (to read their planes' disagreement)."""
+    import napari_unet.predict.tiling as tiling
+
+    made = []
+
+    class Engine(tiling.TileEngine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(tiling, "TileEngine", Engine)
+    return made
+
+
+def test_auto_views_are_two_or_four_by_each_images_disagreement(net, monkeypatch):
+    # tta="auto": two views everywhere, and the other two flips on the planes whose first two
+    # views disagree on average by more than AUTO_DISAGREEMENT: a decision of the whole plane,
+    # so that any tiling gives the same probabilities
+    import napari_unet.predict.views as views
+
+    rng = np.random.default_rng(5)
+    stack = rng.random((3, 90, 75), dtype=np.float32)
+    stack[1] = np.round(stack[1] * 3) / 3  # planes of other textures: other disagreements
+    stack[2] = np.linspace(0, 1, 75, dtype=np.float32)[None]
+    tiles = (44, 36)
+    two = predict_stack(net, stack, axes="ZYX", precision="fp32", tta=2, tile_shape=tiles)
+    four = predict_stack(net, stack, axes="ZYX", precision="fp32", tta=4, tile_shape=tiles)
+    engines = _auto_engines(monkeypatch)
+
+    def auto(tile_shape=tiles, **kwargs):
+        return predict_stack(net, stack, axes="ZYX", precision="fp32", tta="auto", tile_shape=tile_shape, **kwargs)
+
+    monkeypatch.setattr(views, "AUTO_DISAGREEMENT", 1.0)  # no plane disagrees that much
+    np.testing.assert_array_equal(auto(), two)
+    means = {plane[0]: total / n for plane, (total, n) in engines[-1].disagreement.items()}
+    assert sorted(means) == [0, 1, 2] and engines[-1].four_view_planes == []
+    monkeypatch.setattr(views, "AUTO_DISAGREEMENT", 0.0)  # every plane does
+    assert np.abs(auto() - four).max() < 1e-6
+    # a threshold between the planes' disagreements: some planes take four views, the others two
+    cut = float(np.median(list(means.values())))
+    assert len(set(means.values())) == 3
+    monkeypatch.setattr(views, "AUTO_DISAGREEMENT", cut)
+    steps = []
+    mixed = auto(progress=lambda done, total: steps.append(done / total))
+    assert steps == sorted(steps) and steps[-1] == 1.0 and len(steps) > 3  # the second sweep counted on
+    unsure = [plane for plane, mean in means.items() if mean > cut]
+    assert [p[0] for p in engines[-1].four_view_planes] == unsure and 0 < len(unsure) < 3
+    for plane in range(3):
+        expected = four if plane in unsure else two
+        assert np.abs(mixed[:, plane] - expected[:, plane]).max() < 1e-6, plane
+    for other in [(44, 44), (60, 36), None]:  # another tiling: the same decisions, the same result
+        assert np.abs(auto(other) - mixed).max() < 1e-5
+
+
+def test_auto_views_are_refused_by_a_block_in_plain_words(net, image):
+    # a block cannot see its image's disagreement (the cluster averages four views instead:
+    # tests/test_distributed.py)
+    with pytest.raises(ValueError, match="auto"):
+        predict_block(net, image, axes="YX", block=((), slice(0, 32), slice(0, 48)), tta="auto")
+    with pytest.raises(ValueError, match="'auto'"):
+        predict_tiled(net, image, tta="al")

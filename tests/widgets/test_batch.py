@@ -88,14 +88,17 @@ def test_bad_input(viewer, open_widget, notifications, trained_model):
 
 
 def test_batch_on_a_dask_cluster_matches_local_and_saves_ome_zarr(viewer, open_widget, qtbot, with_model, cells,
-                                                                  tmp_path, notifications):
-    """'run on a dask cluster': the same labels as here (one worker process), saved as OME-Zarr."""
+                                                                  tmp_path, notifications, monkeypatch):
+    """'run on a dask cluster': the same labels as here (one worker process), saved as OME-Zarr;
+    the cluster averages four flipped views ("auto" is decided per whole image), so here too."""
     import pytest
 
     pytest.importorskip("distributed")
+    import napari_unet.predict.views as views
     from napari_unet.files.images import is_complete_image
     from napari_unet.files.ngff import open_prediction
 
+    monkeypatch.setattr(views, "PLUGIN_TTA", 4)
     viewer.add_image(cells[0], name="a")
     widget = open_widget("Batch predict")
     widget.run_button.click()

@@ -86,7 +86,7 @@ def prediction_input(model, data, axes: str, index: tuple | None):
 
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
                 cell_diameter: float | None = None, space: dict | None = None, three_d: bool = False,
-                large_cells: bool = True, tta: int = 1):
+                large_cells: bool = True, tta: int | str = 1):
     """Generator: yields ``(done, total)``; returns ``{"labels", "probability", "index"}``.
 
     ``index`` selects one plane of a stack (None: the whole stack, or the image when 2D).

@@ -32,6 +32,16 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def parse_tta(text: str) -> int | str:
+    """``--tta``: 1, 2, 4 or auto (:func:`napari_unet.predict.views.check_tta`)."""
+    from ..predict.views import check_tta
+
+    try:
+        return check_tta(int(text) if text.strip().isdigit() else text)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_tile(text: str) -> tuple[int, int]:
     parts = re.split(r"[x,]", text.lower())
     try:

@@ -35,8 +35,8 @@ from ..common.pixel_size import voxel_spacing
 from ..common.progress import ProgressBar, drive, format_seconds
 from ..files.safe_write import check_not_input
 from ..labels.options import LabelOptions
-from ..predict.views import PLUGIN_TTA, VIEWS
-from .args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, positive_float,
+from ..predict.views import PLUGIN_TTA, describe_tta
+from .args import (CliError, non_negative_int, parse_duration, parse_pixel_size, parse_tile, parse_tta, positive_float,
                    positive_int, training_loop)
 from .demo import add_demo
 
@@ -277,9 +277,10 @@ def _add_predict(sub):
     p.add_argument("--no-large-cells", dest="large_cells", action="store_false",
                    help="leave out the half-scale pass that finds cells more than twice the painted diameter "
                    "(napari_unet.labels.large_cells; it adds a third to a half to the prediction time; local prediction only)")
-    p.add_argument("--tta", type=int, choices=sorted(VIEWS), default=PLUGIN_TTA,
-                   help=f"flipped views of each tile averaged (default {PLUGIN_TTA}: steadier on noisy images, that many "
-                   "times the prediction time; 1 = the network's output once)")
+    p.add_argument("--tta", type=parse_tta, default=PLUGIN_TTA,
+                   help=f"flipped views of each tile averaged: 1 (the network's output once), 2, 4, or auto (2, and 4 "
+                   f"on the tiles where the first two disagree); default {PLUGIN_TTA} ({describe_tta(PLUGIN_TTA)}): "
+                   "steadier on noisy images, at up to that many times the network's time")
     p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
                    "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")
     p.add_argument("--block", type=parse_tile, default=None, help="with --cluster: block (and chunk) size, e.g. 2048")

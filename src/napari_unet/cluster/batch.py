@@ -33,7 +33,7 @@ def _progress(gen, i: int, n: int, start: float = 0.0, share: float = 1.0):
 
 
 def batch_job(model, items, mode: str, device=None, cell_diameter: float | None = None, spaces=None,
-              three_d: bool = False, large_cells: bool = True, tta: int = 1):
+              three_d: bool = False, large_cells: bool = True, tta: int | str = 1):
     """Predict ``items`` = [(name, data, axes, TIFF path or None), ...] one by one, here.
 
     ``cell_diameter`` overrides the model's (pixels). ``spaces``: each item's pixel sizes
@@ -67,7 +67,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
 
 
 def cluster_batch_job(model, items, mode: str, *, cluster, device=None, cell_diameter: float | None = None,
-                      spaces=None, tta: int = 1):
+                      spaces=None, tta: int | str = 1):
     """Predict ``items`` = [(name, data, axes, OME-Zarr path or None), ...] on a dask cluster.
 
     ``cluster``: "local", "local:N", a scheduler address or a client (see

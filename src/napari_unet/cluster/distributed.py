@@ -243,8 +243,8 @@ def _block_shape(block_shape, model: UNet) -> tuple[int, int]:
 
 def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, precision, tile_shape, device,
              label_kwargs=None, pixel_size=None, tta=1):
-    from ..predict.views import check_tta
     from ..predict.tiling import normalization_range
+    from ..predict.views import AUTO, check_tta
 
     if not isinstance(model, UNet):
         raise TypeError(f"model must be a napari_unet.UNet, got {type(model).__name__}")
@@ -283,8 +283,8 @@ def _prepare(model, source, out, *, block_shape, axes, labels, probabilities, pr
                          f"choose block_shape={-(-context // 64) * 64} or more")
     halo = min(min(grid.block), context)
     norm = normalization_range(model, data, axes=axes)
-    settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None,
-                "tta": check_tta(tta)}
+    tta = 4 if check_tta(tta) == AUTO else tta  # "auto" is decided per whole image, which no block sees
+    settings = {"precision": precision, "tile_shape": tile_shape, "device": device, "threads": None, "tta": tta}
     source_path = Path(source).expanduser() if isinstance(source, (str, Path)) else None
     try:
         identity = source_identity(data, source_path)
@@ -583,9 +583,9 @@ def predict_distributed(model, source, out, *, client=None, block_shape=None, ax
         Micrometres per pixel (y, x) of the source (default: an OME-Zarr's own), written to the
         output's metadata; a source whose pixel size differs from the model's by more than 5 %
         is refused (resample it first).
-    tta : {1, 2, 4}
+    tta : {1, 2, 4, "auto"}
         Flipped views of each tile averaged, as in :func:`~napari_unet.predict_tiled`; the result
-        still equals the whole-image prediction with the same ``tta``.
+        still equals the whole-image prediction with the same ``tta`` (``"auto"``: four views).
 
     Returns
     -------

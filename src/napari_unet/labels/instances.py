@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 
 from ..common.checks import check_float, check_int
 from ..common.memory import check_allocation
-from .seeds import dynamic_maxima
+from .seeds import distance_to_background, dynamic_maxima
 
 __all__ = ["to_labels", "label_options", "label_context", "split_height"]
 
@@ -223,7 +223,7 @@ def _instances(
         labels = cc_label(mask, connectivity=connectivity)
     else:
         if split == "distance":
-            surface = ndi.distance_transform_edt(mask, sampling=sampling)
+            surface = distance_to_background(mask, sampling)
             surface = ndi.gaussian_filter(surface, sigma)
         else:  # "probability"
             surface = ndi.gaussian_filter(cell.astype(np.float32, copy=False), sigma)

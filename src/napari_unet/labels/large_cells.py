@@ -71,7 +71,7 @@ def half_scale(data) -> np.ndarray:
 
 
 def iter_predict_half_scale(model, data, *, axes: str, device=None, pixel_size=None, precision: str = "auto",
-                            normalize=None, tta: int = 1) -> Generator[tuple[int, int], None, Any]:
+                            normalize=None, tta: int | str = 1) -> Generator[tuple[int, int], None, Any]:
     """Generator: yields ``(done, total)`` tiles; returns the probabilities of ``data`` downscaled
     by 2, ``(n_classes, ..., ceil(Y/2), ceil(X/2))``.
 
@@ -119,7 +119,11 @@ def _upsampled(half: np.ndarray, shape) -> np.ndarray:
 
 def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_cell: np.ndarray) -> np.ndarray:
     """Replace the full-scale labels of one plane by the large half-scale objects they cover
-    poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability)."""
+    poorly or cut into pieces inside a cell (``half_cell``: the half-scale cell probability).
+
+    Each large object is looked at in its bounding box (two pixels wider): its pieces, cuts and
+    cut support depend on nothing farther away.
+    """
     from scipy import ndimage as ndi
 
     # an object covers at most 4 full-scale pixels per half-scale one: none large enough, no work
@@ -127,37 +131,50 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_c
     if not len(most) or 2.0 * np.sqrt(most.max() / np.pi) < LARGE_CELL_DIAMETERS * cell_diameter:
         return full
     half = _upsampled(half, full.shape)
-    ids, areas = np.unique(half[half > 0], return_counts=True)
-    large = ids[2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter]
+    areas = np.bincount(half.ravel())
+    areas[0] = 0
+    large = np.flatnonzero(2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter)
     if not len(large):
         return full
-    half_cell = _upsampled(half_cell, full.shape)
-    edges = ndi.grey_dilation(full, size=3) != ndi.grey_erosion(full, size=3)
+    boxes = ndi.find_objects(half)
     piece_area = np.bincount(full.ravel())
     out = full.copy()
     next_id = int(full.max()) + 1
     typical_area = np.pi * cell_diameter**2 / 4
     for i in large:
-        cell = half == i
-        inside = np.bincount(full[cell], minlength=len(piece_area))
+        box = tuple(slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(boxes[i - 1], full.shape))
+        cell = half[box] == i
+        inside = np.bincount(full[box][cell], minlength=len(piece_area))
         inside[0] = 0
         pieces = np.flatnonzero(2 * inside > piece_area)  # full-scale labels lying mostly inside
         if inside.sum() >= LARGE_CELL_COVERAGE * cell.sum() and not (
                 len(pieces) >= LARGE_CELL_PIECES and piece_area[pieces].max() >= LARGE_PIECE_CELLS * typical_area
-                and _cut_support(edges, cell, half_cell) >= LARGE_CELL_CUT_SUPPORT):
+                and _cut_support(full[box], cell, _upsampled_window(half_cell, box)) >= LARGE_CELL_CUT_SUPPORT):
             continue
         out[np.isin(full, pieces)] = 0
-        out[cell] = next_id
+        out[box][cell] = next_id
         next_id += 1
     return out
 
 
-def _cut_support(edges: np.ndarray, cell: np.ndarray, half_cell: np.ndarray) -> float:
-    """Mean half-scale cell probability on the cuts of the full-scale labels (``edges``) inside
-    ``cell``, :data:`CUT_MARGIN` pixels from its outline (0 without cuts)."""
+def _upsampled_window(half: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """The window ``box`` of :func:`_upsampled` ``half`` (its box lies within the full grid)."""
+    ys = np.minimum(np.arange(box[0].start, box[0].stop) // 2, half.shape[0] - 1)
+    xs = np.minimum(np.arange(box[1].start, box[1].stop) // 2, half.shape[1] - 1)
+    return half[np.ix_(ys, xs)]
+
+
+def _cut_support(full: np.ndarray, cell: np.ndarray, half_cell: np.ndarray) -> float:
+    """Mean half-scale cell probability on the cuts of the full-scale labels ``full`` inside
+    ``cell``, :data:`CUT_MARGIN` pixels from its outline (0 without cuts). The cuts are the pixels
+    whose 3 x 3 neighbourhood holds two labels; ``cell`` lies two pixels inside the window, or
+    touches the image's own border."""
     from scipy import ndimage as ndi
 
-    cuts = edges & ndi.binary_erosion(cell, iterations=CUT_MARGIN)
+    cuts = ndi.binary_erosion(cell, iterations=CUT_MARGIN)
+    if not cuts.any():
+        return 0.0
+    cuts &= ndi.grey_dilation(full, size=3) != ndi.grey_erosion(full, size=3)
     return float(half_cell[cuts].mean()) if cuts.any() else 0.0
 
 
@@ -198,7 +215,9 @@ def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.nd
     offset = 0
     for plane in np.ndindex(*labels.shape[:-2]):
         fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter), 1.0 - half_background[plane])
-        kept = np.unique(fused[fused > 0])  # renumber 1..n after the ids of the planes before
+        present = np.bincount(fused.ravel()) > 0
+        present[0] = False
+        kept = np.flatnonzero(present)  # renumber 1..n after the ids of the planes before
         lut = np.zeros(int(fused.max()) + 1, np.int32)
         lut[kept] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.int32)
         out[plane] = lut[fused]

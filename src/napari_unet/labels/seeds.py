@@ -4,6 +4,7 @@ path to a higher one (h-dynamic maxima), found without sorting every pixel of th
 ``to_labels`` splits touching cells at the maxima of their smoothed distance transform that
 :func:`dynamic_maxima` keeps; :func:`_cores` and :func:`_packed_maxima` make it fast and exact
 (``tests/test_postprocess.py`` compares it with one reconstruction of the whole surface).
+:func:`distance_to_background` is the distance transform the surface is made of.
 """
 
 from __future__ import annotations
@@ -11,12 +12,34 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["dynamic_maxima"]
+__all__ = ["dynamic_maxima", "distance_to_background"]
 
 #: surfaces up to this side (squared, cubed) find their maxima in one reconstruction
 WHOLE_SURFACE_SIDE = 192
 #: the width of the array the uncertain cores are packed in (_packed_maxima)
 PACK_WIDTH = 1024
+#: squared distances below this are exact integers in the float32 of the ``edt`` package
+EXACT_SQUARED = 2**22
+
+
+def distance_to_background(mask: np.ndarray, sampling=None) -> np.ndarray:
+    """``scipy.ndimage.distance_transform_edt(mask, sampling=sampling)``, bit for bit, three times
+    faster where it can be: the squared distances of the ``edt`` package (seung-lab's
+    multi-label Euclidean distance transform, float32) are exact integers below
+    :data:`EXACT_SQUARED`, and their float64 square roots are scipy's distances. Voxel sizes
+    other than 1, masks without background and absurd distances take scipy's own transform
+    (as does a platform without ``edt``).
+    """
+    if sampling is None or all(float(s) == 1.0 for s in np.atleast_1d(sampling)):
+        try:
+            import edt
+        except ImportError:  # pragma: no cover - a platform without edt's wheels
+            edt = None
+        if edt is not None and mask.size and not mask.all():
+            squared = edt.edtsq(np.ascontiguousarray(mask, dtype=np.uint8), black_border=False, parallel=1)
+            if float(squared.max()) < EXACT_SQUARED:
+                return np.sqrt(squared, dtype=np.float64)
+    return ndi.distance_transform_edt(mask, sampling=sampling)
 
 
 def dynamic_maxima(surface: np.ndarray, h: float) -> np.ndarray:

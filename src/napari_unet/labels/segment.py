@@ -52,7 +52,8 @@ def segment_options(model, mode: str | None = None, *, cell_diameter: float | No
 
 
 def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None = None, device=None, pixel_size=None,
-                 normalize: bool | tuple = True, tta: int = 1, large_cells: bool = True, keep_probabilities: bool = True,
+                 normalize: bool | tuple = True, tta: int | str = 1, large_cells: bool = True,
+                 keep_probabilities: bool = True,
                  **predict_kwargs) -> Generator[tuple[int, int], None, Any]:
     """Generator: yields ``(permille, 1000)`` steps; returns ``(probabilities, labels)`` of ``data``.
 

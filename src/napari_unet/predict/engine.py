@@ -8,6 +8,12 @@ tile flipped along Y and / or X meets the same pooling windows, mirrored, and it
 back covers exactly the same pixels. Averaging the softmax of the views is therefore done tile by
 tile, and a tile's result still depends only on its own input: prediction stays seamless, and
 blocks of :func:`~napari_unet.predict.tiling.predict_block` still equal the whole image.
+
+``tta="auto"`` decides per image (each plane of a stack, each volume): every tile first gets two
+views (itself and its left-right mirror), and the images whose two views disagree on average by
+more than :data:`~napari_unet.predict.views.AUTO_DISAGREEMENT` get the other two flips in a second
+sweep. The decision is the whole image's, so it does not depend on the tiles either; a block alone
+cannot make it (:func:`~napari_unet.predict.tiling.predict_block` refuses ``"auto"``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from ..model.normalization import apply_normalization
 from ..model.unet import UNet
 from .plan import mirror_indices
 from .sources import Source
-from .views import VIEWS, check_tta
+from . import views as _views
+from .views import AUTO, VIEWS, check_tta
 
 __all__ = ["TileEngine", "prepare_model", "check_out"]
 
@@ -80,8 +87,16 @@ class TileEngine:
     """
 
     def __init__(self, model, source: Source, out, *plans, device, dtype, batch_size, norm, plane=None,
-                 tta: int = 1):
-        self.views = VIEWS[check_tta(tta)]
+                 tta: int | str = 1):
+        tta = check_tta(tta)
+        if tta == AUTO and plane is not None:
+            raise ValueError("tta='auto' decides per whole image; a block takes 1, 2 or 4 views")
+        self.adaptive = tta == AUTO
+        self.views = VIEWS[2 if self.adaptive else tta]
+        #: with ``tta="auto"``: per plane, the sum of the two first views' disagreement over its
+        #: pixels and their count; then the planes that got four views
+        self.disagreement: dict[tuple, list[float]] = {}
+        self.four_view_planes: list[tuple] = []
         self.plane = plane  # one plane only (a block of distributed prediction): ``out`` has no plane axes
         self.model = model
         self.source = source
@@ -127,45 +142,100 @@ class TileEngine:
         return x
 
     @torch.inference_mode()
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, batch=None, views=None, share: float | None = None) -> np.ndarray:
+        """The kept windows of the mean of the network's softmax over ``views`` (default: the
+        engine's) of the tiles ``x``; ``share``: divide the sum of the views by this many instead.
+        With ``tta="auto"`` and the engine's views, the tiles' disagreement is added up by plane
+        (``batch``: their jobs)."""
+        views = self.views if views is None else views
         t = torch.from_numpy(x).to(self.device)
         if self.memory_format is not None:
             t = t.contiguous(memory_format=self.memory_format)
+        kept = (slice(None), slice(None), *(slice(p.offset, p.offset + p.step) for p in self.plans))
+        if self.adaptive and views is self.views:
+            probs = self._sum_of_views(t, views[:1])
+            second = self._sum_of_views(t, views[1:])
+            self._add_disagreement(0.5 * (probs[kept] - second[kept]).abs().sum(dim=1), batch)
+            probs += second
+            del second
+        else:
+            probs = self._sum_of_views(t, views)
+        share = len(views) if share is None else share
+        if share != 1:
+            probs /= share
+        return probs[kept].cpu().numpy()
+
+    def _sum_of_views(self, t, views):
+        """The sum of the network's softmax over ``views`` (flipped dims) of the batch ``t``, each
+        flipped back."""
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
             if self.dtype is not None
             else contextlib.nullcontext()
         )
-        probs = None
-        for dims in self.views:  # one view after the other: the memory of one forward pass
+        total = None
+        for dims in views:  # one view after the other: the memory of one forward pass
             with autocast:
                 logits = self.model(t.flip(dims) if dims else t)
             view = torch.softmax(logits.float(), dim=1)
             view = view.flip(dims) if dims else view
-            probs = view if probs is None else probs.add_(view)
-        if len(self.views) > 1:
-            probs /= len(self.views)
-        kept = tuple(slice(p.offset, p.offset + p.step) for p in self.plans)
-        return probs[(slice(None), slice(None), *kept)].cpu().numpy()
+            total = view if total is None else total.add_(view)
+        return total
 
-    def write_batch(self, probs: np.ndarray, batch) -> None:
+    def _add_disagreement(self, disagreement, batch) -> None:
+        """Add each tile's disagreement (``(B, *kept window)``) over the pixels it writes to its plane's sum."""
+        for d, (plane, *tile) in zip(disagreement, batch):
+            window = tuple(slice(0, min(p.step, p.extent - i * p.step)) for p, i in zip(self.plans, tile))
+            part = d[window]
+            total = self.disagreement.setdefault(tuple(plane), [0.0, 0])
+            total[0] += float(part.double().sum())
+            total[1] += part.numel()
+
+    def _unsure_planes(self) -> list[tuple]:
+        """The planes whose two first views disagree on average more than AUTO_DISAGREEMENT."""
+        return [plane for plane, (total, n) in self.disagreement.items()
+                if n and total / n > _views.AUTO_DISAGREEMENT]
+
+    def write_batch(self, probs: np.ndarray, batch, add_to_half: bool = False) -> None:
+        """Write the kept windows ``probs`` of the tiles ``batch``; ``add_to_half``: add them to
+        half of what is there (the second sweep of ``tta="auto"``: (v1 + v2) / 2 / 2 + (v3 + v4) / 4)."""
         for p, (plane, *tile) in zip(probs, batch):
             starts = [i * plan.step for plan, i in zip(self.plans, tile)]
             stops = [min(start + plan.step, plan.extent) for plan, start in zip(self.plans, starts)]
             where = () if self.plane is not None else plane
             window = tuple(slice(start, stop) for start, stop in zip(starts, stops))
             kept = tuple(slice(0, stop - start) for start, stop in zip(starts, stops))
-            self.out[(slice(None), *where, *window)] = p[(slice(None), *kept)]
+            index = (slice(None), *where, *window)
+            if add_to_half:
+                self.out[index] = np.asarray(self.out[index]) * 0.5 + p[(slice(None), *kept)]
+            else:
+                self.out[index] = p[(slice(None), *kept)]
 
     def run(self) -> Generator[tuple[int, int], None, None]:
+        """Yields ``(done, total)`` tiles (with ``tta="auto"``: tile sweeps of two views, the
+        second sweep counted as the planes that need it are known)."""
         jobs = self.jobs()
+        total = 2 * len(jobs) if self.adaptive else len(jobs)
+        yield 0, total
+        yield from self._sweep(jobs, 0, total)
+        if not self.adaptive:
+            return
+        unsure = set(self._unsure_planes())
+        self.four_view_planes = sorted(unsure)
+        second = [job for job in jobs if tuple(job[0]) in unsure]
+        total = len(jobs) + len(second)
+        if second:
+            yield from self._sweep(second, len(jobs), total, views=VIEWS[4][2:], share=4.0)
+        yield total, total
+
+    def _sweep(self, jobs, done: int, total: int, views=None, share=None) -> Generator[tuple[int, int], None, None]:
+        """Run ``jobs`` through the network (``views``, ``share``: as :meth:`forward` takes them;
+        given: added to half of the first sweep's output), yielding ``(done, total)`` after each batch."""
         batches = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
-        total = len(jobs)
-        done = 0
-        yield done, total
+        add = views is not None
         if len(batches) == 1:  # nothing to overlap
-            self.write_batch(self.forward(self.load_batch(batches[0])), batches[0])
-            yield total, total
+            self.write_batch(self.forward(self.load_batch(batches[0]), batches[0], views, share), batches[0], add)
+            yield done + len(jobs), total
             return
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-read")
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-write")
@@ -176,17 +246,17 @@ class TileEngine:
                 x = pending_read.result()
                 if k + 1 < len(batches):
                     pending_read = reader.submit(self.load_batch, batches[k + 1])
-                probs = self.forward(x)
+                probs = self.forward(x, batch, views, share)
                 del x
                 if pending_write is not None:
                     pending_write.result()
-                pending_write = writer.submit(self.write_batch, probs, batch)
+                pending_write = writer.submit(self.write_batch, probs, batch, add)
                 done += len(batch)
                 if done < total:
                     yield done, total
             pending_write.result()
             pending_write = None
-            yield total, total
+            yield done, total
         finally:
             # on cancel (generator closed) or error: let the threads finish their current item
             reader.shutdown(wait=True, cancel_futures=True)

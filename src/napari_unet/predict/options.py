@@ -16,7 +16,7 @@ class PredictOptions:
     (see there): ``tile_shape`` (None: the largest that fits), ``batch_size`` (None: what fits),
     ``device`` (None: CUDA, MPS, then the CPU), ``normalize`` (True: the model's normalization on
     this data; False: none; ``(lows, highs)``), ``precision`` ("auto", "fp32", "bf16", "fp16"),
-    ``pixel_size`` (µm per pixel of the data, or None) and ``tta`` (1, 2 or 4 flipped views).
+    ``pixel_size`` (µm per pixel of the data, or None) and ``tta`` (1, 2 or 4 flipped views, or "auto").
 
     >>> options = PredictOptions(tta=4)
     >>> options.but(normalize=False).tta, options.normalize
@@ -29,7 +29,7 @@ class PredictOptions:
     normalize: bool | tuple = True
     precision: str = "auto"
     pixel_size: Any = None
-    tta: int = 1
+    tta: int | str = 1
 
     def but(self, **changes) -> PredictOptions:
         """These options with ``changes``."""

@@ -190,7 +190,7 @@ def _check_block(block, source: Source):
 def iter_predict_tiled(
     model: UNet, image, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
-    pixel_size=None, tta: int = 1,
+    pixel_size=None, tta: int | str = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_tiled`: yields ``(done, total)`` tiles, returns the result.
 
@@ -207,7 +207,7 @@ def iter_predict_tiled(
 def predict_tiled(
     model: UNet, image, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, progress: Progress | None = None,
-    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int = 1,
+    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int | str = 1,
 ):
     """Class probabilities of one image plane, by seamless overlap-tile prediction.
 
@@ -246,11 +246,13 @@ def predict_tiled(
         (``model.metadata["pixel_size"]``) and they differ by more than 5 %, the image is
         resampled to the model's grid, predicted, and the probabilities resampled back: the
         result keeps the image's shape. None: predicted as it is.
-    tta : {1, 2, 4}
+    tta : {1, 2, 4, "auto"}
         Test-time augmentation: the number of flipped views of each tile whose probabilities are
-        averaged (1: none; 2: and its left-right mirror; 4: every flip along Y and X). Steadier
+        averaged (1: none; 2: and its left-right mirror; 4: every flip along Y and X; "auto": two,
+        and four on the images whose first two disagree, the plugin's default). Steadier
         probabilities on noisy images, at that many times the computation; still seamless and
-        exact block by block (:mod:`napari_unet.predict.engine`).
+        exact block by block (:mod:`napari_unet.predict.engine`; "auto" is decided per image,
+        so :func:`predict_block` does not take it).
 
     Returns
     -------
@@ -275,7 +277,7 @@ def predict_tiled(
 def iter_predict_stack(
     model: UNet, data, *, axes: str, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
-    pixel_size=None, tta: int = 1,
+    pixel_size=None, tta: int | str = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Generator form of :func:`predict_stack`: yields ``(done, total)`` tiles over all planes."""
     options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
@@ -286,7 +288,7 @@ def iter_predict_stack(
 def predict_stack(
     model: UNet, data, *, axes: str, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, progress: Progress | None = None,
-    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int = 1,
+    normalize: bool | tuple = True, precision: str = "auto", pixel_size=None, tta: int | str = 1,
 ):
     """Class probabilities of a stack, predicted plane by plane with one progress total.
 
@@ -325,7 +327,7 @@ def predict_stack(
 def predict_block(
     model: UNet, data, *, axes: str, block, tile_shape: Sequence[int] | int | None = None,
     batch_size: int | None = None, device: str | torch.device | None = None, normalize: bool | tuple = True,
-    precision: str = "auto", tta: int = 1,
+    precision: str = "auto", tta: int | str = 1,
 ) -> np.ndarray:
     """The probabilities of one block of a stack, exactly as :func:`predict_stack` computes them there.
 

@@ -241,7 +241,7 @@ def iter_predict_volumes(
 def iter_predict_volume(
     model: UNet, volume, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
-    tta: int = 1,
+    tta: int | str = 1,
 ) -> Generator[tuple[int, int], None, Any]:
     """Class probabilities of one volume by a 3D network, by seamless overlap-tile prediction.
 

@@ -159,15 +159,16 @@ class FlipsCheck(QCheckBox):
     """The switch of the flipped views (test-time augmentation, :mod:`napari_unet.predict.engine`)."""
 
     def __init__(self, parent=None):
-        from ...predict.views import PLUGIN_TTA
+        from ...predict.views import PLUGIN_TTA, describe_tta
 
-        super().__init__(f"average {PLUGIN_TTA} flipped views (steadier, {PLUGIN_TTA}x the time)", parent)
+        super().__init__(f"average flipped views ({describe_tta(PLUGIN_TTA)}: steadier)", parent)
         self.setChecked(True)
         self.setToolTip(
-            f"Predict every tile {PLUGIN_TTA} times, flipped up-down and left-right, and average the probabilities:\n"
-            "steadier cells on noisy images, at that many times the prediction time. Off: the network's output once.")
+            "Predict every tile flipped left-right as well (and, where the two disagree, up-down too) and average\n"
+            "the probabilities: steadier cells on noisy images, at two to four times the network's time.\n"
+            "Off: the network's output once.")
 
-    def tta(self) -> int:
+    def tta(self) -> int | str:
         """The ``tta`` of :func:`~napari_unet.predict_tiled` for the current state."""
         from ...predict.views import PLUGIN_TTA
 

@@ -162,6 +162,23 @@ def test_two_views_average_the_x_flipped_prediction(padding):
     assert np.abs(plain - flipped).max() > 1e-4  # the views differ
 
 
+def test_auto_views_of_a_3d_network_decide_volume_by_volume(monkeypatch):
+    # tta="auto" on a 3D network: each volume of a stack is one image, predicted with two views or,
+    # where they disagree, four; the same whatever the tiles
+    import napari_unet.predict.views as views
+    from napari_unet.predict.tiling import predict_stack
+
+    net = _net("same")
+    stack = np.stack([_volume((9, 18, 16), seed=1), np.full((9, 18, 16), 0.5, np.float32)])  # T, Z, Y, X
+    two = predict_stack(net, stack, axes="TZYX", tta=2, **FP32)
+    four = predict_stack(net, stack, axes="TZYX", tta=4, **FP32)
+    assert np.abs(two[:, 0] - four[:, 0]).max() > 1e-4
+    monkeypatch.setattr(views, "AUTO_DISAGREEMENT", 0.0)
+    assert np.abs(predict_stack(net, stack, axes="TZYX", tta="auto", **FP32) - four).max() <= 1e-5
+    monkeypatch.setattr(views, "AUTO_DISAGREEMENT", 1.0)
+    assert np.abs(predict_stack(net, stack, axes="TZYX", tta="auto", **FP32) - two).max() <= 1e-6
+
+
 def test_default_tile_respects_the_budget_and_the_cpu_cap():
     net = UNet(spatial_dims=3, depth=3, base_channels=16, padding="same", batch_norm=True)
     small = choose_volume_tile(net, (20, 30, 30), device="cpu")

@@ -260,3 +260,31 @@ def test_preload_imports_what_a_first_training_with_previews_imports():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_predict_widgets_preload_covers_a_first_segmentation():
+    # In a fresh interpreter: after the Predict widget's preload, a first segmentation (flipped
+    # views, labels, the half-scale pass) imports nothing more of ours, scipy, scikit-image or edt
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from napari_unet import UNet\n"
+        "from napari_unet.samples import make_touching_cells\n"
+        "from napari_unet.training.job import preload\n"
+        "from napari_unet._widgets.shared.workers import PREDICT_MODULES\n"
+        "from napari_unet.labels.segment import segment\n"
+        "model = UNet(depth=2, base_channels=4).eval()\n"
+        "model.metadata = {'mode': 'instances', 'cell_diameter': 8.0}\n"
+        "image = make_touching_cells((96, 96), seed=2)[0]\n"
+        "preload(PREDICT_MODULES)\n"
+        "before = set(sys.modules)\n"
+        "segment(model, image, axes='YX', tta='auto')\n"
+        "roots = ('napari_unet', 'scipy', 'skimage', 'edt', 'pandas')\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith(roots)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -21,7 +21,7 @@ from .shared.layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBA
                             image_axes, is_kind, layer_pixel_size, spatial_shape, upsert_layer)
 from .shared.model_box import ModelPanel, model_holder
 from .shared.notify import notify_error, notify_warning, plain_error
-from .shared.workers import WorkerWidgetMixin
+from .shared.workers import PREDICT_MODULES, WorkerWidgetMixin, start_preloading
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         self.viewer = napari_viewer
         self.holder = model_holder(napari_viewer)
         self._target = None
+        start_preloading(PREDICT_MODULES)  # the first Predict's imports, while the user looks around
 
         layout = QVBoxLayout(self)
         self.model_panel = ModelPanel(self.holder, self.load_model)

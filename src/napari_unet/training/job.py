@@ -30,8 +30,8 @@ __all__ = ["train", "TrainJob", "entropy_map", "predict_plane", "plane_slab", "p
 # What the first TrainJob.run imports: torch's optimizer step imports torch._dynamo (and sympy)
 # on its first call, previews import the labels code and scikit-image.
 PRELOADED_MODULES = (
-    "torch._dynamo", "scipy.ndimage", "skimage.measure", "skimage.morphology", "skimage.segmentation", "skimage.util", "skimage.util._remap",
-    "napari_unet.dataset.augment", "napari_unet.model.unet", "napari_unet.labels.instances", "napari_unet.predict.tiling",
+    "torch._dynamo", "scipy.ndimage", "edt", "skimage.measure", "skimage.morphology", "skimage.segmentation",
+    "skimage.util", "skimage.util._remap", "skimage.transform", "napari_unet.dataset.augment", "napari_unet.model.unet", "napari_unet.labels.instances", "napari_unet.predict.tiling",
 )
 
 
@@ -39,15 +39,16 @@ PRELOADED_MODULES = (
 FIRST_PREVIEW_WAIT_S = 2.0
 
 
-def preload() -> None:
-    """Import what a first :meth:`TrainJob.run` imports (about two seconds of imports).
+def preload(names=PRELOADED_MODULES) -> None:
+    """Import what a first :meth:`TrainJob.run` imports (about two seconds of imports), or the
+    modules ``names``.
 
     An import holds Python's global lock for long stretches; run in the worker at Start, it
     stalls napari's event loop for most of a second. The Train widget calls this in a
     background thread when it opens, while the user paints."""
     import importlib
 
-    for name in PRELOADED_MODULES:
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ImportError:  # e.g. a private module another scikit-image version lacks

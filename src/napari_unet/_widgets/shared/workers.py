@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton
@@ -14,6 +15,34 @@ from .model_box import ask_model_path, load_model_into
 from .notify import JobError, notify_error, plain_error
 
 logger = logging.getLogger(__name__)
+
+#: what a first Predict imports (its worker, and napari's first Labels layer: pandas, 0.17 s)
+PREDICT_MODULES = ("scipy.ndimage", "edt", "skimage.measure", "skimage.morphology", "skimage.segmentation",
+                   "skimage.transform", "napari_unet.labels.instances", "napari_unet.predict.tiling", "pandas")
+_preloaded: set = set()  # the modules asked for, once per process
+
+
+def start_preloading(names=None) -> None:
+    """Import in a background thread what training (``names`` None:
+    :data:`napari_unet.training.job.PRELOADED_MODULES`) or prediction (:data:`PREDICT_MODULES`)
+    needs, each module once per process; the Train and Predict widgets call it when they open. At
+    Start or Predict, the same imports in the worker would stall the window for most of a second
+    (:func:`napari_unet.training.job.preload`), and so would napari's first Labels layer on the
+    main thread."""
+    from ...training.job import PRELOADED_MODULES, preload
+
+    names = [n for n in (PRELOADED_MODULES if names is None else names) if n not in _preloaded]
+    if not names:
+        return
+    _preloaded.update(names)
+
+    def run():
+        try:
+            preload(names)
+        except Exception:  # noqa: BLE001 - the job imports again and reports a real failure
+            logger.debug("preloading failed", exc_info=True)
+
+    threading.Thread(target=run, name="napari-unet preload", daemon=True).start()
 
 NOTHREADS_ENV = "NAPARI_UNET_NOTHREADS"
 

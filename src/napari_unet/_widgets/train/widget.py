@@ -19,14 +19,14 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ...common.axes import channels_last_to_first
 from ...common.progress import format_seconds
 from ...model.metadata import undertrained_warning
-from ...training.job import TrainJob, preload
+from ...training.job import TrainJob
 from ..shared.controls import device_label, select_model_mode
 from ..shared.layers import (current_plane_index, image_axes, image_plane, is_kind, layer_annotation_problems,
                              visible_box)
 from ..shared.model_box import (ModelPanel, ask_export_path, ask_model_path, describe_model, export_model_file,
                                 model_holder, save_model_file)
 from ..shared.notify import notify_error, notify_info, notify_warning, plain_error
-from ..shared.workers import WorkerWidgetMixin
+from ..shared.workers import WorkerWidgetMixin, start_preloading
 from .annotation_sync import AnnotationSync
 from .loss_plot import LossPlot
 from .pair_table import PairTable
@@ -38,26 +38,6 @@ logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------
 # the widget
-
-
-_preloading: list = []  # the background thread, once per process
-
-
-def start_preloading() -> None:
-    """Import what training needs in a background thread, once: at Start, the same imports in
-    the worker would stall the window for most of a second (:func:`napari_unet.training.job.preload`)."""
-    if _preloading:
-        return
-
-    def run():
-        try:
-            preload()
-        except Exception:  # noqa: BLE001 - Start imports again and reports a real failure
-            logger.debug("preloading the training modules failed", exc_info=True)
-
-    thread = threading.Thread(target=run, name="napari-unet preload", daemon=True)
-    _preloading.append(thread)
-    thread.start()
 
 
 class TrainWidget(WorkerWidgetMixin, QWidget):

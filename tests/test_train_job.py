@@ -239,9 +239,6 @@ def test_preload_imports_what_a_first_training_with_previews_imports():
     # In a fresh interpreter: after preload(), a first job (optimizer steps, previews with their
     # labels) imports nothing more of ours, torch's compiler, scipy or scikit-image; those
     # imports would otherwise run in the widget's worker at Start and stall the window.
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from napari_unet import TrainConfig\n"
@@ -257,17 +254,22 @@ def test_preload_imports_what_a_first_training_with_previews_imports():
         "roots = ('napari_unet', 'scipy', 'skimage', 'sympy', 'torch._dynamo')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(roots)))\n"
     )
+    assert _last_line_printed(script) == "[]"
+
+
+def _last_line_printed(script: str) -> str:
+    """The last line ``script`` prints in a fresh interpreter (which must succeed)."""
+    import subprocess
+    import sys
+
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    return out.stdout.strip().splitlines()[-1]
 
 
 def test_the_predict_widgets_preload_covers_a_first_segmentation():
     # In a fresh interpreter: after the Predict widget's preload, a first segmentation (flipped
     # views, labels, the half-scale pass) imports nothing more of ours, scipy, scikit-image or edt
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "import numpy as np\n"
@@ -285,6 +287,4 @@ def test_the_predict_widgets_preload_covers_a_first_segmentation():
         "roots = ('napari_unet', 'scipy', 'skimage', 'edt', 'pandas')\n"
         "print(sorted(m for m in set(sys.modules) - before if m.startswith(roots)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert _last_line_printed(script) == "[]"

@@ -477,8 +477,12 @@ def test_the_iterations_behind_the_kept_weights_and_the_warning_when_too_few():
 
     model = Model()
     assert trained_iterations(model) is None and undertrained_warning(model) is None
-    model.metadata = {"training": {"iterations": 110, "total_iterations": 110, "kept_iteration": 50}}
+    model.metadata = {"training": {"iterations": 50, "total_iterations": 50, "kept_iteration": 50}}
     assert trained_iterations(model) == 50 and "only 50 iteration" in undertrained_warning(model)
+    # a longer run whose validation kept early weights says so, not "trained only 50"
+    model.metadata = {"training": {"iterations": 110, "total_iterations": 110, "kept_iteration": 50}}
+    warning = undertrained_warning(model)
+    assert trained_iterations(model) == 50 and "iteration 50 of the 110" in warning and "only" not in warning
     # continued: the earlier runs count
     model.metadata = {"training": {"iterations": 110, "total_iterations": 410, "kept_iteration": 50}}
     assert trained_iterations(model) == 350 >= MIN_TRAINED_ITERATIONS and undertrained_warning(model) is None

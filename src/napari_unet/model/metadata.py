@@ -105,5 +105,12 @@ def undertrained_warning(model) -> str | None:
     trained = trained_iterations(model)
     if trained is None or trained >= MIN_TRAINED_ITERATIONS:
         return None
+    training = model.metadata["training"]
+    ran, kept = int(training["iterations"]), training.get("kept_iteration")
+    if kept is not None and int(kept) < ran:  # the run went on, but its validation kept early weights
+        return (f"The kept model is that of iteration {int(kept)} of the {ran} this run trained (the best on the "
+                f"painted validation cells), {trained} iteration(s) in all: a useful one needs "
+                f"{MIN_TRAINED_ITERATIONS} or more, so its predictions may miss cells. Press Continue to train "
+                "on, or paint a few more cells.")
     return (f"The model has trained only {trained} iteration(s) (a useful one needs {MIN_TRAINED_ITERATIONS} or "
             f"more): its predictions may miss cells. Press Continue to train on, or raise the time limit.")

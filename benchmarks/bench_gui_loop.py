@@ -343,10 +343,9 @@ def main(argv=None) -> int:
     for name in ("Annotate", "Train", "Predict", "Batch predict"):
         _, widgets[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
     app = QApplication.instance()
-    from napari_unet._widgets.train import widget as train_widget
+    from napari_unet._widgets.shared.workers import wait_for_preloading
 
-    for thread in train_widget._preloading:  # a user paints for a minute meanwhile; the painting here takes a second
-        thread.join()
+    wait_for_preloading()  # a user paints for a minute meanwhile; the painting here takes a second
     meter = PauseMeter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
           f"{args.seconds:g} s per run", flush=True)

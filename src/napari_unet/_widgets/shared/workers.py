@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 PREDICT_MODULES = ("scipy.ndimage", "edt", "skimage.measure", "skimage.morphology", "skimage.segmentation",
                    "skimage.transform", "napari_unet.labels.instances", "napari_unet.predict.tiling", "pandas")
 _preloaded: set = set()  # the modules asked for, once per process
+_preloading: list = []  # their background threads
 
 
 def start_preloading(names=None) -> None:
@@ -42,7 +43,15 @@ def start_preloading(names=None) -> None:
         except Exception:  # noqa: BLE001 - the job imports again and reports a real failure
             logger.debug("preloading failed", exc_info=True)
 
-    threading.Thread(target=run, name="napari-unet preload", daemon=True).start()
+    thread = threading.Thread(target=run, name="napari-unet preload", daemon=True)
+    _preloading.append(thread)
+    thread.start()
+
+
+def wait_for_preloading(timeout: float | None = None) -> None:
+    """Wait for the background imports :func:`start_preloading` started (benchmarks, tests)."""
+    for thread in list(_preloading):
+        thread.join(timeout)
 
 NOTHREADS_ENV = "NAPARI_UNET_NOTHREADS"
 

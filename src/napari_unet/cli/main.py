@@ -279,7 +279,7 @@ def _add_predict(sub):
                    "(napari_unet.labels.large_cells; it adds a third to a half to the prediction time; local prediction only)")
     p.add_argument("--tta", type=parse_tta, default=PLUGIN_TTA,
                    help=f"flipped views of each tile averaged: 1 (the network's output once), 2, 4, or auto (2, and 4 "
-                   f"on the tiles where the first two disagree); default {PLUGIN_TTA} ({describe_tta(PLUGIN_TTA)}): "
+                   f"on the images where the first two disagree); default {PLUGIN_TTA} ({describe_tta(PLUGIN_TTA)}): "
                    "steadier on noisy images, at up to that many times the network's time")
     p.add_argument("--cluster", default=None, help="predict on a dask cluster into the OME-Zarr -o out.zarr: local, "
                    "local:N (N worker processes) or a scheduler address tcp://host:8786 (see docs/cluster.md)")

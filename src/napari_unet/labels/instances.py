@@ -204,7 +204,6 @@ def _instances(
     voxel size ``sampling`` (in xy pixels); connected pieces under ``min_split`` pixels stay whole."""
     sigma = 1.0 if sampling is None else tuple(1.0 / s for s in sampling)
     from skimage.measure import label as cc_label
-    from skimage.segmentation import watershed
 
     if border_class is not None:
         labels = _seeded_instances(probabilities, cell_class, border_class, threshold, connectivity,
@@ -233,7 +232,7 @@ def _instances(
         components = cc_label(mask, connectivity=connectivity)
         # the components without a marker: each a marker of its own, numbered after the others
         marked = np.bincount(components[markers > 0], minlength=int(components.max()) + 1) > 0
-        extra, n_extra = _renumbered(components, ~marked)
+        extra, n_extra = renumbered(components, ~marked)
         if n_extra:
             markers = np.where(extra > 0, extra + markers.max(), markers)
         labels = _flooded(surface, markers, components, mask, connectivity)
@@ -328,17 +327,17 @@ def _holes(mask: np.ndarray) -> tuple[np.ndarray, int]:
     for axis in range(mask.ndim):  # components touching a face are the outside, not holes
         for end in (0, -1):
             hole[np.take(background, end, axis=axis)] = False
-    return _renumbered(background, hole)
+    return renumbered(background, hole)
 
 
-def _renumbered(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, int]:
-    """``labels`` with the ids that ``keep`` (a boolean per id) marks numbered 1..n in their order,
-    the others 0 (a look-up table: counts, not sorts); and n."""
+def renumbered(labels: np.ndarray, keep: np.ndarray, offset: int = 0) -> tuple[np.ndarray, int]:
+    """``labels`` with the ids that ``keep`` (a boolean per id) marks numbered ``offset`` + 1..n in
+    their order, the others 0 (a look-up table: counts, not sorts); and n."""
     keep = keep.copy()
     keep[0] = False
     count = int(keep.sum())
     lut = np.zeros(keep.size, labels.dtype)
-    lut[keep] = np.arange(1, count + 1, dtype=labels.dtype)
+    lut[keep] = np.arange(offset + 1, offset + count + 1, dtype=labels.dtype)
     return lut[labels], count
 
 
@@ -352,7 +351,7 @@ def _size_filter(labels, min_size):
             labels[small[labels]] = 0
     # consecutive ids 1..n in the order of the old ones (relabel_sequential's numbering)
     labels = labels.astype(np.int32, copy=False)
-    return _renumbered(labels, np.bincount(labels.ravel(), minlength=1) > 0)[0]
+    return renumbered(labels, np.bincount(labels.ravel(), minlength=1) > 0)[0]
 
 
 def to_labels(

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..predict.options import PredictOptions
 from .blocks import to_labels_in_blocks
-from .instances import split_height
+from .instances import renumbered, split_height
 from .options import LabelOptions
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "fuse_large_cells",
@@ -109,11 +109,11 @@ def predict_half_scale(model, data, *, axes: str | None = None, device=None, pix
                  progress)
 
 
-def _upsampled(half: np.ndarray, shape) -> np.ndarray:
-    """A half-scale plane (labels or probabilities) on the full grid (each full pixel takes its
-    half-scale pixel's value)."""
-    ys = np.minimum(np.arange(shape[0]) // 2, half.shape[0] - 1)
-    xs = np.minimum(np.arange(shape[1]) // 2, half.shape[1] - 1)
+def _upsampled(half: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """The window ``box`` of a half-scale plane (labels or probabilities) on the full grid (each
+    full pixel takes its half-scale pixel's value)."""
+    ys = np.minimum(np.arange(box[0].start, box[0].stop) // 2, half.shape[0] - 1)
+    xs = np.minimum(np.arange(box[1].start, box[1].stop) // 2, half.shape[1] - 1)
     return half[np.ix_(ys, xs)]
 
 
@@ -130,7 +130,7 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_c
     most = 4 * np.bincount(half.ravel())[1:]
     if not len(most) or 2.0 * np.sqrt(most.max() / np.pi) < LARGE_CELL_DIAMETERS * cell_diameter:
         return full
-    half = _upsampled(half, full.shape)
+    half = _upsampled(half, (slice(0, full.shape[0]), slice(0, full.shape[1])))
     areas = np.bincount(half.ravel())
     areas[0] = 0
     large = np.flatnonzero(2.0 * np.sqrt(areas / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter)
@@ -149,19 +149,12 @@ def _fuse_plane(full: np.ndarray, half: np.ndarray, cell_diameter: float, half_c
         pieces = np.flatnonzero(2 * inside > piece_area)  # full-scale labels lying mostly inside
         if inside.sum() >= LARGE_CELL_COVERAGE * cell.sum() and not (
                 len(pieces) >= LARGE_CELL_PIECES and piece_area[pieces].max() >= LARGE_PIECE_CELLS * typical_area
-                and _cut_support(full[box], cell, _upsampled_window(half_cell, box)) >= LARGE_CELL_CUT_SUPPORT):
+                and _cut_support(full[box], cell, _upsampled(half_cell, box)) >= LARGE_CELL_CUT_SUPPORT):
             continue
         out[np.isin(full, pieces)] = 0
         out[box][cell] = next_id
         next_id += 1
     return out
-
-
-def _upsampled_window(half: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-    """The window ``box`` of :func:`_upsampled` ``half`` (its box lies within the full grid)."""
-    ys = np.minimum(np.arange(box[0].start, box[0].stop) // 2, half.shape[0] - 1)
-    xs = np.minimum(np.arange(box[1].start, box[1].stop) // 2, half.shape[1] - 1)
-    return half[np.ix_(ys, xs)]
 
 
 def _cut_support(full: np.ndarray, cell: np.ndarray, half_cell: np.ndarray) -> float:
@@ -215,13 +208,9 @@ def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.nd
     offset = 0
     for plane in np.ndindex(*labels.shape[:-2]):
         fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter), 1.0 - half_background[plane])
-        present = np.bincount(fused.ravel()) > 0
-        present[0] = False
-        kept = np.flatnonzero(present)  # renumber 1..n after the ids of the planes before
-        lut = np.zeros(int(fused.max()) + 1, np.int32)
-        lut[kept] = np.arange(offset + 1, offset + 1 + len(kept), dtype=np.int32)
-        out[plane] = lut[fused]
-        offset += len(kept)
+        fused = fused.astype(np.int32, copy=False)  # renumbered 1..n after the ids of the planes before
+        out[plane], n = renumbered(fused, np.bincount(fused.ravel()) > 0, offset)
+        offset += n
     return out
 
 

@@ -147,12 +147,13 @@ class TileEngine:
         engine's) of the tiles ``x``; ``share``: divide the sum of the views by this many instead.
         With ``tta="auto"`` and the engine's views, the tiles' disagreement is added up by plane
         (``batch``: their jobs)."""
-        views = self.views if views is None else views
+        first_sweep = views is None
+        views = self.views if first_sweep else views
         t = torch.from_numpy(x).to(self.device)
         if self.memory_format is not None:
             t = t.contiguous(memory_format=self.memory_format)
         kept = (slice(None), slice(None), *(slice(p.offset, p.offset + p.step) for p in self.plans))
-        if self.adaptive and views is self.views:
+        if self.adaptive and first_sweep:
             probs = self._sum_of_views(t, views[:1])
             second = self._sum_of_views(t, views[1:])
             self._add_disagreement(0.5 * (probs[kept] - second[kept]).abs().sum(dim=1), batch)

@@ -31,7 +31,8 @@ __all__ = ["train", "TrainJob", "entropy_map", "predict_plane", "plane_slab", "p
 # on its first call, previews import the labels code and scikit-image.
 PRELOADED_MODULES = (
     "torch._dynamo", "scipy.ndimage", "edt", "skimage.measure", "skimage.morphology", "skimage.segmentation",
-    "skimage.util", "skimage.util._remap", "skimage.transform", "napari_unet.dataset.augment", "napari_unet.model.unet", "napari_unet.labels.instances", "napari_unet.predict.tiling",
+    "skimage.util", "skimage.util._remap", "napari_unet.dataset.augment", "napari_unet.model.unet",
+    "napari_unet.labels.instances", "napari_unet.predict.tiling",
 )
 
 

@@ -164,7 +164,7 @@ class FlipsCheck(QCheckBox):
         super().__init__(f"average flipped views ({describe_tta(PLUGIN_TTA)}: steadier)", parent)
         self.setChecked(True)
         self.setToolTip(
-            "Predict every tile flipped left-right as well (and, where the two disagree, up-down too) and average\n"
+            "Predict every tile flipped left-right as well (and, on an image where the two disagree, up-down too)\nand average "
             "the probabilities: steadier cells on noisy images, at two to four times the network's time.\n"
             "Off: the network's output once.")
 

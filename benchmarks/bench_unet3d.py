@@ -161,21 +161,36 @@ def load(name: str, synthetic_seed: int):
     raise SystemExit(f"unknown data {name!r}: choose nuclei or synthetic")
 
 
-def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.02, xz: bool = False):
-    """Annotations of three XY slices (a quarter, half and three quarters of the objects' z extent):
-    up to ``n_cells`` whole cells and background strokes each, ids unique over the stack. With
-    ``xz``: the XY slices at a quarter and three quarters, and one XZ plane (at half the objects'
-    y extent) painted the same way, as in napari's transposed view."""
+#: the paintings: the fractions of the objects' z extent of the XY slices, and of their y extent of
+#: the XZ planes (painted as in napari's transposed view)
+PAINTINGS = {
+    "xy": ((0.25, 0.5, 0.75), ()),
+    "xz": ((0.25, 0.75), (0.5,)),
+    "xy+xz2": ((0.25, 0.5, 0.75), (1 / 3, 2 / 3)),
+}
+
+
+def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.02, painting: str = "xy"):
+    """Annotations of the XY slices and XZ planes of ``painting`` (:data:`PAINTINGS`): up to
+    ``n_cells`` whole cells and background strokes each, ids unique over the stack. ``xy``: three
+    XY slices (a quarter, half and three quarters of the objects' z extent); ``xz``: the XY slices at
+    a quarter and three quarters, and one XZ plane at half the objects' y extent; ``xy+xz2``: the
+    three XY slices and two XZ planes, at a third and two thirds of the objects' y extent. Each plane
+    is painted with ids of its own, after the ones before, as in napari: an XZ plane crossing a
+    painted XY slice overwrites the slice's voxels on their common row. Returns the annotations, what
+    was painted, and the annotations of the XY slices alone (before any XZ plane crossed them)."""
+    zq, yq = PAINTINGS[painting]
     zs = np.flatnonzero((truth > 0).any(axis=(1, 2)))
-    slices = [int(round(zs[0] + q * (zs[-1] - zs[0]))) for q in ((0.25, 0.75) if xz else (0.25, 0.5, 0.75))]
+    ys = np.flatnonzero((truth > 0).any(axis=(0, 2)))
+    slices = [int(round(zs[0] + q * (zs[-1] - zs[0]))) for q in zq]
+    xz = [int(round(ys[0] + q * (ys[-1] - ys[0]))) for q in yq]
     annotations = np.zeros(truth.shape, np.uint16)
     cells, strokes = [], []
-    planes = [(z, (z,)) for z in slices]
-    if xz:
-        ys = np.flatnonzero((truth > 0).any(axis=(0, 2)))
-        y = int(round((ys[0] + ys[-1]) / 2))
-        planes.append((1000 + y, (slice(None), y)))
+    planes = [(z, (z,)) for z in slices] + [(1000 + y, (slice(None), y)) for y in xz]
+    xy_only = annotations
     for key, index in planes:
+        if key >= 1000 and xy_only is annotations:  # the XY slices alone, before an XZ plane crosses them
+            xy_only = annotations.copy()
         plane = sparse_annotations(truth[index], fraction=fraction, n_cells=n_cells, seed=seed * 1000 + key)
         offset = max(int(annotations.max()) - 1, 0)
         current = annotations[index]
@@ -184,14 +199,14 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
         strokes.append(int((plane == 1).sum()))
     painted = {"slices": slices, "cells": cells, "stroke_pixels": strokes}
     if xz:
-        painted["xz_plane_y"] = planes[-1][1][1]
-    return annotations, painted
+        painted["xz_planes_y"] = xz
+    return annotations, painted, xy_only
 
 
-def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations) -> dict:
+def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, **weights) -> dict:
     preset = {"2d": "fast", "3d": "fast3d"}[method]
     config = nu.TrainConfig(preset=preset, time_limit_s=seconds, iterations=None, pixel_size=voxel, seed=seed,
-                            device="cpu")
+                            device="cpu", **weights)
     trainer = nu.Trainer([stack], [annotations], config=config, axes="ZYX")
     trainer.clock = lambda: time.process_time() / THREADS
     cpu0, wall0 = trainer.clock(), time.perf_counter()
@@ -213,6 +228,7 @@ def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, 
         "data": data, "method": method, "preset": preset, "seed": seed, "budget_cpu_s": seconds, "threads": THREADS,
         "f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "n_pred": m["n_pred"], "n_true": m["n_gt"],
         "mean_matched_iou": m["mean_matched_iou"], "iterations": trainer.iteration,
+        "kept": trainer.kept, "kept_iteration": trainer.best.kept_iteration,
         "it_per_s": trainer.iteration / max(train_cpu, 1e-9), "train_cpu_s": train_cpu, "train_wall_s": train_wall,
         "network_s": network_s, "network_voxels_per_s": stack.size / network_s, "labels_path_s": total_s,
         "labels_path_voxels_per_s": stack.size / total_s, "network_cpu_s": network_cpu, "labels_path_cpu_s": total_cpu,
@@ -256,10 +272,16 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="2d,3d")
     parser.add_argument("--synthetic-seed", type=int, default=SYNTHETIC_SEED, help="seed of the synthetic stack")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
-    parser.add_argument("--painting", choices=["xy", "xz"], default="xy",
-                        help="xy: three XY slices (default); xz: two XY slices and one XZ plane (the 2D network "
-                             "gets the two XY slices only: it cannot learn from an XZ plane)")
+    parser.add_argument("--painting", choices=sorted(PAINTINGS), default="xy",
+                        help="xy: three XY slices (default); xz: two XY slices and one XZ plane; xy+xz2: three XY "
+                             "slices and two XZ planes (the 2D network gets the XY slices only: it cannot learn "
+                             "from an XZ plane)")
+    parser.add_argument("--keep-model", choices=["best", "last"], default=None,
+                        help="the weights a run keeps (default: the network's; TrainConfig.keep_model)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="Polyak averaging of the weights (default: the network's; 0: off; TrainConfig.ema_decay)")
     args = parser.parse_args(argv)
+    weights = {k: v for k, v in (("keep_model", args.keep_model), ("ema_decay", args.ema_decay)) if v is not None}
     torch.set_num_threads(THREADS)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -270,22 +292,19 @@ def main(argv=None) -> int:
         stack, truth, voxel = load(data, args.synthetic_seed)
         print(f"{data}: {stack.shape} voxels of {voxel} µm, {int(truth.max())} objects", flush=True)
         for seed in seeds:
-            annotations, painted = paint(truth, seed, xz=args.painting == "xz")
+            annotations, painted, xy_only = paint(truth, seed, painting=args.painting)
             print(f"  seed {seed}: painted slices {painted['slices']}, cells {painted['cells']}, "
-                  f"stroke pixels {painted['stroke_pixels']}" + (f", XZ plane at y = {painted['xz_plane_y']}"
-                                                                 if "xz_plane_y" in painted else ""), flush=True)
-            xy_only = annotations.copy()
-            if "xz_plane_y" in painted:  # what a 2D network can learn from: the XY slices
-                keep = np.zeros(truth.shape[0], bool)
-                keep[painted["slices"]] = True
-                xy_only[~keep] = 0
+                  f"stroke pixels {painted['stroke_pixels']}" + (f", XZ planes at y = {painted['xz_planes_y']}"
+                                                                 if "xz_planes_y" in painted else ""), flush=True)
             for method in methods:
                 given = xy_only if method == "2d" else annotations
-                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given), "painting": painted,
+                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given, **weights),
+                       "weights_options": weights, "painting": painted,
                        "synthetic_seed": args.synthetic_seed if data == "synthetic" else None}
                 rows.append(row)
                 print(f"  {data} {method} seed {seed}: F1 {row['f1']:.3f} (P {row['precision']:.2f}, "
-                      f"R {row['recall']:.2f}), {row['n_pred']}/{row['n_true']} objects; {row['iterations']} it, "
+                      f"R {row['recall']:.2f}), {row['n_pred']}/{row['n_true']} objects; {row['iterations']} it "
+                      f"(kept: {row['kept']}, iteration {row['kept_iteration']}), "
                       f"{row['it_per_s']:.2f} it/s; network {row['network_s']:.1f} s "
                       f"({row['network_voxels_per_s']:.3g} vox/s), labels path {row['labels_path_s']:.1f} s "
                       f"({row['labels_path_voxels_per_s']:.3g} vox/s)", flush=True)

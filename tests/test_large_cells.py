@@ -189,3 +189,27 @@ def test_cli_predict_runs_the_pass_unless_no_large_cells(spy, tmp_path):
     assert spy == [((36, 44), (2, 18, 22), LabelOptions(mode="instances", cell_diameter=5.0))]
     assert cli.main(base + ["-o", str(tmp_path / "without"), "--no-large-cells"]) == 0
     assert len(spy) == 1 and (tmp_path / "without" / "a_labels.tif").exists()
+
+
+def test_planes_without_room_for_a_large_cell_are_not_labelled_at_half_scale(monkeypatch):
+    import napari_unet.labels.large_cells as large_cells
+
+    shape = (96, 96)
+    large = _disk(shape, (48, 40), 20)
+    ring = large & ~_disk(shape, (48, 40), 14)
+    small = _disk(shape, (10, 85), 4) | _disk(shape, (85, 85), 4) | _disk(shape, (85, 10), 4)
+    unsure = np.zeros(shape, bool)
+    unsure[60:90, 30:60] = True  # a wide region of cell probability 0.35: not a cell, yet room for one
+    planes = [ring | small, small, small]
+    full = np.stack([to_labels(_probabilities(m), cell_diameter=8.0) for m in planes])
+    half = np.stack([_probabilities(large | small)[:, ::2, ::2], _probabilities(small)[:, ::2, ::2],
+                     np.where(unsure, [[[0.65]], [[0.35]]], _probabilities(small))[:, ::2, ::2]], axis=1)
+    labelled = []
+    real = large_cells.to_labels_in_blocks
+    monkeypatch.setattr(large_cells, "to_labels_in_blocks", lambda p, o: labelled.append(p.shape[1]) or real(p, o))
+    fused = add_large_cells(full, half, cell_diameter=8.0)
+    assert labelled == [2]  # the planes with the large cell and with the wide unsure region only
+    monkeypatch.setattr(large_cells, "_may_hold_large_cells", lambda *args: True)
+    assert np.array_equal(fused, add_large_cells(full, half, cell_diameter=8.0))  # the labels of every plane labelled
+    big = np.bincount(fused[0][large]).argmax()
+    assert big > 0 and (fused[0][large] == big).mean() > 0.95  # and the large cell found

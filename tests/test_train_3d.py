@@ -165,3 +165,56 @@ def test_an_xz_plane_painted_in_a_transposed_view_teaches_the_gap_between_cells_
     off_slice = np.r_[0:8, 9:12]  # no ring leaks out of the XZ plane (its neighbours are unpainted)
     assert not (t.weights[off_slice][:, [9, 11]] > 0).any()
     assert (t.weights[8] > 0).sum() > 16 * 16 * 0.9  # the XY slice keeps its own targets
+
+
+def test_a_cell_painted_in_an_xz_plane_counts_with_its_area_in_xy_pixels():
+    # a z-step four times the pixel: a cell 4 slices high and 16 px wide in an XZ plane is as large
+    ann = np.zeros((16, 40, 40), np.int32)
+    ann[:, 20, :] = 1
+    ann[2:6, 20, 4:20] = 2  # 4 x 16 pixels of 4 x 1: 256 XY pixels, a disc of 18.05 px
+    ann[8, :, :] = 1
+    ann[8, 22:38, 22:38] = 3  # ... and an XY slice's 16 x 16 square of the same area
+    spaced = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"],
+                        config=nu.TrainConfig(model=TINY3D, iterations=1, pixel_size=(2.0, 0.5, 0.5)))
+    assert spaced.cell_diameter() == pytest.approx(2 * np.sqrt(256 / np.pi))
+    cubic = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"],
+                       config=nu.TrainConfig(model=TINY3D, iterations=1))  # no voxel size: cubic voxels
+    assert cubic.cell_diameter() == pytest.approx(2 * np.sqrt(np.median([64, 256]) / np.pi))
+
+
+def test_planes_that_cross_keep_their_own_painting():
+    ann = np.zeros((12, 24, 24), np.int32)
+    ann[6, 2:22, 2:22] = 1  # an XY slice: background ...
+    ann[6, 4:12, 4:12] = 2  # ... and a cell, which the XZ plane below crosses at y = 8
+    ann[:, 8, :] = 1  # the XZ plane at y = 8, painted afterwards: background, a new id over the XY cell ...
+    ann[3:9, 8, 4:12] = 5
+    ann[2:5, 8, 15:20] = 3  # ... and a cell above the XY slice, and one below it that crosses it
+    ann[5:9, 8, 15:20] = 4
+    ann[6, :, 14:] = 0  # and the slice's right part left unpainted, which the XZ plane's cell crosses
+    ann[6, 8, 14:] = np.where((np.arange(14, 24) >= 15) & (np.arange(14, 24) < 20), 4, 1)
+    config = nu.TrainConfig(model=TINY3D, iterations=1)
+    data = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"], config=config)
+    t = data.targets_for(ann, n_classes=2, borders=False)
+    # the XY cell is one cell: no gap along the row the XZ plane painted with another id
+    assert (t.target[6, 5:11, 5:11] == 1).all()
+    # the XZ cell's row in the unpainted part of the slice is no complete cell of the slice: no ring
+    # of background beside it, in the slice
+    assert not (t.weights[6, [7, 9], 15:20] > 0).any()
+    # and the XZ plane's cell stays a cell the whole height it was painted
+    assert (t.target[5:9, 8, 16:19] == 1).all() and (t.target[2:4, 8, 16:19] == 1).all()
+    # the diameter is measured on each plane's own cells: no 1-pixel line counts as a cell
+    assert data.cell_diameter() > 5
+
+
+def test_a_3d_network_keeps_its_averaged_last_weights_unless_told_otherwise():
+    from napari_unet.model.fit import EMA_DECAY_3D, kept_weights
+
+    image, _, ann = _balls()
+    three_d = nu.Trainer([image], [ann], config=nu.TrainConfig(model=TINY3D, iterations=2), axes="ZYX")
+    assert (three_d.keep_model, three_d.average.decay) == ("last", EMA_DECAY_3D)
+    list(three_d.run())
+    assert three_d.kept == "last" and three_d.kept_iteration == 2
+    told = nu.TrainConfig(model=TINY3D, iterations=2, keep_model="best", ema_decay=0.0)
+    assert kept_weights(three_d.model, told) == ("best", 0.0)
+    flat = nu.Trainer([image[6]], [ann[6]], config=nu.TrainConfig(preset="tiny", iterations=2))
+    assert (flat.keep_model, flat.average.decay) == ("best", 0.0)  # a 2D network: as before

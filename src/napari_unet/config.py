@@ -273,14 +273,18 @@ class TrainConfig:
     """L2 weight decay."""
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
     """Learning-rate schedule over the iteration budget."""
-    keep_model: Literal["best", "last"] = "best"
+    keep_model: Literal["best", "last"] | None = None
     """Which weights training ends with: "best", those with the lowest validation loss (the last
     ones when nothing is held out), or "last", the final ones. A run stopped early always keeps
-    the best. (The two compared: benchmarks/README.md, "Which weights to keep".)"""
+    the best. None: the network's (:func:`napari_unet.model.fit.kept_weights`): "best" for a 2D
+    network, "last" (averaged, see ``ema_decay``) for a 3D one. (The two compared:
+    benchmarks/README.md, "Which weights to keep" and "A 3D U-Net from painted slices".)"""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights (Polyak averaging) with this decay per
     iteration; validation, previews and the model kept use the averaged weights, which vary much
-    less from run to run than the last ones. None or 0 switches it off."""
+    less from run to run than the last ones. 0 switches it off; None: the network's (off for a 2D
+    network, 0.99 for a 3D one, whose validation on a few painted planes is too noisy to pick the
+    best weights from)."""
     w0: float = 10.0
     """Weight of the border term between touching cells (the paper: 10)."""
     sigma: float = 5.0
@@ -381,7 +385,8 @@ class TrainConfig:
         check_float("momentum", self.momentum, minimum=0.0, below=1.0)
         check_float("weight_decay", self.weight_decay, minimum=0.0)
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine", "step"))
-        check_choice("keep_model", self.keep_model, ("best", "last"))
+        if self.keep_model is not None:
+            check_choice("keep_model", self.keep_model, ("best", "last"))
         if self.ema_decay is not None:
             check_float("ema_decay", self.ema_decay, minimum=0.0, below=1.0)
         check_float("w0", self.w0, minimum=0.0, maximum=1e4)

@@ -256,13 +256,15 @@ def instances_to_annotations(instances) -> np.ndarray:
 # ----------------------------------------------------------------------------- axes and planes
 
 
-def painted_cell_diameter(annotations) -> float | None:
+def painted_cell_diameter(annotations, pixel_areas=None) -> float | None:
     """Median equivalent diameter (pixels) of the cells painted in instance-mode annotations.
 
     ``annotations`` is one 2D annotation or a list of them (each cell id ``>= 2`` of a plane is a
     cell; the same id on two planes counts twice). Cells cut by the plane border are left out
     unless no other cell is painted. Returns None when no cell is painted. Prediction scales
     its cell split and size filter with this figure (:func:`napari_unet.to_labels`).
+    ``pixel_areas``: the area of one pixel of each plane in the pixels the diameter is given in
+    (default 1 each; an XZ plane of a stack whose z-step is 4 times the pixel: 4).
 
     Examples
     --------
@@ -273,7 +275,10 @@ def painted_cell_diameter(annotations) -> float | None:
     planes = [annotations] if isinstance(annotations, np.ndarray) else list(annotations)
     inner: list[float] = []
     cut: list[float] = []
-    for plane in planes:
+    scales = [1.0] * len(planes) if pixel_areas is None else [float(a) for a in pixel_areas]
+    if len(scales) != len(planes):
+        raise ValueError(f"pixel_areas: one per plane ({len(planes)}), got {len(scales)}")
+    for plane, scale in zip(planes, scales):
         plane = np.asarray(plane)
         if plane.ndim != 2 or not plane.size:
             raise ValueError(f"annotation planes must be 2D (Y, X), got shape {plane.shape}")
@@ -283,7 +288,7 @@ def painted_cell_diameter(annotations) -> float | None:
         ids, counts = np.unique(cells[cells > 0], return_counts=True)  # any ids, even >= 2**40
         border = set(np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])).tolist())
         for i, n in zip(ids.tolist(), counts.tolist()):
-            (cut if i in border else inner).append(float(n))
+            (cut if i in border else inner).append(float(n) * scale)
     areas = inner or cut
     if not areas:
         return None

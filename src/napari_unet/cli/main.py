@@ -127,8 +127,8 @@ def _add_train(sub):
     p.add_argument("--no-augment", action="store_true", help="switch data augmentation off")
     p.add_argument("--validation-fraction", type=float, default=None, help="fraction of annotated pixels held out (default 0.1)")
     p.add_argument("--keep", choices=["best", "last"], default=None,
-                   help="weights to end with: best (lowest validation loss; default) or last (the final ones; an "
-                        "interrupted run keeps the best)")
+                   help="weights to end with: best (lowest validation loss; the default of a 2D network) or last "
+                        "(the final ones, averaged for a 3D network: its default; an interrupted run keeps the best)")
     p.add_argument("--ring", type=non_negative_int, default=None,
                    help="instances: unpainted pixels this close (px) to a painted cell are background, since a "
                         "painted cell is whole (default 1; 0 = the paper's rule, only painted pixels count)")

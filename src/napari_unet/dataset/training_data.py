@@ -22,11 +22,12 @@ __all__ = ["TrainingData", "config_border_sigma", "training_normalization"]
 logger = logging.getLogger(__name__)
 
 
-def config_border_sigma(config: TrainConfig, annotations) -> float:
+def config_border_sigma(config: TrainConfig, annotations, pixel_areas=None) -> float:
     """Width of the border term that ``config`` gives cells painted like ``annotations``
     (``sigma``, narrowed for small cells by ``sigma_per_diameter``:
-    :func:`napari_unet.annotations.weights.border_sigma`; class mode has no cell diameter and keeps ``sigma``)."""
-    diameter = painted_cell_diameter(annotations) if config.mode == "instances" else None
+    :func:`napari_unet.annotations.weights.border_sigma`; class mode has no cell diameter and keeps
+    ``sigma``; ``pixel_areas`` as in :func:`~napari_unet.annotations.targets.painted_cell_diameter`)."""
+    diameter = painted_cell_diameter(annotations, pixel_areas) if config.mode == "instances" else None
     return border_sigma(config.sigma, diameter, config.sigma_per_diameter)
 
 

@@ -1,10 +1,12 @@
 """What a 3D U-Net learns from: the painted slices of z-stacks (Çiçek et al. 2016).
 
-The annotation layer has the stack's shape; any set of painted XY slices trains the network and
-every voxel left unpainted weighs 0 (the 3D U-Net's sparse annotation, the same loss as in 2D).
-Each painted slice gets the targets of a painted 2D plane (:func:`napari_unet.make_targets`: the
-gap between touching cells, the one-pixel ring around complete cells, the border term and the
-class balance), stacked at its z; training draws 3D patches centred on painted voxels, with
+The annotation layer has the stack's shape; any set of painted XY slices (and XZ / YZ planes
+painted in napari's transposed views) trains the network and every voxel left unpainted weighs 0
+(the 3D U-Net's sparse annotation, the same loss as in 2D). Each painted plane gets the targets of
+a painted 2D plane (:func:`napari_unet.make_targets`: the gap between touching cells, the
+one-pixel ring around complete cells, the border term and the class balance) from its own painting
+(:func:`plane_painting`: not what a crossing plane left on it), in place; training draws 3D
+patches centred on painted voxels, with
 mirrored context at the stack's borders, augmented on the training device
 (:func:`napari_unet.dataset.augment_volume.augment_volume_batch`, scaled by the voxel size).
 
@@ -29,7 +31,7 @@ from ..model.normalization import apply_normalization, normalization_params
 from .sampler import AnnotatedTargets, Batch, annotated_blocks, holdout_threshold, reflect_indices
 from .training_data import config_border_sigma, training_normalization
 
-__all__ = ["VolumeData", "VolumeSampler", "painted_volumes", "painted_planes"]
+__all__ = ["VolumeData", "VolumeSampler", "painted_volumes", "painted_planes", "plane_painting"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,46 @@ def painted_planes(annotations) -> list[tuple[int, int]]:
         counts += [int(alone[i]) for i in flat]
     # a few thin stroke ends of a slice are no plane: at least 5 % of the largest plane's voxels
     return [plane for plane, n in zip(found, counts) if 20 * n >= max(counts)]
+
+
+def plane_painting(annotations, axis: int, index: int, planes) -> np.ndarray:
+    """The painting of the flat plane ``(axis, index)`` of a (Z, Y, X) annotation, without what the
+    other painted ``planes`` (:func:`painted_planes`) left on it.
+
+    Planes of two orientations meet along a line (an XZ plane crosses every XY slice along a row),
+    whose voxels hold what was painted last. A line pixel is this plane's when an in-plane
+    neighbour off the lines is painted: it keeps its value when a neighbour has it, else takes the
+    neighbours' (a cell painted here under another id in the XZ view stays one cell, not two
+    cells with a gap). A line pixel with no painted neighbour off the lines is the other plane's
+    painting and is left unpainted here: a cell painted in the XZ view that crosses an unpainted
+    part of this slice is a 1-pixel line of it, no complete cell of this slice, and its ring would
+    make background of the cell's own voxels.
+
+    >>> a = np.zeros((6, 8, 8), int); a[2, 1:7, 1:4] = 2; a[:, 4, :] = 1; a[1:4, 4, 5:7] = 3
+    >>> plane_painting(a, 0, 2, [(0, 2), (1, 4)])[3:6, :]      # the XZ plane's row y = 4 of slice 2
+    array([[0, 2, 2, 2, 0, 0, 0, 0],
+           [0, 2, 2, 2, 0, 0, 0, 0],
+           [0, 2, 2, 2, 0, 0, 0, 0]])
+    """
+    plane = np.array(np.asarray(annotations)[(slice(None),) * axis + (index,)])
+    across = [(a, j) for a, j in planes if a != axis]
+    if not across:
+        return plane
+    plane_axes = [a for a in range(3) if a != axis]
+    line = np.zeros(plane.shape, bool)
+    for a, j in across:
+        line[(slice(None),) * plane_axes.index(a) + (j,)] = True
+    own = np.where(line, 0, plane)
+    padded = np.pad(own, 1)
+    near = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])[:, line]
+    value = plane[line]
+    painted = near > 0
+    agrees = (near == value).any(axis=0)
+    # the value most of the painted neighbours hold (the first of them on a tie)
+    votes = ((near[:, None] == near[None]) & painted[None]).sum(axis=1) * painted
+    majority = near[np.argmax(votes, axis=0), np.arange(near.shape[1])]
+    plane[line] = np.where((value == 0) | ~painted.any(axis=0), 0, np.where(agrees, value, majority))
+    return plane
 
 
 def _window(array: np.ndarray, starts, lengths) -> np.ndarray:
@@ -270,20 +312,36 @@ class VolumeData:
         self.resolved_axes[index] = resolved
         return volumes
 
-    def annotations(self) -> list[np.ndarray]:
-        """Every painted plane (:func:`painted_planes`; else every painted XY slice), volume by volume."""
+    def _planes(self) -> list[tuple[int, np.ndarray]]:
+        """``(axis, plane)`` of every painted plane (:func:`painted_planes`; else every painted XY
+        slice), volume by volume."""
         out = []
         for _, ann in (v for volumes in self.volume_lists for v in volumes):
             planes = painted_planes(ann) or [(0, z) for z in range(ann.shape[0]) if ann[z].any()]
-            out += [ann[(slice(None),) * axis + (i,)] for axis, i in planes]
+            out += [(axis, plane_painting(ann, axis, i, planes)) for axis, i in planes]
         return out
 
+    def annotations(self) -> list[np.ndarray]:
+        """Every painted plane (:func:`painted_planes`; else every painted XY slice), volume by volume."""
+        return [plane for _, plane in self._planes()]
+
+    def _xy_pixel_areas(self, axes) -> list[float]:
+        """The area of a pixel of planes cut along ``axes`` in XY pixels: an XZ plane's pixel is
+        the z-step times the x pixel (cubic voxels when the voxel size is not known)."""
+        dz, dy, dx = self.spacing or (1.0, 1.0, 1.0)
+        return [{0: 1.0, 1: dz / dy, 2: dz / dx}[axis] for axis in axes]
+
     def border_sigma(self) -> float:
-        return config_border_sigma(self.config, self.annotations())
+        planes = self._planes()
+        return config_border_sigma(self.config, [p for _, p in planes], self._xy_pixel_areas(a for a, _ in planes))
 
     def cell_diameter(self) -> float | None:
-        """Median diameter (pixels, in XY) of the painted cell cross-sections (instance mode)."""
-        return painted_cell_diameter(self.annotations()) if self.config.mode == "instances" else None
+        """Median diameter (pixels, in XY) of the painted cell cross-sections (instance mode): a cell
+        painted in an XZ or YZ plane counts with its area in XY pixels (the voxel size's z-step)."""
+        if self.config.mode != "instances":
+            return None
+        planes = self._planes()
+        return painted_cell_diameter([p for _, p in planes], self._xy_pixel_areas(a for a, _ in planes))
 
     def targets_for(self, ann, *, n_classes: int, borders: bool) -> Targets:
         """Targets of one painted plane, or of a (Z, Y, X) volume plane by plane: each plane painted
@@ -303,7 +361,7 @@ class VolumeData:
         planes = painted_planes(ann)
         for axis, i in planes:
             index = (slice(None),) * axis + (i,)
-            t = self.targets_for(ann[index], n_classes=n_classes, borders=borders)
+            t = self.targets_for(plane_painting(ann, axis, i, planes), n_classes=n_classes, borders=borders)
             better = t.weights > weights[index]
             weights[index] = np.where(better, t.weights, weights[index])
             target[index] = np.where(better, t.target, target[index])

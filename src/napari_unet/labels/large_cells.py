@@ -34,7 +34,7 @@ import numpy as np
 
 from ..predict.options import PredictOptions
 from .blocks import to_labels_in_blocks
-from .instances import renumbered, split_height
+from .instances import UNSURE_P, renumbered, split_height
 from .options import LabelOptions
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "fuse_large_cells",
@@ -202,16 +202,54 @@ def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.nd
     if options.split == "distance" and options.split_h is None:
         # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
         half_options = half_options.but(split_h=split_height(cell_diameter / 2, small_cells=False))
-    half = to_labels_in_blocks(half_probabilities, half_options)  # the same objects, on every core
-    half_background = np.asarray(half_probabilities[0], np.float32)
+    planes = list(np.ndindex(*labels.shape[:-2]))
+    half_probabilities = np.asarray(half_probabilities)
+    # only the planes whose half-scale labels may hold a large cell are labelled at half scale
+    needed = [plane for plane in planes if _may_hold_large_cells(half_probabilities[(slice(None), *plane)],
+                                                                 half_options, float(cell_diameter))]
+    half = {}
+    if needed:
+        picked = half_probabilities if len(needed) == len(planes) else np.stack(
+            [half_probabilities[(slice(None), *plane)] for plane in needed], axis=1)
+        labelled = to_labels_in_blocks(picked, half_options).reshape(len(needed), *picked.shape[-2:])
+        half = dict(zip(needed, labelled))  # the same objects, on every core
     out = np.empty(labels.shape, np.int32)
     offset = 0
-    for plane in np.ndindex(*labels.shape[:-2]):
-        fused = _fuse_plane(labels[plane], half[plane], float(cell_diameter), 1.0 - half_background[plane])
+    for plane in planes:
+        fused = labels[plane]
+        if plane in half:
+            half_cell = 1.0 - np.asarray(half_probabilities[(0, *plane)], np.float32)
+            fused = _fuse_plane(fused, half[plane], float(cell_diameter), half_cell)
         fused = fused.astype(np.int32, copy=False)  # renumbered 1..n after the ids of the planes before
         out[plane], n = renumbered(fused, np.bincount(fused.ravel()) > 0, offset)
         offset += n
     return out
+
+
+def _may_hold_large_cells(half_probabilities: np.ndarray, options: LabelOptions, cell_diameter: float) -> bool:
+    """Whether the half-scale labels of one plane (``half_probabilities``: ``(n_classes, y, x)``,
+    labelled with ``options``) may hold an object as large as :func:`_fuse_plane` replaces
+    (:data:`LARGE_CELL_DIAMETERS` typical cells, ``cell_diameter`` full-scale pixels wide).
+
+    Every object of :func:`~napari_unet.to_labels` lies in one 8-connected piece, holes filled, of
+    the pixels whose cell probability (plus the border class's) reaches the lowest of: what wins
+    the argmax (1 / n_classes), :data:`~napari_unet.labels.instances.UNSURE_P` (the regions that
+    join objects) and the threshold. A plane whose pieces are all smaller than a large cell gets
+    the same labels from the fuse without its half-scale labels, which cost more than this test.
+    """
+    from scipy import ndimage as ndi
+
+    cell = np.asarray(half_probabilities[options.cell_class], np.float32)
+    if options.border_class is not None:
+        cell = cell + np.asarray(half_probabilities[options.border_class], np.float32)
+    lowest = min(1.0 / half_probabilities.shape[0], UNSURE_P,
+                 options.threshold if options.threshold is not None else 1.0)
+    region = ndi.binary_fill_holes(cell >= lowest - 1e-4)  # float32 probabilities sum to 1 within 1e-6
+    pieces, n = ndi.label(region, structure=np.ones((3, 3), bool))
+    if not n:
+        return False
+    most = 4 * int(np.bincount(pieces.ravel())[1:].max())  # 4 full-scale pixels per half-scale one
+    return 2.0 * np.sqrt(most / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter
 
 
 def applies(options: LabelOptions) -> bool:

@@ -11,6 +11,7 @@ import dataclasses
 from ..config import ModelConfig, TrainConfig, anisotropic_pools, model_preset
 
 __all__ = ["channels_of", "check_channels", "image_axes", "classes_for_training", "model_config_for", "default_tile_shape",
+           "kept_weights", "EMA_DECAY_3D",
            "spatial_dims_for", "default_batch_size"]
 
 
@@ -134,6 +135,22 @@ def default_batch_size(model, config: TrainConfig) -> int:
     if config.batch_size is not None:
         return int(config.batch_size)
     return 2 if model.config.spatial_dims == 3 else 4
+
+
+#: the Polyak average of a 3D network's weights (``TrainConfig.ema_decay`` None)
+EMA_DECAY_3D = 0.99
+
+
+def kept_weights(model, config: TrainConfig) -> tuple[str, float]:
+    """``(keep_model, ema_decay)`` of a run: the config's, else the network's. A 2D network keeps
+    its best weights, not averaged; a 3D network keeps the last ones, averaged with decay
+    :data:`EMA_DECAY_3D`: its validation holds a few blocks of a few painted planes, too noisy to
+    pick weights by (a 120 s run kept the weights of an early iteration that found no object:
+    benchmarks/README.md, "A 3D U-Net from painted slices")."""
+    three_d = model.config.spatial_dims == 3
+    keep = config.keep_model if config.keep_model is not None else ("last" if three_d else "best")
+    decay = config.ema_decay if config.ema_decay is not None else (EMA_DECAY_3D if three_d else 0.0)
+    return keep, float(decay)
 
 
 def image_axes(image, model) -> str:

@@ -38,7 +38,8 @@ import numpy as np
 from ..config import TrainConfig
 from ..dataset.training_data import TrainingData
 from ..dataset.volume_data import VolumeData
-from ..model.fit import classes_for_training, default_batch_size, default_tile_shape, model_config_for, spatial_dims_for
+from ..model.fit import (classes_for_training, default_batch_size, default_tile_shape, kept_weights, model_config_for,
+                         spatial_dims_for)
 from ..model.metadata import set_prediction_metadata, training_summary
 from .checkpoints import checkpoint_path, restore_trainer, trainer_checkpoint
 from .events import TrainEvent
@@ -263,7 +264,6 @@ class Trainer:
         # CPU-time clock (e.g. ``lambda: time.process_time() / n_threads``)
         self.clock: Callable[[], float] = time.perf_counter
         self.best = BestWeights()
-        self.average = WeightAverage(cfg.ema_decay)
         self.stopped = False
         self._finished = False
         self.device = select_device(cfg.device)
@@ -278,6 +278,8 @@ class Trainer:
         self.input_shape = default_tile_shape(self.model, cfg)
         self.output_shape = tuple(int(s) for s in self.model.output_shape(self.input_shape))
         self.batch_size = default_batch_size(self.model, cfg)
+        self.keep_model, ema_decay = kept_weights(self.model, cfg)
+        self.average = WeightAverage(ema_decay)
         _check_memory(self.model, self.input_shape, self.batch_size, self.device)
         self._set_metadata(iterations=0, elapsed=None)  # the training summary is written when run() ends
         self._build_data(cfg.seed)
@@ -446,7 +448,7 @@ class Trainer:
     def _finish(self, elapsed: float, *, budget_used: bool = False):
         self._finished = True
         self.elapsed_before = elapsed
-        keep_last = budget_used and self.config.keep_model == "last"  # stopped early: the best
+        keep_last = budget_used and self.keep_model == "last"  # stopped early: the best
         self.best.keep(self.model, self.average, self.iteration, keep_last=keep_last)
         self.model.eval()
         self._set_metadata(iterations=self.iteration, elapsed=elapsed)

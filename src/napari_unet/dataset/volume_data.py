@@ -6,9 +6,9 @@ painted in napari's transposed views) trains the network and every voxel left un
 a painted 2D plane (:func:`napari_unet.make_targets`: the gap between touching cells, the
 one-pixel ring around complete cells, the border term and the class balance) from its own painting
 (:func:`plane_painting`: not what a crossing plane left on it), in place; training draws 3D
-patches centred on painted voxels, with
-mirrored context at the stack's borders, augmented on the training device
-(:func:`napari_unet.dataset.augment_volume.augment_volume_batch`, scaled by the voxel size).
+patches centred on painted voxels, with mirrored context at the stack's borders, augmented on the
+training device (:func:`napari_unet.dataset.augment_volume.augment_volume_batch`, scaled by the
+voxel size).
 
 Validation holds out square blocks of the painted slices (as the 2D sampler does, ranked by a
 seeded random draw); :class:`VolumeData` has the interface of

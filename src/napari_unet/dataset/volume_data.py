@@ -325,23 +325,22 @@ class VolumeData:
         """Every painted plane (:func:`painted_planes`; else every painted XY slice), volume by volume."""
         return [plane for _, plane in self._planes()]
 
-    def _xy_pixel_areas(self, axes) -> list[float]:
-        """The area of a pixel of planes cut along ``axes`` in XY pixels: an XZ plane's pixel is
-        the z-step times the x pixel (cubic voxels when the voxel size is not known)."""
+    def _planes_in_xy_pixels(self) -> tuple[list[np.ndarray], list[float]]:
+        """Every painted plane and the area of its pixel in XY pixels: an XZ plane's pixel is the
+        z-step times the x pixel (cubic voxels when the voxel size is not known)."""
         dz, dy, dx = self.spacing or (1.0, 1.0, 1.0)
-        return [{0: 1.0, 1: dz / dy, 2: dz / dx}[axis] for axis in axes]
+        planes = self._planes()
+        return [p for _, p in planes], [{0: 1.0, 1: dz / dy, 2: dz / dx}[axis] for axis, _ in planes]
 
     def border_sigma(self) -> float:
-        planes = self._planes()
-        return config_border_sigma(self.config, [p for _, p in planes], self._xy_pixel_areas(a for a, _ in planes))
+        return config_border_sigma(self.config, *self._planes_in_xy_pixels())
 
     def cell_diameter(self) -> float | None:
         """Median diameter (pixels, in XY) of the painted cell cross-sections (instance mode): a cell
         painted in an XZ or YZ plane counts with its area in XY pixels (the voxel size's z-step)."""
         if self.config.mode != "instances":
             return None
-        planes = self._planes()
-        return painted_cell_diameter([p for _, p in planes], self._xy_pixel_areas(a for a, _ in planes))
+        return painted_cell_diameter(*self._planes_in_xy_pixels())
 
     def targets_for(self, ann, *, n_classes: int, borders: bool) -> Targets:
         """Targets of one painted plane, or of a (Z, Y, X) volume plane by plane: each plane painted

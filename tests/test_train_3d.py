@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import napari_unet as nu
+from napari_unet.annotations.weights import weight_map
 from napari_unet.config import AugmentConfig, ModelConfig, anisotropic_pools, model_preset
 from napari_unet.dataset.volume_data import VolumeData
 from napari_unet.model.unet import UNet
@@ -180,6 +181,29 @@ def test_a_cell_painted_in_an_xz_plane_counts_with_its_area_in_xy_pixels():
     cubic = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"],
                        config=nu.TrainConfig(model=TINY3D, iterations=1))  # no voxel size: cubic voxels
     assert cubic.cell_diameter() == pytest.approx(2 * np.sqrt(np.median([64, 256]) / np.pi))
+
+
+def test_the_border_term_of_an_xz_plane_counts_its_z_steps_in_xy_pixels():
+    # two cells stacked along z in an XZ plane, one z-step apart; a z-step is 4 pixels
+    ann = np.zeros((16, 24, 24), np.int32)
+    ann[:, 12, :] = 1
+    ann[2:7, 12, 6:18] = 2
+    ann[8:13, 12, 6:18] = 3
+    config = nu.TrainConfig(model=TINY3D, iterations=1, pixel_size=(2.0, 0.5, 0.5), w0=10.0)
+    data = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"], config=config)
+    sigma = data.sigma
+    t = data.targets_for(ann, n_classes=2, borders=False)
+    w_c = t.weights[15, 12, 12]  # background three z-steps below both cells: the class weight alone ...
+    square = weight_map(np.where(ann[:, 12] > 0, ann[:, 12], 0), w0=10.0, sigma=sigma, class_weights=None)
+    # ... the gap between them is 4 + 4 pixels from both, not 1 + 1 as in a plane of square pixels
+    assert t.weights[7, 12, 12] == pytest.approx(w_c + 10 * np.exp(-(8.0**2) / (2 * sigma**2)), rel=1e-4)
+    assert square[7, 12] == pytest.approx(1 + 10 * np.exp(-(2.0**2) / (2 * sigma**2)), rel=1e-4)
+    # an XY slice keeps square pixels
+    ann[5, :, :] = np.where(ann[5] > 0, ann[5], 1)
+    ann[5, 2:8, 2:8], ann[5, 2:8, 9:15] = 4, 5
+    t = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"], config=config).targets_for(
+        ann, n_classes=2, borders=False)
+    assert t.weights[5, 4, 8] > t.weights[5, 4, 20] + 5
 
 
 def test_planes_that_cross_keep_their_own_painting():

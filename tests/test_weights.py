@@ -113,6 +113,40 @@ def test_two_nearest_distances_beyond_cutoff_are_not_underestimated():
     assert np.isinf(d1[39, 39])
 
 
+@pytest.mark.parametrize("spacing", [(4.0, 1.0), (1.0, 2.5), (0.5, 0.5)])
+def test_two_nearest_distances_with_rectangular_pixels_match_brute_force(spacing):
+    cells = np.zeros((14, 30), np.int32)
+    cells[2:4, 3:8] = 1
+    cells[9:12, 5:9] = 2
+    cells[5:7, 20:26] = 3
+    d1, d2 = two_nearest_distances(cells, cutoff=1e6, spacing=spacing)
+    yy, xx = np.indices(cells.shape)
+    each = []
+    for label in (1, 2, 3):
+        ys, xs = np.nonzero(cells == label)
+        dy = (yy[..., None] - ys) * spacing[0]
+        dx = (xx[..., None] - xs) * spacing[1]
+        each.append(np.sqrt(dy**2 + dx**2).min(-1))
+    each = np.sort(np.stack(each), axis=0)
+    np.testing.assert_allclose(d1, each[0], atol=1e-4)
+    np.testing.assert_allclose(d2, each[1], atol=1e-4)
+
+
+def test_the_border_term_of_tall_pixels_is_narrower_in_rows():
+    # a gap one row high between two cells: with rows four times as tall as wide the gap pixel is
+    # 4 + 4 units from both; beside the gap, one row and three columns from each cell, 5 + 5
+    ann = np.ones((21, 21), np.int32)
+    ann[4:10, 5:16] = 2
+    ann[11:17, 5:16] = 3
+    square = weight_map(ann, w0=10, sigma=5, class_weights=None)
+    tall = weight_map(ann, w0=10, sigma=5, class_weights=None, spacing=(4.0, 1.0))
+    assert tall[10, 10] == pytest.approx(1 + 10 * math.exp(-(8.0**2) / 50), abs=1e-5)
+    assert square[10, 10] == pytest.approx(1 + 10 * math.exp(-(2.0**2) / 50), abs=1e-5)
+    assert tall[10, 2] == pytest.approx(1 + 10 * math.exp(-(10.0**2) / 50), abs=1e-5)
+    assert square[10, 2] == pytest.approx(1 + 10 * math.exp(-((2 * math.sqrt(10.0)) ** 2) / 50), abs=1e-5)
+    np.testing.assert_array_equal(weight_map(ann, w0=10, sigma=5, spacing=(1.0, 1.0)), weight_map(ann, w0=10, sigma=5))
+
+
 def test_huge_label_ids_work():
     ann = np.ones((30, 30), np.int64)
     ann[5:10, 5:10] = 2

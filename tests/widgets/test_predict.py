@@ -208,3 +208,36 @@ def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_
         pass
     permille = [done for done, total in steps]  # one bar over both passes: it never jumps back
     assert permille == sorted(permille) and permille[-1] == 1000 and any(600 <= v <= 850 for v in permille)
+
+
+def test_the_training_preview_becomes_the_prediction_and_a_users_layer_is_left_alone(viewer, open_widget, qtbot,
+                                                                                       with_model, cells):
+    from napari_unet._widgets.shared.layers import upsert_layer
+
+    stack = np.stack([cells[0], cells[0][:, ::-1]])
+    image = viewer.add_image(stack, name="stack")
+    stale = np.zeros(stack.shape, np.int32)
+    stale[0, :20, :20] = 7  # the preview of another plane, from training
+    preview = upsert_layer(viewer, "stack preview", "labels", stale, source_layer=image, opacity=0.5)
+    preview.visible = False
+    mine = viewer.add_labels(np.full(cells[0].shape, 3, np.int32), name="cells preview")  # the user's own layer
+    viewer.add_image(cells[0], name="cells")
+    widget = open_widget("Predict")
+    widget.image_combo.set_layer(image)
+    viewer.dims.set_current_step(0, 1)
+    widget.scope_combo.setCurrentIndex(widget.scope_combo.findData("slice"))
+    n_layers = len(viewer.layers)
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    # no layer added: the preview is now the prediction, emptied of the other planes' preview
+    assert len(viewer.layers) == n_layers and "stack preview" not in viewer.layers
+    prediction = viewer.layers["stack prediction"]
+    assert prediction is preview and prediction.visible and prediction.opacity == 0.7
+    assert prediction.metadata["napari_unet_output"] == "stack prediction"
+    assert not prediction.data[0].any() and n_objects(prediction.data[1]) > 1
+
+    widget.image_combo.set_layer(viewer.layers["cells"])
+    widget.predict_button.click()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert viewer.layers["cells prediction"] is not mine and "cells preview" in viewer.layers
+    assert (mine.data == 3).all()

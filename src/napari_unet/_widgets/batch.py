@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout, QL
                             QListWidgetItem, QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
 from ..cluster.batch import batch_job, cluster_batch_job, output_path
-from .predict import OUTPUTS, check_model_fits, hide_preview, no_objects_message
+from .predict import OUTPUTS, check_model_fits, hide_preview, no_objects_message, preview_as_prediction
 from .shared.controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, choice_combo, follow_model_kind,
                               is_volume_model, large_cells_check, select_model_mode, set_bar)
 from .shared.layers import (FollowsLayersMixin, PREDICTION_SUFFIX, is_kind, is_output_layer, layer_pixel_size,
@@ -296,6 +296,8 @@ class BatchPredictWidget(WorkerWidgetMixin, FollowsLayersMixin, QWidget):
         set_bar(self.progress, text=f"{self._n_results} of {self._total} images  %p%")
         source = self._sources.get(name)
         if source is not None and source in self.viewer.layers:
+            if labels is not None:
+                preview_as_prediction(self.viewer, source, labels.shape)
             upsert_layer(self.viewer, name + PREDICTION_SUFFIX, "labels", labels, source_layer=source)
             hide_preview(self.viewer, source)
         if labels is not None and self._mode == "instances" and not np.any(labels):

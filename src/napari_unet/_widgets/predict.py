@@ -17,8 +17,9 @@ from ..common.axes import channels_last_to_first
 from ..common.pixel_size import describe_resampling
 from .shared.controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
                               is_volume_model, large_cells_check, select_model_mode, set_bar)
-from .shared.layers import (LayerCombo, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX, current_plane_index,
-                            image_axes, is_kind, layer_pixel_size, spatial_shape, upsert_layer)
+from .shared.layers import (LABELS_OPACITY, LayerCombo, OWNER_KEY, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX,
+                            current_plane_index, find_layer, image_axes, is_kind, layer_pixel_size, spatial_shape,
+                            upsert_layer)
 from .shared.model_box import ModelPanel, model_holder
 from .shared.notify import notify_error, notify_warning, plain_error
 from .shared.workers import PREDICT_MODULES, WorkerWidgetMixin, start_preloading
@@ -40,6 +41,26 @@ def hide_preview(viewer, image) -> None:
     for layer in viewer.layers:
         if layer.name == image.name + PREVIEW_SUFFIX and is_kind(layer, "labels"):
             layer.visible = False
+
+
+def preview_as_prediction(viewer, image, shape) -> None:
+    """Make the training preview of ``image`` its prediction layer, emptied, when the image has
+    no prediction layer yet: the prediction then fills a layer in place instead of adding one
+    (napari holds its window 0.2-0.4 s to add a labels layer), and the preview, which would show
+    the same cells under the prediction, is gone. Only a preview the Train widget made (its
+    metadata says so) of the image's full ``shape`` is taken."""
+    name = image.name + PREDICTION_SUFFIX
+    if any(layer.name == name for layer in viewer.layers):
+        return
+    preview = find_layer(viewer, image.name + PREVIEW_SUFFIX, "labels")
+    if preview is None or preview.metadata.get(OWNER_KEY) != preview.name \
+            or tuple(preview.data.shape) != tuple(shape):
+        return
+    preview.data[...] = 0
+    preview.name = name
+    preview.metadata = {**preview.metadata, OWNER_KEY: name}
+    preview.opacity = LABELS_OPACITY
+    preview.visible = True
 
 
 def check_model_fits(model, layer) -> str:
@@ -272,6 +293,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
             return
         shape = spatial_shape(image)
         labels = result["labels"]
+        preview_as_prediction(self.viewer, image, shape)
         self._write(image, PREDICTION_SUFFIX, "labels", labels, index, shape)
         if result["probability"] is not None:
             self._write(image, PROBABILITY_SUFFIX, "image", result["probability"], index, shape,

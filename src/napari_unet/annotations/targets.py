@@ -136,6 +136,7 @@ def make_targets(
     ring: int = 0,
     ring_border: bool = False,
     borders: bool = False,
+    spacing=None,
 ) -> Targets:
     """Class targets, loss weights and annotated mask of one 2D annotation.
 
@@ -164,6 +165,9 @@ def make_targets(
         border (the painted cell's pixels on its outline, :func:`cell_borders`). Touching cells
         then meet border to gap to border, and the interiors, which seed the instances at
         prediction, stay apart (Caicedo et al., Cytometry A 2019).
+    spacing : (height, width), optional
+        The pixel's size in the unit of ``sigma`` when it is not square (an XZ plane of a stack:
+        ``(dz / dx, 1)``): the border term measures its distances with it. None: square pixels.
 
     Returns
     -------
@@ -179,7 +183,7 @@ def make_targets(
     if mode == "instances":
         target, weights, mask = _instance_targets(ann, n_classes=n_classes, gap=gap, w0=w0, sigma=sigma,
                                                   class_weights=class_weights, ring=ring,
-                                                  ring_border=ring_border, borders=borders)
+                                                  ring_border=ring_border, borders=borders, spacing=spacing)
     else:
         mask = ann > 0
         target, weights = _class_targets(ann, mask, n_classes, class_weights)
@@ -187,7 +191,7 @@ def make_targets(
     return Targets(target, weights, mask)
 
 
-def _instance_targets(ann, *, n_classes, gap, w0, sigma, class_weights, ring, ring_border, borders):
+def _instance_targets(ann, *, n_classes, gap, w0, sigma, class_weights, ring, ring_border, borders, spacing=None):
     """Instance mode of :func:`make_targets`: (target, weights, mask), the weights not yet masked."""
     mask = ann > 0
     expected = 3 if borders else 2
@@ -207,9 +211,10 @@ def _instance_targets(ann, *, n_classes, gap, w0, sigma, class_weights, ring, ri
         class_part = values.astype(np.float32)[target]
     else:
         class_part = weight_map(labels, w0=0.0, class_weights=class_weights, mode="instances")
-    weights = class_part + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances")
+    weights = class_part + weight_map(labels, w0=w0, sigma=sigma, class_weights=[0.0, 0.0], mode="instances",
+                                      spacing=spacing)
     if ring_border and implied is not None and implied.any() and w0:
-        d = ndi.distance_transform_edt(labels < 2)[implied]
+        d = ndi.distance_transform_edt(labels < 2, sampling=spacing)[implied]
         border = (w0 * np.exp(-((2.0 * d) ** 2) / (2.0 * sigma * sigma))).astype(np.float32)
         weights[implied] = np.maximum(weights[implied], class_part[implied] + border)
     return target, weights, mask

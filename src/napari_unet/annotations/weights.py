@@ -135,16 +135,17 @@ def _cell_labels(ann: np.ndarray) -> np.ndarray:
     return cells
 
 
-def _feature_transform(outside: np.ndarray) -> np.ndarray:
-    """(2, Y, X) int32 indices of the nearest False pixel of ``outside`` (scipy's EDT core)."""
+def _feature_transform(outside: np.ndarray, sampling=None) -> np.ndarray:
+    """(2, Y, X) int32 indices of the nearest False pixel of ``outside`` (scipy's EDT core);
+    ``sampling``: the pixel's (height, width), None for square pixels."""
     ft = np.empty((2,) + outside.shape, dtype=np.int32)
     if _nd_feature_transform is not None:
         try:
-            _nd_feature_transform(outside.view(np.int8), None, ft)
+            _nd_feature_transform(outside.view(np.int8), None if sampling is None else np.asarray(sampling, np.float64), ft)
             return ft
         except Exception:  # pragma: no cover - a scipy whose private helper changed
             pass
-    ndi.distance_transform_edt(outside, return_distances=False, return_indices=True, indices=ft)
+    ndi.distance_transform_edt(outside, sampling=sampling, return_distances=False, return_indices=True, indices=ft)
     return ft
 
 
@@ -154,31 +155,38 @@ except ImportError:  # pragma: no cover
     _nd_feature_transform = None
 
 
-def two_nearest_distances(cells: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def two_nearest_distances(cells: np.ndarray, cutoff: float, spacing=None) -> tuple[np.ndarray, np.ndarray]:
     """Distances to the nearest and second-nearest labelled region (labels > 0 of ``cells``).
 
     Exact (float32) wherever the true distance is below ``cutoff``; elsewhere a value >=
     ``cutoff`` (``inf`` where no region is within the cutoff). float32 arrays of ``cells.shape``.
     Each region's exact Euclidean distance transform is computed on its bounding box grown by
-    ``cutoff`` only, and merged into running nearest / second-nearest minima.
+    ``cutoff`` only, and merged into running nearest / second-nearest minima. ``spacing``: the
+    pixel's (height, width) in the unit of the distances (None: 1 x 1).
     """
     cells = np.asarray(cells)
     shape = cells.shape
     d1 = np.full(shape, np.inf, dtype=np.float32)
     d2 = np.full(shape, np.inf, dtype=np.float32)
-    margin = int(math.ceil(cutoff))
+    square = spacing is None or (float(spacing[0]), float(spacing[1])) == (1.0, 1.0)
+    sy, sx = (1.0, 1.0) if square else (float(spacing[0]), float(spacing[1]))
+    if min(sy, sx) <= 0 or not math.isfinite(sy * sx):
+        raise ValueError(f"spacing must be positive and finite, got {spacing}")
+    my, mx = int(math.ceil(cutoff / sy)), int(math.ceil(cutoff / sx))
     h, w = shape
     ramp = np.arange(max(shape) if shape else 0, dtype=np.int32)
     for index, box in enumerate(ndi.find_objects(cells)):
         if box is None:
             continue
         label = index + 1
-        y0, y1 = max(0, box[0].start - margin), min(h, box[0].stop + margin)
-        x0, x1 = max(0, box[1].start - margin), min(w, box[1].stop + margin)
-        ft = _feature_transform(cells[y0:y1, x0:x1] != label)
+        y0, y1 = max(0, box[0].start - my), min(h, box[0].stop + my)
+        x0, x1 = max(0, box[1].start - mx), min(w, box[1].stop + mx)
+        ft = _feature_transform(cells[y0:y1, x0:x1] != label, None if square else (sy, sx))
         dy = ft[0] - ramp[: y1 - y0, None]
         dx = ft[1] - ramp[None, : x1 - x0]
-        if max(y1 - y0, x1 - x0) > 40000:  # squared distances beyond int32
+        if not square:  # float distances
+            dy, dx = dy * sy, dx * sx
+        elif max(y1 - y0, x1 - x0) > 40000:  # squared distances beyond int32
             dy, dx = dy.astype(np.int64), dx.astype(np.int64)
         dy *= dy
         dx *= dx
@@ -192,7 +200,7 @@ def two_nearest_distances(cells: np.ndarray, cutoff: float) -> tuple[np.ndarray,
     return d1, d2
 
 
-def _border_term(ann: np.ndarray, w0: float, sigma: float) -> np.ndarray:
+def _border_term(ann: np.ndarray, w0: float, sigma: float, spacing=None) -> np.ndarray:
     """``w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` on background pixels (label 1), 0 elsewhere."""
     out = np.zeros(ann.shape, dtype=np.float32)
     if w0 == 0:
@@ -204,7 +212,7 @@ def _border_term(ann: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     if not background.any():
         return out
     cutoff = _cutoff(abs(w0), sigma)
-    d1, d2 = two_nearest_distances(cells, cutoff)
+    d1, d2 = two_nearest_distances(cells, cutoff, spacing)
     total = np.add(d1, d2, out=d1)  # inf with fewer than two cells in reach
     near = background & (total < cutoff)
     t = total[near].astype(np.float64)
@@ -212,7 +220,8 @@ def _border_term(ann: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     return out
 
 
-def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weights="balanced", mode: str = "instances") -> np.ndarray:
+def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weights="balanced", mode: str = "instances",
+               spacing=None) -> np.ndarray:
     """Per-pixel loss weights of a 2D annotation (Ronneberger et al. 2015, eq. 2).
 
     Parameters
@@ -221,6 +230,10 @@ def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weigh
         0 = not annotated, 1 = background; instance mode: 2, 3, ... = one id per cell; class mode:
         1..K = classes. Used exactly as given (no gaps are inserted: see
         :func:`napari_unet.annotations.targets.make_targets` for that).
+    spacing : (height, width), optional
+        The pixel's size in the unit of ``sigma`` when it is not square: an XZ plane of a stack has
+        pixels of z-step x pixel, so its distances (and ``sigma``) count in XY pixels with
+        ``spacing=(dz / dx, 1)``. None: square pixels.
     w0 : float
         Height of the border term between touching cells (the paper: 10). 0 switches it off.
     sigma : float
@@ -255,7 +268,7 @@ def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weigh
     ann = _check_labels(annotations)
     out = _class_weight_image(ann, mode, class_weights)
     if mode == "instances":
-        out += _border_term(ann, float(w0), float(sigma))
+        out += _border_term(ann, float(w0), float(sigma), spacing)
     return out
 
 

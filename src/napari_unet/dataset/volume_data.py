@@ -332,6 +332,15 @@ class VolumeData:
         planes = self._planes()
         return [p for _, p in planes], [{0: 1.0, 1: dz / dy, 2: dz / dx}[axis] for axis, _ in planes]
 
+    def _plane_spacing(self, axis: int):
+        """The pixel (height, width) of a plane across ``axis`` in XY pixels (their geometric
+        mean): z-step by x for an XZ plane, z-step by y for a YZ plane; None for an XY slice."""
+        if axis == 0 or self.spacing is None:
+            return None
+        dz, dy, dx = self.spacing
+        pixel = math.sqrt(dy * dx)
+        return (dz / pixel, (dx if axis == 1 else dy) / pixel)
+
     def border_sigma(self) -> float:
         return config_border_sigma(self.config, *self._planes_in_xy_pixels())
 
@@ -342,25 +351,27 @@ class VolumeData:
             return None
         return painted_cell_diameter(*self._planes_in_xy_pixels())
 
-    def targets_for(self, ann, *, n_classes: int, borders: bool) -> Targets:
+    def targets_for(self, ann, *, n_classes: int, borders: bool, axis: int = 0) -> Targets:
         """Targets of one painted plane, or of a (Z, Y, X) volume plane by plane: each plane painted
         flat (an XY slice, or an XZ / YZ plane painted in napari's transposed views) gets the
         targets of a painted 2D plane in its own orientation (:func:`painted_planes`); voxels on two
         planes keep the target of the larger weight; what lies on no flat plane (a painted volume,
-        adjacent slices) is taken slice by slice in XY."""
+        adjacent slices) is taken slice by slice in XY. The border term of a plane measures its
+        distances in XY pixels (``axis``: 1 for an XZ plane, 2 for a YZ plane, whose rows are
+        z-steps)."""
         cfg = self.config
         ann = np.asarray(ann)
         if ann.ndim == 2:
             return make_targets(ann, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
                                 class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border,
-                                borders=borders)
+                                borders=borders, spacing=self._plane_spacing(axis))
         target = np.zeros(ann.shape, np.int64)
         weights = np.zeros(ann.shape, np.float32)
         covered = np.zeros(ann.shape, bool)
         planes = painted_planes(ann)
         for axis, i in planes:
             index = (slice(None),) * axis + (i,)
-            t = self.targets_for(plane_painting(ann, axis, i, planes), n_classes=n_classes, borders=borders)
+            t = self.targets_for(plane_painting(ann, axis, i, planes), n_classes=n_classes, borders=borders, axis=axis)
             better = t.weights > weights[index]
             weights[index] = np.where(better, t.weights, weights[index])
             target[index] = np.where(better, t.target, target[index])

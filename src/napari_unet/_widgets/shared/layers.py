@@ -176,9 +176,15 @@ def matching_annotations(viewer, image_layer):
     return None
 
 
+OWNER_KEY = "napari_unet_output"
+"""Metadata key of the layers the widgets make: the name each was made under."""
+LABELS_OPACITY = 0.7
+"""The opacity napari gives a new labels layer (a prediction layer's)."""
+
+
 def is_output_layer(layer) -> bool:
     """True for the layers the widgets make (preview, uncertainty, prediction, ...)."""
-    return bool(layer.metadata.get("napari_unet_output"))
+    return bool(layer.metadata.get(OWNER_KEY))
 
 
 def upsert_layer(viewer, name: str, kind: str, data, source_layer=None, **kwargs):
@@ -203,7 +209,7 @@ def upsert_layer(viewer, name: str, kind: str, data, source_layer=None, **kwargs
         kwargs.setdefault("scale", tuple(source_layer.scale)[-n:])
         kwargs.setdefault("translate", tuple(source_layer.translate)[-n:])
     metadata = dict(kwargs.pop("metadata", {}) or {})
-    metadata.setdefault("napari_unet_output", name)
+    metadata.setdefault(OWNER_KEY, name)
     if source_layer is not None:
         metadata.setdefault("napari_unet_source", source_layer.name)
     adder = viewer.add_labels if kind == "labels" else viewer.add_image

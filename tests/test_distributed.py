@@ -345,6 +345,31 @@ def test_a_source_with_infinite_values_fails_and_leaves_nothing(data, client, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inf.zarr"]
 
 
+def test_a_cancelled_task_that_still_runs_is_waited_for(client, tmp_path):
+    import time
+
+    from napari_unet.cluster.client import executing_keys, wait_until_stopped
+
+    def _sleep_then_write(path, seconds):  # local: sent to the workers by value
+        import pathlib
+        import time
+
+        time.sleep(seconds)
+        pathlib.Path(path).write_text("written")
+        return path
+
+    path = tmp_path / "late.txt"
+    future = client.submit(_sleep_then_write, str(path), 1.0, pure=False)
+    deadline = time.monotonic() + 30
+    while not any(future.key in keys for keys in client.run(executing_keys).values()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
+    client.cancel([future])
+    assert not path.exists()  # the thread goes on although the task is cancelled ...
+    assert wait_until_stopped(client, [future])
+    assert path.read_text() == "written"  # ... and has finished when the wait returns
+
+
 @pytest.mark.parametrize("address, error", [
     ("", ValueError), ("not a cluster!", ValueError), ("tcp://127.0.0.1:99999", ValueError),
     ("http://host:80", ValueError), ("local:0", ValueError), ("local:abc", ValueError),

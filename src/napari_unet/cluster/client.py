@@ -159,6 +159,35 @@ def _client_within(distributed, address: str, seconds: float):
     raise error
 
 
+def executing_keys(dask_worker) -> list[str]:
+    """The keys of the tasks a worker's threads are running (cancelled ones included)."""
+    state = getattr(dask_worker, "state", None)
+    return [str(task.key) for task in list(getattr(state, "executing", None) or ())]
+
+
+def wait_until_stopped(client, futures, timeout: float = 30.0) -> bool:
+    """After ``client.cancel(futures)``: wait until no worker thread still runs one of them.
+
+    Cancelling forgets a task, but a thread that runs it cannot be stopped and goes on writing
+    (e.g. into an output that the caller is about to remove). True when none runs any more; False
+    after ``timeout`` seconds, or when the workers cannot be asked."""
+    import time
+
+    keys = {str(f.key) for f in futures}
+    deadline = time.monotonic() + timeout
+    while keys:
+        try:
+            running = client.run(executing_keys)
+        except Exception:  # noqa: BLE001 - a worker gone or a client closing: nothing more to ask
+            return False
+        if not any(k in keys for ks in running.values() for k in ks):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def model_digest(model) -> str:
     """A short hash of a model's architecture and weights (names a run; keys the worker cache)."""
     h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())

@@ -51,7 +51,7 @@ from ..labels.merge import FACES, BlockGrid, block_labels, merge_faces
 from ..labels.options import LabelOptions
 from ..model.fit import check_channels
 from ..model.unet import UNet
-from .client import connect, model_digest, source_identity, worker_model, worker_source
+from .client import connect, model_digest, source_identity, wait_until_stopped, worker_model, worker_source
 
 __all__ = ["DistributedResult", "iter_predict_distributed", "predict_distributed", "DEFAULT_BLOCK"]
 
@@ -534,6 +534,7 @@ def iter_predict_distributed(model, source, out, *, client=None, block_shape=Non
             # when the input itself is at fault (NaN, a bad value): a crash, a kill or Stop keep it
             if created and (isinstance(exc, (ValueError, TypeError))
                             or not any(Path(job.run_dir, "predicted").glob("[!.]*"))):
+                wait_until_stopped(dask_client, futures)  # a block still running would write after
                 shutil.rmtree(job.out, ignore_errors=True)
             raise
         _finish(job)

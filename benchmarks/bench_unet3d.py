@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/bench_unet3d.py --out benchmarks/results/DATE_unet3d_120s.jsonl
     python benchmarks/bench_unet3d.py --seeds 0 --seconds 10 --data nuclei --methods 2d
+    python benchmarks/bench_unet3d.py --data synthetic --methods 3d --save /tmp/unet3d_runs  # keep models, outputs
 """
 
 from __future__ import annotations
@@ -203,7 +204,8 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
     return annotations, painted, xy_only
 
 
-def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, **weights) -> dict:
+def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, save=None,
+        **weights) -> dict:
     preset = {"2d": "fast", "3d": "fast3d"}[method]
     config = nu.TrainConfig(preset=preset, time_limit_s=seconds, iterations=None, pixel_size=voxel, seed=seed,
                             device="cpu", **weights)
@@ -224,6 +226,12 @@ def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, 
     labels = nu.to_labels(probabilities, **options)
     total_s, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = match_instances(truth, labels)
+    if save is not None:  # what a later look at the errors needs: the model, its probabilities and labels
+        save.mkdir(parents=True, exist_ok=True)
+        stem = save / f"{data}_{method}_s{seed}_{int(seconds)}s"
+        nu.save_model(model, f"{stem}.unet")
+        np.save(f"{stem}_probabilities.npy", probabilities.astype(np.float16))
+        np.save(f"{stem}_labels.npy", labels)
     return {
         "data": data, "method": method, "preset": preset, "seed": seed, "budget_cpu_s": seconds, "threads": THREADS,
         "f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "n_pred": m["n_pred"], "n_true": m["n_gt"],
@@ -272,6 +280,8 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="2d,3d")
     parser.add_argument("--synthetic-seed", type=int, default=SYNTHETIC_SEED, help="seed of the synthetic stack")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="keep each run's model, probabilities (float16) and labels in this folder")
     parser.add_argument("--painting", choices=sorted(PAINTINGS), default="xy",
                         help="xy: three XY slices (default); xz: two XY slices and one XZ plane; xy+xz2: three XY "
                              "slices and two XZ planes (the 2D network gets the XY slices only: it cannot learn "
@@ -298,7 +308,7 @@ def main(argv=None) -> int:
                                                                  if "xz_planes_y" in painted else ""), flush=True)
             for method in methods:
                 given = xy_only if method == "2d" else annotations
-                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given, **weights),
+                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given, save=args.save, **weights),
                        "weights_options": weights, "painting": painted,
                        "synthetic_seed": args.synthetic_seed if data == "synthetic" else None}
                 rows.append(row)

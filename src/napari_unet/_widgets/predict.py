@@ -43,12 +43,13 @@ def hide_preview(viewer, image) -> None:
             layer.visible = False
 
 
-def preview_as_prediction(viewer, image, shape) -> None:
-    """Make the training preview of ``image`` its prediction layer, emptied, when the image has
-    no prediction layer yet: the prediction then fills a layer in place instead of adding one
+def preview_as_prediction(viewer, image, shape, empty: bool = False) -> None:
+    """Make the training preview of ``image`` its prediction layer when the image has no
+    prediction layer yet: the prediction then fills a layer in place instead of adding one
     (napari holds its window 0.2-0.4 s to add a labels layer), and the preview, which would show
     the same cells under the prediction, is gone. Only a preview the Train widget made (its
-    metadata says so) of the image's full ``shape`` is taken."""
+    metadata says so) of the image's full ``shape`` is taken; ``empty``: clear it first (a
+    prediction of one plane leaves the others as they are)."""
     name = image.name + PREDICTION_SUFFIX
     if any(layer.name == name for layer in viewer.layers):
         return
@@ -56,7 +57,8 @@ def preview_as_prediction(viewer, image, shape) -> None:
     if preview is None or preview.metadata.get(OWNER_KEY) != preview.name \
             or tuple(preview.data.shape) != tuple(shape):
         return
-    preview.data[...] = 0
+    if empty:
+        preview.data[...] = 0
     preview.name = name
     preview.metadata = {**preview.metadata, OWNER_KEY: name}
     preview.opacity = LABELS_OPACITY
@@ -293,7 +295,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
             return
         shape = spatial_shape(image)
         labels = result["labels"]
-        preview_as_prediction(self.viewer, image, shape)
+        preview_as_prediction(self.viewer, image, shape, empty=bool(index))
         self._write(image, PREDICTION_SUFFIX, "labels", labels, index, shape)
         if result["probability"] is not None:
             self._write(image, PROBABILITY_SUFFIX, "image", result["probability"], index, shape,

@@ -168,8 +168,8 @@ def two_nearest_distances(cells: np.ndarray, cutoff: float, spacing=None) -> tup
     shape = cells.shape
     d1 = np.full(shape, np.inf, dtype=np.float32)
     d2 = np.full(shape, np.inf, dtype=np.float32)
-    square = spacing is None or (float(spacing[0]), float(spacing[1])) == (1.0, 1.0)
-    sy, sx = (1.0, 1.0) if square else (float(spacing[0]), float(spacing[1]))
+    sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
+    square = (sy, sx) == (1.0, 1.0)
     if min(sy, sx) <= 0 or not math.isfinite(sy * sx):
         raise ValueError(f"spacing must be positive and finite, got {spacing}")
     my, mx = int(math.ceil(cutoff / sy)), int(math.ceil(cutoff / sx))

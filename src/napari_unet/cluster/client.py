@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,8 +172,6 @@ def wait_until_stopped(client, futures, timeout: float = 30.0) -> bool:
     Cancelling forgets a task, but a thread that runs it cannot be stopped and goes on writing
     (e.g. into an output that the caller is about to remove). True when none runs any more; False
     after ``timeout`` seconds, or when the workers cannot be asked."""
-    import time
-
     keys = {str(f.key) for f in futures}
     deadline = time.monotonic() + timeout
     while keys:

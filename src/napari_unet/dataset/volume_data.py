@@ -326,11 +326,10 @@ class VolumeData:
         return [plane for _, plane in self._planes()]
 
     def _planes_in_xy_pixels(self) -> tuple[list[np.ndarray], list[float]]:
-        """Every painted plane and the area of its pixel in XY pixels: an XZ plane's pixel is the
-        z-step times the x pixel (cubic voxels when the voxel size is not known)."""
-        dz, dy, dx = self.spacing or (1.0, 1.0, 1.0)
+        """Every painted plane and the area of its pixel in XY pixels (:meth:`_plane_spacing`: an XZ
+        plane's pixel is the z-step times the x pixel; cubic voxels when the voxel size is not known)."""
         planes = self._planes()
-        return [p for _, p in planes], [{0: 1.0, 1: dz / dy, 2: dz / dx}[axis] for axis, _ in planes]
+        return [p for _, p in planes], [math.prod(self._plane_spacing(axis) or (1.0, 1.0)) for axis, _ in planes]
 
     def _plane_spacing(self, axis: int):
         """The pixel (height, width) of a plane across ``axis`` in XY pixels (their geometric

@@ -17,7 +17,9 @@ from napari_unet.predict.tiling import (
     predict_stack,
     predict_tiled,
 )
-from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume
+from napari_unet.predict.options import PredictOptions
+from napari_unet.predict.tiling import iter_predict_with
+from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume, tile_contexts
 
 FP32 = dict(precision="fp32", device="cpu")
 SHAPE = (11, 19, 14)  # no axis a multiple of the pooling factors (4, or 2 along Z with xy_only_pools=1)
@@ -52,11 +54,13 @@ def _run(gen):
         return stop.value, steps
 
 
-def _whole_padded(net: UNet, volume: np.ndarray) -> np.ndarray:
-    """The network run once on the whole volume, mirror-padded (np.pad "reflect") by its context, cropped."""
+def _whole_padded(net: UNet, volume: np.ndarray, contexts=None) -> np.ndarray:
+    """The network run once on the whole volume, mirror-padded (np.pad "reflect") by its context
+    (``contexts``: that of each axis, default the network's), cropped."""
     volume = volume[None] if volume.ndim == 3 else volume
     same = net.config.padding == "same"
-    lefts = [-(-net.margin(a) // g) * g if same else net.margin(a) for a, g in enumerate(net.pool_factors)]
+    contexts = contexts or net.margins()
+    lefts = [-(-c // g) * g if same else net.margin(a) for a, (c, g) in enumerate(zip(contexts, net.pool_factors))]
     wanted = [size + 2 * left for size, left in zip(volume.shape[1:], lefts)]
     total = net.valid_input_shape(wanted)
     pad = [(0, 0)] + [(left, t - left - size) for left, t, size in zip(lefts, total, volume.shape[1:])]
@@ -94,6 +98,39 @@ def test_any_tile_shape_gives_the_whole_mirror_padded_volume(padding, xy_only_po
         expected = np.prod([-(-n // k) for n, k in zip(SHAPE, keep)])
         assert steps[-1] == (expected, expected) and expected >= 8
         assert np.abs(tiled - whole).max() <= 1e-5, (padding, xy_only_pools, tile)
+
+
+@pytest.mark.parametrize("xy_only_pools", [0, 1])
+def test_a_preview_reads_a_third_of_the_context(xy_only_pools):
+    """A preview (the Train widget's slab of a 3D network) is the network on the volume
+    mirror-padded by a third of its context: a fraction of the voxels computed."""
+    net = _net("same", xy_only_pools)
+    volume = _volume((16, 40, 40))
+    inputs = []
+    hook = net.register_forward_pre_hook(lambda module, args: inputs.append(tuple(args[0].shape[2:])))
+    try:
+        full, _ = _run(iter_predict_volume(net, volume, **FP32))
+        preview, _ = _run(iter_predict_volume(net, volume, context="preview", **FP32))
+    finally:
+        hook.remove()
+    contexts = tile_contexts(net, "preview")
+    assert all(0 < c < m for c, m in zip(contexts, net.margins()))
+    assert np.prod(inputs[1]) < 0.5 * np.prod(inputs[0])  # one tile each, the preview's far smaller
+    assert np.abs(preview - _whole_padded(net, volume, contexts)).max() <= 1e-5
+    assert np.abs(full - _whole_padded(net, volume)).max() <= 1e-5
+    # a valid-padded network takes all the context it needs: its preview is the seamless prediction
+    valid = _net("valid", xy_only_pools)
+    assert tile_contexts(valid, "preview") == (None, None, None)
+    np.testing.assert_array_equal(_run(iter_predict_volume(valid, volume, context="preview", **FP32))[0],
+                                  _run(iter_predict_volume(valid, volume, **FP32))[0])
+
+
+def test_a_preview_context_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="context must be one of"):
+        _run(iter_predict_volume(_net(), _volume(), context="half", **FP32))
+    net2d = UNet(depth=2, base_channels=4)
+    with pytest.raises(ValueError, match="is for 3D networks"):
+        _run(iter_predict_with(net2d, _volume()[0], PredictOptions(context="preview"), axes="YX"))
 
 
 def _tile_keeping(net: UNet, keep) -> tuple[int, ...]:

@@ -90,13 +90,18 @@ def test_the_slab_around_a_plane_is_centred_and_kept_inside_the_stack():
 
 def test_a_3d_jobs_previews_are_the_plane_of_a_slab_around_it(stack):
     from napari_unet import TrainConfig
-    from napari_unet.predict.tiling import predict_tiled
+    from napari_unet.common.progress import drive
+    from napari_unet.model.unet import UNet
+    from napari_unet.predict.volume import iter_predict_volume, tile_contexts
     from napari_unet.training.job import TrainJob, entropy_map
 
     image, _, annotations = stack
     config = TrainConfig(model=TINY3D, iterations=2, tile_shape=(8, 32, 32), batch_size=1, device="cpu",
                          preview_every=1, validation_fraction=0.0, augment=AugmentConfig(enabled=False))
-    job = TrainJob([image], [annotations.copy()], ["ZYX"], config, None, preview_target=(0, (PAINTED[0],)),
+    net = UNet.from_config(TINY3D)
+    predicted = []  # the network inputs of the previews (nothing else runs in eval mode here)
+    net.register_forward_pre_hook(lambda module, args: None if module.training else predicted.append(args[0].shape[2]))
+    job = TrainJob([image], [annotations.copy()], ["ZYX"], config, net, preview_target=(0, (PAINTED[0],)),
                    weight_map=True, uncertainty=True, tune_threads=False)
     assert job.three_d
     gen = job.run()
@@ -108,14 +113,17 @@ def test_a_3d_jobs_previews_are_the_plane_of_a_slab_around_it(stack):
         trainer = stop.value
     previews = [payload for kind, payload in events if kind == "preview"]
     assert len(previews) >= 2  # during training, and the kept model's at the end
+    # each reads the slab with a preview's context: a third of the network's along z
+    z_context = -(-tile_contexts(net, "preview")[0] // net.pool_factors[0]) * net.pool_factors[0]
+    assert z_context < net.margin(0) and len(predicted) >= 2 and set(predicted) == {8 + 2 * z_context}
     for preview in previews:
         assert preview["index"] == (PAINTED[0],) and preview["labels"].shape == SHAPE[1:]
         assert preview["uncertainty"].shape == SHAPE[1:] and preview["weight_map"].shape == SHAPE[1:]
     # the slab: the training patch's z size around the plane, clipped to the stack
     assert trainer.input_shape[0] == 8 and job.slab_plane == ((0, (PAINTED[0],)), PAINTED[0])
     assert job.preview_region((0, (12,))).shape == (8, *SHAPE[1:]) and job.slab_plane[1] == 4
-    # the last preview is the kept model on the slab z 0..7, of which it shows plane 4
-    whole = predict_tiled(trainer.model, image[:8], normalize=trainer.intensity_range(0))
+    # the last preview is the kept model on the slab z 0..7 with a preview's context, of which it shows plane 4
+    whole = drive(iter_predict_volume(trainer.model, image[:8], normalize=trainer.intensity_range(0), context="preview"))
     np.testing.assert_allclose(previews[-1]["uncertainty"], entropy_map(whole)[PAINTED[0]], atol=1e-4)
 
 

@@ -16,7 +16,9 @@ class PredictOptions:
     (see there): ``tile_shape`` (None: the largest that fits), ``batch_size`` (None: what fits),
     ``device`` (None: CUDA, MPS, then the CPU), ``normalize`` (True: the model's normalization on
     this data; False: none; ``(lows, highs)``), ``precision`` ("auto", "fp32", "bf16", "fp16"),
-    ``pixel_size`` (µm per pixel of the data, or None) and ``tta`` (1, 2 or 4 flipped views, or "auto").
+    ``pixel_size`` (µm per pixel of the data, or None), ``tta`` (1, 2 or 4 flipped views, or "auto")
+    and ``context`` (a 3D network's tiles: "full", the network's whole context, seamless; or
+    "preview", a third of it: several times faster, approximate; see :mod:`napari_unet.predict.volume`).
 
     >>> options = PredictOptions(tta=4)
     >>> options.but(normalize=False).tta, options.normalize
@@ -30,6 +32,7 @@ class PredictOptions:
     precision: str = "auto"
     pixel_size: Any = None
     tta: int | str = 1
+    context: str = "full"
 
     def but(self, **changes) -> PredictOptions:
         """These options with ``changes``."""

@@ -75,12 +75,16 @@ def _ceil_to(value: int, multiple: int) -> int:
     return -(-int(value) // multiple) * multiple
 
 
-def geometry_for_step(model: UNet, step: int, axis: int = -1) -> tuple[int, int, int]:
+def geometry_for_step(model: UNet, step: int, axis: int = -1, context: int | None = None) -> tuple[int, int, int]:
     """(tile input, context, offset) for a kept window of ``step`` pixels (a multiple of the
-    pooling factor) along spatial ``axis`` (default X; ``axis=0`` is Z of a 3D network)."""
+    pooling factor) along spatial ``axis`` (default X; ``axis=0`` is Z of a 3D network).
+
+    ``context``: the pixels a *same*-padded network's tile reads beyond its kept window (rounded
+    up to the pooling factor); None: all the network's context (:meth:`UNet.margin`), which makes
+    the result independent of the tiles. A *valid*-padded network always takes what it needs."""
     g = model.pool_factors[axis]
     if model.config.padding == "same":
-        margin = _ceil_to(model.margin(axis), g)
+        margin = _ceil_to(model.margin(axis) if context is None else context, g)
         return step + 2 * margin, margin, margin
     for out in range(step, step + g):
         tile = model.try_input_size(out, axis)
@@ -89,17 +93,20 @@ def geometry_for_step(model: UNet, step: int, axis: int = -1) -> tuple[int, int,
     raise AssertionError(f"no valid output size in [{step}, {step + g})")  # pragma: no cover
 
 
-def step_for_tile(model: UNet, tile: int, axis: int = -1) -> int:
-    """Kept output pixels for a network input ``tile`` (valid size) along spatial ``axis``."""
+def step_for_tile(model: UNet, tile: int, axis: int = -1, context: int | None = None) -> int:
+    """Kept output pixels for a network input ``tile`` (valid size) along spatial ``axis``
+    (``context``: as in :func:`geometry_for_step`)."""
     g = model.pool_factors[axis]
     if model.config.padding == "same":
-        return tile - 2 * _ceil_to(model.margin(axis), g)
+        return tile - 2 * _ceil_to(model.margin(axis) if context is None else context, g)
     return (model.output_size_1d(tile, axis) // g) * g
 
 
-def plan_axis(model: UNet, size: int, step: int, start: int = 0, stop: int | None = None, axis: int = -1) -> AxisPlan:
-    """The tiles of ``step`` kept pixels along spatial ``axis`` of an image of ``size`` pixels."""
-    tile, context, offset = geometry_for_step(model, step, axis)
+def plan_axis(model: UNet, size: int, step: int, start: int = 0, stop: int | None = None, axis: int = -1,
+              context: int | None = None) -> AxisPlan:
+    """The tiles of ``step`` kept pixels along spatial ``axis`` of an image of ``size`` pixels
+    (``context``: as in :func:`geometry_for_step`)."""
+    tile, context, offset = geometry_for_step(model, step, axis, context)
     extent = (size if stop is None else stop) - start
     return AxisPlan(size=size, step=step, tile=tile, context=context, offset=offset, count=-(-extent // step),
                     start=start, stop=stop)

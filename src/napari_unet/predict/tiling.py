@@ -102,6 +102,9 @@ def iter_predict_with(
         return (yield from iter_predict_volumes(model, data, options, axes=axes, name=name, out=out))
     if model.spatial_dims == 3:
         raise ValueError("predict_block takes a 2D network; predict a 3D network's stack with predict_stack")
+    if options.context != "full":
+        raise ValueError(f"context={options.context!r} is for 3D networks; a plane is always predicted with the "
+                         "network's whole context")
     if options.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     options = options.but(tta=check_tta(options.tta))

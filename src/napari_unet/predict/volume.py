@@ -19,6 +19,13 @@ context again) among those whose activations fit the memory budget, keeping at m
 :data:`CPU_MAX_STEPS` voxels per tile on the CPU so that progress and cancel stay responsive.
 Precision: ``"auto"`` is fp32 on the CPU, bf16 (else fp16) autocast on CUDA, as for planes.
 :mod:`napari_unet.predict.tiling` sends a 3D network's ``predict_tiled`` / ``predict_stack`` here.
+
+A *preview* (``PredictOptions(context="preview")``: the Train widget's live preview of a slab)
+gives each tile only :data:`PREVIEW_CONTEXT` of the network's context. The network's context is
+all its receptive field could reach (for *fast3d* with one Y/X-only pooling, 24 planes and 44
+pixels on each side), and a slab only a few planes deep pays it several times over; the voxels
+near its edge matter little, so a third of it costs a fraction of the time and moves the
+probabilities little (figures: benchmarks/README.md). Not seamless: the result depends on the tiles.
 """
 
 from __future__ import annotations
@@ -44,13 +51,34 @@ from .sources import as_image_array, source_normalization
 from .views import check_tta
 
 __all__ = ["Volume", "iter_predict_volume", "iter_predict_volumes", "choose_volume_tile", "volume_axes",
-           "volume_precision", "CPU_MAX_STEPS"]
+           "volume_precision", "tile_contexts", "CPU_MAX_STEPS", "CONTEXTS", "PREVIEW_CONTEXT"]
 
 logger = logging.getLogger(__name__)
 
 #: the most voxels a tile keeps along (Z, Y, X) on the CPU (progress and cancel stay responsive)
 CPU_MAX_STEPS = (64, 256, 256)
 _GPU_MAX_STEPS = (256, 1024, 1024)
+#: what ``PredictOptions.context`` may be
+CONTEXTS = ("full", "preview")
+#: the share of the network's context a preview's tile reads beyond its kept window
+PREVIEW_CONTEXT = 1 / 3
+
+
+def tile_contexts(model: UNet, context: str) -> tuple:
+    """The context (Z, Y, X) a tile reads beyond its kept window, per ``PredictOptions.context``:
+    None on every axis for ``"full"`` (the network's whole context); for ``"preview"``,
+    :data:`PREVIEW_CONTEXT` of it (a *valid*-padded network always takes all it needs).
+
+    >>> from napari_unet import UNet, ModelConfig
+    >>> net = UNet.from_config(ModelConfig(depth=3, base_channels=4, padding="same", spatial_dims=3, xy_only_pools=1))
+    >>> net.margins(), tile_contexts(net, "preview"), tile_contexts(net, "full")
+    ((24, 44, 44), (8, 15, 15), (None, None, None))
+    """
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if context == "full" or model.config.padding != "same":
+        return (None, None, None)
+    return tuple(max(1, round(PREVIEW_CONTEXT * margin)) for margin in model.margins())
 
 
 @dataclass(frozen=True)
@@ -117,8 +145,10 @@ def volume_precision(precision: str, device: torch.device) -> torch.dtype | None
     return resolve_precision(precision, device)
 
 
-def _steps(model: UNet, shape, device: torch.device, dtype, budget_bytes: int | None = None) -> list[int]:
-    """Kept voxels per axis of the default tile: the fewest voxels computed in all, within the budget."""
+def _steps(model: UNet, shape, device: torch.device, dtype, budget_bytes: int | None = None,
+           contexts=(None, None, None)) -> list[int]:
+    """Kept voxels per axis of the default tile: the fewest voxels computed in all, within the
+    budget (``contexts``: :func:`tile_contexts`)."""
     budget = memory_budget(device) if budget_bytes is None else int(budget_bytes)
     max_voxels = max(budget // bytes_per_pixel(model, dtype), 1)
     caps = _GPU_MAX_STEPS if device.type == "cuda" else CPU_MAX_STEPS
@@ -127,7 +157,7 @@ def _steps(model: UNet, shape, device: torch.device, dtype, budget_bytes: int | 
         g = model.pool_factors[axis]
         top = -(-min(max(cap, g), size) // g) * g
         s = np.unique([balanced_step(size, m, g) for m in range(g, top + 1, g)]).astype(np.int64)
-        t = np.array([geometry_for_step(model, int(v), axis)[0] for v in s], np.int64)
+        t = np.array([geometry_for_step(model, int(v), axis, contexts[axis])[0] for v in s], np.int64)
         steps.append(s)
         tiles.append(t)
         costs.append(t * -(-size // s))  # voxels this axis computes over the whole volume
@@ -154,9 +184,9 @@ def choose_volume_tile(model: UNet, volume_shape: Sequence[int], *, device: str 
     return tuple(geometry_for_step(model, step, axis)[0] for axis, step in enumerate(steps))
 
 
-def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype) -> list[AxisPlan]:
+def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts=(None, None, None)) -> list[AxisPlan]:
     if tile_shape is None:
-        steps = _steps(model, shape, device, dtype)
+        steps = _steps(model, shape, device, dtype, contexts=contexts)
     else:
         if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
             tile_shape = (tile_shape,) * 3
@@ -168,15 +198,15 @@ def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype) -> list[A
             logger.info("tile_shape %s is not a valid input for this network; using %s", wanted, valid)
         steps = []
         for axis, tile in enumerate(valid):
-            step, g = step_for_tile(model, tile, axis), model.pool_factors[axis]
+            step, g = step_for_tile(model, tile, axis, contexts[axis]), model.pool_factors[axis]
             if step < g:
                 raise ValueError(f"tile_shape {wanted} is too small along {'ZYX'[axis]}: a tile must keep at least "
                                  f"{g} output voxels; the smallest tile for this network is "
-                                 f"{geometry_for_step(model, g, axis)[0]}")
+                                 f"{geometry_for_step(model, g, axis, contexts[axis])[0]}")
             steps.append(step)
     # a tile larger than the volume: shrink it to just cover the volume (the result is the same)
-    return [plan_axis(model, size, min(step, -(-size // g) * g), axis=axis)
-            for axis, (size, step, g) in enumerate(zip(shape, steps, model.pool_factors))]
+    return [plan_axis(model, size, min(step, -(-size // g) * g), axis=axis, context=context)
+            for axis, (size, step, g, context) in enumerate(zip(shape, steps, model.pool_factors, contexts))]
 
 
 def _warn_pixel_size(model: UNet, pixel_size) -> None:
@@ -212,7 +242,7 @@ def iter_predict_volumes(
     _warn_pixel_size(model, options.pixel_size)
     dev = select_device(options.device)
     dtype = volume_precision(options.precision, dev)
-    plans = _plan(model, volume.shape, options.tile_shape, dev, dtype)
+    plans = _plan(model, volume.shape, options.tile_shape, dev, dtype, tile_contexts(model, options.context))
     n_tiles = int(np.prod([p.count for p in plans])) * max(int(np.prod(volume.plane_shape)), 1)
     batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, options.batch_size,
                                  asked=options.tile_shape is not None)
@@ -241,7 +271,7 @@ def iter_predict_volumes(
 def iter_predict_volume(
     model: UNet, volume, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
-    tta: int | str = 1,
+    tta: int | str = 1, context: str = "full",
 ) -> Generator[tuple[int, int], None, Any]:
     """Class probabilities of one volume by a 3D network, by seamless overlap-tile prediction.
 
@@ -260,6 +290,8 @@ def iter_predict_volume(
         flipped in Y and X).
     precision : {"auto", "fp32", "bf16", "fp16"}
         "auto": fp32 on the CPU, bf16 (else fp16) autocast on CUDA.
+    context : {"full", "preview"}
+        "full": seamless; "preview": tiles with a third of the network's context (see the module).
 
     Returns
     -------
@@ -269,6 +301,6 @@ def iter_predict_volume(
     _check_3d(model)
     volume = as_image_array(volume, "volume")
     options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
-                             precision=precision, tta=tta)
+                             precision=precision, tta=tta, context=context)
     return (yield from iter_predict_volumes(model, volume, options, axes=volume_axes(volume, model), name="volume",
                                             out=out))

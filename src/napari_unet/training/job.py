@@ -20,6 +20,7 @@ import numpy as np
 
 from ..common.axes import channels_last_to_first
 from ..common.devices import ThreadTuner
+from ..common.progress import drive
 from ..config import TrainConfig
 from ..model.fit import spatial_dims_for
 from .events import TrainResult
@@ -65,13 +66,16 @@ def entropy_map(probabilities: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p)).sum(axis=0) / math.log(max(2, n_classes))).astype(np.float32)
 
 
-def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.ndarray:
+def predict_plane(model, plane: np.ndarray, device=None, normalize=True, context: str = "full") -> np.ndarray:
     """Softmax probabilities ``(n_classes, Y, X)`` of one plane (``(n_classes, Z, Y, X)`` of a
     slab, for a 3D network), leaving ``model``'s mode as it was.
 
-    ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``).
+    ``normalize``: as in :func:`napari_unet.predict_tiled` (e.g. the whole stack's ``(lows, highs)``);
+    ``context``: a 3D network's tiles (:class:`~napari_unet.predict.options.PredictOptions`;
+    ``"preview"`` for a preview of a slab).
     """
     from ..predict.tiling import predict_tiled
+    from ..predict.volume import iter_predict_volume
 
     was_training = model.training
     if device is None:
@@ -80,6 +84,8 @@ def predict_plane(model, plane: np.ndarray, device=None, normalize=True) -> np.n
         except StopIteration:
             device = None
     try:
+        if context != "full" and model.config.spatial_dims == 3:
+            return drive(iter_predict_volume(model, plane, device=device, normalize=normalize, context=context))
         return predict_tiled(model, plane, device=device, normalize=normalize)
     finally:
         model.train(was_training)
@@ -273,7 +279,7 @@ class TrainJob:
         region, at = self._region(target)
         if region is not None and trainer.iteration > 0:
             probabilities = predict_plane(trainer.model, region, trainer.device,
-                                          normalize=trainer.intensity_range(target[0]) or True)
+                                          normalize=trainer.intensity_range(target[0]) or True, context="preview")
             yield ("preview", self._preview_of(probabilities, target, trainer.iteration, (target, at)))
         return trainer
 

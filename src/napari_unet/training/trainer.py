@@ -166,17 +166,20 @@ class _Preview:
 
 def _predict_region(model, region, normalize, *, device, train_tile, average, stop):
     """Probabilities of ``region`` by ``model`` (its averaged weights, when ``average`` holds
-    any), in tiles a few times the training tile: fast and within memory on a CPU. None when
-    ``stop()`` turns true."""
+    any): a plane in tiles a few times the training tile (fast and within memory on a CPU), a
+    3D network's slab with a preview's context (``context="preview"``). None when ``stop()``
+    turns true."""
     import torch
 
     from ..predict.tiling import iter_predict_tiled
+    from ..predict.volume import iter_predict_volume
 
-    # a plane: tiles a few times the training tile; a volume: the tiles prediction picks
-    tile = None if model.config.spatial_dims == 3 else \
-        tuple(int(s) for s in model.valid_input_shape(tuple(max(640, 2 * s) for s in train_tile)))
     with torch.no_grad(), average.applied(model):
-        gen = iter_predict_tiled(model, region, device=device, tile_shape=tile, normalize=normalize)
+        if model.config.spatial_dims == 3:
+            gen = iter_predict_volume(model, region, device=device, normalize=normalize, context="preview")
+        else:
+            tile = tuple(int(s) for s in model.valid_input_shape(tuple(max(640, 2 * s) for s in train_tile)))
+            gen = iter_predict_tiled(model, region, device=device, tile_shape=tile, normalize=normalize)
         return _run_unless(gen, stop)
 
 

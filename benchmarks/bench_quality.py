@@ -100,7 +100,7 @@ def _predict(model, image, large_cells=True, tta=1):
     flipped views averaged)."""
     from napari_unet.common.progress import drive
     from napari_unet.labels.instances import label_options, to_labels
-    from napari_unet.labels.large_cells import iter_large_cells
+    from napari_unet.labels.large_cells import half_scale_wanted, iter_large_cells
     from napari_unet.labels.options import LabelOptions
     from napari_unet.predict.options import PredictOptions
     from napari_unet.predict.tiling import predict_tiled
@@ -110,8 +110,9 @@ def _predict(model, image, large_cells=True, tta=1):
     labels = to_labels(probabilities, **options)
     if not large_cells:
         return probabilities, labels, labels
-    half = drive(iter_large_cells(model, image, labels, LabelOptions.of(options), PredictOptions(normalize=None, tta=tta),
-                                  axes="YX"))
+    options = LabelOptions.of(options)
+    half = drive(iter_large_cells(model, image, labels, options, PredictOptions(normalize=None, tta=tta), axes="YX",
+                                  planes=half_scale_wanted(probabilities, labels, options)))
     return probabilities, half, labels
 
 

@@ -144,9 +144,9 @@ def spy(monkeypatch):
     calls = []
     real = large_cells.fuse_large_cells
 
-    def recording(labels, half, options):
+    def recording(labels, half, options, planes=None):
         calls.append((np.shape(labels), np.shape(half), options))
-        return real(labels, half, options)
+        return real(labels, half, options, planes)
 
     monkeypatch.setattr(large_cells, "fuse_large_cells", recording)
     return calls
@@ -213,3 +213,67 @@ def test_planes_without_room_for_a_large_cell_are_not_labelled_at_half_scale(mon
     assert np.array_equal(fused, add_large_cells(full, half, cell_diameter=8.0))  # the labels of every plane labelled
     big = np.bincount(fused[0][large]).argmax()
     assert big > 0 and (fused[0][large] == big).mean() > 0.95  # and the large cell found
+
+
+def test_only_planes_showing_a_cell_much_larger_than_the_painted_ones_want_the_pass():
+    from napari_unet.labels.large_cells import half_scale_wanted
+
+    shape = (96, 96)
+    small = _disk(shape, (10, 85), 4) | _disk(shape, (85, 85), 4) | _disk(shape, (85, 10), 4)
+    ring = _disk(shape, (48, 40), 20) & ~_disk(shape, (48, 40), 14)  # a cell 5 diameters wide, its rim found
+
+    def unsure(*boxes):  # cell probability 0.35 there: background by the argmax, but unsure
+        p = _probabilities(small)
+        for ys, xs in boxes:
+            p[:, ys, xs] = [[[0.65]], [[0.35]]]
+        return p
+
+    wide = (slice(30, 60), slice(30, 60))  # 900 px: room for a cell 2.25 diameters wide (254 px)
+    quarters = [(slice(y, y + 14), slice(x, x + 14)) for y in (30, 46) for x in (30, 46)]  # cut by 2-px lines
+    probabilities = np.stack([_probabilities(small), _probabilities(small | ring), unsure(wide),
+                              unsure((slice(30, 44), slice(30, 44))), unsure(*quarters)], axis=1)
+    labels = np.stack([to_labels(probabilities[:, k], cell_diameter=8.0) for k in range(5)])
+    assert [int(labels[k].max()) for k in range(5)] == [3, 4, 3, 3, 3]  # the unsure regions are left unlabelled
+    wanted = half_scale_wanted(probabilities, labels, LabelOptions(mode="instances", cell_diameter=8.0))
+    assert wanted.tolist() == [False, True, True, False, False]
+    # a larger typical cell: the ring and the wide region are no longer much larger than it
+    assert not half_scale_wanted(probabilities, labels, LabelOptions(mode="instances", cell_diameter=20.0)).any()
+
+
+def test_a_plane_that_does_not_want_the_pass_keeps_its_labels_and_no_network_runs_for_none():
+    from napari_unet.labels.large_cells import fuse_large_cells
+
+    shape = (96, 96)
+    large = _disk(shape, (48, 40), 20)
+    ring = large & ~_disk(shape, (48, 40), 14)
+    full = np.stack([to_labels(_probabilities(ring), cell_diameter=8.0)] * 2)
+    half = np.stack([_probabilities(large)[:, ::2, ::2]] * 2, axis=1)
+    options = LabelOptions(mode="instances", cell_diameter=8.0)
+    fused = fuse_large_cells(full, half, options, planes=np.array([True, False]))
+    assert (fused[0][large] == fused[0][48, 40]).mean() > 0.95 and fused[0][48, 40] > 0  # the whole cell
+    assert np.array_equal(fused[1] > 0, ring) and fused[1].max() > fused[0].max()  # its rim, ids after plane 0's
+    net = UNet(depth=2, base_channels=4).eval()
+    net.register_forward_pre_hook(lambda *args: pytest.fail("the half-scale network ran"))
+    no_plane = np.zeros(2, bool)
+    assert drive(iter_large_cells(net, np.zeros((2, 96, 96), np.float32), full, options, PredictOptions(),
+                                  axes="ZYX", planes=no_plane)) is full
+
+
+@pytest.mark.parametrize("cell_p, runs", [(0.1, False), (0.4, True)])
+def test_segment_runs_the_half_scale_network_only_where_a_plane_wants_it(cell_p, runs):
+    """The network answers cell probability ``cell_p`` everywhere: background either way, sure
+    (0.1) or unsure (0.4, a region as wide as the image)."""
+    import torch
+    from napari_unet.labels.segment import segment
+
+    net = _tiny_model(6.0)
+    logits = torch.tensor([np.log(1 - cell_p), np.log(cell_p)], dtype=torch.float32).view(1, 2, 1, 1)
+    tiles = []
+    net.register_forward_hook(lambda module, args, out: tiles.append(len(out)) or torch.zeros_like(out) + logits)
+    image = np.random.default_rng(0).random((80, 80)).astype(np.float32)
+    probabilities, labels = segment(net, image, axes="YX", device="cpu")
+    assert labels.max() == 0 and np.allclose(probabilities[1], cell_p, atol=1e-5)
+    with_pass = sum(tiles)
+    tiles.clear()
+    segment(net, image, axes="YX", device="cpu", large_cells=False)
+    assert (with_pass > sum(tiles)) == runs  # the half-scale tiles come on top of the full scale's

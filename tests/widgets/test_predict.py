@@ -169,10 +169,14 @@ def test_the_half_scale_pass_and_the_flipped_views_run_as_in_the_api_and_can_be_
     from napari_unet.labels.options import LabelOptions
     from napari_unet.predict.views import PLUGIN_TTA
 
+    import napari_unet.labels.segment as segment
+
     calls = []
     real = large_cells.fuse_large_cells
-    monkeypatch.setattr(large_cells, "fuse_large_cells", lambda labels, half, options: calls.append(dict(**options))
-                        or real(labels, half, options))
+    monkeypatch.setattr(large_cells, "fuse_large_cells", lambda labels, half, options, planes=None:
+                        calls.append(dict(**options)) or real(labels, half, options, planes))
+    # these clean cells show nothing large: every plane is made to want the pass (half_scale_wanted's own tests)
+    monkeypatch.setattr(segment, "half_scale_wanted", lambda p, labels, options: np.ones(labels.shape[:-2], bool))
     viewer.add_image(cells[0], name="cells")
     widget = open_widget("Predict")
     assert widget.large_cells_check.isChecked()  # on by default

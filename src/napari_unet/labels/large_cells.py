@@ -10,6 +10,11 @@ the full scale was unsure of). Cells of the painted size keep their full-scale l
 without unusually large cells almost always get the same labels as without this pass (the
 constants below were chosen on the quality suite: ``benchmarks/README.md``).
 
+The pass runs only on the planes whose full-scale result shows something as large as such a
+cell (:func:`half_scale_wanted`): an object, or a region the network was unsure of and left
+unlabelled, at least :data:`LARGE_CELL_DIAMETERS` typical cells wide. A plane of cells of the
+painted size skips it: the network's second pass, its labels and the fuse.
+
 Examples
 --------
 >>> import numpy as np
@@ -38,7 +43,7 @@ from .instances import UNSURE_P, renumbered, split_height
 from .options import LabelOptions
 
 __all__ = ["half_scale", "iter_predict_half_scale", "predict_half_scale", "add_large_cells", "fuse_large_cells",
-           "iter_large_cells", "applies",
+           "iter_large_cells", "applies", "half_scale_wanted",
            "LARGE_CELL_DIAMETERS", "LARGE_CELL_COVERAGE", "LARGE_CELL_CUT_SUPPORT", "LARGE_CELL_PIECES",
            "LARGE_PIECE_CELLS"]
 
@@ -184,8 +189,10 @@ def add_large_cells(labels, half_probabilities, *, cell_diameter: float, **label
     return fuse_large_cells(labels, half_probabilities, LabelOptions.of({**label_kwargs, "cell_diameter": cell_diameter}))
 
 
-def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.ndarray:
-    """:func:`add_large_cells` with the labels' ``options``."""
+def fuse_large_cells(labels, half_probabilities, options: LabelOptions, planes=None) -> np.ndarray:
+    """:func:`add_large_cells` with the labels' ``options``; ``planes``: a boolean array over the
+    planes of ``labels`` (``labels.shape[:-2]``), the planes to fuse (None: all); the others
+    keep their labels, renumbered with the rest."""
     cell_diameter = options.cell_diameter
     if options.mode != "instances" or options.three_d:
         raise ValueError("the half-scale pass takes instance labels of planes, not "
@@ -202,11 +209,12 @@ def fuse_large_cells(labels, half_probabilities, options: LabelOptions) -> np.nd
     if options.split == "distance" and options.split_h is None:
         # the objects this pass is for are large: their split keeps 0.1 x diameter (at least 1 px)
         half_options = half_options.but(split_h=split_height(cell_diameter / 2, small_cells=False))
+    wanted = np.ones(labels.shape[:-2], bool) if planes is None else np.asarray(planes, bool)
     planes = list(np.ndindex(*labels.shape[:-2]))
     half_probabilities = np.asarray(half_probabilities)
     # only the planes whose half-scale labels may hold a large cell are labelled at half scale
-    needed = [plane for plane in planes if _may_hold_large_cells(half_probabilities[(slice(None), *plane)],
-                                                                 half_options, float(cell_diameter))]
+    needed = [plane for plane in planes if wanted[plane] and _may_hold_large_cells(
+        half_probabilities[(slice(None), *plane)], half_options, float(cell_diameter))]
     half = {}
     if needed:
         picked = half_probabilities if len(needed) == len(planes) else np.stack(
@@ -252,6 +260,46 @@ def _may_hold_large_cells(half_probabilities: np.ndarray, options: LabelOptions,
     return 2.0 * np.sqrt(most / np.pi) >= LARGE_CELL_DIAMETERS * cell_diameter
 
 
+def half_scale_wanted(probabilities, labels, options: LabelOptions) -> np.ndarray:
+    """Which planes of the full-scale result (``probabilities`` ``(n_classes, ..., Y, X)``,
+    instance ``labels`` ``(..., Y, X)`` made from them with ``options``) want the half-scale pass:
+    a boolean array over the planes (``labels.shape[:-2]``).
+
+    A plane wants it when it holds an object, or an 8-connected region the network was unsure
+    of (cell probability at least :data:`~napari_unet.labels.instances.UNSURE_P`) and left
+    unlabelled, whose area is that of a cell :data:`LARGE_CELL_DIAMETERS` typical cells wide: what
+    the full scale makes of a cell much larger than the painted ones, found whole or seen as
+    fragments in an unsure inside. A plane of cells of the painted size shows neither.
+
+    >>> p = np.zeros((2, 60, 60), np.float32); p[0] = 1
+    >>> labels = np.zeros((60, 60), np.int32); labels[5:15, 5:15] = 1      # a cell 10 px wide
+    >>> options = LabelOptions.of({"cell_diameter": 10.0})
+    >>> bool(half_scale_wanted(p, labels, options))
+    False
+    >>> p[:, 20:55, 20:55] = [[[0.6]], [[0.4]]]                             # unsure over 35 x 35 px
+    >>> bool(half_scale_wanted(p, labels, options))
+    True
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels)
+    large = LARGE_CELL_DIAMETERS**2 * np.pi * float(options.cell_diameter) ** 2 / 4
+    wanted = np.zeros(labels.shape[:-2], bool)
+    for plane in np.ndindex(*labels.shape[:-2]):
+        plane_labels = labels[plane]
+        if np.bincount(plane_labels.ravel())[1:].max(initial=0) >= large:
+            wanted[plane] = True
+            continue
+        cell = np.asarray(probabilities[(options.cell_class, *plane)], np.float32)
+        if options.border_class is not None:
+            cell = cell + np.asarray(probabilities[(options.border_class, *plane)], np.float32)
+        unsure = (cell >= UNSURE_P) & (plane_labels == 0)
+        if np.count_nonzero(unsure) >= large:
+            pieces, _ = ndi.label(unsure, structure=np.ones((3, 3), bool))
+            wanted[plane] = np.bincount(pieces.ravel())[1:].max(initial=0) >= large
+    return wanted
+
+
 def applies(options: LabelOptions) -> bool:
     """Whether the half-scale pass applies to labels made with these options: instances of planes
     (not 3D objects) with a known typical cell diameter."""
@@ -259,20 +307,21 @@ def applies(options: LabelOptions) -> bool:
 
 
 def iter_large_cells(model, data, labels, options: LabelOptions, predict: PredictOptions, *,
-                     axes: str) -> Generator[tuple[int, int], None, Any]:
+                     axes: str, planes=None) -> Generator[tuple[int, int], None, Any]:
     """Generator: the half-scale pass over ``labels`` (made from ``data`` with ``options``); yields
     ``(done, total)`` tiles of the half-scale prediction and returns the new labels, or ``labels``
-    unchanged when the pass does not apply (:func:`applies`).
+    unchanged when the pass does not apply (:func:`applies`) or no plane wants it.
 
     ``data``, ``axes``: as the full-scale prediction got them (channels first, or last as
     ``"YXC"``); ``predict``: its device, pixel size, views and normalization (None: the full
-    scale's range).
+    scale's range); ``planes``: the planes that want the pass (:func:`half_scale_wanted`; None:
+    all). A stack is predicted whole at half scale when any of its planes wants it.
     """
-    if not applies(options):
+    if not applies(options) or (planes is not None and not np.any(planes)):
         return labels
     if axes.endswith("C"):
         from ..common.axes import channels_last_to_first
 
         data, axes = channels_last_to_first(data, axes)
     half = yield from _iter_half_scale(model, data, predict, axes)
-    return fuse_large_cells(labels, half, options)
+    return fuse_large_cells(labels, half, options, planes)

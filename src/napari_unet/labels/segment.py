@@ -27,7 +27,7 @@ from ..common.progress import Progress, drive, part
 from ..predict.options import PredictOptions
 from .blocks import to_labels_in_blocks
 from .instances import label_options
-from .large_cells import applies, iter_large_cells
+from .large_cells import applies, half_scale_wanted, iter_large_cells
 from .options import LabelOptions
 
 __all__ = ["segment_options", "iter_segment", "segment", "LARGE_CELLS_SHARE"]
@@ -86,11 +86,14 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0
     probabilities = yield from part(iter_predict_with(model, data, full, axes=axes), 0.0, share)
     labels = to_labels_in_blocks(probabilities, options)  # a large plane on every core
+    # the planes that show a cell much larger than the painted ones (the others skip the half-scale pass)
+    wanted = half_scale_wanted(probabilities, labels, options) if share < 1.0 else None
     if not keep_probabilities:
         probabilities = None
     if share < 1.0:  # the half-scale pass: the full scale's device, pixel size, normalization and views
         half = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta)
-        labels = yield from part(iter_large_cells(model, data, labels, options, half, axes=axes), share, 1.0 - share)
+        labels = yield from part(iter_large_cells(model, data, labels, options, half, axes=axes, planes=wanted),
+                                 share, 1.0 - share)
     return probabilities, labels
 
 

@@ -277,3 +277,31 @@ def test_segment_runs_the_half_scale_network_only_where_a_plane_wants_it(cell_p,
     tiles.clear()
     segment(net, image, axes="YX", device="cpu", large_cells=False)
     assert (with_pass > sum(tiles)) == runs  # the half-scale tiles come on top of the full scale's
+
+
+@pytest.mark.parametrize("axes", ["ZYX", "TZYX", "ZCYX"])
+def test_only_the_planes_that_want_the_pass_are_predicted_at_half_scale(monkeypatch, axes):
+    import torch
+    import napari_unet.labels.large_cells as large_cells
+
+    rng = np.random.default_rng(3)
+    shape = {"ZYX": (3, 40, 36), "TZYX": (2, 2, 40, 36), "ZCYX": (3, 2, 40, 36)}[axes]
+    data = rng.random(shape).astype(np.float32)
+    net = UNet(depth=2, base_channels=4, in_channels=2 if "C" in axes else 1).eval()
+    net.metadata = {"mode": "instances", "cell_diameter": 6.0}
+    planes = np.zeros(shape[:2] if axes == "TZYX" else shape[:1], bool)
+    planes.flat[[1, -1]] = True
+    labels = np.zeros((*planes.shape, 40, 36), np.int32)
+    seen, fused = [], []
+    net.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    monkeypatch.setattr(large_cells, "fuse_large_cells", lambda labels, half, options, planes=None:
+                        fused.append((half, planes)) or labels)
+    options = LabelOptions(mode="instances", cell_diameter=6.0)
+    predict = PredictOptions(normalize=None, tta="auto")
+    drive(iter_large_cells(net, data, labels, options, predict, axes=axes, planes=planes))
+    assert sum(seen) == 2 * 2  # two planes, two views each (this net's views agree), one tile per plane
+    half, kept = fused[0]
+    assert np.array_equal(kept, planes) and half.shape[1:-2] == planes.shape
+    whole = predict_half_scale(net, data, axes=axes, tta="auto")  # every plane, one normalization
+    np.testing.assert_allclose(half[:, planes], whole[:, planes], atol=1e-6)
+    assert not half[:, ~planes].any()  # the others are not looked at

@@ -315,7 +315,8 @@ def iter_large_cells(model, data, labels, options: LabelOptions, predict: Predic
     ``data``, ``axes``: as the full-scale prediction got them (channels first, or last as
     ``"YXC"``); ``predict``: its device, pixel size, views and normalization (None: the full
     scale's range); ``planes``: the planes that want the pass (:func:`half_scale_wanted`; None:
-    all). A stack is predicted whole at half scale when any of its planes wants it.
+    all). Only those planes of a stack are predicted at half scale, each as it would be in the
+    whole stack (one normalization, views decided plane by plane).
     """
     if not applies(options) or (planes is not None and not np.any(planes)):
         return labels
@@ -323,5 +324,26 @@ def iter_large_cells(model, data, labels, options: LabelOptions, predict: Predic
         from ..common.axes import channels_last_to_first
 
         data, axes = channels_last_to_first(data, axes)
-    half = yield from _iter_half_scale(model, data, predict, axes)
-    return fuse_large_cells(labels, half, options, planes)
+    if planes is None or np.all(planes):
+        half = yield from _iter_half_scale(model, data, predict, axes)
+        return fuse_large_cells(labels, half, options, planes)
+    if predict.normalize is None:  # the whole stack's range, as for the whole stack
+        from ..predict.tiling import normalization_range
+
+        predict = predict.but(normalize=normalization_range(model, data, axes=axes) or True)
+    picked, picked_axes = _picked_planes(data, axes, planes)
+    picked_half = yield from _iter_half_scale(model, picked, predict, picked_axes)
+    wanted = np.asarray(planes, bool)
+    half = np.zeros((picked_half.shape[0], *wanted.shape, *picked_half.shape[-2:]), np.float32)
+    half[(slice(None), wanted)] = picked_half  # the planes not wanted are not looked at
+    return fuse_large_cells(labels, half, options, wanted)
+
+
+def _picked_planes(data, axes: str, planes) -> tuple[np.ndarray, str]:
+    """The planes of ``data`` (channels first or none) where ``planes`` holds, stacked along one
+    leading axis ``"Z"`` in the order of :func:`numpy.ndindex` over them: ``(array, its axes)``."""
+    data = np.asarray(data)
+    leading = [i for i, name in enumerate(axes) if name not in "CYX"]
+    moved = np.moveaxis(data, leading, range(len(leading)))
+    flat = moved.reshape(-1, *moved.shape[len(leading):])
+    return flat[np.flatnonzero(np.ravel(planes))], "Z" + "".join(name for name in axes if name in "CYX")

@@ -84,7 +84,7 @@ def predict_plane(model, plane: np.ndarray, device=None, normalize=True, context
         except StopIteration:
             device = None
     try:
-        if context != "full" and model.config.spatial_dims == 3:
+        if model.config.spatial_dims == 3:
             return drive(iter_predict_volume(model, plane, device=device, normalize=normalize, context=context))
         return predict_tiled(model, plane, device=device, normalize=normalize)
     finally:

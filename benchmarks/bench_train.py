@@ -239,7 +239,7 @@ def _random_forest_transfer(train_image, train_ann, image, per_plane):
 def speed(args):
     import torch
 
-    from napari_unet.config import TrainConfig
+    from napari_unet.config import PRESETS_3D, TrainConfig
     from napari_unet.samples import make_touching_cells
     from napari_unet.training.trainer import Trainer
     from napari_unet.training.loss import weighted_cross_entropy
@@ -249,9 +249,15 @@ def speed(args):
           f"{'sample+aug ms':>13} {'net ms':>8} {'aug share':>9}")
     for preset in args.presets:
         n_it = {"paper": 2, "fast": 20, "tiny": 40}.get(preset, 10)
+        data, where = ([image], [ann]), {}
+        if preset in PRESETS_3D:  # the vendored nuclei stack, three painted XY slices (bench_unet3d.py)
+            from bench_unet3d import load, paint
+
+            stack, truth, voxel = load("nuclei", 0)
+            data, where = ([stack], [paint(truth, 0)[0]]), {"pixel_size": voxel}
         config = dataclasses.replace(TrainConfig(), preset=preset, iterations=n_it + 2, validation_fraction=0.0,
-                                     seed=0, device=args.device)
-        trainer = Trainer([image], [ann], config=config)
+                                     seed=0, device=args.device, **where)
+        trainer = Trainer(*data, config=config, axes="ZYX" if where else None)
         gen = trainer.run()
         for _ in range(2):  # warm-up
             next(gen)
@@ -270,10 +276,11 @@ def speed(args):
         aug_ms = 1000 * (time.perf_counter() - t0) / n_it
         model = trainer.model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        fmt = getattr(trainer.training_step, "memory_format", None) or torch.contiguous_format
         t0 = time.perf_counter()
         for _ in range(n_it):
             opt.zero_grad()
-            loss = weighted_cross_entropy(model(batch.image), batch.target, batch.weights)
+            loss = weighted_cross_entropy(model(batch.image.contiguous(memory_format=fmt)), batch.target, batch.weights)
             loss.backward()
             opt.step()
         if dev.type == "cuda":
@@ -282,7 +289,7 @@ def speed(args):
         n_params = sum(p.numel() for p in model.parameters())
         out = trainer.output_shape
         print(f"{preset:<7} {'x'.join(map(str, trainer.input_shape)):>9} {'x'.join(map(str, out)):>9} "
-              f"{trainer.batch_size:>5} {n_params / 1e6:7.2f}M {it_s:7.2f} {it_s * trainer.batch_size * out[0] * out[1]:9.0f} "
+              f"{trainer.batch_size:>5} {n_params / 1e6:7.2f}M {it_s:7.2f} {it_s * trainer.batch_size * np.prod(out):9.0f} "
               f"{aug_ms:13.1f} {net_ms:8.1f} {aug_ms / (aug_ms + net_ms):9.1%}", flush=True)
 
 

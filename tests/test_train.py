@@ -84,6 +84,40 @@ def test_unannotated_pixels_do_not_change_the_gradient():
                                         torch.zeros(1, 2, 2))) == 0.0
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_training_step_runs_in_the_layout_prediction_uses_and_computes_the_same(dims):
+    """On a CPU a network trains channels-last, as it predicts (a 3D network 1.3-1.5 times faster);
+    the layout changes the speed, not the loss or the step."""
+    import copy
+
+    from napari_unet.dataset.sampler import Batch
+    from napari_unet.model.unet import UNet
+    from napari_unet.training.step import TrainingStep
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(depth=2, base_channels=4, padding="same", batch_norm=True, spatial_dims=dims, in_channels=2)
+    net = UNet.from_config(cfg)
+    plain = copy.deepcopy(net)
+    shape = (2, 2, 8, 16, 16) if dims == 3 else (2, 2, 32, 32)
+    batch = Batch(torch.randn(shape), torch.randint(0, 2, (shape[0], *shape[2:])), torch.rand(shape[0], *shape[2:]))
+    config = TrainConfig(optimizer="sgd", learning_rate=0.1, momentum=0.0)
+    step = TrainingStep(net, config, torch.device("cpu"))
+    layout = torch.channels_last_3d if dims == 3 else torch.channels_last
+    convs = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=layout) and not w.is_contiguous() for w in convs)
+    seen = []
+    net.inc.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous(memory_format=layout)))
+    loss = step(net, batch)
+    assert seen == [True]  # the batch too (two channels: the layouts differ)
+    plain.train()
+    reference = weighted_cross_entropy(plain(batch.image), batch.target, batch.weights)
+    reference.backward()
+    torch.optim.SGD(plain.parameters(), lr=0.1).step()
+    assert loss == pytest.approx(float(reference.detach()), rel=1e-5)
+    for a, b in zip(net.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_events_metadata_and_prediction(sample):
     image, _, annotations = sample
     trainer = Trainer([image], [annotations], config=tiny(preview_every=3), preview=image[:40, :50])

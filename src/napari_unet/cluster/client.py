@@ -230,7 +230,7 @@ def worker_model(model, digest: str, device=None, threads: int | None = None):
     if net is None:
         for old in [k for k in _CACHE if k[0] == "model"]:
             del _CACHE[old]  # a worker keeps the model of the current run only
-        net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+        net = prepare_model(model, dev)
         net.eval()
         _CACHE[key] = net
     return net

@@ -26,6 +26,7 @@ from typing import Generator
 import numpy as np
 import torch
 
+from ..common.devices import fast_memory_format
 from ..model.normalization import apply_normalization
 from ..model.unet import UNet
 from .plan import mirror_indices
@@ -36,9 +37,9 @@ from .views import AUTO, VIEWS, check_tta
 __all__ = ["TileEngine", "prepare_model", "check_out"]
 
 
-def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNet:
-    """The network on ``device`` with channels_last weights where that is faster (CPU, CUDA;
-    channels_last_3d for a 3D network).
+def prepare_model(model: UNet, device: torch.device) -> UNet:
+    """The network on ``device`` in the layout it is fastest in there (:func:`fast_memory_format`:
+    channels last on CPUs and CUDA).
 
     The caller's model is never changed: when it is on another device or in another memory
     format, a copy is used (one copy per call, negligible next to the prediction itself).
@@ -48,20 +49,16 @@ def prepare_model(model: UNet, device: torch.device, channels_last: bool) -> UNe
     except StopIteration:  # pragma: no cover - a UNet always has parameters
         current = device
     same_device = current == device or (current.type == device.type and device.index is None)
-    fmt = _memory_format(model.spatial_dims)
+    fmt = fast_memory_format(model.spatial_dims, device)
     convs = [m.weight for m in model.modules()
              if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and any(k > 1 for k in m.kernel_size)]
-    same_format = not channels_last or all(w.is_contiguous(memory_format=fmt) for w in convs)
+    same_format = fmt is None or all(w.is_contiguous(memory_format=fmt) for w in convs)
     if same_device and same_format:
         return model
     net = copy.deepcopy(model).to(device)
-    if channels_last:
+    if fmt is not None:
         net = net.to(memory_format=fmt)
     return net
-
-
-def _memory_format(spatial_dims: int) -> torch.memory_format:
-    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 def check_out(out, shape: tuple[int, ...], name: str = "out"):
@@ -106,7 +103,7 @@ class TileEngine:
         self.dtype = dtype
         self.batch_size = batch_size
         self.lows, self.highs = norm
-        self.memory_format = _memory_format(len(plans)) if device.type in ("cpu", "cuda") else None
+        self.memory_format = fast_memory_format(len(plans), device)
         self.check_finite = np.dtype(source.data.dtype).kind == "f"
 
     def jobs(self) -> list[tuple]:

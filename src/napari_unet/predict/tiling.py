@@ -134,7 +134,7 @@ def iter_predict_with(
         name, tuple(data.shape), plan_y.tile, plan_x.tile, plan_y.step, plan_x.step, n_tiles,
         batch_size, dev, dtype or "fp32",
     )
-    net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+    net = prepare_model(model, dev)
     was_training = net.training
     net.eval()
     try:

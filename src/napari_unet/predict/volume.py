@@ -255,7 +255,7 @@ def iter_predict_volumes(
     logger.debug("predicting %s %s with tiles %s (keeping %s), %d tile(s), batch %d, %s, %s", name,
                  tuple(data.shape), [p.tile for p in plans], [p.step for p in plans], n_tiles, batch_size, dev,
                  dtype or "fp32")
-    net = prepare_model(model, dev, channels_last=dev.type in ("cpu", "cuda"))
+    net = prepare_model(model, dev)
     was_training = net.training
     net.eval()
     try:

@@ -248,7 +248,7 @@ def speed(args):
     print(f"{'preset':<7} {'tile':>9} {'out':>9} {'batch':>5} {'params':>8} {'it/s':>7} {'px/s':>9} "
           f"{'sample+aug ms':>13} {'net ms':>8} {'aug share':>9}")
     for preset in args.presets:
-        n_it = {"paper": 2, "fast": 20, "tiny": 40}.get(preset, 10)
+        n_it = {"paper": 2, "fast": 20, "tiny": 40, "fast3d": 20}.get(preset, 10)
         data, where = ([image], [ann]), {}
         if preset in PRESETS_3D:  # the vendored nuclei stack, three painted XY slices (bench_unet3d.py)
             from bench_unet3d import load, paint

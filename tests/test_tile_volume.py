@@ -19,7 +19,7 @@ from napari_unet.predict.tiling import (
 )
 from napari_unet.predict.options import PredictOptions
 from napari_unet.predict.tiling import iter_predict_with
-from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume, tile_contexts
+from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume, slab_window, tile_contexts
 
 FP32 = dict(precision="fp32", device="cpu")
 SHAPE = (11, 19, 14)  # no axis a multiple of the pooling factors (4, or 2 along Z with xy_only_pools=1)
@@ -131,6 +131,52 @@ def test_a_preview_context_is_refused_where_it_means_nothing():
     net2d = UNet(depth=2, base_channels=4)
     with pytest.raises(ValueError, match="is for 3D networks"):
         _run(iter_predict_with(net2d, _volume()[0], PredictOptions(context="preview"), axes="YX"))
+
+
+@pytest.mark.parametrize("xy_only_pools", [0, 1])
+def test_some_planes_get_what_the_whole_volume_gives_them_at_the_cost_of_those_planes(xy_only_pools):
+    """``planes=`` (the Predict widget's slice in view of a 3D network): the planes' tiles read the
+    planes around them as context, so the result is the whole volume's, whatever planes are asked
+    (on the pooling grid or not) and whatever window of the stack holds a slab and its context."""
+    net = _net("same", xy_only_pools)
+    g = net.pool_factors[0]
+    context = -(-net.margin(0) // g) * g
+    n = 2 * context + 3 * g + 1  # deeper than a slab and its context: a window is not the whole stack
+    volume = _volume((n, 19, 14))
+    whole, _ = _run(iter_predict_volume(net, volume, normalize=False, **FP32))
+    inputs = []
+    hook = net.register_forward_pre_hook(lambda module, args: inputs.append(int(args[0].shape[2])))
+    try:
+        for planes in [(0, n), (1, 2), (g, 2 * g + 1), (context + 1, context + g), (n - 1, n)]:
+            inputs.clear()
+            part, _ = _run(iter_predict_with(net, volume, PredictOptions(planes=planes, normalize=False, **FP32),
+                                             axes="ZYX"))
+            assert part.shape == (2, planes[1] - planes[0], 19, 14)
+            assert np.abs(part - whole[:, planes[0]:planes[1]]).max() <= 1e-5, planes
+            # the tiles read the planes asked for (from the pooling grid on) and their context, no more
+            assert sum(inputs) <= (planes[1] - planes[0] + g - 1) // g * g + g + 2 * context, (planes, inputs)
+        for z in (0, n // 2, n - 1):
+            (first, last), (start, stop) = slab_window(net, n, z, 2 * g)
+            assert first % g == 0 and start <= z - first < stop and stop - start == 2 * g
+            assert last - first < n  # the window is a part of the stack
+            part, _ = _run(iter_predict_with(net, volume[first:last], PredictOptions(planes=(start, stop),
+                                             normalize=False, **FP32), axes="ZYX"))
+            assert np.abs(part - whole[:, first + start:first + stop]).max() <= 1e-5, z
+        one, _ = _run(iter_predict_volume(net, volume, planes=(n - 2, n), normalize=False, **FP32))
+        np.testing.assert_array_equal(one, _run(iter_predict_with(net, volume, PredictOptions(
+            planes=(n - 2, n), normalize=False, **FP32), axes="ZYX"))[0])
+        stack = np.stack([volume, volume[::-1]])  # a time series: the planes of every volume
+        part, _ = _run(iter_predict_with(net, stack, PredictOptions(planes=(2, 5), normalize=False, **FP32),
+                                         axes="TZYX"))
+        flipped, _ = _run(iter_predict_volume(net, volume[::-1].copy(), normalize=False, **FP32))
+        assert np.abs(part - np.stack([whole, flipped])[:, :, 2:5].transpose(1, 0, 2, 3, 4)).max() <= 1e-5
+    finally:
+        hook.remove()
+    for bad, match in [((3, 3), "planes stop"), ((-1, 2), "planes start"), ((0, n + 1), "planes stop"), (5, "planes must be")]:
+        with pytest.raises(ValueError, match=match):
+            _run(iter_predict_with(net, volume, PredictOptions(planes=bad, **FP32), axes="ZYX"))
+    with pytest.raises(ValueError, match="is for 3D networks"):
+        _run(iter_predict_with(UNet(depth=2, base_channels=4), volume[0], PredictOptions(planes=(0, 1)), axes="YX"))
 
 
 def _tile_keeping(net: UNet, keep) -> tuple[int, ...]:

@@ -88,6 +88,23 @@ def test_the_slab_around_a_plane_is_centred_and_kept_inside_the_stack():
         plane_slab(data[0, 0], "CYX", (), 4)
 
 
+def test_the_slice_in_view_gets_the_probabilities_of_the_whole_stack(model3d):
+    """Predict's slice in view with a 3D network: the slab around it reads its context from the
+    stack (a window of it), not from mirrored copies of itself: the plane's probabilities are the
+    whole stack's, at the cost of the slab."""
+    from napari_unet._widgets.predict import predict_job, prediction_input
+    from napari_unet.common.progress import drive
+
+    deep, _, _ = balls((64, 48, 48), seed=1, n=16)
+    whole = drive(predict_job(model3d, deep, "ZYX", None, "instances", True))["probability"]
+    for z in (2, 32, 63):
+        window, _axes, _normalize, at, (start, stop) = prediction_input(model3d, deep, "ZYX", (z,))
+        assert len(window) < len(deep) and stop - start == 8  # a part of the stack; the slab: the training patch's z
+        one = drive(predict_job(model3d, deep, "ZYX", (z,), "instances", True))
+        assert one["labels"].shape == one["probability"].shape == deep.shape[1:]
+        np.testing.assert_allclose(one["probability"], whole[z], atol=1e-5)
+
+
 def test_a_3d_jobs_previews_are_the_plane_of_a_slab_around_it(stack):
     from napari_unet import TrainConfig
     from napari_unet.common.progress import drive

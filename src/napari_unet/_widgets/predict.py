@@ -80,31 +80,38 @@ def check_model_fits(model, layer) -> str:
 
 
 def prediction_input(model, data, axes: str, index: tuple | None):
-    """What :func:`predict_job` segments: ``(input, its axes, normalize, at)``.
+    """What :func:`predict_job` segments: ``(input, its axes, normalize, at, planes)``.
 
     The whole image or stack (``index`` None), channels first; or the plane ``index`` of a stack,
     normalized with the whole stack's percentiles as in training. A 3D network's plane is
-    predicted in the slab around it (:func:`napari_unet.training.job.plane_slab`, the training
-    patch's z size, as the training preview), ``at``: the plane's z in the slab (else None).
+    predicted in the slab around it (the training patch's z size, as the training preview): the
+    input is the window of the stack that holds the slab and its context
+    (:func:`napari_unet.predict.volume.slab_window`), ``planes`` the slab in it, so that the slab
+    gets the whole stack's probabilities; ``at``: the plane's z in the slab (else None).
     """
     from ..predict.tiling import normalization_range
 
     if index is None:
         data, axes = channels_last_to_first(data, axes) if axes.endswith("YXC") else (data, axes)
-        return data, axes, True, None
+        return data, axes, True, None, None
     if not index:  # an image without planes
         plane, plane_axes = channels_last_to_first(np.asarray(data), axes)
-        return plane, plane_axes, True, None
+        return plane, plane_axes, True, None, None
     whole, whole_axes = channels_last_to_first(data, axes)
     normalize = normalization_range(model, whole, axes=whole_axes) or True
     if is_volume_model(model):
         from ..model.fit import default_tile_shape
+        from ..predict.volume import slab_window
         from ..training.job import plane_slab
 
-        slab, slab_axes, at = plane_slab(data, axes, index, default_tile_shape(model)[0])
-        return slab, slab_axes, normalize, at
+        window = planes = None
+        z = axes.find("Z")
+        if 0 <= z < len(index):  # else plane_slab says that a 3D network needs a z-stack
+            window, planes = slab_window(model, np.shape(data)[z], index[z], default_tile_shape(model)[0])
+        slab, slab_axes, at = plane_slab(data, axes, index, default_tile_shape(model)[0], z_range=window)
+        return slab, slab_axes, normalize, at - planes[0], planes
     plane, plane_axes = channels_last_to_first(np.asarray(data[tuple(index)]), axes[len(index):])
-    return plane, plane_axes, normalize, None
+    return plane, plane_axes, normalize, None, None
 
 
 def predict_job(model, data, axes: str, index: tuple | None, mode: str, probability: bool, device=None,
@@ -125,16 +132,17 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     from ..labels.segment import iter_segment, segment_options
 
     pixel_size = (space["y"], space["x"]) if space else None
-    plane, plane_axes, normalize, at = prediction_input(model, data, axes, index)
+    plane, plane_axes, normalize, at, planes = prediction_input(model, data, axes, index)
     if is_volume_model(model):  # 3D objects, of the layer's voxel size (else the model's: iter_segment)
         three_d, large_cells = space is not None, False
     else:
         three_d = three_d and index is None
     options = segment_options(model, mode, cell_diameter=cell_diameter, space=space, three_d=three_d,
                               axes=plane_axes)
+    where = {} if planes is None else {"planes": planes}  # a 3D network's slab in its window
     probabilities, labels = yield from iter_segment(model, plane, axes=plane_axes, options=options, device=device,
                                                     pixel_size=pixel_size, normalize=normalize, tta=tta,
-                                                    large_cells=large_cells)
+                                                    large_cells=large_cells, **where)
     if at is not None:  # the plane in the slab a 3D network predicted
         probabilities, labels = probabilities[:, at], labels[at]
     result = {"labels": labels, "index": index, "probability": None}

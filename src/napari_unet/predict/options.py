@@ -17,8 +17,10 @@ class PredictOptions:
     ``device`` (None: CUDA, MPS, then the CPU), ``normalize`` (True: the model's normalization on
     this data; False: none; ``(lows, highs)``), ``precision`` ("auto", "fp32", "bf16", "fp16"),
     ``pixel_size`` (µm per pixel of the data, or None), ``tta`` (1, 2 or 4 flipped views, or "auto")
-    and ``context`` (a 3D network's tiles: "full", the network's whole context, seamless; or
-    "preview", a third of it: several times faster, approximate; see :mod:`napari_unet.predict.volume`).
+    ``context`` (a 3D network's tiles: "full", the network's whole context, seamless; or
+    "preview", a third of it: several times faster, approximate; see :mod:`napari_unet.predict.volume`)
+    and ``planes`` (a 3D network: ``(start, stop)``, predict only these planes of each volume, the
+    others read as their context; None: all).
 
     >>> options = PredictOptions(tta=4)
     >>> options.but(normalize=False).tta, options.normalize
@@ -33,6 +35,7 @@ class PredictOptions:
     pixel_size: Any = None
     tta: int | str = 1
     context: str = "full"
+    planes: tuple[int, int] | None = None
 
     def but(self, **changes) -> PredictOptions:
         """These options with ``changes``."""

@@ -105,6 +105,8 @@ def iter_predict_with(
     if options.context != "full":
         raise ValueError(f"context={options.context!r} is for 3D networks; a plane is always predicted with the "
                          "network's whole context")
+    if options.planes is not None:
+        raise ValueError(f"planes={options.planes!r} is for 3D networks; a 2D network predicts the planes you give it")
     if options.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
     options = options.but(tta=check_tta(options.tta))

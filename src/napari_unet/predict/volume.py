@@ -20,6 +20,12 @@ context again) among those whose activations fit the memory budget, keeping at m
 Precision: ``"auto"`` is fp32 on the CPU, bf16 (else fp16) autocast on CUDA, as for planes.
 :mod:`napari_unet.predict.tiling` sends a 3D network's ``predict_tiled`` / ``predict_stack`` here.
 
+``PredictOptions(planes=(start, stop))`` predicts only those planes of each volume: their tiles
+read the planes around them as context (mirrored only at the volume's faces), on the same pooling
+grid, so they get what predicting the whole volume gives them, at the cost of the planes alone.
+:func:`slab_window` gives the smallest part of a stack that holds a slab and all its context (the
+Predict widget's slice in view).
+
 A *preview* (``PredictOptions(context="preview")``: the Train widget's live preview of a slab)
 gives each tile only :data:`PREVIEW_CONTEXT` of the network's context. The network's context is
 all its receptive field could reach (for *fast3d* with one Y/X-only pooling, 24 planes and 44
@@ -51,7 +57,7 @@ from .sources import as_image_array, source_normalization
 from .views import check_tta
 
 __all__ = ["Volume", "iter_predict_volume", "iter_predict_volumes", "choose_volume_tile", "volume_axes",
-           "volume_precision", "tile_contexts", "CPU_MAX_STEPS", "CONTEXTS", "PREVIEW_CONTEXT"]
+           "volume_precision", "tile_contexts", "slab_window", "CPU_MAX_STEPS", "CONTEXTS", "PREVIEW_CONTEXT"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,9 +190,50 @@ def choose_volume_tile(model: UNet, volume_shape: Sequence[int], *, device: str 
     return tuple(geometry_for_step(model, step, axis)[0] for axis, step in enumerate(steps))
 
 
-def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts=(None, None, None)) -> list[AxisPlan]:
+def _z_range(planes, n_z: int, g: int) -> tuple[int, int, int]:
+    """``(start, stop, skip)`` of ``planes`` (``(start, stop)`` or None: all) in a volume of ``n_z``
+    planes: the start rounded down to the pooling grid ``g``, ``skip`` the planes predicted before
+    the ones asked for."""
+    if planes is None:
+        return 0, n_z, 0
+    if isinstance(planes, (str, bytes)) or not hasattr(planes, "__len__") or len(planes) != 2:
+        raise ValueError(f"planes must be (start, stop), got {planes!r}")
+    first = check_int("planes start", planes[0], minimum=0, maximum=max(n_z - 1, 0))
+    stop = check_int("planes stop", planes[1], minimum=first + 1, maximum=n_z)
+    start = first // g * g
+    return start, stop, first - start
+
+
+def slab_window(model: UNet, n_z: int, z: int, depth: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The slab of ``depth`` planes around plane ``z`` of a stack of ``n_z`` planes (kept inside
+    the stack), and the window of the stack that holds it with all its context along Z, starting on
+    the network's pooling grid: ``((window start, stop), (slab start, stop) in the window)``.
+    Predicting the window with ``planes=`` the slab gives the slab the probabilities of the whole
+    stack (up to float rounding), at the cost of the slab.
+
+    >>> from napari_unet.model.unet import UNet
+    >>> net = UNet(spatial_dims=3, depth=2, base_channels=2, padding="same")  # 20 planes of context
+    >>> slab_window(net, 100, 50, 16), slab_window(net, 100, 2, 16), slab_window(net, 10, 9, 16)
+    (((20, 78), (22, 38)), ((0, 36), (0, 16)), ((0, 10), (0, 10)))
+    """
+    n_z, z = int(n_z), int(z)
+    size = max(1, min(int(depth), n_z))
+    start = int(np.clip(z - size // 2, 0, n_z - size))
+    g = model.pool_factors[0]
+    context = geometry_for_step(model, g, 0)[1]
+    first = max(0, start - context) // g * g
+    last = min(n_z, start + size + context)
+    return (first, last), (start - first, start + size - first)
+
+
+def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts=(None, None, None),
+          z_range=None) -> list[AxisPlan]:
+    """The tiles along (Z, Y, X); ``z_range``: ``(start, stop)`` of the planes to predict (start on
+    the pooling grid), None: all."""
+    start, stop = (0, shape[0]) if z_range is None else z_range
+    extents = (stop - start, *shape[1:])
     if tile_shape is None:
-        steps = _steps(model, shape, device, dtype, contexts=contexts)
+        steps = _steps(model, extents, device, dtype, contexts=contexts)
     else:
         if isinstance(tile_shape, (int, np.integer)) and not isinstance(tile_shape, bool):
             tile_shape = (tile_shape,) * 3
@@ -205,8 +252,10 @@ def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts=
                                  f"{geometry_for_step(model, g, axis, contexts[axis])[0]}")
             steps.append(step)
     # a tile larger than the volume: shrink it to just cover the volume (the result is the same)
-    return [plan_axis(model, size, min(step, -(-size // g) * g), axis=axis, context=context)
-            for axis, (size, step, g, context) in enumerate(zip(shape, steps, model.pool_factors, contexts))]
+    return [plan_axis(model, size, min(step, -(-extent // g) * g), axis=axis, context=context,
+                      **({"start": start, "stop": stop} if axis == 0 else {}))
+            for axis, (size, extent, step, g, context)
+            in enumerate(zip(shape, extents, steps, model.pool_factors, contexts))]
 
 
 def _warn_pixel_size(model: UNet, pixel_size) -> None:
@@ -242,15 +291,22 @@ def iter_predict_volumes(
     _warn_pixel_size(model, options.pixel_size)
     dev = select_device(options.device)
     dtype = volume_precision(options.precision, dev)
-    plans = _plan(model, volume.shape, options.tile_shape, dev, dtype, tile_contexts(model, options.context))
+    start, stop, skip = _z_range(options.planes, volume.shape[0], model.pool_factors[0])
+    plans = _plan(model, volume.shape, options.tile_shape, dev, dtype, tile_contexts(model, options.context),
+                  z_range=(start, stop))
     n_tiles = int(np.prod([p.count for p in plans])) * max(int(np.prod(volume.plane_shape)), 1)
     batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, options.batch_size,
                                  asked=options.tile_shape is not None)
-    out_shape = (model.config.n_classes, *(n for ax, n in zip(volume.axes, data.shape) if ax != "C"))
+    spatial = [ax for ax in volume.axes if ax != "C"]
+    out_shape = (model.config.n_classes, *(stop - start - skip if ax == "Z" else n
+                                           for ax, n in zip(volume.axes, data.shape) if ax != "C"))
     if out is None:
         check_allocation(4 * int(np.prod(out_shape)), f"the probabilities of {name} {tuple(data.shape)}",
                          hint="pass out= a zarr array to write them to disk")
     out = check_out(out, out_shape)
+    # the planes the pooling grid adds before those asked for are predicted into a scratch array
+    target = out if not skip else np.empty((out_shape[0], *(stop - start if ax == "Z" else n for ax, n
+                                                            in zip(spatial, out_shape[1:]))), np.float32)
     norm = source_normalization(model, volume, options.normalize)
     logger.debug("predicting %s %s with tiles %s (keeping %s), %d tile(s), batch %d, %s, %s", name,
                  tuple(data.shape), [p.tile for p in plans], [p.step for p in plans], n_tiles, batch_size, dev,
@@ -259,19 +315,21 @@ def iter_predict_volumes(
     was_training = net.training
     net.eval()
     try:
-        engine = TileEngine(net, volume, out, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
+        engine = TileEngine(net, volume, target, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
                             norm=norm, tta=tta)
         with reuse_freed_memory(dev):
             yield from engine.run()
     finally:
         net.train(was_training)
+    if skip:
+        out[...] = target[(slice(None), *(slice(skip, None) if ax == "Z" else slice(None) for ax in spatial))]
     return out
 
 
 def iter_predict_volume(
     model: UNet, volume, *, tile_shape: Sequence[int] | int | None = None, batch_size: int | None = None,
     device: str | torch.device | None = None, out=None, normalize: bool | tuple = True, precision: str = "auto",
-    tta: int | str = 1, context: str = "full",
+    tta: int | str = 1, context: str = "full", planes: tuple[int, int] | None = None,
 ) -> Generator[tuple[int, int], None, Any]:
     """Class probabilities of one volume by a 3D network, by seamless overlap-tile prediction.
 
@@ -292,6 +350,9 @@ def iter_predict_volume(
         "auto": fp32 on the CPU, bf16 (else fp16) autocast on CUDA.
     context : {"full", "preview"}
         "full": seamless; "preview": tiles with a third of the network's context (see the module).
+    planes : (int, int), optional
+        ``(start, stop)``: only these planes, what the whole volume gives them (see the module);
+        the result is ``(n_classes, stop - start, Y, X)``.
 
     Returns
     -------
@@ -301,6 +362,6 @@ def iter_predict_volume(
     _check_3d(model)
     volume = as_image_array(volume, "volume")
     options = PredictOptions(tile_shape=tile_shape, batch_size=batch_size, device=device, normalize=normalize,
-                             precision=precision, tta=tta, context=context)
+                             precision=precision, tta=tta, context=context, planes=planes)
     return (yield from iter_predict_volumes(model, volume, options, axes=volume_axes(volume, model), name="volume",
                                             out=out))

@@ -91,13 +91,15 @@ def predict_plane(model, plane: np.ndarray, device=None, normalize=True, context
         model.train(was_training)
 
 
-def plane_slab(data, axes: str, index, depth: int, box=None) -> tuple[np.ndarray, str, int]:
+def plane_slab(data, axes: str, index, depth: int, box=None, z_range=None) -> tuple[np.ndarray, str, int]:
     """The slab of the z-stack ``data`` around one of its planes, for a 3D network.
 
     ``axes``: of ``data`` (``"ZYX"``, ``"TZYX"``, ``"ZCYX"``, ``"ZYXC"``, ...); ``index``: the
     plane, one position per axis before Y and X (a channel axis among them keeps all its
     channels); ``depth``: the slab's z size (e.g. the training patch's), centred on the plane and
-    kept inside the stack; ``box``: an optional ``(slice y, slice x)`` part of the plane.
+    kept inside the stack; ``box``: an optional ``(slice y, slice x)`` part of the plane;
+    ``z_range``: ``(start, stop)``, these planes instead (e.g. a
+    :func:`~napari_unet.predict.volume.slab_window`).
     Returns ``(slab, slab_axes, at)``: the slab as a numpy array, channels first (``"ZYX"`` or
     ``"CZYX"``), and the plane's position along its Z. ValueError when ``data`` has no Z axis.
 
@@ -114,6 +116,10 @@ def plane_slab(data, axes: str, index, depth: int, box=None) -> tuple[np.ndarray
     z = index[leading.index("Z")]
     size = max(1, min(int(depth), n_z))
     start = int(np.clip(z - size // 2, 0, n_z - size))
+    if z_range is not None:
+        start, size = int(z_range[0]), int(z_range[1]) - int(z_range[0])
+        if not 0 <= start <= z < start + size <= n_z:
+            raise ValueError(f"z_range {tuple(z_range)} must hold plane {z} inside the stack's {n_z} planes")
     plane_part = {"Y": box[0], "X": box[1]} if box is not None else {}
     take = []
     for position, name in enumerate(axes):

@@ -1,5 +1,5 @@
 """One optimization step of a training run: the optimizer (SGD or Adam at the learning rate of
-the schedule), the layout the network is fastest in (channels last on CPUs and CUDA, as in
+the schedule), the layout a 3D network is fastest in (channels last on CPUs and CUDA, as in
 prediction) and mixed precision on CUDA (bfloat16 where supported, else float16 with a
 gradient scaler)."""
 
@@ -26,7 +26,7 @@ class TrainingStep:
     def __init__(self, model, config: TrainConfig, device):
         import torch
 
-        self.memory_format = fast_memory_format(model.spatial_dims, device)
+        self.memory_format = fast_memory_format(model.spatial_dims, device, training=True)
         if self.memory_format is not None:
             model.to(memory_format=self.memory_format)  # in place: the optimizer's parameters stay the same objects
         self.base_lr = learning_rate(config)

@@ -105,10 +105,10 @@ def prediction_input(model, data, axes: str, index: tuple | None):
         from ..training.job import plane_slab
 
         window = planes = None
-        z = axes.find("Z")
+        depth, z = default_tile_shape(model)[0], axes.find("Z")
         if 0 <= z < len(index):  # else plane_slab says that a 3D network needs a z-stack
-            window, planes = slab_window(model, np.shape(data)[z], index[z], default_tile_shape(model)[0])
-        slab, slab_axes, at = plane_slab(data, axes, index, default_tile_shape(model)[0], z_range=window)
+            window, planes = slab_window(model, np.shape(data)[z], index[z], depth)
+        slab, slab_axes, at = plane_slab(data, axes, index, depth, z_range=window)
         return slab, slab_axes, normalize, at - planes[0], planes
     plane, plane_axes = channels_last_to_first(np.asarray(data[tuple(index)]), axes[len(index):])
     return plane, plane_axes, normalize, None, None

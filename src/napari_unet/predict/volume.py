@@ -57,7 +57,7 @@ from .sources import as_image_array, source_normalization
 from .views import check_tta
 
 __all__ = ["Volume", "iter_predict_volume", "iter_predict_volumes", "choose_volume_tile", "volume_axes",
-           "volume_precision", "tile_contexts", "slab_window", "CPU_MAX_STEPS", "CONTEXTS", "PREVIEW_CONTEXT"]
+           "volume_precision", "tile_contexts", "slab_range", "slab_window", "CPU_MAX_STEPS", "CONTEXTS", "PREVIEW_CONTEXT"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,14 @@ def _z_range(planes, n_z: int, g: int) -> tuple[int, int, int]:
     return start, stop, first - start
 
 
+def slab_range(n_z: int, z: int, depth: int) -> tuple[int, int]:
+    """``(start, stop)`` of the slab of ``depth`` planes centred on plane ``z`` of a stack of
+    ``n_z`` planes, kept inside the stack (all of it when it is thinner)."""
+    size = max(1, min(int(depth), int(n_z)))
+    start = int(np.clip(int(z) - size // 2, 0, int(n_z) - size))
+    return start, start + size
+
+
 def slab_window(model: UNet, n_z: int, z: int, depth: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """The slab of ``depth`` planes around plane ``z`` of a stack of ``n_z`` planes (kept inside
     the stack), and the window of the stack that holds it with all its context along Z, starting on
@@ -216,21 +224,17 @@ def slab_window(model: UNet, n_z: int, z: int, depth: int) -> tuple[tuple[int, i
     >>> slab_window(net, 100, 50, 16), slab_window(net, 100, 2, 16), slab_window(net, 10, 9, 16)
     (((20, 78), (22, 38)), ((0, 36), (0, 16)), ((0, 10), (0, 10)))
     """
-    n_z, z = int(n_z), int(z)
-    size = max(1, min(int(depth), n_z))
-    start = int(np.clip(z - size // 2, 0, n_z - size))
+    start, stop = slab_range(n_z, z, depth)
     g = model.pool_factors[0]
     context = geometry_for_step(model, g, 0)[1]
     first = max(0, start - context) // g * g
-    last = min(n_z, start + size + context)
-    return (first, last), (start - first, start + size - first)
+    return (first, min(int(n_z), stop + context)), (start - first, stop - first)
 
 
-def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts=(None, None, None),
-          z_range=None) -> list[AxisPlan]:
+def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts, z_range) -> list[AxisPlan]:
     """The tiles along (Z, Y, X); ``z_range``: ``(start, stop)`` of the planes to predict (start on
-    the pooling grid), None: all."""
-    start, stop = (0, shape[0]) if z_range is None else z_range
+    the pooling grid)."""
+    start, stop = z_range
     extents = (stop - start, *shape[1:])
     if tile_shape is None:
         steps = _steps(model, extents, device, dtype, contexts=contexts)
@@ -293,7 +297,7 @@ def iter_predict_volumes(
     dtype = volume_precision(options.precision, dev)
     start, stop, skip = _z_range(options.planes, volume.shape[0], model.pool_factors[0])
     plans = _plan(model, volume.shape, options.tile_shape, dev, dtype, tile_contexts(model, options.context),
-                  z_range=(start, stop))
+                  (start, stop))
     n_tiles = int(np.prod([p.count for p in plans])) * max(int(np.prod(volume.plane_shape)), 1)
     batch_size = tile_batch_size(model, [p.tile for p in plans], n_tiles, dev, dtype, options.batch_size,
                                  asked=options.tile_shape is not None)

@@ -108,18 +108,18 @@ def plane_slab(data, axes: str, index, depth: int, box=None, z_range=None) -> tu
     >>> slab.shape, slab_axes, at, bool((slab[at] == stack[8]).all())
     ((4, 4, 4), 'ZYX', 2, True)
     """
+    from ..predict.volume import slab_range
+
     index = tuple(int(i) for i in index)
     leading = axes[:len(index)]
     if "Z" not in leading:
         raise ValueError(f"a 3D network needs a z-stack; the image's axes are {axes!r} (no Z axis)")
     n_z = int(np.shape(data)[axes.index("Z")])
     z = index[leading.index("Z")]
-    size = max(1, min(int(depth), n_z))
-    start = int(np.clip(z - size // 2, 0, n_z - size))
-    if z_range is not None:
-        start, size = int(z_range[0]), int(z_range[1]) - int(z_range[0])
-        if not 0 <= start <= z < start + size <= n_z:
-            raise ValueError(f"z_range {tuple(z_range)} must hold plane {z} inside the stack's {n_z} planes")
+    start, stop = slab_range(n_z, z, depth) if z_range is None else (int(z_range[0]), int(z_range[1]))
+    if not 0 <= start <= z < stop <= n_z:
+        raise ValueError(f"z_range {tuple(z_range)} must hold plane {z} inside the stack's {n_z} planes")
+    size = stop - start
     plane_part = {"Y": box[0], "X": box[1]} if box is not None else {}
     take = []
     for position, name in enumerate(axes):

@@ -144,3 +144,36 @@ def test_channels_last_and_bf16_autocast_forward():
     assert yb.dtype == torch.bfloat16
     assert torch.allclose(ref, yb.float(), atol=5e-2)
     assert np.isfinite(yb.float().numpy()).all()
+
+
+def _with_running_statistics(net: UNet, seed: int = 0) -> UNet:
+    """``net`` with batch-norm statistics and affine parameters away from their defaults, as
+    training leaves them (folding identity statistics would prove nothing)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) * 3 + 0.1)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return net
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_folding_the_batch_norms_keeps_the_function_and_leaves_the_network_alone(dims):
+    from napari_unet.model.unet import folded_for_inference
+
+    torch.manual_seed(1)
+    net = _with_running_statistics(UNet(depth=2, base_channels=4, padding="same", batch_norm=True, spatial_dims=dims))
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = folded_for_inference(net)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)) for m in folded.modules())
+    assert not folded.training and net.training  # the caller's network keeps its mode and its layers
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    x = torch.randn(2, 1, *((8,) * (dims == 3)), 16, 16)
+    with torch.no_grad():
+        want = net.eval()(x)
+        assert torch.allclose(folded(x), want, atol=1e-5, rtol=1e-5)
+        assert (want - net.train()(x)).abs().max() > 1e-2  # the statistics above do matter

@@ -18,6 +18,7 @@ from napari_unet.predict.tiling import (
     predict_tiled,
 )
 from napari_unet.predict.options import PredictOptions
+from napari_unet.predict.plan import bytes_per_pixel
 from napari_unet.predict.tiling import iter_predict_with
 from napari_unet.predict.volume import choose_volume_tile, iter_predict_volume, slab_window, tile_contexts
 
@@ -267,7 +268,7 @@ def test_default_tile_respects_the_budget_and_the_cpu_cap():
     small = choose_volume_tile(net, (20, 30, 30), device="cpu")
     assert small == (24 + 96, 32 + 96, 32 + 96)  # one tile just covering the volume
     big = choose_volume_tile(net, (500, 4000, 4000), device="cpu", budget_bytes=1 << 30)
-    assert np.prod(big) * 600 <= 1 << 30  # bytes_per_pixel of this net in fp32
+    assert np.prod(big) * bytes_per_pixel(net, None) <= 1 << 30
     huge_budget = choose_volume_tile(net, (500, 4000, 4000), device="cpu", budget_bytes=1 << 50)
     assert huge_budget == (64 + 96, 256 + 96, 256 + 96)  # at most (64, 256, 256) kept on the CPU
 
@@ -315,3 +316,34 @@ def test_a_voxel_size_is_only_compared(caplog):
         other = predict_tiled(net, volume, pixel_size=(1.0, 0.25, 0.25), **FP32)
     assert "differs from the model's" in caplog.text
     assert np.array_equal(plain, other)  # predicted as it is
+
+
+def _peak_bytes_of_a_forward(net, x) -> int:
+    """The most bytes the CPU allocator held at once during ``net(x)`` (allocation trace)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        net(x)
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("dims, xy_only_pools", [(3, 0), (3, 2), (2, 0)])
+def test_a_forward_pass_stays_within_the_bytes_the_tile_plans_budget(dims, xy_only_pools):
+    """The tile planner sizes tiles by ``bytes_per_pixel``: a forward pass in inference (as
+    prediction prepares the network) must not hold more. Holding every skip connection until the
+    end, as the forward once did, needs a third more than the 3D budget."""
+    from napari_unet.config import model_preset
+    from napari_unet.predict.engine import prepare_model
+
+    torch.manual_seed(0)
+    config = model_preset("fast3d", xy_only_pools=xy_only_pools) if dims == 3 else model_preset("fast")
+    net = prepare_model(UNet.from_config(config), torch.device("cpu"))
+    shape = (1, 1, 32, 64, 64) if dims == 3 else (1, 1, 256, 256)
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
+    peak = _peak_bytes_of_a_forward(net, x)
+    assert peak <= x.numel() * bytes_per_pixel(net, None)
+    assert peak >= x.numel() * bytes_per_pixel(net, None) * (0.8 if dims == 3 else 0.3)  # the bound is not loose

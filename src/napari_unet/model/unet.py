@@ -26,14 +26,17 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..common.checks import check_pair
 from ..config import ModelConfig
 
-__all__ = ["UNet", "DoubleConv", "Down", "Up"]
+__all__ = ["UNet", "DoubleConv", "Down", "Up", "folded_for_inference"]
 
 
 #: the torch layers of a 2D and of a 3D network
@@ -96,13 +99,24 @@ class Up(nn.Module):
         self.up = _LAYERS[dims][3](in_channels, out_channels, kernel_size=pool, stride=pool)
         self.conv = DoubleConv(2 * out_channels, out_channels, padding=padding, batch_norm=batch_norm, dims=dims)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """``x`` up-convolved, joined with the last of ``skips`` (taken out of the list) and convolved.
+
+        The skip is taken out of the list and the layers run one by one so that in inference each
+        feature map is freed as soon as it has been read: the peak memory of a forward pass is the
+        concatenation and one convolution's output, not every skip and map of the level.
+        """
         x = self.up(x)
+        skip = skips.pop()
         if x.ndim == 5:
             skip = center_crop_3d(skip, x.shape[-3], x.shape[-2], x.shape[-1])
         else:
             skip = center_crop(skip, x.shape[-2], x.shape[-1])
-        return self.conv(torch.cat([skip, x], dim=1))
+        x = torch.cat([skip, x], dim=1)
+        del skip
+        for layer in self.conv:
+            x = layer(x)
+        return x
 
 
 def _as_shape(shape, name: str, dims: int) -> tuple[int, ...]:
@@ -353,8 +367,8 @@ class UNet(nn.Module):
             skips.append(x)
             x = down(x)
         x = self.dropout(x)
-        for up, skip in zip(self.up, reversed(skips)):
-            x = up(x, skip)
+        for up in self.up:  # each takes its skip out of the list: in inference it is freed once joined
+            x = up(x, skips)
         return self.head(x)
 
     def extra_repr(self) -> str:
@@ -364,3 +378,32 @@ class UNet(nn.Module):
             f"base_channels={c.base_channels}, padding={c.padding!r}, batch_norm={c.batch_norm}, dropout={c.dropout}"
             + (f", spatial_dims=3, xy_only_pools={c.xy_only_pools}" if c.spatial_dims == 3 else "")
         )
+
+
+def folded_for_inference(model: UNet) -> UNet:
+    """A copy of ``model`` in eval mode whose batch norms are folded into the convolutions before
+    them (``model`` itself is not changed).
+
+    In eval mode a batch norm is an affine map per channel, so each one is merged into its
+    convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replaced by
+    an identity: the same function up to float rounding, without the pass over every feature map
+    and the copy of it a batch norm costs in prediction. A network without batch norm is copied
+    as it is.
+
+    >>> net = UNet(depth=1, base_channels=2, batch_norm=True).eval()
+    >>> folded = folded_for_inference(net)
+    >>> sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()), folded.training
+    (0, False)
+    >>> x = torch.randn(1, 1, 28, 28)
+    >>> bool(torch.allclose(folded(x), net(x), atol=1e-5))
+    True
+    """
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if isinstance(block, DoubleConv):
+            for i in range(len(block) - 1):
+                conv, norm = block[i], block[i + 1]
+                if isinstance(conv, (nn.Conv2d, nn.Conv3d)) and isinstance(norm, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                    block[i] = fuse_conv_bn_eval(conv, norm)
+                    block[i + 1] = nn.Identity()
+    return folded

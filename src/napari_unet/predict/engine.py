@@ -19,7 +19,6 @@ cannot make it (:func:`~napari_unet.predict.tiling.predict_block` refuses ``"aut
 from __future__ import annotations
 
 import contextlib
-import copy
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generator
 
@@ -28,7 +27,7 @@ import torch
 
 from ..common.devices import fast_memory_format
 from ..model.normalization import apply_normalization
-from ..model.unet import UNet
+from ..model.unet import UNet, folded_for_inference
 from .plan import mirror_indices
 from .sources import Source
 from . import views as _views
@@ -38,11 +37,13 @@ __all__ = ["TileEngine", "prepare_model", "check_out"]
 
 
 def prepare_model(model: UNet, device: torch.device) -> UNet:
-    """The network on ``device`` in the layout it is fastest in there (:func:`fast_memory_format`:
-    channels last on CPUs and CUDA).
+    """The network ready to predict on ``device``: in the layout it is fastest in there
+    (:func:`fast_memory_format`: channels last on CPUs and CUDA) and, when it has batch norms,
+    a copy with them folded into its convolutions (:func:`~napari_unet.model.unet.folded_for_inference`:
+    the same function, a pass over every feature map less).
 
-    The caller's model is never changed: when it is on another device or in another memory
-    format, a copy is used (one copy per call, negligible next to the prediction itself).
+    The caller's model is never changed: when it has batch norms, is on another device or in
+    another memory format, a copy is used (one copy per call, negligible next to the prediction).
     """
     try:
         current = next(model.parameters()).device
@@ -53,9 +54,9 @@ def prepare_model(model: UNet, device: torch.device) -> UNet:
     convs = [m.weight for m in model.modules()
              if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and any(k > 1 for k in m.kernel_size)]
     same_format = fmt is None or all(w.is_contiguous(memory_format=fmt) for w in convs)
-    if same_device and same_format:
+    if same_device and same_format and not model.config.batch_norm:
         return model
-    net = copy.deepcopy(model).to(device)
+    net = folded_for_inference(model).to(device)
     if fmt is not None:
         net = net.to(memory_format=fmt)
     return net

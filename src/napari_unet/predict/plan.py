@@ -27,6 +27,7 @@ __all__ = [
     "plan_tiles",
     "mirror_indices",
     "bytes_per_pixel",
+    "training_bytes_per_pixel",
     "geometry_for_step",
     "step_for_tile",
     "plan_axis",
@@ -40,9 +41,14 @@ logger = logging.getLogger(__name__)
 # whichever is larger): a bigger tile gains little and makes progress / cancel sluggish
 _CPU_MAX_STEP = 1024
 _GPU_MAX_STEP = 4096
-# peak bytes of live activations per input pixel and per base channel (measured: ~7 feature maps
-# of `base_channels` at full resolution are alive at the widest point of the decoder)
-_ACTIVATIONS_PER_PIXEL = 9
+# peak feature maps of `base_channels` at full resolution alive at once in a forward pass, per
+# input pixel (2D) or voxel (3D), with a margin. 2D: ~7 measured before the forward freed its maps
+# as it went, kept as it was. 3D: at most 4.5 measured (allocation trace of a forward pass: the
+# last skip, its up-convolution and their concatenation, and the level below; benchmarks/README.md)
+_ACTIVATION_MAPS = {2: 9, 3: 4.75}
+# the same for a training step (forward maps kept for the backward pass and their gradients;
+# measured 9-19.5 per input pixel for the presets, allocation trace of a step)
+_TRAINING_MAPS = 20
 
 
 @dataclass(frozen=True)
@@ -119,9 +125,19 @@ def balanced_step(size: int, max_step: int, g: int) -> int:
 
 
 def bytes_per_pixel(model: UNet, dtype: torch.dtype | None) -> int:
+    """Peak bytes per input pixel (voxel) of a forward pass in inference (``dtype``: the autocast
+    dtype, None: fp32), the tile's input and probabilities included: what the tile plans budget."""
     element = 4 if dtype is None else 2
     cfg = model.config
-    return _ACTIVATIONS_PER_PIXEL * cfg.base_channels * element + 8 * (cfg.in_channels + cfg.n_classes)
+    maps = _ACTIVATION_MAPS[cfg.spatial_dims]
+    return int(maps * cfg.base_channels * element) + 8 * (cfg.in_channels + cfg.n_classes)
+
+
+def training_bytes_per_pixel(model: UNet) -> int:
+    """Peak bytes per input pixel (voxel) of a training step in fp32: the forward maps kept for
+    the backward pass and their gradients."""
+    cfg = model.config
+    return _TRAINING_MAPS * cfg.base_channels * 4 + 8 * (cfg.in_channels + cfg.n_classes)
 
 
 def tile_batch_size(model: UNet, tile: Sequence[int], n_tiles: int, device: torch.device, dtype, batch_size,

@@ -46,7 +46,7 @@ import torch
 from ..common.axes import check_axes
 from ..common.checks import check_int
 from ..common.devices import PRECISIONS, resolve_precision, select_device
-from ..common.memory import check_allocation, memory_budget, reuse_freed_memory
+from ..common.memory import check_allocation, memory_budget
 from ..common.pixel_size import TOLERANCE, check_voxel_size
 from ..model.fit import check_channels
 from ..model.unet import UNet
@@ -321,8 +321,9 @@ def iter_predict_volumes(
     try:
         engine = TileEngine(net, volume, target, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
                             norm=norm, tta=tta)
-        with reuse_freed_memory(dev):
-            yield from engine.run()
+        # not reuse_freed_memory: a volume's feature maps are too unlike in size for a heap without
+        # mmap to reuse; it held 1.9 times the memory for no speed (benchmarks/README.md)
+        yield from engine.run()
     finally:
         net.train(was_training)
     if skip:

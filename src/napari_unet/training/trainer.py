@@ -113,10 +113,9 @@ def _check_memory(model, input_shape, batch_size: int, device) -> None:
     import torch
 
     from ..common.memory import available_memory
-    from ..predict.plan import bytes_per_pixel
+    from ..predict.plan import training_bytes_per_pixel
 
-    # the forward activations, kept for the backward pass, and their gradients
-    need = 2 * math.prod(input_shape) * bytes_per_pixel(model, None) * batch_size
+    need = math.prod(input_shape) * training_bytes_per_pixel(model) * batch_size
     room = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
     if room is not None and need > room:
         raise MemoryError(f"training tiles of {' x '.join(str(s) for s in input_shape)} pixels in batches of "

@@ -27,6 +27,12 @@ Usage::
     python benchmarks/bench_unet3d.py --out benchmarks/results/DATE_unet3d_120s.jsonl
     python benchmarks/bench_unet3d.py --seeds 0 --seconds 10 --data nuclei --methods 2d
     python benchmarks/bench_unet3d.py --data synthetic --methods 3d --save /tmp/unet3d_runs  # keep models, outputs
+    python benchmarks/bench_unet3d.py --prediction-speed 3 --data nuclei  # the network pass alone, 3 repeats
+
+``--prediction-speed N`` trains nothing: it times N network passes over each stack of the
+networks training builds for it (*fast3d* with the stack's voxel size, *fast* plane by plane;
+freshly initialised: the arithmetic is that of a trained one), with the default tile plan, and
+prints the tiles, seconds, voxels/s and the rise of the process's peak memory.
 """
 
 from __future__ import annotations
@@ -205,7 +211,8 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
 
 
 def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, save=None,
-        **weights) -> dict:
+        ttas=(1,), **weights) -> list[dict]:
+    """Train one network; one row per flipped-view setting in ``ttas`` its prediction is scored with."""
     preset = {"2d": "fast", "3d": "fast3d"}[method]
     config = nu.TrainConfig(preset=preset, time_limit_s=seconds, iterations=None, pixel_size=voxel, seed=seed,
                             device="cpu", **weights)
@@ -216,24 +223,32 @@ def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, 
         pass
     train_cpu, train_wall = trainer.clock() - cpu0, time.perf_counter() - wall0
     model = trainer.model
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        nu.save_model(model, save / f"{data}_{method}_s{seed}_{int(seconds)}s.unet")
+    return [score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save)
+            for tta in ttas]
+
+
+def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save) -> dict:
+    """Predict ``stack`` with the trained network (``tta`` flipped views), label it and score it."""
+    model = trainer.model
     t0, c0 = time.perf_counter(), time.process_time()
     if method == "2d":
-        probabilities = nu.predict_stack(model, stack, axes="ZYX", device="cpu")
+        probabilities = nu.predict_stack(model, stack, axes="ZYX", device="cpu", tta=tta)
     else:
-        probabilities = nu.predict_tiled(model, stack, device="cpu")
+        probabilities = nu.predict_tiled(model, stack, device="cpu", tta=tta)
     network_s, network_cpu = time.perf_counter() - t0, time.process_time() - c0
     options = {**label_options(model, pixel_size=voxel[1:]), "three_d": True, "spacing": voxel}
     labels = nu.to_labels(probabilities, **options)
     total_s, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = match_instances(truth, labels)
-    if save is not None:  # what a later look at the errors needs: the model, its probabilities and labels
-        save.mkdir(parents=True, exist_ok=True)
-        stem = save / f"{data}_{method}_s{seed}_{int(seconds)}s"
-        nu.save_model(model, f"{stem}.unet")
+    if save is not None:  # what a later look at the errors needs: its probabilities and labels
+        stem = save / f"{data}_{method}_s{seed}_{int(seconds)}s" + ("" if tta == 1 else f"_tta{tta}")
         np.save(f"{stem}_probabilities.npy", probabilities.astype(np.float16))
         np.save(f"{stem}_labels.npy", labels)
     return {
-        "data": data, "method": method, "preset": preset, "seed": seed, "budget_cpu_s": seconds, "threads": THREADS,
+        "data": data, "method": method, "tta": tta, "preset": {"2d": "fast", "3d": "fast3d"}[method], "seed": seed, "budget_cpu_s": seconds, "threads": THREADS,
         "f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "n_pred": m["n_pred"], "n_true": m["n_gt"],
         "mean_matched_iou": m["mean_matched_iou"], "iterations": trainer.iteration,
         "kept": trainer.kept, "kept_iteration": trainer.best.kept_iteration,
@@ -249,9 +264,11 @@ def summary(rows: list[dict]) -> None:
     print(f"\n{'data':<10} {'method':<6} {'F1 mean':>7} {'worst':>6} {'prec':>5} {'rec':>5} {'found/true':>11} "
           f"{'iter':>6} {'it/s':>5} {'net vox/s':>10} {'labels vox/s':>12}")
     means: dict[tuple, dict] = {}
+    for r in rows:
+        r.setdefault("variant", r["method"] if r.get("tta", 1) == 1 else f"{r['method']} tta={r['tta']}")
     for data in dict.fromkeys(r["data"] for r in rows):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            sel = [r for r in rows if r["data"] == data and r["method"] == method]
+        for method in dict.fromkeys(r["variant"] for r in rows):
+            sel = [r for r in rows if r["data"] == data and r["variant"] == method]
             if not sel:
                 continue
             mean = {k: float(np.mean([r[k] for r in sel])) for k in (
@@ -272,6 +289,35 @@ def summary(rows: list[dict]) -> None:
                   f"per seed {', '.join(f'{d:+.3f}' for d in paired)}")
 
 
+def prediction_speed(data: str, stack, voxel, repeats: int, methods=("3d", "2d")) -> None:
+    """Time the network pass of both methods over ``stack`` (``--prediction-speed``)."""
+    import resource
+
+    from napari_unet.config import anisotropic_pools, model_preset
+    from napari_unet.predict.volume import choose_volume_tile
+
+    torch.manual_seed(0)
+    nets = {"3d": nu.UNet.from_config(model_preset("fast3d", xy_only_pools=anisotropic_pools(voxel, 3))).eval(),
+            "2d": nu.UNet.from_config(model_preset("fast")).eval()}
+    small = stack[:8, :64, :64]
+    for method, net in nets.items():
+        if method not in methods:
+            continue
+        run = (lambda x, net=net: nu.predict_tiled(net, x, device="cpu")) if method == "3d" else \
+              (lambda x, net=net: nu.predict_stack(net, x, axes="ZYX", device="cpu"))
+        run(small)  # warm up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(stack)
+            seconds.append(time.perf_counter() - t0)
+        rise = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        tiles = f"tile {choose_volume_tile(net, stack.shape, device='cpu')}, " if method == "3d" else ""
+        print(f"  {data} {method} network pass: {tiles}{', '.join(f'{v:.1f}' for v in seconds)} s "
+              f"(best {stack.size / min(seconds):.3g} vox/s), peak memory +{rise:.0f} MB", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -290,7 +336,13 @@ def main(argv=None) -> int:
                         help="the weights a run keeps (default: the network's; TrainConfig.keep_model)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="Polyak averaging of the weights (default: the network's; 0: off; TrainConfig.ema_decay)")
+    parser.add_argument("--prediction-speed", type=int, default=0, metavar="N",
+                        help="train nothing: time N network passes of both methods over each stack")
+    parser.add_argument("--tta", default="1",
+                        help="flipped views each trained network is predicted with, e.g. 1,auto: one row per value "
+                             "(the API's default is 1; the widgets' is auto)")
     args = parser.parse_args(argv)
+    ttas = [v if v == "auto" else int(v) for v in args.tta.split(",")]
     weights = {k: v for k, v in (("keep_model", args.keep_model), ("ema_decay", args.ema_decay)) if v is not None}
     torch.set_num_threads(THREADS)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -301,6 +353,9 @@ def main(argv=None) -> int:
     for data in args.data.split(","):
         stack, truth, voxel = load(data, args.synthetic_seed)
         print(f"{data}: {stack.shape} voxels of {voxel} µm, {int(truth.max())} objects", flush=True)
+        if args.prediction_speed:
+            prediction_speed(data, stack, voxel, args.prediction_speed, methods)
+            continue
         for seed in seeds:
             annotations, painted, xy_only = paint(truth, seed, painting=args.painting)
             print(f"  seed {seed}: painted slices {painted['slices']}, cells {painted['cells']}, "
@@ -308,22 +363,30 @@ def main(argv=None) -> int:
                                                                  if "xz_planes_y" in painted else ""), flush=True)
             for method in methods:
                 given = xy_only if method == "2d" else annotations
-                row = {**run(data, method, seed, args.seconds, stack, truth, voxel, given, save=args.save, **weights),
-                       "weights_options": weights, "painting": painted,
-                       "synthetic_seed": args.synthetic_seed if data == "synthetic" else None}
-                rows.append(row)
-                print(f"  {data} {method} seed {seed}: F1 {row['f1']:.3f} (P {row['precision']:.2f}, "
-                      f"R {row['recall']:.2f}), {row['n_pred']}/{row['n_true']} objects; {row['iterations']} it "
-                      f"(kept: {row['kept']}, iteration {row['kept_iteration']}), "
-                      f"{row['it_per_s']:.2f} it/s; network {row['network_s']:.1f} s "
-                      f"({row['network_voxels_per_s']:.3g} vox/s), labels path {row['labels_path_s']:.1f} s "
-                      f"({row['labels_path_voxels_per_s']:.3g} vox/s)", flush=True)
-                if args.out:
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    with open(args.out, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-    summary(rows)
+                for row in run(data, method, seed, args.seconds, stack, truth, voxel, given, save=args.save,
+                               ttas=ttas, **weights):
+                    row.update({"weights_options": weights, "painting": painted,
+                                "synthetic_seed": args.synthetic_seed if data == "synthetic" else None})
+                    rows.append(row)
+                    report(row, args.out)
+    if rows:
+        summary(rows)
     return 0
+
+
+def report(row: dict, out) -> None:
+    """Print one run's figures; append its JSON line to ``out``."""
+    views = "" if row["tta"] == 1 else f" tta={row['tta']}"
+    print(f"  {row['data']} {row['method']}{views} seed {row['seed']}: F1 {row['f1']:.3f} (P {row['precision']:.2f}, "
+          f"R {row['recall']:.2f}), {row['n_pred']}/{row['n_true']} objects; {row['iterations']} it "
+          f"(kept: {row['kept']}, iteration {row['kept_iteration']}), "
+          f"{row['it_per_s']:.2f} it/s; network {row['network_s']:.1f} s "
+          f"({row['network_voxels_per_s']:.3g} vox/s), labels path {row['labels_path_s']:.1f} s "
+          f"({row['labels_path_voxels_per_s']:.3g} vox/s)", flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import copy
+from typing import Any, Sequence
 
 import numpy as np
 import torch

@@ -244,7 +244,7 @@ def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, 
     total_s, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     m = match_instances(truth, labels)
     if save is not None:  # what a later look at the errors needs: its probabilities and labels
-        stem = save / f"{data}_{method}_s{seed}_{int(seconds)}s" + ("" if tta == 1 else f"_tta{tta}")
+        stem = save / (f"{data}_{method}_s{seed}_{int(seconds)}s" + ("" if tta == 1 else f"_tta{tta}"))
         np.save(f"{stem}_probabilities.npy", probabilities.astype(np.float16))
         np.save(f"{stem}_labels.npy", labels)
     return {

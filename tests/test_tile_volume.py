@@ -318,12 +318,12 @@ def test_a_voxel_size_is_only_compared(caplog):
     assert np.array_equal(plain, other)  # predicted as it is
 
 
-def _peak_bytes_of_a_forward(net, x) -> int:
-    """The most bytes the CPU allocator held at once during ``net(x)`` (allocation trace)."""
+def _peak_bytes(work) -> int:
+    """The most bytes the CPU allocator held at once during ``work()`` (allocation trace)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        net(x)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        work()
     live = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         live += event.self_cpu_memory_usage
@@ -344,6 +344,23 @@ def test_a_forward_pass_stays_within_the_bytes_the_tile_plans_budget(dims, xy_on
     net = prepare_model(UNet.from_config(config), torch.device("cpu"))
     shape = (1, 1, 32, 64, 64) if dims == 3 else (1, 1, 256, 256)
     x = torch.randn(*shape).contiguous(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
-    peak = _peak_bytes_of_a_forward(net, x)
+    with torch.inference_mode():
+        peak = _peak_bytes(lambda: net(x))
     assert peak <= x.numel() * bytes_per_pixel(net, None)
     assert peak >= x.numel() * bytes_per_pixel(net, None) * (0.8 if dims == 3 else 0.3)  # the bound is not loose
+
+
+@pytest.mark.parametrize("preset", ["fast3d", "fast"])
+def test_a_training_step_stays_within_the_bytes_the_trainer_checks_for(preset):
+    """The trainer refuses a tile and batch whose step would not fit (``training_bytes_per_pixel``):
+    a forward and backward pass of the preset's network on a batch of its tiles must not hold more."""
+    from napari_unet.config import model_preset
+    from napari_unet.predict.plan import training_bytes_per_pixel
+
+    torch.manual_seed(0)
+    three_d = preset == "fast3d"
+    fmt = torch.channels_last_3d if three_d else torch.contiguous_format  # the layouts TrainingStep uses
+    net = UNet.from_config(model_preset(preset)).train().to(memory_format=fmt)
+    x = torch.randn(*((2, 1, 16, 48, 48) if three_d else (4, 1, 96, 96))).contiguous(memory_format=fmt)
+    peak = _peak_bytes(lambda: net(x).float().mean().backward())
+    assert x.numel() * training_bytes_per_pixel(net) * 0.5 <= peak <= x.numel() * training_bytes_per_pixel(net)

@@ -364,3 +364,23 @@ def test_a_training_step_stays_within_the_bytes_the_trainer_checks_for(preset):
     x = torch.randn(*((2, 1, 16, 48, 48) if three_d else (4, 1, 96, 96))).contiguous(memory_format=fmt)
     peak = _peak_bytes(lambda: net(x).float().mean().backward())
     assert x.numel() * training_bytes_per_pixel(net) * 0.5 <= peak <= x.numel() * training_bytes_per_pixel(net)
+
+
+def test_the_heap_keeps_freed_maps_only_while_its_growth_fits_the_budget(monkeypatch):
+    """A heap without mmap (``reuse_freed_memory``) holds more than the maps alive in it: a
+    volume's tiles use it only while that growth stays within the budget that sized them, so the
+    largest tiles the planner picks go without, and small ones (a slab, a small stack) keep it."""
+    from napari_unet.common import memory
+    from napari_unet.config import model_preset
+
+    monkeypatch.delenv("NAPARI_UNET_NO_MALLOC_TUNING", raising=False)
+    cpu = torch.device("cpu")
+    if not memory.keeps_freed_memory(cpu):
+        pytest.skip("no glibc here: the heap is never tuned")
+    net = UNet.from_config(model_preset("fast3d"))
+    budget = memory.memory_budget(cpu)
+    per_voxel = bytes_per_pixel(net, None)
+    assert not memory.keeps_freed_memory(cpu, budget)  # a tile that fills the budget goes without
+    assert memory.keeps_freed_memory(cpu, int(np.prod((40, 80, 80))) * per_voxel)
+    assert memory.keeps_freed_memory(cpu, int(budget / memory.HEAP_GROWTH))
+    assert not memory.keeps_freed_memory(cpu, int(budget / memory.HEAP_GROWTH) + 1024)

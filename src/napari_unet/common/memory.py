@@ -11,7 +11,12 @@ import os
 import sys
 import threading
 
-__all__ = ["available_memory", "free_memory", "check_allocation", "memory_budget", "reuse_freed_memory"]
+__all__ = ["available_memory", "free_memory", "check_allocation", "memory_budget", "reuse_freed_memory",
+           "keeps_freed_memory", "HEAP_GROWTH"]
+
+#: how much more memory a heap without mmap held than the feature maps alive at once in it (3D
+#: tiles: 420-440 bytes per voxel held for about 270 alive; benchmarks/README.md)
+HEAP_GROWTH = 1.6
 
 
 def available_memory() -> int | None:
@@ -71,18 +76,31 @@ def _libc():
     return libc
 
 
+def keeps_freed_memory(device, peak_bytes: int | None = None) -> bool:
+    """Whether :func:`reuse_freed_memory` keeps freed buffers for a prediction on ``device``
+    whose forward passes hold ``peak_bytes`` at once (None: not known, e.g. planes): on a
+    Linux/glibc CPU, unless NAPARI_UNET_NO_MALLOC_TUNING is set or the heap's growth
+    (:data:`HEAP_GROWTH`) would take it past :func:`memory_budget`, which sized the tiles."""
+    if device.type != "cpu" or _libc() is None:
+        return False
+    return peak_bytes is None or peak_bytes * HEAP_GROWTH <= memory_budget(device)
+
+
 @contextlib.contextmanager
-def reuse_freed_memory(device: torch.device):
+def reuse_freed_memory(device: torch.device, peak_bytes: int | None = None):
     """On Linux/glibc CPUs, keep freed activation buffers in the heap during a prediction.
 
     glibc returns every allocation above ~32 MB to the kernel when it is freed, so each forward
     of a big tile page-faults its ~2 GB of activations afresh: ~20% of the CPU time went to the
     kernel (paper net, 1212 x 1212 tile). Switching mmap off for the duration makes the next
     tile reuse the same memory; afterwards the defaults are restored and the heap is trimmed.
-    Set NAPARI_UNET_NO_MALLOC_TUNING=1 to disable.
+    Such a heap holds more than the maps alive in it (it cannot always reuse a freed buffer for a
+    map of another size): with ``peak_bytes``, the bytes a forward pass holds at once, it is used
+    only while that growth stays within the memory budget (:func:`keeps_freed_memory`; large 3D
+    tiles go without, small ones and planes with). Set NAPARI_UNET_NO_MALLOC_TUNING=1 to disable.
     """
     global _malloc_users
-    libc = _libc() if device.type == "cpu" else None
+    libc = _libc() if keeps_freed_memory(device, peak_bytes) else None
     if libc is None:
         yield
         return

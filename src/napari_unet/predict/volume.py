@@ -46,7 +46,7 @@ import torch
 from ..common.axes import check_axes
 from ..common.checks import check_int
 from ..common.devices import PRECISIONS, resolve_precision, select_device
-from ..common.memory import check_allocation, memory_budget
+from ..common.memory import check_allocation, memory_budget, reuse_freed_memory
 from ..common.pixel_size import TOLERANCE, check_voxel_size
 from ..model.fit import check_channels
 from ..model.unet import UNet
@@ -321,9 +321,9 @@ def iter_predict_volumes(
     try:
         engine = TileEngine(net, volume, target, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
                             norm=norm, tta=tta)
-        # not reuse_freed_memory: a volume's feature maps are too unlike in size for a heap without
-        # mmap to reuse; it held 1.9 times the memory for no speed (benchmarks/README.md)
-        yield from engine.run()
+        peak = int(np.prod([p.tile for p in plans])) * bytes_per_pixel(model, dtype) * int(batch_size)
+        with reuse_freed_memory(dev, peak):  # large tiles go without: the heap would outgrow the budget
+            yield from engine.run()
     finally:
         net.train(was_training)
     if skip:

@@ -28,6 +28,7 @@ __all__ = [
     "mirror_indices",
     "bytes_per_pixel",
     "training_bytes_per_pixel",
+    "batch_bytes",
     "geometry_for_step",
     "step_for_tile",
     "plan_axis",
@@ -140,12 +141,17 @@ def training_bytes_per_pixel(model: UNet) -> int:
     return _TRAINING_MAPS * cfg.base_channels * 4 + 8 * (cfg.in_channels + cfg.n_classes)
 
 
+def batch_bytes(model: UNet, tile: Sequence[int], dtype, batch_size: int = 1) -> int:
+    """Peak bytes of a forward pass over ``batch_size`` tiles of ``tile`` (the network input)."""
+    return int(np.prod(tile)) * bytes_per_pixel(model, dtype) * int(batch_size)
+
+
 def tile_batch_size(model: UNet, tile: Sequence[int], n_tiles: int, device: torch.device, dtype, batch_size,
                     asked: bool) -> int:
     """Tiles per forward pass: ``batch_size``, or None: 1 on the CPU, what fits (at most 8) on a GPU.
     A tile or batch asked for (``asked``), and any on the CPU, must fit the free memory (a
     MemoryError in plain words otherwise). ``tile``: the network input, (Y, X) or (Z, Y, X)."""
-    per_tile = int(np.prod(tile)) * bytes_per_pixel(model, dtype)
+    per_tile = batch_bytes(model, tile, dtype)
     if batch_size is None:
         batch_size = 1
         if device.type == "cuda":

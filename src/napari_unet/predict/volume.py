@@ -52,7 +52,7 @@ from ..model.fit import check_channels
 from ..model.unet import UNet
 from .engine import TileEngine, check_out, prepare_model
 from .options import PredictOptions
-from .plan import AxisPlan, balanced_step, bytes_per_pixel, geometry_for_step, plan_axis, step_for_tile, tile_batch_size
+from .plan import AxisPlan, balanced_step, batch_bytes, bytes_per_pixel, geometry_for_step, plan_axis, step_for_tile, tile_batch_size
 from .sources import as_image_array, source_normalization
 from .views import check_tta
 
@@ -321,7 +321,7 @@ def iter_predict_volumes(
     try:
         engine = TileEngine(net, volume, target, *plans, device=dev, dtype=dtype, batch_size=int(batch_size),
                             norm=norm, tta=tta)
-        peak = int(np.prod([p.tile for p in plans])) * bytes_per_pixel(model, dtype) * int(batch_size)
+        peak = batch_bytes(model, [p.tile for p in plans], dtype, batch_size)
         with reuse_freed_memory(dev, peak):  # large tiles go without: the heap would outgrow the budget
             yield from engine.run()
     finally:

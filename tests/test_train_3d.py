@@ -12,7 +12,7 @@ import torch
 import napari_unet as nu
 from napari_unet.annotations.weights import weight_map
 from napari_unet.config import AugmentConfig, ModelConfig, anisotropic_pools, model_preset
-from napari_unet.dataset.volume_data import VolumeData
+from napari_unet.dataset.volume_data import VolumeData, painted_planes
 from napari_unet.model.unet import UNet
 
 TINY3D = ModelConfig(spatial_dims=3, depth=2, base_channels=4, padding="same", batch_norm=True)
@@ -242,3 +242,44 @@ def test_a_3d_network_keeps_its_averaged_last_weights_unless_told_otherwise():
     assert kept_weights(three_d.model, told) == ("best", 0.0)
     flat = nu.Trainer([image[6]], [ann[6]], config=nu.TrainConfig(preset="tiny", iterations=2))
     assert (flat.keep_model, flat.average.decay) == ("best", 0.0)  # a 2D network: as before
+
+
+def test_cells_painted_through_consecutive_slices_get_their_gap_and_border_term_in_3d():
+    # a painted volume: slices 4-11 painted whole, two cells stacked along z that touch over their whole face
+    ann = np.zeros((16, 24, 24), np.int32)
+    ann[4:12] = 1
+    ann[4:8, 6:14, 6:14] = 2
+    ann[8:12, 6:14, 6:14] = 3
+    config = nu.TrainConfig(model=TINY3D, iterations=1, pixel_size=(2.0, 0.5, 0.5), w0=10.0, ring=1)
+    data = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"], config=config)
+    t = data.targets_for(ann, n_classes=2, borders=False)
+    # the gap: the lower cell's top slice is background, one z-step thick (slice by slice, no slice saw it)
+    assert t.mask[7, 10, 10] and t.target[7, 10, 10] == 0
+    assert t.target[6, 10, 10] == 1 and t.target[8, 10, 10] == 1
+    # its border term: one z-step (4 pixels) from each cell
+    sigma, w_c = data.sigma, t.weights[11, 23, 0]  # background far from both: the class weight alone
+    assert t.weights[7, 10, 10] == pytest.approx(w_c + 10 * np.exp(-(8.0**2) / (2 * sigma**2)), rel=1e-4)
+    # the ring stays in the painted slices: the cells may go on in the unpainted slices above and below
+    assert not t.mask[3].any() and not t.mask[12].any()
+    # the painted volume's cells count in the cell diameter
+    assert data.cell_diameter() == pytest.approx(8.0, rel=0.15)
+
+
+def test_a_painted_volume_beside_painted_slices_is_told_apart_from_them():
+    # an XY slice painted flat, and cells painted through four consecutive slices with background
+    # strokes of their own in each slice (most of each slice's painted voxels have no painted
+    # neighbour along z, as in a painted slice)
+    ann = np.zeros((16, 32, 32), np.int32)
+    ann[2, :, 26:] = 1
+    ann[2, 4:10, 4:10] = 2
+    for k, z in enumerate(range(8, 12)):
+        ann[z, 28 - 2 * k: 30 - 2 * k, :] = 1
+        ann[z, :, 28 - 2 * k: 30 - 2 * k] = 1
+    ann[8:10, 4:12, 4:12] = 3  # a cell and, above it, one that touches it over its whole face
+    ann[10:12, 4:12, 4:12] = 4
+    assert painted_planes(ann) == [(0, 2)]
+    config = nu.TrainConfig(model=TINY3D, iterations=1, pixel_size=(2.0, 0.5, 0.5), w0=10.0, ring=1)
+    t = VolumeData([np.zeros(ann.shape, np.float32)], [ann], ["ZYX"], config=config).targets_for(
+        ann, n_classes=2, borders=False)
+    assert t.target[9, 8, 8] == 0 and t.target[8, 8, 8] == 1 and t.target[10, 8, 8] == 1  # the gap along z
+    assert t.target[2, 7, 7] == 1 and t.mask[2, 3, 7] and t.target[2, 3, 7] == 0  # the slice: its cell and ring

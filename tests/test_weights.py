@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_unet.annotations.targets import instances_to_annotations
 from napari_unet.annotations.weights import _weight_map_reference, fiji_weight_map, two_nearest_distances, weight_map
@@ -97,7 +98,7 @@ def test_errors():
     with pytest.raises(TypeError, match="integer"):
         weight_map(np.ones((4, 4), np.float32))
     with pytest.raises(ValueError, match="2D"):
-        weight_map(np.ones((2, 4, 4), np.uint8))
+        weight_map(np.ones((2, 2, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="mode"):
         weight_map(np.ones((4, 4), np.uint8), mode="semantic")
     with pytest.raises(ValueError, match="balanced"):
@@ -169,3 +170,18 @@ def test_fiji_preset():
     assert w2[30, 10] == pytest.approx(expected, abs=1e-5)
     ann[0, 0] = 0
     assert fiji_weight_map(ann)[0, 0] == 0
+
+
+@pytest.mark.parametrize("spacing", [None, (4.0, 1.0, 1.0), (1.5, 0.5, 1.0)])
+def test_two_nearest_distances_of_a_volume_are_exact_with_its_voxel_size(spacing):
+    cells = np.zeros((7, 20, 22), np.int32)
+    cells[1:3, 3:8, 4:9] = 1
+    cells[3:5, 10:15, 12:18] = 2
+    cells[0:2, 14:19, 2:6] = 3
+    cells[5:7, 2:5, 15:20] = 4
+    d1, d2 = two_nearest_distances(cells, 1e3, spacing)
+    brute = np.sort([ndi.distance_transform_edt(cells != k, sampling=spacing) for k in (1, 2, 3, 4)], axis=0)
+    np.testing.assert_allclose(d1, brute[0], atol=1e-5)
+    np.testing.assert_allclose(d2, brute[1], atol=1e-5)
+    with pytest.raises(ValueError, match="one size per axis"):
+        two_nearest_distances(cells, 10.0, (1.0, 1.0))

@@ -28,22 +28,23 @@ __all__ = ["Targets", "make_targets", "insert_gaps", "cell_ring", "cell_borders"
 
 
 class Targets(NamedTuple):
-    """Per-pixel training targets of one 2D plane."""
+    """Per-pixel training targets of one 2D plane (Y, X), or of a painted volume (Z, Y, X)."""
 
     target: np.ndarray
-    """(Y, X) int64 class index (0 where not annotated)."""
+    """int64 class index (0 where not annotated)."""
     weights: np.ndarray
-    """(Y, X) float32 loss weight (0 where not annotated)."""
+    """float32 loss weight (0 where not annotated)."""
     mask: np.ndarray
-    """(Y, X) bool: annotated pixels."""
+    """bool: annotated pixels."""
 
 
 def insert_gaps(annotations) -> np.ndarray:
     """Turn pixels where two different cells touch into background (a 1-pixel gap).
 
-    A cell pixel (id >= 2) becomes background (1) when one of its 8 neighbours belongs to a
-    cell with a larger id. Afterwards no two different cells are 8-connected neighbours, and the
-    gap is one pixel wide (taken from the cell with the smaller id), as in the Fiji U-Net plugin.
+    A cell pixel (id >= 2) becomes background (1) when one of its 8 neighbours (26 in a painted
+    volume) belongs to a cell with a larger id. Afterwards no two different cells are neighbours,
+    and the gap is one pixel wide (taken from the cell with the smaller id), as in the Fiji U-Net
+    plugin; in a volume, two cells stacked along z get a gap one z-step thick.
 
     Examples
     --------
@@ -53,8 +54,8 @@ def insert_gaps(annotations) -> np.ndarray:
     [[2, 1, 3, 3]]
     """
     ann = check_integer_labels(annotations)
-    if ann.ndim != 2:
-        raise ValueError(f"annotations must be 2D (Y, X), got shape {ann.shape}")
+    if ann.ndim not in (2, 3):
+        raise ValueError(f"annotations must be 2D (Y, X) or a painted volume (Z, Y, X), got shape {ann.shape}")
     out = ann.copy()
     if ann.size == 0:
         return out
@@ -138,12 +139,16 @@ def make_targets(
     borders: bool = False,
     spacing=None,
 ) -> Targets:
-    """Class targets, loss weights and annotated mask of one 2D annotation.
+    """Class targets, loss weights and annotated mask of one 2D annotation, or of a painted volume.
 
     Parameters
     ----------
-    annotations : (Y, X) int array
-        See the module docstring for the convention.
+    annotations : (Y, X) int array, or (Z, Y, X) for a painted volume
+        See the module docstring for the convention. A painted volume (cells painted in
+        consecutive slices, one id per cell through the slices) gets its gaps, ring and border
+        term in 3D: two cells stacked along z are kept apart by a gap one z-step thick. Its ring
+        stays within the slices that hold painting, as a cell painted in some slices may go on
+        in the unpainted ones above and below.
     mode : "instances" or "classes"
     n_classes : int, optional
         Class mode: number of classes (default: the largest annotated id). Instance mode: 2.
@@ -165,19 +170,20 @@ def make_targets(
         border (the painted cell's pixels on its outline, :func:`cell_borders`). Touching cells
         then meet border to gap to border, and the interiors, which seed the instances at
         prediction, stay apart (Caicedo et al., Cytometry A 2019).
-    spacing : (height, width), optional
+    spacing : (height, width) or (depth, height, width), optional
         The pixel's size in the unit of ``sigma`` when it is not square (an XZ plane of a stack:
-        ``(dz / dx, 1)``): the border term measures its distances with it. None: square pixels.
+        ``(dz / dx, 1)``; a painted volume: ``(dz / dx, 1, 1)``): the border term measures its
+        distances with it. None: square pixels.
 
     Returns
     -------
-    Targets(target int64, weights float32, mask bool), each (Y, X).
+    Targets(target int64, weights float32, mask bool), each of the annotations' shape.
     """
     if mode not in ("instances", "classes"):
         raise ValueError(f'mode must be "instances" or "classes", got {mode!r}')
     ann = check_integer_labels(annotations)
-    if ann.ndim != 2:
-        raise ValueError(f"annotations must be 2D (Y, X), got shape {ann.shape}")
+    if ann.ndim not in (2, 3):
+        raise ValueError(f"annotations must be 2D (Y, X) or a painted volume (Z, Y, X), got shape {ann.shape}")
     if ann.size and ann.min() < 0:
         raise ValueError(f"annotations must not contain negative labels, got minimum {ann.min()}")
     if mode == "instances":
@@ -200,6 +206,8 @@ def _instance_targets(ann, *, n_classes, gap, w0, sigma, class_weights, ring, ri
         raise ValueError(f"instance mode has {expected} classes ({what}), got n_classes={n_classes}")
     labels = insert_gaps(ann) if gap else ann
     implied = cell_ring(labels, ring) if ring else None
+    if implied is not None and ann.ndim == 3:  # a volume's ring: only in the slices that hold painting
+        implied &= (ann > 0).any(axis=(1, 2))[:, None, None]
     if implied is not None and implied.any():
         labels = np.where(implied, 1, labels).astype(labels.dtype, copy=False)
         mask = labels > 0

@@ -52,8 +52,8 @@ def border_sigma(sigma: float, cell_diameter: float | None, per_diameter: float 
 
 def _check_labels(annotations, name: str = "annotations") -> np.ndarray:
     ann = check_integer_labels(annotations, name)
-    if ann.ndim != 2:
-        raise ValueError(f"{name} must be 2D (Y, X), got shape {ann.shape}")
+    if ann.ndim not in (2, 3):
+        raise ValueError(f"{name} must be 2D (Y, X) or a painted volume (Z, Y, X), got shape {ann.shape}")
     if ann.size and ann.min() < 0:
         raise ValueError(f"{name} must not contain negative labels, got minimum {ann.min()}")
     return ann
@@ -136,9 +136,9 @@ def _cell_labels(ann: np.ndarray) -> np.ndarray:
 
 
 def _feature_transform(outside: np.ndarray, sampling=None) -> np.ndarray:
-    """(2, Y, X) int32 indices of the nearest False pixel of ``outside`` (scipy's EDT core);
-    ``sampling``: the pixel's (height, width), None for square pixels."""
-    ft = np.empty((2,) + outside.shape, dtype=np.int32)
+    """(ndim, *shape) int32 indices of the nearest False pixel of ``outside`` (scipy's EDT core);
+    ``sampling``: the pixel's size along each axis, None for square pixels."""
+    ft = np.empty((outside.ndim,) + outside.shape, dtype=np.int32)
     if _nd_feature_transform is not None:
         try:
             _nd_feature_transform(outside.view(np.int8), None if sampling is None else np.asarray(sampling, np.float64), ft)
@@ -159,41 +159,44 @@ def two_nearest_distances(cells: np.ndarray, cutoff: float, spacing=None) -> tup
     """Distances to the nearest and second-nearest labelled region (labels > 0 of ``cells``).
 
     Exact (float32) wherever the true distance is below ``cutoff``; elsewhere a value >=
-    ``cutoff`` (``inf`` where no region is within the cutoff). float32 arrays of ``cells.shape``.
-    Each region's exact Euclidean distance transform is computed on its bounding box grown by
-    ``cutoff`` only, and merged into running nearest / second-nearest minima. ``spacing``: the
-    pixel's (height, width) in the unit of the distances (None: 1 x 1).
+    ``cutoff`` (``inf`` where no region is within the cutoff). float32 arrays of ``cells.shape``
+    (a plane or a volume). Each region's exact Euclidean distance transform is computed on its
+    bounding box grown by ``cutoff`` only, and merged into running nearest / second-nearest minima.
+    ``spacing``: the pixel's size along each axis in the unit of the distances (None: all 1).
     """
     cells = np.asarray(cells)
     shape = cells.shape
     d1 = np.full(shape, np.inf, dtype=np.float32)
     d2 = np.full(shape, np.inf, dtype=np.float32)
-    sy, sx = (1.0, 1.0) if spacing is None else (float(spacing[0]), float(spacing[1]))
-    square = (sy, sx) == (1.0, 1.0)
-    if min(sy, sx) <= 0 or not math.isfinite(sy * sx):
+    sizes = (1.0,) * cells.ndim if spacing is None else tuple(float(s) for s in spacing)
+    if len(sizes) != cells.ndim:
+        raise ValueError(f"spacing needs one size per axis of a {cells.ndim}D array, got {spacing}")
+    if min(sizes, default=1.0) <= 0 or not math.isfinite(math.prod(sizes)):
         raise ValueError(f"spacing must be positive and finite, got {spacing}")
-    my, mx = int(math.ceil(cutoff / sy)), int(math.ceil(cutoff / sx))
-    h, w = shape
+    square = all(s == 1.0 for s in sizes)
+    margins = [int(math.ceil(cutoff / s)) for s in sizes]
     ramp = np.arange(max(shape) if shape else 0, dtype=np.int32)
     for index, box in enumerate(ndi.find_objects(cells)):
         if box is None:
             continue
         label = index + 1
-        y0, y1 = max(0, box[0].start - my), min(h, box[0].stop + my)
-        x0, x1 = max(0, box[1].start - mx), min(w, box[1].stop + mx)
-        ft = _feature_transform(cells[y0:y1, x0:x1] != label, None if square else (sy, sx))
-        dy = ft[0] - ramp[: y1 - y0, None]
-        dx = ft[1] - ramp[None, : x1 - x0]
-        if not square:  # float distances
-            dy, dx = dy * sy, dx * sx
-        elif max(y1 - y0, x1 - x0) > 40000:  # squared distances beyond int32
-            dy, dx = dy.astype(np.int64), dx.astype(np.int64)
-        dy *= dy
-        dx *= dx
-        dy += dx
-        dist = np.sqrt(dy, dtype=np.float32)
-        m1 = d1[y0:y1, x0:x1]
-        m2 = d2[y0:y1, x0:x1]
+        lo = [max(0, b.start - m) for b, m in zip(box, margins)]
+        hi = [min(n, b.stop + m) for n, b, m in zip(shape, box, margins)]
+        window = tuple(slice(a, b) for a, b in zip(lo, hi))
+        ft = _feature_transform(cells[window] != label, None if square else sizes)
+        wide = square and cells.ndim * max(b - a for a, b in zip(lo, hi)) ** 2 >= 2**31  # squares beyond int32
+        total = None
+        for axis, (a, b) in enumerate(zip(lo, hi)):
+            d = ft[axis] - ramp[: b - a].reshape([-1 if i == axis else 1 for i in range(cells.ndim)])
+            if not square:  # float distances
+                d = d * sizes[axis]
+            elif wide:
+                d = d.astype(np.int64)
+            d *= d
+            total = d if total is None else np.add(total, d, out=total)
+        dist = np.sqrt(total, dtype=np.float32)
+        m1 = d1[window]
+        m2 = d2[window]
         # second smallest of {m1 <= m2, dist}, then the smallest
         np.minimum(m2, np.maximum(m1, dist), out=m2)
         np.minimum(m1, dist, out=m1)
@@ -222,18 +225,19 @@ def _border_term(ann: np.ndarray, w0: float, sigma: float, spacing=None) -> np.n
 
 def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weights="balanced", mode: str = "instances",
                spacing=None) -> np.ndarray:
-    """Per-pixel loss weights of a 2D annotation (Ronneberger et al. 2015, eq. 2).
+    """Per-pixel loss weights of a 2D annotation, or of a painted volume (Ronneberger et al. 2015,
+    eq. 2).
 
     Parameters
     ----------
-    annotations : (Y, X) int array
+    annotations : (Y, X) or (Z, Y, X) int array
         0 = not annotated, 1 = background; instance mode: 2, 3, ... = one id per cell; class mode:
         1..K = classes. Used exactly as given (no gaps are inserted: see
         :func:`napari_unet.annotations.targets.make_targets` for that).
-    spacing : (height, width), optional
+    spacing : (height, width) or (depth, height, width), optional
         The pixel's size in the unit of ``sigma`` when it is not square: an XZ plane of a stack has
         pixels of z-step x pixel, so its distances (and ``sigma``) count in XY pixels with
-        ``spacing=(dz / dx, 1)``. None: square pixels.
+        ``spacing=(dz / dx, 1)``; a painted volume's voxels ``(dz / dx, 1, 1)``. None: square pixels.
     w0 : float
         Height of the border term between touching cells (the paper: 10). 0 switches it off.
     sigma : float
@@ -248,7 +252,7 @@ def weight_map(annotations, *, w0: float = 10.0, sigma: float = 5.0, class_weigh
 
     Returns
     -------
-    (Y, X) float32
+    float32 of the annotations' shape
         Background (label 1): ``w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2))`` with d1, d2 the
         Euclidean distances (pixel centres) to the nearest pixel of the nearest and of the
         second-nearest cell; the exp term is 0 with fewer than two cells. Cell pixels: ``w_c``.

@@ -71,25 +71,51 @@ def painted_planes(annotations) -> list[tuple[int, int]]:
     """``(axis, index)`` of the planes of a (Z, Y, X) annotation that were painted flat: those where
     most painted voxels have no painted neighbour on either side along ``axis``, and at least 5 % as
     many as in the largest such plane (an XY slice is
-    ``(0, z)``; an XZ plane painted in napari's transposed view ``(1, y)``; a YZ plane ``(2, x)``).
+    ``(0, z)``; an XZ plane painted in napari's transposed view ``(1, y)``; a YZ plane ``(2, x)``),
+    but not an XY slice most of whose cell voxels go on under the same id in a slice beside it: that
+    is a slice of cells painted through consecutive slices, a painted volume.
 
     >>> a = np.zeros((8, 8, 8), int); a[2, 1:6, 1:6] = 2; a[:, 4, 1:7] = 1
     >>> painted_planes(a)
     [(0, 2), (1, 4)]
+    >>> b = np.zeros((8, 8, 8), int); b[2:4, 6:8, :] = 1; b[2:4, 1:6, 1:6] = 2  # a cell painted through two slices
+    >>> painted_planes(b)
+    []
     """
-    painted = np.asarray(annotations) > 0
+    ann = np.asarray(annotations)
+    painted = ann > 0
+    cells = ann >= 2
     found, counts = [], []
     for axis in range(3):
-        pad = np.pad(painted, [(1, 1) if a == axis else (0, 0) for a in range(3)])
-        before = pad[tuple(slice(0, -2) if a == axis else slice(None) for a in range(3))]
-        after = pad[tuple(slice(2, None) if a == axis else slice(None) for a in range(3))]
+        def beside(array, fill):
+            pad = np.pad(array, [(1, 1) if a == axis else (0, 0) for a in range(3)], constant_values=fill)
+            return (pad[tuple(slice(0, -2) if a == axis else slice(None) for a in range(3))],
+                    pad[tuple(slice(2, None) if a == axis else slice(None) for a in range(3))])
+
+        before, after = beside(painted, False)
+        id_before, id_after = beside(ann, 0)
         others = tuple(a for a in range(3) if a != axis)
         alone = np.count_nonzero(painted & ~before & ~after, axis=others)
-        flat = np.flatnonzero((alone > 0) & (2 * alone >= painted.sum(axis=others)))
+        going_on = np.count_nonzero(cells & ((id_before == ann) | (id_after == ann)), axis=others)
+        volume = (2 * going_on > np.count_nonzero(cells, axis=others)) if axis == 0 else False
+        flat = np.flatnonzero((alone > 0) & (2 * alone >= painted.sum(axis=others)) & ~volume)
         found += [(axis, int(i)) for i in flat]
         counts += [int(alone[i]) for i in flat]
     # a few thin stroke ends of a slice are no plane: at least 5 % of the largest plane's voxels
     return [plane for plane, n in zip(found, counts) if 20 * n >= max(counts)]
+
+
+def painted_runs(annotations) -> list[slice]:
+    """The runs of consecutive XY slices of a (Z, Y, X) annotation that hold painting, as slices
+    along z.
+
+    >>> a = np.zeros((8, 4, 4), int); a[1, 0, 0] = a[3:6, 1, 1] = 1
+    >>> painted_runs(a)
+    [slice(1, 2, None), slice(3, 6, None)]
+    """
+    painted = (np.asarray(annotations) > 0).reshape(len(annotations), -1).any(1)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], painted.astype(np.int8), [0]])))
+    return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def plane_painting(annotations, axis: int, index: int, planes) -> np.ndarray:
@@ -313,16 +339,23 @@ class VolumeData:
         return volumes
 
     def _planes(self) -> list[tuple[int, np.ndarray]]:
-        """``(axis, plane)`` of every painted plane (:func:`painted_planes`; else every painted XY
-        slice), volume by volume."""
+        """``(axis, plane)`` of every painted plane (:func:`painted_planes`), then every XY slice
+        of what lies on none (a painted volume's slices), volume by volume."""
         out = []
         for _, ann in (v for volumes in self.volume_lists for v in volumes):
-            planes = painted_planes(ann) or [(0, z) for z in range(ann.shape[0]) if ann[z].any()]
-            out += [(axis, plane_painting(ann, axis, i, planes)) for axis, i in planes]
+            planes = painted_planes(ann)
+            covered = np.zeros(ann.shape, bool)
+            for axis, i in planes:
+                index = (slice(None),) * axis + (i,)
+                out.append((axis, plane_painting(ann, axis, i, planes)))
+                covered[index] |= ann[index] > 0
+            rest = np.where(covered, 0, ann)
+            out += [(0, rest[z]) for z in range(ann.shape[0]) if rest[z].any()]
         return out
 
     def annotations(self) -> list[np.ndarray]:
-        """Every painted plane (:func:`painted_planes`; else every painted XY slice), volume by volume."""
+        """Every painted plane (:func:`painted_planes`), then every painted XY slice of what lies on
+        none, volume by volume."""
         return [plane for _, plane in self._planes()]
 
     def _planes_in_xy_pixels(self) -> tuple[list[np.ndarray], list[float]]:
@@ -354,8 +387,10 @@ class VolumeData:
         """Targets of one painted plane, or of a (Z, Y, X) volume plane by plane: each plane painted
         flat (an XY slice, or an XZ / YZ plane painted in napari's transposed views) gets the
         targets of a painted 2D plane in its own orientation (:func:`painted_planes`); voxels on two
-        planes keep the target of the larger weight; what lies on no flat plane (a painted volume,
-        adjacent slices) is taken slice by slice in XY. The border term of a plane measures its
+        planes keep the target of the larger weight; what lies on no flat plane, cells painted in
+        consecutive slices (a painted volume), gets targets in 3D (:func:`make_targets` of each run
+        of consecutive painted slices: gaps, ring and border term in 3D, with the voxel size; a lone
+        slice in XY). The border term of a plane measures its
         distances in XY pixels (``axis``: 1 for an XZ plane, 2 for a YZ plane, whose rows are
         z-steps)."""
         cfg = self.config
@@ -376,12 +411,25 @@ class VolumeData:
             target[index] = np.where(better, t.target, target[index])
             covered[index] |= ann[index] > 0
         rest = np.where(covered, 0, ann)
-        for z in np.flatnonzero(rest.reshape(rest.shape[0], -1).any(1)):
-            t = self.targets_for(rest[z], n_classes=n_classes, borders=borders)
-            better = t.weights > weights[z]
-            weights[z] = np.where(better, t.weights, weights[z])
-            target[z] = np.where(better, t.target, target[z])
+        for run in painted_runs(rest):
+            part = rest[run] if run.stop - run.start > 1 else rest[run.start]
+            t = self.targets_for(part, n_classes=n_classes, borders=borders, axis=0) if part.ndim == 2 else \
+                make_targets(part, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
+                             class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border,
+                             borders=borders, spacing=self._volume_spacing())
+            better = t.weights > weights[run]
+            weights[run] = np.where(better, t.weights, weights[run])
+            target[run] = np.where(better, t.target, target[run])
         return Targets(target, weights, weights > 0)
+
+    def _volume_spacing(self):
+        """The voxel (depth, height, width) in XY pixels (their geometric mean); None when the
+        voxel size is not known (cubic voxels)."""
+        if self.spacing is None:
+            return None
+        dz, dy, dx = self.spacing
+        pixel = math.sqrt(dy * dx)
+        return (dz / pixel, dy / pixel, dx / pixel)
 
     def build(self, *, seed: int, n_classes: int, borders: bool, input_shape, output_shape, batch_size: int, device):
         """Targets of every painted volume, the validation split and the patch sampler."""

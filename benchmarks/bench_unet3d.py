@@ -28,6 +28,14 @@ Usage::
     python benchmarks/bench_unet3d.py --seeds 0 --seconds 10 --data nuclei --methods 2d
     python benchmarks/bench_unet3d.py --data synthetic --methods 3d --save /tmp/unet3d_runs  # keep models, outputs
     python benchmarks/bench_unet3d.py --prediction-speed 3 --data nuclei  # the network pass alone, 3 repeats
+    python benchmarks/bench_unet3d.py --data synthetic --methods 3d --painting dense --seeds 0 --seconds 1200
+
+Other paintings (``--painting``, :data:`PAINTINGS`): XZ planes painted in napari's transposed
+view, cells painted through consecutive slices (``xy+block``), and ``dense``, every voxel of the
+stack labelled from its ground truth: no painting anyone does, but the ceiling of a network on the
+very stack it is scored on. On the synthetic stack each run also reports how many objects of each
+kind (stacked pairs, rods, single nuclei) it finds, and the stack's intensity along z through the
+faces where two objects stacked along z touch.
 
 ``--prediction-speed N`` trains nothing: it times N network passes over each stack of the
 networks training builds for it (*fast3d* with the stack's voxel size, *fast* plane by plane;
@@ -157,6 +165,38 @@ def make_anisotropic_stack(seed: int, shape=(32, 192, 192), voxel=(1.0, 0.25, 0.
     return image, lut[labels]
 
 
+#: the synthetic stack's objects by kind, in the order :func:`make_anisotropic_stack` draws them (ids from 1)
+SYNTHETIC_KINDS = (("pairs", 32), ("rods", 16), ("singles", 56))
+
+
+def found_by_kind(truth: np.ndarray, labels: np.ndarray) -> dict:
+    """Of each kind of object of the synthetic stack, how many a prediction of IoU >= 0.5 finds."""
+    best = np.zeros(int(truth.max()) + 1)
+    both = truth.astype(np.int64) * (int(labels.max()) + 1) + labels
+    pairs, overlap = np.unique(both[(truth > 0) & (labels > 0)], return_counts=True)
+    t, p = pairs // (int(labels.max()) + 1), pairs % (int(labels.max()) + 1)
+    sizes_t, sizes_p = np.bincount(truth.ravel()), np.bincount(labels.ravel())
+    np.maximum.at(best, t, overlap / (sizes_t[t] + sizes_p[p] - overlap))
+    out, start = {}, 1
+    for kind, n in SYNTHETIC_KINDS:
+        out[kind] = f"{int((best[start:start + n] >= 0.5).sum())}/{n}"
+        start += n
+    return out
+
+
+def interface_profile(stack: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean intensity along z through the faces where two objects stacked along z touch, from three
+    slices below the face to three above it (the face lies between the 4th and 5th value), each pair
+    scaled to its brightest value: a dip in the middle is what would tell the two apart."""
+    lower, upper = truth[:-1], truth[1:]
+    profiles = []
+    for a in np.unique(lower[(lower > 0) & (upper > 0) & (lower != upper)]):
+        z, y, x = np.nonzero((lower == a) & (upper > 0) & (upper != a))
+        values = np.array([stack[np.clip(z + k, 0, stack.shape[0] - 1), y, x].astype(float).mean() for k in range(-3, 5)])
+        profiles.append(values / values.max())
+    return np.mean(profiles, axis=0) if profiles else np.zeros(8)
+
+
 def load(name: str, synthetic_seed: int):
     """``(stack, truth, voxel)`` of a data set."""
     if name == "nuclei":
@@ -174,7 +214,11 @@ PAINTINGS = {
     "xy": ((0.25, 0.5, 0.75), ()),
     "xz": ((0.25, 0.75), (0.5,)),
     "xy+xz2": ((0.25, 0.5, 0.75), (1 / 3, 2 / 3)),
+    "xy+block": ((0.25, 0.75), ()),
+    "dense": ((), ()),  # every voxel: a ceiling, no painting anyone does
 }
+#: the painted volumes: (fraction of the objects' z extent at the block's middle, slices, cells painted through it)
+BLOCKS = {"xy+block": (0.5, 4, 6)}
 
 
 def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.02, painting: str = "xy"):
@@ -182,10 +226,17 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
     ``n_cells`` whole cells and background strokes each, ids unique over the stack. ``xy``: three
     XY slices (a quarter, half and three quarters of the objects' z extent); ``xz``: the XY slices at
     a quarter and three quarters, and one XZ plane at half the objects' y extent; ``xy+xz2``: the
-    three XY slices and two XZ planes, at a third and two thirds of the objects' y extent. Each plane
+    three XY slices and two XZ planes, at a third and two thirds of the objects' y extent;
+    ``xy+block``: the XY slices at a quarter and three quarters, and a block of four consecutive
+    slices at half the objects' z extent (:data:`BLOCKS`), painted as people paint cells through a
+    few slices: six cells of the block's middle slice (touching pairs first), each painted in every
+    slice of the block it reaches under the same id, and background strokes in each slice. Each plane
     is painted with ids of its own, after the ones before, as in napari: an XZ plane crossing a
     painted XY slice overwrites the slice's voxels on their common row. Returns the annotations, what
     was painted, and the annotations of the XY slices alone (before any XZ plane crossed them)."""
+    if painting == "dense":
+        annotations = np.where(truth > 0, truth + 1, 1).astype(np.uint16)
+        return annotations, {"slices": "all", "cells": int(truth.max())}, annotations
     zq, yq = PAINTINGS[painting]
     zs = np.flatnonzero((truth > 0).any(axis=(1, 2)))
     ys = np.flatnonzero((truth > 0).any(axis=(0, 2)))
@@ -204,6 +255,20 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
         annotations[index] = np.where(plane > 1, plane + offset, np.where(plane == 1, 1, current))
         cells.append(int(np.unique(plane[plane > 1]).size))
         strokes.append(int((plane == 1).sum()))
+    if painting in BLOCKS:  # a painted volume: the same cells through consecutive slices
+        q, depth, block_cells = BLOCKS[painting]
+        middle = int(round(zs[0] + q * (zs[-1] - zs[0])))
+        block = list(range(middle - (depth - 1) // 2, middle - (depth - 1) // 2 + depth))
+        chosen = sparse_annotations(truth[middle], fraction=fraction, n_cells=block_cells, seed=seed * 1000 + 500)
+        ids = np.unique(truth[middle][chosen > 1])
+        lut = np.zeros(int(truth.max()) + 1, np.uint16)
+        lut[ids] = np.arange(ids.size) + max(int(annotations.max()) + 1, 2)
+        for z in block:
+            strokes_z = sparse_annotations(truth[z], fraction=fraction, n_cells=0, seed=seed * 1000 + 600 + z) == 1
+            annotations[z] = np.where(lut[truth[z]] > 0, lut[truth[z]], np.where(strokes_z, 1, annotations[z]))
+            cells.append(int(np.unique(truth[z][lut[truth[z]] > 0]).size))
+            strokes.append(int(strokes_z.sum()))
+        slices = slices + block
     painted = {"slices": slices, "cells": cells, "stroke_pixels": strokes}
     if xz:
         painted["xz_planes_y"] = xz
@@ -251,6 +316,7 @@ def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, 
         "data": data, "method": method, "tta": tta, "preset": {"2d": "fast", "3d": "fast3d"}[method], "seed": seed, "budget_cpu_s": seconds, "threads": THREADS,
         "f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "n_pred": m["n_pred"], "n_true": m["n_gt"],
         "mean_matched_iou": m["mean_matched_iou"], "iterations": trainer.iteration,
+        "found_by_kind": found_by_kind(truth, labels) if data == "synthetic" else None,
         "kept": trainer.kept, "kept_iteration": trainer.best.kept_iteration,
         "it_per_s": trainer.iteration / max(train_cpu, 1e-9), "train_cpu_s": train_cpu, "train_wall_s": train_wall,
         "network_s": network_s, "network_voxels_per_s": stack.size / network_s, "labels_path_s": total_s,
@@ -331,7 +397,8 @@ def main(argv=None) -> int:
     parser.add_argument("--painting", choices=sorted(PAINTINGS), default="xy",
                         help="xy: three XY slices (default); xz: two XY slices and one XZ plane; xy+xz2: three XY "
                              "slices and two XZ planes (the 2D network gets the XY slices only: it cannot learn "
-                             "from an XZ plane)")
+                             "from an XZ plane); xy+block: two XY slices and six cells painted through four "
+                             "consecutive slices (both networks get it all); dense: every voxel (a ceiling)")
     parser.add_argument("--keep-model", choices=["best", "last"], default=None,
                         help="the weights a run keeps (default: the network's; TrainConfig.keep_model)")
     parser.add_argument("--ema-decay", type=float, default=None,
@@ -353,6 +420,9 @@ def main(argv=None) -> int:
     for data in args.data.split(","):
         stack, truth, voxel = load(data, args.synthetic_seed)
         print(f"{data}: {stack.shape} voxels of {voxel} µm, {int(truth.max())} objects", flush=True)
+        if data == "synthetic":
+            print("  intensity along z through the faces of objects stacked along z (face after the 4th): "
+                  + " ".join(f"{v:.3f}" for v in interface_profile(stack, truth)), flush=True)
         if args.prediction_speed:
             prediction_speed(data, stack, voxel, args.prediction_speed, methods)
             continue
@@ -382,7 +452,8 @@ def report(row: dict, out) -> None:
           f"(kept: {row['kept']}, iteration {row['kept_iteration']}), "
           f"{row['it_per_s']:.2f} it/s; network {row['network_s']:.1f} s "
           f"({row['network_voxels_per_s']:.3g} vox/s), labels path {row['labels_path_s']:.1f} s "
-          f"({row['labels_path_voxels_per_s']:.3g} vox/s)", flush=True)
+          f"({row['labels_path_voxels_per_s']:.3g} vox/s)"
+          + (f"; found by kind {row['found_by_kind']}" if row.get("found_by_kind") else ""), flush=True)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:

@@ -84,25 +84,36 @@ def painted_planes(annotations) -> list[tuple[int, int]]:
     """
     ann = np.asarray(annotations)
     painted = ann > 0
-    cells = ann >= 2
     found, counts = [], []
     for axis in range(3):
-        def beside(array, fill):
-            pad = np.pad(array, [(1, 1) if a == axis else (0, 0) for a in range(3)], constant_values=fill)
-            return (pad[tuple(slice(0, -2) if a == axis else slice(None) for a in range(3))],
-                    pad[tuple(slice(2, None) if a == axis else slice(None) for a in range(3))])
-
-        before, after = beside(painted, False)
-        id_before, id_after = beside(ann, 0)
+        pad = np.pad(painted, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+        before = pad[tuple(slice(0, -2) if a == axis else slice(None) for a in range(3))]
+        after = pad[tuple(slice(2, None) if a == axis else slice(None) for a in range(3))]
         others = tuple(a for a in range(3) if a != axis)
         alone = np.count_nonzero(painted & ~before & ~after, axis=others)
-        going_on = np.count_nonzero(cells & ((id_before == ann) | (id_after == ann)), axis=others)
-        volume = (2 * going_on > np.count_nonzero(cells, axis=others)) if axis == 0 else False
+        volume = _volume_slices(ann) if axis == 0 else False
         flat = np.flatnonzero((alone > 0) & (2 * alone >= painted.sum(axis=others)) & ~volume)
         found += [(axis, int(i)) for i in flat]
         counts += [int(alone[i]) for i in flat]
     # a few thin stroke ends of a slice are no plane: at least 5 % of the largest plane's voxels
     return [plane for plane, n in zip(found, counts) if 20 * n >= max(counts)]
+
+
+def _volume_slices(ann: np.ndarray) -> np.ndarray:
+    """(Z,) bool: the XY slices most of whose cell voxels go on under the same id in a slice beside
+    them (slice by slice, so that a large annotation is not copied)."""
+    out = np.zeros(len(ann), bool)
+    for z in range(len(ann)):
+        cells = ann[z] >= 2
+        n = np.count_nonzero(cells)
+        if not n:
+            continue
+        going_on = np.zeros(cells.shape, bool)
+        for other in (z - 1, z + 1):
+            if 0 <= other < len(ann):
+                going_on |= ann[other] == ann[z]
+        out[z] = 2 * np.count_nonzero(cells & going_on) > n
+    return out
 
 
 def painted_runs(annotations) -> list[slice]:

@@ -129,6 +129,18 @@ def painted_runs(annotations) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
+def planes_and_rest(annotations) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The flat planes of a (Z, Y, X) annotation (:func:`painted_planes`) and the annotation of
+    what lies on none of them (a painted volume's voxels; 0 elsewhere)."""
+    ann = np.asarray(annotations)
+    planes = painted_planes(ann)
+    covered = np.zeros(ann.shape, bool)
+    for axis, i in planes:
+        index = (slice(None),) * axis + (i,)
+        covered[index] |= ann[index] > 0
+    return planes, np.where(covered, 0, ann)
+
+
 def plane_painting(annotations, axis: int, index: int, planes) -> np.ndarray:
     """The painting of the flat plane ``(axis, index)`` of a (Z, Y, X) annotation, without what the
     other painted ``planes`` (:func:`painted_planes`) left on it.
@@ -354,13 +366,8 @@ class VolumeData:
         of what lies on none (a painted volume's slices), volume by volume."""
         out = []
         for _, ann in (v for volumes in self.volume_lists for v in volumes):
-            planes = painted_planes(ann)
-            covered = np.zeros(ann.shape, bool)
-            for axis, i in planes:
-                index = (slice(None),) * axis + (i,)
-                out.append((axis, plane_painting(ann, axis, i, planes)))
-                covered[index] |= ann[index] > 0
-            rest = np.where(covered, 0, ann)
+            planes, rest = planes_and_rest(ann)
+            out += [(axis, plane_painting(ann, axis, i, planes)) for axis, i in planes]
             out += [(0, rest[z]) for z in range(ann.shape[0]) if rest[z].any()]
         return out
 
@@ -375,14 +382,22 @@ class VolumeData:
         planes = self._planes()
         return [p for _, p in planes], [math.prod(self._plane_spacing(axis) or (1.0, 1.0)) for axis, _ in planes]
 
-    def _plane_spacing(self, axis: int):
-        """The pixel (height, width) of a plane across ``axis`` in XY pixels (their geometric
-        mean): z-step by x for an XZ plane, z-step by y for a YZ plane; None for an XY slice."""
-        if axis == 0 or self.spacing is None:
+    def _voxel_spacing(self):
+        """The voxel (depth, height, width) in XY pixels (their geometric mean); None when the
+        voxel size is not known (cubic voxels)."""
+        if self.spacing is None:
             return None
         dz, dy, dx = self.spacing
         pixel = math.sqrt(dy * dx)
-        return (dz / pixel, (dx if axis == 1 else dy) / pixel)
+        return (dz / pixel, dy / pixel, dx / pixel)
+
+    def _plane_spacing(self, axis: int):
+        """The pixel (height, width) of a plane across ``axis`` in XY pixels: z-step by x for an
+        XZ plane, z-step by y for a YZ plane; None for an XY slice."""
+        voxel = self._voxel_spacing()
+        if axis == 0 or voxel is None:
+            return None
+        return tuple(v for a, v in enumerate(voxel) if a != axis)
 
     def border_sigma(self) -> float:
         return config_border_sigma(self.config, *self._planes_in_xy_pixels())
@@ -404,43 +419,30 @@ class VolumeData:
         slice in XY). The border term of a plane measures its
         distances in XY pixels (``axis``: 1 for an XZ plane, 2 for a YZ plane, whose rows are
         z-steps)."""
-        cfg = self.config
         ann = np.asarray(ann)
         if ann.ndim == 2:
-            return make_targets(ann, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
-                                class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border,
-                                borders=borders, spacing=self._plane_spacing(axis))
+            return self._make_targets(ann, n_classes, borders, self._plane_spacing(axis))
         target = np.zeros(ann.shape, np.int64)
         weights = np.zeros(ann.shape, np.float32)
-        covered = np.zeros(ann.shape, bool)
-        planes = painted_planes(ann)
-        for axis, i in planes:
-            index = (slice(None),) * axis + (i,)
-            t = self.targets_for(plane_painting(ann, axis, i, planes), n_classes=n_classes, borders=borders, axis=axis)
+        planes, rest = planes_and_rest(ann)
+        parts = [((slice(None),) * axis + (i,), plane_painting(ann, axis, i, planes), self._plane_spacing(axis))
+                 for axis, i in planes]
+        for run in painted_runs(rest):  # a painted volume in 3D, a lone slice in XY
+            volume = run.stop - run.start > 1
+            parts.append((run, rest[run] if volume else rest[run.start], self._voxel_spacing() if volume else None))
+        for index, part, spacing in parts:
+            t = self._make_targets(part, n_classes, borders, spacing)
             better = t.weights > weights[index]
             weights[index] = np.where(better, t.weights, weights[index])
             target[index] = np.where(better, t.target, target[index])
-            covered[index] |= ann[index] > 0
-        rest = np.where(covered, 0, ann)
-        for run in painted_runs(rest):
-            part = rest[run] if run.stop - run.start > 1 else rest[run.start]
-            t = self.targets_for(part, n_classes=n_classes, borders=borders, axis=0) if part.ndim == 2 else \
-                make_targets(part, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
-                             class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border,
-                             borders=borders, spacing=self._volume_spacing())
-            better = t.weights > weights[run]
-            weights[run] = np.where(better, t.weights, weights[run])
-            target[run] = np.where(better, t.target, target[run])
         return Targets(target, weights, weights > 0)
 
-    def _volume_spacing(self):
-        """The voxel (depth, height, width) in XY pixels (their geometric mean); None when the
-        voxel size is not known (cubic voxels)."""
-        if self.spacing is None:
-            return None
-        dz, dy, dx = self.spacing
-        pixel = math.sqrt(dy * dx)
-        return (dz / pixel, dy / pixel, dx / pixel)
+    def _make_targets(self, ann, n_classes: int, borders: bool, spacing) -> Targets:
+        """:func:`make_targets` of a plane or a painted volume with this run's settings."""
+        cfg = self.config
+        return make_targets(ann, mode=cfg.mode, n_classes=n_classes, gap=cfg.gap, w0=cfg.w0, sigma=self.sigma,
+                            class_weights=cfg.class_weights, ring=cfg.ring, ring_border=cfg.ring_border,
+                            borders=borders, spacing=spacing)
 
     def build(self, *, seed: int, n_classes: int, borders: bool, input_shape, output_shape, batch_size: int, device):
         """Targets of every painted volume, the validation split and the patch sampler."""

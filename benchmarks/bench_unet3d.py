@@ -28,6 +28,7 @@ Usage::
     python benchmarks/bench_unet3d.py --seeds 0 --seconds 10 --data nuclei --methods 2d
     python benchmarks/bench_unet3d.py --data synthetic --methods 3d --save /tmp/unet3d_runs  # keep models, outputs
     python benchmarks/bench_unet3d.py --prediction-speed 3 --data nuclei  # the network pass alone, 3 repeats
+    python benchmarks/bench_unet3d.py --data nuclei --methods 3d --other-voxel z2,xy2  # another z-step, binning
     python benchmarks/bench_unet3d.py --data synthetic --methods 3d --painting dense --seeds 0 --seconds 1200
 
 Other paintings (``--painting``, :data:`PAINTINGS`): XZ planes painted in napari's transposed
@@ -36,6 +37,12 @@ stack labelled from its ground truth: no painting anyone does, but the ceiling o
 very stack it is scored on. On the synthetic stack each run also reports how many objects of each
 kind (stacked pairs, rods, single nuclei) it finds, and the stack's intensity along z through the
 faces where two objects stacked along z touch.
+
+``--other-voxel z2,xy2`` also scores each trained 3D network on the stack as acquired with
+another voxel: ``z2`` every second plane (twice the z-step), ``xy2`` 2 x 2 binned pixels (a
+camera's binning; the reference takes every second pixel), each predicted twice: with the stack's
+own voxel size (resampled to the network's voxel and back) and as it is (the network's grid
+taken for the stack's, what a 3D network did before it resampled).
 
 ``--prediction-speed N`` trains nothing: it times N network passes over each stack of the
 networks training builds for it (*fast3d* with the stack's voxel size, *fast* plane by plane;
@@ -290,7 +297,7 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
 
 
 def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, save=None,
-        ttas=(1,), **weights) -> list[dict]:
+        ttas=(1,), other_voxels=(), **weights) -> list[dict]:
     """Train one network; one row per flipped-view setting in ``ttas`` its prediction is scored with."""
     preset = {"2d": "fast", "3d": "fast3d"}[method]
     config = nu.TrainConfig(preset=preset, time_limit_s=seconds, iterations=None, pixel_size=voxel, seed=seed,
@@ -305,8 +312,11 @@ def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, 
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         nu.save_model(model, save / f"{data}_{method}_s{seed}_{int(seconds)}s.unet")
-    return [score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save)
+    rows = [score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save)
             for tta in ttas]
+    if other_voxels and method == "3d":
+        rows[0]["other_voxels"] = score_other_voxels(model, stack, truth, voxel, other_voxels)
+    return rows
 
 
 def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save) -> dict:
@@ -339,6 +349,35 @@ def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, 
         "cell_diameter": options.get("cell_diameter"),
         "voxel_um": list(voxel), "shape": list(stack.shape),
     }
+
+
+def other_voxel(stack: np.ndarray, truth: np.ndarray, voxel, kind: str):
+    """``(stack, truth, voxel)`` as acquired with another voxel: ``z2`` every second plane, ``xy2``
+    2 x 2 binned pixels (the mean; the reference: every second pixel)."""
+    if kind == "z2":
+        return stack[::2], truth[::2], (voxel[0] * 2, voxel[1], voxel[2])
+    if kind == "xy2":
+        z, y, x = (n - n % 2 for n in stack.shape)
+        binned = stack[:z, :y, :x].astype(np.float32).reshape(z, y // 2, 2, x // 2, 2).mean(axis=(2, 4))
+        return binned, truth[:z, :y:2, :x:2], (voxel[0], voxel[1] * 2, voxel[2] * 2)
+    raise ValueError(f"--other-voxel: z2 or xy2, got {kind!r}")
+
+
+def score_other_voxels(model, stack, truth, voxel, kinds) -> dict:
+    """3D object F1 of a 3D network on the stack as acquired with each voxel of ``kinds``: predicted
+    with its voxel size (resampled) and as it is."""
+    out = {}
+    for kind in kinds:
+        other, reference, size = other_voxel(stack, truth, voxel, kind)
+        options = {**label_options(model, pixel_size=size[1:]), "three_d": True, "spacing": size}
+        out[kind] = {"voxel_um": list(size), "shape": list(other.shape)}
+        for name, pixel_size in (("resampled", size), ("as_is", None)):
+            t0 = time.perf_counter()
+            probabilities = nu.predict_tiled(model, other, device="cpu", pixel_size=pixel_size)
+            m = match_instances(reference, nu.to_labels(probabilities, **options))
+            out[kind][name] = {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"],
+                               "n_pred": m["n_pred"], "n_true": m["n_gt"], "seconds": time.perf_counter() - t0}
+    return out
 
 
 def summary(rows: list[dict]) -> None:
@@ -423,7 +462,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tta", default="1",
                         help="flipped views each trained network is predicted with, e.g. 1,auto: one row per value "
                              "(the API's default is 1; the widgets' is auto)")
+    parser.add_argument("--other-voxel", default="",
+                        help="also score each 3D network on the stack with another voxel: z2 (every second plane), "
+                             "xy2 (2 x 2 binning), e.g. z2,xy2; with the stack's voxel size and as it is")
     args = parser.parse_args(argv)
+    other_voxels = [k for k in args.other_voxel.split(",") if k]
+    if set(other_voxels) - {"z2", "xy2"}:
+        parser.error("--other-voxel: z2, xy2")
     ttas = [v if v == "auto" else int(v) for v in args.tta.split(",")]
     weights = {k: v for k, v in (("keep_model", args.keep_model), ("ema_decay", args.ema_decay)) if v is not None}
     torch.set_num_threads(THREADS)
@@ -449,7 +494,7 @@ def main(argv=None) -> int:
             for method in methods:
                 given = xy_only if method == "2d" else annotations
                 for row in run(data, method, seed, args.seconds, stack, truth, voxel, given, save=args.save,
-                               ttas=ttas, **weights):
+                               ttas=ttas, other_voxels=other_voxels, **weights):
                     row.update({"weights_options": weights, "painting": painted,
                                 "synthetic_seed": args.synthetic_seed if data == "synthetic" else None})
                     rows.append(row)
@@ -470,6 +515,10 @@ def report(row: dict, out) -> None:
           f"({row['labels_path_voxels_per_s']:.3g} vox/s)"
           + (f"; found by kind {row['found_by_kind']}" if row.get("found_by_kind") else "")
           + f"; {row['unreferenced_at_edge']} found at the edge outside the reference", flush=True)
+    for kind, got in (row.get("other_voxels") or {}).items():
+        print(f"    voxel {kind} {tuple(got['voxel_um'])} µm, {tuple(got['shape'])}: F1 resampled "
+              f"{got['resampled']['f1']:.3f} ({got['resampled']['n_pred']}/{got['resampled']['n_true']}), "
+              f"as it is {got['as_is']['f1']:.3f} ({got['as_is']['n_pred']}/{got['as_is']['n_true']})", flush=True)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a") as f:

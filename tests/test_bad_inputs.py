@@ -122,6 +122,24 @@ def test_huge_instance_ids_train(data):
     assert trainer.iteration == 1
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_training_names_nan_in_the_image_not_the_learning_rate(data, spatial_dims):  # R
+    """A float image with NaN (a masked or registered stack) trained on used to end in "the loss
+    became nan ... lower the learning rate": wrong advice. The image is named instead."""
+    _, image, annotations = data
+    if spatial_dims == 3:
+        image, annotations = np.stack([image] * 4), np.stack([np.zeros_like(annotations)] * 3 + [annotations])
+    config = TrainConfig(preset="tiny" if spatial_dims == 2 else "fast3d", iterations=2, batch_size=1, device="cpu")
+    bad = image.astype(np.float32)
+    bad[..., 5:7, 5:7] = np.nan  # every plane: the percentiles are not finite
+    with pytest.raises(ValueError, match="percentiles are not finite"):
+        Trainer([bad], [annotations], config=config)
+    bad = image.astype(np.float32)
+    bad[..., -1, 5:7] = np.inf  # a few pixels of the painted plane only: the percentiles stay finite
+    with pytest.raises(ValueError, match=r"image 0: the (image|stack) holds \d+ NaN or infinite"):
+        Trainer([bad], [annotations], config=config)
+
+
 @pytest.mark.parametrize(
     "image, error, words",
     [

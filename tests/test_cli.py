@@ -259,3 +259,10 @@ def test_train_a_3d_net_on_a_stack_with_its_voxel_size(tmp_path, capsys):
     assert model.metadata["voxel_size"] == [2.0, 0.5, 0.5] and model.metadata["axes"] == "ZYX"
     assert cli.main(args[:-1] + ["--preset", "fast", "-q", "-o", str(tmp_path / "x.unet")]) == 2
     assert "--3d-net trains a 3D network" in capsys.readouterr().err
+    # predicted with a voxel size of its own (z y x): resampled to the network's grid, not refused
+    # (it used to stop on "pixel_size must be a (y, x) pair")
+    for name, size in (("same", "2x0.5x0.5"), ("finer", "1x0.25x0.25")):
+        assert cli.main(["predict", "-m", str(out), str(tmp_path / "stack.tif"), "-o", str(tmp_path / name),
+                         "--pixel-size", size, "--probabilities", "--axes", "ZYX", "-q"]) == 0
+    same, finer = (tifffile.imread(next((tmp_path / name).glob("*prob*"))) for name in ("same", "finer"))
+    assert same.shape == finer.shape and np.abs(same - finer).max() > 1e-3

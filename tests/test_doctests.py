@@ -18,9 +18,9 @@ import napari_unet
 EXAMPLES = {"annotations.summary": 2, "dataset.augment": 5, "labels.metrics": 3, "model.unet": 3, "model.files": 5,
             "model.normalization": 3, "labels.instances": 8, "labels.large_cells": 5, "samples": 2,
             "annotations.targets": 13, "predict.tiling": 16, "annotations.weights": 6, "labels.merge": 6,
-            "common.pixel_size": 6, "common.progress": 4, "labels.segment": 3, "config": 1, "training.job": 3,
+            "common.pixel_size": 11, "common.progress": 4, "labels.segment": 3, "config": 1, "training.job": 3,
             "dataset.volume_data": 2, "common.aliases": 3, "common.axes": 3, "predict.options": 2, "labels.options": 3,
-            "annotations.rules": 3, "labels.blocks": 3, "predict.volume": 5, "common.devices": 1}
+            "annotations.rules": 3, "labels.blocks": 3, "predict.volume": 5, "common.devices": 1, "common.checks": 1}
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

@@ -50,6 +50,15 @@ def test_pixel_size_checks_and_config():
     assert pixel_size_from_scale((1.0, 1.0), "YX") is None  # napari's default scale says nothing
     assert pixel_size_from_scale((2.0, 0.65, 0.65), "ZYX") == {"z": 2.0, "y": 0.65, "x": 0.65}
     assert "resampled x2" in describe_resampling(threshold_unet((0.325, 0.325)), 0.65)
+    # the widget's line never raises: a factor beyond 16 x is said, and refused when predicting
+    assert describe_resampling(threshold_unet((0.325, 0.325)), 65.0).endswith("beyond 16 x: refused")
+    net3d = UNet(spatial_dims=3, depth=1, base_channels=2)
+    net3d.metadata = {"pixel_size": [0.5, 0.5], "voxel_size": [2.0, 0.5, 0.5]}
+    assert describe_resampling(net3d, (1.0, 0.5, 0.5)).endswith("2 x 0.5 x 0.5 µm, image: 1 x 0.5 x 0.5 µm, "
+                                                                 "resampled x0.5 x1 x1")
+    assert describe_resampling(net3d, (2.0, 0.5, 0.5)).endswith("(same grid)")
+    assert describe_resampling(net3d, (200.0, 0.5, 0.5)).endswith("refused")
+    assert describe_resampling(net3d, (0.5, 0.5)) == "model: 0.5 µm/px, image: 0.5 µm/px (same grid)"
 
 
 def test_pixel_size_round_trips_through_model_files(tmp_path):

@@ -307,15 +307,35 @@ def test_progress_is_monotone_and_ends_at_the_total():
     assert all(a <= b for a, b in zip(dones, dones[1:])) and len(steps) > 3
 
 
-def test_a_voxel_size_is_only_compared(caplog):
-    net = _net("valid")
-    net.metadata = {"pixel_size": [2.0, 0.5, 0.5]}
-    volume = _volume()
+def test_a_stack_of_another_voxel_size_is_predicted_on_the_models_grid():
+    from napari_unet.common.pixel_size import resample_image, resample_probabilities
+    from napari_unet.predict.volume import iter_predict_volumes
+
+    net = _net("same")
+    net.metadata = {"voxel_size": [2.0, 0.5, 0.5], "pixel_size": [0.5, 0.5]}
+    volume = _volume((22, 30, 26))
     plain = predict_tiled(net, volume, **FP32)
-    with caplog.at_level("WARNING", logger="napari_unet.predict.volume"):
-        other = predict_tiled(net, volume, pixel_size=(1.0, 0.25, 0.25), **FP32)
-    assert "differs from the model's" in caplog.text
-    assert np.array_equal(plain, other)  # predicted as it is
+    assert np.array_equal(predict_tiled(net, volume, pixel_size=(2.05, 0.49, 0.5), **FP32), plain)  # within 5 %
+    # half the model's voxel along each axis: the stack resampled to the model's grid, predicted, brought back
+    finer = predict_tiled(net, volume, pixel_size=(1.0, 0.25, 0.25), **FP32)
+    lows, highs = normalization_range(net, volume, axes="ZYX") or (None, None)
+    small = resample_image(volume, "ZYX", (0.5, 0.5, 0.5))
+    expected = resample_probabilities(predict_tiled(net, small, normalize=(lows, highs) if lows is not None
+                                                    else True, **FP32), volume.shape)
+    assert finer.shape == (2, *volume.shape)
+    assert np.abs(finer - expected).max() < 1e-5 and np.abs(finer - plain).max() > 1e-3
+    # some planes only: those of the whole stack's prediction, from the resampled planes around them
+    for planes in ((0, 1), (7, 12), (21, 22)):
+        options = PredictOptions(pixel_size=(1.0, 0.25, 0.25), planes=planes, **FP32)
+        part, _ = _run(iter_predict_volumes(net, volume, options, axes="ZYX"))
+        assert np.abs(part - finer[:, planes[0]:planes[1]]).max() < 1e-5
+    # a (y, x) pair leaves Z as it is; a voxel far from the model's is refused, not guessed
+    pair = predict_tiled(net, volume, pixel_size=(0.25, 0.25), **FP32)
+    expected = resample_probabilities(predict_tiled(net, resample_image(volume, "ZYX", (0.5, 0.5)), **FP32),
+                                      volume.shape[1:])
+    assert np.abs(pair - expected).max() < 1e-5
+    with pytest.raises(ValueError, match="voxel size .* x the model's"):
+        predict_tiled(net, volume, pixel_size=(64.0, 0.5, 0.5), **FP32)
 
 
 def _peak_bytes(work) -> int:

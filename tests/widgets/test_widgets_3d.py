@@ -103,6 +103,14 @@ def test_the_slice_in_view_gets_the_probabilities_of_the_whole_stack(model3d):
         one = drive(predict_job(model3d, deep, "ZYX", (z,), "instances", True))
         assert one["labels"].shape == one["probability"].shape == deep.shape[1:]
         np.testing.assert_allclose(one["probability"], whole[z], atol=1e-5)
+    # a stack of half the model's z-step (the layer's scale): resampled to the model's grid, the
+    # slab's window reaching as far in the resampled planes (the window is resampled on its own)
+    space = {"z": SCALE[0] / 2, "y": SCALE[1], "x": SCALE[2]}
+    finer = drive(predict_job(model3d, deep, "ZYX", None, "instances", True, space=space))["probability"]
+    assert np.abs(finer - whole).max() > 0.05
+    for z in (2, 32, 63):
+        one = drive(predict_job(model3d, deep, "ZYX", (z,), "instances", True, space=space))
+        np.testing.assert_allclose(one["probability"], finer[z], atol=0.02)
 
 
 def test_a_3d_jobs_previews_are_the_plane_of_a_slab_around_it(stack):

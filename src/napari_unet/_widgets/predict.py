@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..common.axes import channels_last_to_first
-from ..common.pixel_size import describe_resampling
+from ..common.pixel_size import describe_resampling, prediction_pixel_size, volume_resample_factors
 from .shared.controls import (CellDiameterSpin, DeviceCombo, FlipsCheck, MODE_CHOICES, choice_combo, follow_model_kind,
                               is_volume_model, large_cells_check, select_model_mode, set_bar)
 from .shared.layers import (LABELS_OPACITY, LayerCombo, OWNER_KEY, PREDICTION_SUFFIX, PREVIEW_SUFFIX, PROBABILITY_SUFFIX,
@@ -79,7 +79,7 @@ def check_model_fits(model, layer) -> str:
     return axes
 
 
-def prediction_input(model, data, axes: str, index: tuple | None):
+def prediction_input(model, data, axes: str, index: tuple | None, zoom: float = 1.0):
     """What :func:`predict_job` segments: ``(input, its axes, normalize, at, planes)``.
 
     The whole image or stack (``index`` None), channels first; or the plane ``index`` of a stack,
@@ -87,7 +87,8 @@ def prediction_input(model, data, axes: str, index: tuple | None):
     predicted in the slab around it (the training patch's z size, as the training preview): the
     input is the window of the stack that holds the slab and its context
     (:func:`napari_unet.predict.volume.slab_window`), ``planes`` the slab in it, so that the slab
-    gets the whole stack's probabilities; ``at``: the plane's z in the slab (else None).
+    gets the whole stack's probabilities; ``at``: the plane's z in the slab (else None). ``zoom``:
+    the factor the stack is resampled by along Z for a 3D network (its window reaches further).
     """
     from ..predict.tiling import normalization_range
 
@@ -107,7 +108,7 @@ def prediction_input(model, data, axes: str, index: tuple | None):
         window = planes = None
         depth, z = default_tile_shape(model)[0], axes.find("Z")
         if 0 <= z < len(index):  # else plane_slab says that a 3D network needs a z-stack
-            window, planes = slab_window(model, np.shape(data)[z], index[z], depth)
+            window, planes = slab_window(model, np.shape(data)[z], index[z], depth, zoom)
         slab, slab_axes, at = plane_slab(data, axes, index, depth, z_range=window)
         return slab, slab_axes, normalize, at - planes[0], planes
     plane, plane_axes = channels_last_to_first(np.asarray(data[tuple(index)]), axes[len(index):])
@@ -131,8 +132,10 @@ def predict_job(model, data, axes: str, index: tuple | None, mode: str, probabil
     """
     from ..labels.segment import iter_segment, segment_options
 
-    pixel_size = (space["y"], space["x"]) if space else None
-    plane, plane_axes, normalize, at, planes = prediction_input(model, data, axes, index)
+    pixel_size = prediction_pixel_size(space, model)
+    factors = volume_resample_factors(pixel_size, model) if is_volume_model(model) else None
+    plane, plane_axes, normalize, at, planes = prediction_input(model, data, axes, index,
+                                                                factors[0] if factors else 1.0)
     if is_volume_model(model):  # 3D objects, of the layer's voxel size (else the model's: iter_segment)
         three_d, large_cells = space is not None, False
     else:
@@ -244,7 +247,7 @@ class PredictWidget(WorkerWidgetMixin, QWidget):
         follow_model_kind(self.three_d_check, model, stack_3d)  # a 3D network: always 3D objects
         self.show_3d_check.setEnabled(stack_3d)
         space = self._space(image, axes)
-        text = describe_resampling(model, (space["y"], space["x"]) if space else None) if model is not None else ""
+        text = describe_resampling(model, prediction_pixel_size(space, model)) if model is not None else ""
         self.pixel_label.setText(text)
 
     def predict(self):

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from ..common.axes import guess_axes
-from ..common.checks import check_integer_labels
+from ..common.checks import check_finite_image, check_integer_labels
 from ..model.normalization import apply_normalization, normalization_params
 from .rules import label_counts, painting_findings
 
@@ -147,6 +147,7 @@ def training_slices(image, annotations, *, axes: str | None = None, normalizatio
         for axis, i in zip(lead_axes, index):
             key[axis] = i
         plane = np.asarray(image[tuple(key)])
+        check_finite_image(plane, f"the plane at {tuple(int(i) for i in index)}" if index else "the image")
         if channel_axis is None:
             plane = plane[None]
         elif axes.endswith("YXC"):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.axes import to_canonical
-from ..common.pixel_size import voxel_spacing
+from ..common.pixel_size import prediction_pixel_size, voxel_spacing
 from ..common.progress import ProgressBar, drive, format_seconds
 from ..files.safe_write import check_not_input
 from ..labels.options import LabelOptions
@@ -295,7 +295,8 @@ def _physical_options(path: Path, args, axes: str, model, options: LabelOptions)
     from ..labels.instances import label_options
 
     found = read_pixel_size(path) or {}
-    pixel = args.pixel_size or ((found["y"], found["x"]) if found else None)
+    space = {**found, **dict(zip("zyx"[-len(args.pixel_size):], args.pixel_size))} if args.pixel_size else found
+    pixel = (space["y"], space["x"]) if "y" in space and "x" in space else None
     if pixel is not None and args.cell_diameter is None and options.mode == "instances":
         diameter = label_options(model, "instances", pixel_size=pixel).get("cell_diameter")
         if diameter:
@@ -304,11 +305,11 @@ def _physical_options(path: Path, args, axes: str, model, options: LabelOptions)
         if "Z" not in axes or options.mode != "instances":
             raise CliError(f"--3d labels 3D objects of a z-stack in instance mode; {path} has axes {axes}"
                            + ("" if "Z" in axes else " (give --axes ZYX if its first axis is z)"))
-        if "z" not in found:
+        if "z" not in space:
             logger.warning("%s records no z step: 3D objects assume cubic voxels", path)
-        space = {**found, "y": pixel[0], "x": pixel[1]} if pixel else found
-        options = options.but(three_d=True, spacing=voxel_spacing(space))
-    return pixel, options
+    if (args.three_d or model.config.spatial_dims == 3 and "z" in space) and options.mode == "instances":
+        options = options.but(three_d=True, spacing=voxel_spacing(space))  # a 3D network: the stack's voxel
+    return prediction_pixel_size(space, model), options
 
 
 def _predict_file(model, data, axes: str, args, pixel, options: LabelOptions, bar) -> tuple:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from ..common.axes import channels_last_to_first
+from ..common.pixel_size import prediction_pixel_size
 from ..common.progress import part
 
 __all__ = ["batch_job", "cluster_batch_job", "output_path"]
@@ -53,7 +54,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
         space = spaces[i]
         options = segment_options(model, mode, cell_diameter=cell_diameter, space=space, three_d=three_d, axes=axes)
         _, labels = yield from _progress(iter_segment(model, data, axes=axes, options=options, device=device,
-                                                      pixel_size=(space["y"], space["x"]) if space else None,
+                                                      pixel_size=prediction_pixel_size(space, model),
                                                       tta=tta, large_cells=large_cells, keep_probabilities=False), i, n)
         error = None
         if path is not None:

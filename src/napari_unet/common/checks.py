@@ -112,13 +112,19 @@ def as_real_array(data, name: str):
 
 
 def check_finite_image(data, name: str) -> None:
-    """Refuse an in-memory float image holding NaN or infinity (lazy arrays are checked by the reader)."""
+    """Refuse an in-memory float image holding NaN or infinity (lazy arrays are checked by the reader).
+
+    >>> check_finite_image(np.array([1.0, np.nan, np.inf]), "image 0")
+    Traceback (most recent call last):
+    ...
+    ValueError: image 0 holds 2 NaN or infinite value(s) of 3; replace them first (e.g. np.nan_to_num)
+    """
     if isinstance(data, np.ndarray) and data.dtype.kind == "f":
         finite = np.isfinite(data)
         if not finite.all():
             bad = int(data.size - np.count_nonzero(finite))
             raise ValueError(f"{name} holds {bad} NaN or infinite value(s) of {data.size}; "
-                             "replace them (e.g. np.nan_to_num) before segmenting")
+                             "replace them first (e.g. np.nan_to_num)")
 
 
 def check_integer_labels(annotations, name: str = "annotations") -> np.ndarray:

@@ -27,6 +27,9 @@ __all__ = [
     "check_pixel_size",
     "check_voxel_size",
     "model_pixel_size",
+    "model_voxel_size",
+    "volume_resample_factors",
+    "prediction_pixel_size",
     "pixel_size_from_scale",
     "resample_factors",
     "describe_resampling",
@@ -86,7 +89,7 @@ def check_pixel_size(value, name: str = "pixel_size") -> tuple[float, float] | N
     if len(items) != 2:
         raise ValueError(f"{name} must be a (y, x) pair of micrometres per pixel, got {len(items)} values {value!r}")
     if not all(math.isfinite(v) and 0 < v < 1e6 for v in items):
-        raise ValueError(f"{name} must be positive micrometres per pixel, got {value!r}")
+        raise ValueError(f"{name} must be positive micrometres per pixel, under a metre (1e6), got {value!r}")
     return items[0], items[1]
 
 
@@ -95,11 +98,19 @@ def check_voxel_size(value, name: str = "pixel_size") -> tuple[float, ...] | Non
 
     >>> check_voxel_size([2, 0.5, 0.5]), check_voxel_size(0.5)
     ((2.0, 0.5, 0.5), (0.5, 0.5))
+    >>> check_voxel_size((0, 0.5, 0.5))
+    Traceback (most recent call last):
+    ...
+    ValueError: pixel_size must be positive micrometres per pixel, under a metre (1e6), got (0.0, 0.5, 0.5)
     """
     if value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__") \
             and len(value) == 3:
-        z = check_pixel_size(value[0], f"{name}[0]")[0]
-        return (z, *check_pixel_size(value[1:], name))
+        try:
+            z = check_pixel_size(value[0], f"{name}[0]")[0]
+            return (z, *check_pixel_size(value[1:], name))
+        except ValueError:  # name the three values given, not the pair checked
+            raise ValueError(f"{name} must be positive micrometres per pixel, under a metre (1e6), "
+                             f"got {tuple(float(v) for v in value)!r}") from None
     return check_pixel_size(value, name)
 
 
@@ -140,28 +151,93 @@ def resample_factors(image_pixel_size, model_pixel: tuple[float, float] | None) 
     image_px = check_pixel_size(image_pixel_size)
     if image_px is None or model_pixel is None:
         return None
-    factors = (image_px[0] / model_pixel[0], image_px[1] / model_pixel[1])
+    return _checked_factors(image_px, tuple(model_pixel))
+
+
+def model_voxel_size(model) -> tuple[float, float, float] | None:
+    """The voxel (z, y, x) a 3D network was trained at, or None (a 2D network, or not known)."""
+    meta = getattr(model, "metadata", None) or {}
+    voxel = check_voxel_size(meta.get("voxel_size"), "model voxel_size")
+    return voxel if voxel is not None and len(voxel) == 3 else None
+
+
+def volume_resample_factors(image_voxel_size, model) -> tuple[float, float, float] | None:
+    """Zoom factors (z, y, x) that bring a z-stack to a 3D network's voxel grid, or None when the
+    sizes agree within :data:`TOLERANCE` or are not known. A (y, x) pair of the image, or a model
+    that knows only its pixel (y, x), leaves Z as it is.
+
+    >>> class Net: metadata = {"voxel_size": [1.0, 0.25, 0.25], "pixel_size": [0.25, 0.25]}
+    >>> volume_resample_factors((0.5, 0.25, 0.25), Net()), volume_resample_factors((0.5, 0.5), Net())
+    ((0.5, 1.0, 1.0), (1.0, 2.0, 2.0))
+    """
+    given = check_voxel_size(image_voxel_size)
+    try:
+        own = model_voxel_size(model) or model_pixel_size(model)
+    except (TypeError, ValueError):  # sizes the model file got wrong: predicted as it is
+        own = None
+    if given is None or own is None:
+        return None
+    n = min(len(given), len(own))
+    factors = _checked_factors(given[-n:], own[-n:])
+    return None if factors is None else (1.0,) * (3 - n) + factors
+
+
+def prediction_pixel_size(space: dict | None, model) -> tuple[float, ...] | None:
+    """The ``pixel_size`` prediction takes for ``model`` from an image's sizes ``{"z", "y", "x"}``
+    (µm): (z, y, x) for a 3D network when the z-step is known, else (y, x); None when unknown.
+
+    >>> class Net3D: config = type("Config", (), {"spatial_dims": 3})
+    >>> prediction_pixel_size({"z": 1.0, "y": 0.25, "x": 0.25}, Net3D()), prediction_pixel_size({"y": 0.5, "x": 0.5}, Net3D())
+    ((1.0, 0.25, 0.25), (0.5, 0.5))
+    """
+    if not space or "y" not in space or "x" not in space:
+        return None
+    if getattr(getattr(model, "config", None), "spatial_dims", 2) == 3 and "z" in space:
+        return (space["z"], space["y"], space["x"])
+    return (space["y"], space["x"])
+
+
+def _checked_factors(image: tuple[float, ...], model: tuple[float, ...]) -> tuple[float, ...] | None:
+    """``image / model`` per axis; None within :data:`TOLERANCE`; ValueError beyond :data:`MAX_RESAMPLING`."""
+    factors = tuple(a / b for a, b in zip(image, model))
     if all(abs(f - 1.0) <= TOLERANCE for f in factors):
         return None
     if not all(1.0 / MAX_RESAMPLING <= f <= MAX_RESAMPLING for f in factors):
+        size = "pixel" if len(image) == 2 else "voxel"
+
+        def sizes(values):
+            return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
         raise ValueError(
-            f"the image's pixel size ({image_px[0]:.3g}, {image_px[1]:.3g}) µm is {max(factors, key=lambda f: abs(math.log(f))):.3g}"
-            f" x the model's ({model_pixel[0]:.3g}, {model_pixel[1]:.3g}) µm: resampling beyond 1/{MAX_RESAMPLING:g} to "
+            f"the image's {size} size {sizes(image)} µm is {max(factors, key=lambda f: abs(math.log(f))):.3g}"
+            f" x the model's {sizes(model)} µm: resampling beyond 1/{MAX_RESAMPLING:g} to "
             f"{MAX_RESAMPLING:g} x would shrink the cells to dots or blow them up (a wrong unit or resolution in the "
             "file's metadata?); give the true pixel size (pixel_size= / --pixel-size), or resample the image first")
     return factors
 
 
 def describe_resampling(model, image_pixel_size) -> str:
-    """What prediction will do, for a widget: "model: 0.32 µm/px, image: 0.65 µm/px, resampled x2.0"."""
+    """What prediction will do, for a widget: "model: 0.32 µm/px, image: 0.65 µm/px, resampled x2.0";
+    a 3D network and a (z, y, x) voxel: "model: 1 x 0.25 x 0.25 µm, image: 0.5 x 0.25 x 0.25 µm,
+    resampled x0.5 x1 x1" (z, y, x)."""
+    voxel, image = model_voxel_size(model), check_voxel_size(image_pixel_size)
+    if voxel is not None and image is not None and len(image) == 3:
+        text = f"model: {' x '.join(f'{v:.3g}' for v in voxel)} µm, image: {' x '.join(f'{v:.3g}' for v in image)} µm"
+        try:
+            factors = volume_resample_factors(image, model)
+        except ValueError:
+            return text + f", beyond {MAX_RESAMPLING:g} x: refused"
+        return text + (" (same grid)" if factors is None else ", resampled " + " ".join(f"x{f:.2g}" for f in factors))
     model_px = model_pixel_size(model)
-    image_px = check_pixel_size(image_pixel_size)
+    image_px = check_pixel_size(image[-2:] if image is not None else None)
     if model_px is None:
         return "model: pixel size unknown" + (f", image: {image_px[1]:.3g} µm/px" if image_px else "")
     if image_px is None:
         return f"model: {model_px[1]:.3g} µm/px, image: pixel size unknown (predicted as it is)"
-    factors = resample_factors(image_px, model_px)
     text = f"model: {model_px[1]:.3g} µm/px, image: {image_px[1]:.3g} µm/px"
+    try:
+        factors = resample_factors(image_px, model_px)
+    except ValueError:  # said here, refused with the reason when predicting
+        return text + f", beyond {MAX_RESAMPLING:g} x: refused"
     if factors is None:
         return text + " (same grid)"
     return text + f", resampled x{math.sqrt(factors[0] * factors[1]):.2g}"
@@ -179,19 +255,18 @@ def voxel_spacing(space: dict | None) -> tuple[float, float, float]:
     return (space.get("z", math.sqrt(space["y"] * space["x"])), space["y"], space["x"])
 
 
-def resample_image(data, axes: str, factors: tuple[float, float]) -> np.ndarray:
-    """``data`` (axes as named, Y and X among them) zoomed by ``factors`` along Y and X (linear,
-    anti-aliased when shrinking), float32."""
+def resample_image(data, axes: str, factors: tuple[float, ...]) -> np.ndarray:
+    """``data`` (axes as named) zoomed by ``factors`` along Y and X, or along Z, Y and X for three
+    factors (linear, anti-aliased when shrinking), float32."""
     from skimage.transform import resize
 
     data = np.asarray(data, dtype=np.float32)
     shape = list(data.shape)
-    iy, ix = axes.index("Y"), axes.index("X")
-    shape[iy] = max(1, int(round(shape[iy] * factors[0])))
-    shape[ix] = max(1, int(round(shape[ix] * factors[1])))
     sigma = [0.0] * data.ndim
-    for i, f in ((iy, factors[0]), (ix, factors[1])):
-        sigma[i] = max(0.0, (1.0 / f - 1.0) / 2.0)  # skimage's anti-aliasing sigma, Y and X only
+    for ax, f in zip("ZYX"[-len(factors):], factors):
+        i = axes.index(ax)
+        shape[i] = max(1, int(round(shape[i] * f)))
+        sigma[i] = max(0.0, (1.0 / f - 1.0) / 2.0)  # skimage's anti-aliasing sigma, resampled axes only
     if any(sigma):
         from scipy import ndimage as ndi
 
@@ -199,12 +274,14 @@ def resample_image(data, axes: str, factors: tuple[float, float]) -> np.ndarray:
     return resize(data, shape, order=1, mode="edge", anti_aliasing=False, preserve_range=True).astype(np.float32)
 
 
-def resample_probabilities(probabilities: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Probabilities ``(n_classes, ..., y, x)`` resized to ``shape`` (Y, X), linear, summing to 1."""
+def resample_probabilities(probabilities: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Probabilities ``(n_classes, ..., y, x)`` resized to ``shape`` (its last axes: (Y, X), or
+    (Z, Y, X)), linear, summing to 1."""
     from skimage.transform import resize
 
     p = np.asarray(probabilities, dtype=np.float32)
-    out = resize(p, (*p.shape[:-2], *shape), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
+    shape = tuple(int(n) for n in shape)
+    out = resize(p, (*p.shape[:-len(shape)], *shape), order=1, mode="edge", anti_aliasing=False, preserve_range=True)
     out = out.astype(np.float32, copy=False)
     out /= np.maximum(out.sum(axis=0, keepdims=True), 1e-12)
     return out

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..annotations.planes import resolve_axes, validate_annotations
 from ..annotations.targets import Targets, make_targets, painted_cell_diameter
+from ..common.checks import check_finite_image
 from ..config import TrainConfig
 from ..model.normalization import apply_normalization, normalization_params
 from .sampler import AnnotatedTargets, Batch, annotated_blocks, holdout_threshold, reflect_indices
@@ -60,6 +61,7 @@ def painted_volumes(image, annotations, *, axes: str | None, normalization: dict
         for a in axes:
             key.append(index[lead.index(a)] if a in lead else slice(None))
         volume = np.asarray(image[tuple(key)])
+        check_finite_image(volume, f"the volume at {tuple(int(i) for i in index)}" if index else "the stack")
         rest = [a for a in axes if a not in lead]  # Z, Y, X and maybe C, in the image's order
         volume = np.moveaxis(volume, rest.index("C"), 0) if "C" in rest else volume[None]
         volume = apply_normalization(volume, lows, highs, channel_axis=0 if lows is not None else None)

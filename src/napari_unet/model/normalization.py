@@ -69,6 +69,9 @@ def normalization_params(image, normalization: dict | None = None, *, channel_ax
         if sample.size == 0:
             raise ValueError("cannot normalize an empty image")
         lo, hi = np.percentile(sample, [low, high])
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("the image contains NaN or infinite values (its percentiles are not finite); expected "
+                             "finite numbers: replace them first, e.g. with np.nan_to_num")
         lows.append(lo)
         highs.append(hi)
     return np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64)

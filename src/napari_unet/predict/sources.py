@@ -81,10 +81,4 @@ def source_normalization(model, source: Source, normalize):
     if not normalize or not isinstance(norm, dict):
         return None, None
     channel_axis = source.axes.index("C") if "C" in source.axes else None
-    lows, highs = normalization_params(source.data, norm, channel_axis=channel_axis)
-    if lows is not None and not (np.all(np.isfinite(lows)) and np.all(np.isfinite(highs))):
-        raise ValueError(
-            "the image contains NaN or infinite values (its percentiles are not finite); expected finite "
-            "numbers: replace them first, e.g. with np.nan_to_num"
-        )
-    return lows, highs
+    return normalization_params(source.data, norm, channel_axis=channel_axis)

@@ -218,7 +218,7 @@ def predict_tiled(
 
     A 3D network (``model.spatial_dims == 3``) takes a volume ``(Z, Y, X)`` or ``(C, Z, Y, X)``
     instead, with ``tile_shape`` (Z, Y, X), and returns ``(n_classes, Z, Y, X)``
-    (:func:`napari_unet.predict.volume.iter_predict_volume`; ``pixel_size`` is then only compared).
+    (:func:`napari_unet.predict.volume.iter_predict_volume`; ``pixel_size`` (z, y, x) or (y, x)).
 
     Parameters
     ----------
@@ -247,10 +247,11 @@ def predict_tiled(
     precision : {"auto", "fp32", "bf16", "fp16"}
         Arithmetic; "auto" picks the fastest that keeps the argmax (see the module notes).
     pixel_size : float or (float, float), optional
-        Micrometres per pixel (y, x) of the image. When the model knows its own
-        (``model.metadata["pixel_size"]``) and they differ by more than 5 %, the image is
-        resampled to the model's grid, predicted, and the probabilities resampled back: the
-        result keeps the image's shape. None: predicted as it is.
+        Micrometres per pixel (y, x) of the image (a volume: per voxel (z, y, x), or (y, x) to
+        leave Z as it is). When the model knows its own (``model.metadata["pixel_size"]``, a 3D
+        network's ``"voxel_size"``) and they differ by more than 5 %, the image is resampled to
+        the model's grid, predicted, and the probabilities resampled back: the result keeps the
+        image's shape. None: predicted as it is.
     tta : {1, 2, 4, "auto"}
         Test-time augmentation: the number of flipped views of each tile whose probabilities are
         averaged (1: none; 2: and its left-right mirror; 4: every flip along Y and X; "auto": two,

@@ -47,7 +47,7 @@ from ..common.axes import check_axes
 from ..common.checks import check_int
 from ..common.devices import PRECISIONS, resolve_precision, select_device
 from ..common.memory import check_allocation, memory_budget, reuse_freed_memory
-from ..common.pixel_size import TOLERANCE, check_voxel_size
+from ..common.pixel_size import resample_image, resample_probabilities, volume_resample_factors
 from ..model.fit import check_channels
 from ..model.unet import UNet
 from .engine import TileEngine, check_out, prepare_model
@@ -212,12 +212,16 @@ def slab_range(n_z: int, z: int, depth: int) -> tuple[int, int]:
     return start, start + size
 
 
-def slab_window(model: UNet, n_z: int, z: int, depth: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def slab_window(model: UNet, n_z: int, z: int, depth: int,
+                zoom: float = 1.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """The slab of ``depth`` planes around plane ``z`` of a stack of ``n_z`` planes (kept inside
     the stack), and the window of the stack that holds it with all its context along Z, starting on
     the network's pooling grid: ``((window start, stop), (slab start, stop) in the window)``.
     Predicting the window with ``planes=`` the slab gives the slab the probabilities of the whole
-    stack (up to float rounding), at the cost of the slab.
+    stack (up to float rounding), at the cost of the slab. ``zoom``: the stack is resampled along Z
+    by this factor for the network (its z-step differs from the model's), so the window reaches as
+    far as the network's context in the resampled planes, and a plane further for the interpolation
+    (close to the whole stack's probabilities, no longer equal: the window is resampled on its own).
 
     >>> from napari_unet.model.unet import UNet
     >>> net = UNet(spatial_dims=3, depth=2, base_channels=2, padding="same")  # 20 planes of context
@@ -227,6 +231,8 @@ def slab_window(model: UNet, n_z: int, z: int, depth: int) -> tuple[tuple[int, i
     start, stop = slab_range(n_z, z, depth)
     g = model.pool_factors[0]
     context = geometry_for_step(model, g, 0)[1]
+    if zoom != 1.0:
+        context = int(np.ceil(context / zoom)) + 1
     first = max(0, start - context) // g * g
     return (first, min(int(n_z), stop + context)), (start - first, stop - first)
 
@@ -262,18 +268,45 @@ def _plan(model: UNet, shape, tile_shape, device: torch.device, dtype, contexts,
             in enumerate(zip(shape, extents, steps, model.pool_factors, contexts))]
 
 
-def _warn_pixel_size(model: UNet, pixel_size) -> None:
-    given = check_voxel_size(pixel_size)
-    try:
-        own = check_voxel_size((getattr(model, "metadata", None) or {}).get("pixel_size"), "model pixel_size")
-    except (TypeError, ValueError):
-        own = None
-    if given is None or own is None:
-        return
-    n = min(len(given), len(own))
-    if any(abs(a / b - 1) > TOLERANCE for a, b in zip(given[-n:], own[-n:])):
-        logger.warning("the voxel size %s differs from the model's %s; a 3D network predicts the volume as it is "
-                       "(it is not resampled)", given, own)
+def _iter_resampled(model: UNet, data, volume: Volume, factors, options: PredictOptions, *, name: str, out):
+    """Predict ``data`` resampled by ``factors`` (z, y, x) to the model's voxel grid, and bring the
+    probabilities back to the input's grid (linear): ``options.planes`` are predicted from the
+    resampled planes that lie around them. The resampled stack is held in memory."""
+    normalize = options.normalize
+    if normalize is True:  # the percentiles of the stack itself, not of its resampled copy
+        lows, highs = source_normalization(model, volume, True)
+        normalize = False if lows is None else (lows, highs)
+    n_z = volume.shape[0]
+    start, stop, skip = _z_range(options.planes, n_z, 1)
+    spatial = [ax for ax in volume.axes if ax != "C"]
+    out_shape = (model.config.n_classes, *(stop - start if ax == "Z" else n
+                                           for ax, n in zip(volume.axes, data.shape) if ax != "C"))
+    check_allocation(4 * int(np.prod(data.shape)) * float(np.prod(factors)), "the resampled stack",
+                     hint="predict without pixel_size, or resample the stack yourself")
+    if out is None:
+        check_allocation(4 * int(np.prod(out_shape)), "the probabilities", hint="pass out= a zarr array")
+    out = check_out(out, out_shape)
+    resampled = resample_image(data, volume.axes, factors)
+    n_r = resampled.shape[volume.axes.index("Z")]
+    # each plane asked for lies between two resampled planes (skimage's grid: pixel centres align)
+    at = np.clip((np.arange(start, stop) + 0.5) * n_r / n_z - 0.5, 0, n_r - 1)
+    lower = np.floor(at).astype(int)
+    upper = np.minimum(lower + 1, n_r - 1)
+    first, last = int(lower.min()), int(upper.max()) + 1
+    logger.info("resampled %s by %s to the model's voxel size: %s", tuple(data.shape),
+                " x ".join(f"{f:.3g}" for f in factors), tuple(resampled.shape))
+    probabilities = yield from iter_predict_volumes(
+        model, resampled, options.but(normalize=normalize, pixel_size=None, planes=(first, last)),
+        axes=volume.axes, name=name)
+    z = 1 + spatial.index("Z")
+    shape = [1] * probabilities.ndim
+    shape[z] = -1
+    weight = (at - lower).astype(np.float32).reshape(shape)
+    planes = np.take(probabilities, lower - first, axis=z) * (1 - weight) \
+        + np.take(probabilities, upper - first, axis=z) * weight
+    del probabilities
+    out[...] = resample_probabilities(planes, out_shape[-2:])
+    return out
 
 
 def iter_predict_volumes(
@@ -283,8 +316,9 @@ def iter_predict_volumes(
 
     ``axes`` contains Z right before Y, X ("ZYX", "CZYX", "ZCYX", "TZYX", "TZCYX"); returns the
     float32 probabilities ``(n_classes, *non-channel axes)`` (or ``out``). The normalization
-    percentiles are those of the whole stack; ``options.pixel_size`` (z, y, x) is only compared
-    with the model's (a warning when they differ). The options: :func:`iter_predict_volume`.
+    percentiles are those of the whole stack. A stack whose ``options.pixel_size`` ((z, y, x) or
+    (y, x)) differs from the model's voxel size is resampled to the model's grid and its
+    probabilities back to the stack's. The options: :func:`iter_predict_volume`.
     """
     _check_3d(model)
     if options.precision not in PRECISIONS:
@@ -292,7 +326,9 @@ def iter_predict_volumes(
     tta = check_tta(options.tta)
     data = as_image_array(data, name)
     volume = make_volume(data, axes, model, name)
-    _warn_pixel_size(model, options.pixel_size)
+    factors = volume_resample_factors(options.pixel_size, model)
+    if factors is not None:
+        return (yield from _iter_resampled(model, data, volume, factors, options, name=name, out=out))
     dev = select_device(options.device)
     dtype = volume_precision(options.precision, dev)
     start, stop, skip = _z_range(options.planes, volume.shape[0], model.pool_factors[0])

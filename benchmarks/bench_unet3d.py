@@ -38,11 +38,12 @@ very stack it is scored on. On the synthetic stack each run also reports how man
 kind (stacked pairs, rods, single nuclei) it finds, and the stack's intensity along z through the
 faces where two objects stacked along z touch.
 
-``--other-voxel z2,xy2`` also scores each trained 3D network on the stack as acquired with
-another voxel: ``z2`` every second plane (twice the z-step), ``xy2`` 2 x 2 binned pixels (a
-camera's binning; the reference takes every second pixel), each predicted twice: with the stack's
-own voxel size (resampled to the network's voxel and back) and as it is (the network's grid
-taken for the stack's, what a 3D network did before it resampled).
+``--other-voxel z2,zhalf,xy2`` also scores each trained 3D network on the sample as acquired with
+another voxel: ``z2`` twice the z-step, ``zhalf`` half of it, ``xy2`` 2 x 2 binned pixels (a
+camera's binning). The synthetic scene is generated again on that grid; the nuclei stack is
+subsampled or binned (:func:`other_voxel`). Each is predicted twice: with its own voxel size
+(resampled to the network's voxel and back) and as it is (the network's grid taken for the
+stack's, what a 3D network did before it resampled).
 
 ``--prediction-speed N`` trains nothing: it times N network passes over each stack of the
 networks training builds for it (*fast3d* with the stack's voxel size, *fast* plane by plane;
@@ -297,7 +298,7 @@ def paint(truth: np.ndarray, seed: int, n_cells: int = 10, fraction: float = 0.0
 
 
 def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, annotations, save=None,
-        ttas=(1,), other_voxels=(), **weights) -> list[dict]:
+        ttas=(1,), other_voxels=(), synthetic_seed=SYNTHETIC_SEED, **weights) -> list[dict]:
     """Train one network; one row per flipped-view setting in ``ttas`` its prediction is scored with."""
     preset = {"2d": "fast", "3d": "fast3d"}[method]
     config = nu.TrainConfig(preset=preset, time_limit_s=seconds, iterations=None, pixel_size=voxel, seed=seed,
@@ -315,7 +316,7 @@ def run(data: str, method: str, seed: int, seconds: float, stack, truth, voxel, 
     rows = [score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, train_wall, tta, save)
             for tta in ttas]
     if other_voxels and method == "3d":
-        rows[0]["other_voxels"] = score_other_voxels(model, stack, truth, voxel, other_voxels)
+        rows[0]["other_voxels"] = score_other_voxels(data, model, stack, truth, voxel, other_voxels, synthetic_seed)
     return rows
 
 
@@ -351,32 +352,41 @@ def score(data, method, seed, seconds, stack, truth, voxel, trainer, train_cpu, 
     }
 
 
-def other_voxel(stack: np.ndarray, truth: np.ndarray, voxel, kind: str):
-    """``(stack, truth, voxel)`` as acquired with another voxel: ``z2`` every second plane, ``xy2``
-    2 x 2 binned pixels (the mean; the reference: every second pixel)."""
+def other_voxel(data: str, stack: np.ndarray, truth: np.ndarray, voxel, kind: str, synthetic_seed: int):
+    """``(stack, truth, voxel)`` of the same sample acquired with another voxel: ``z2`` twice the
+    z-step, ``zhalf`` half of it, ``xy2`` 2 x 2 binned pixels. The synthetic scene is generated
+    again on that grid (same seed, same extent); the nuclei stack is subsampled (``z2``: every
+    second plane) or binned (``xy2``: the mean; the reference takes every second pixel)."""
+    scale = {"z2": (2.0, 1.0, 1.0), "zhalf": (0.5, 1.0, 1.0), "xy2": (1.0, 2.0, 2.0)}[kind]
+    size = tuple(v * f for v, f in zip(voxel, scale))
+    if data == "synthetic":
+        shape = tuple(int(round(n / f)) for n, f in zip(stack.shape, scale))
+        return (*make_anisotropic_stack(synthetic_seed, shape=shape, voxel=size), size)
     if kind == "z2":
-        return stack[::2], truth[::2], (voxel[0] * 2, voxel[1], voxel[2])
+        return stack[::2], truth[::2], size
     if kind == "xy2":
         z, y, x = (n - n % 2 for n in stack.shape)
         binned = stack[:z, :y, :x].astype(np.float32).reshape(z, y // 2, 2, x // 2, 2).mean(axis=(2, 4))
-        return binned, truth[:z, :y:2, :x:2], (voxel[0], voxel[1] * 2, voxel[2] * 2)
-    raise ValueError(f"--other-voxel: z2 or xy2, got {kind!r}")
+        return binned, truth[:z, :y:2, :x:2], size
+    raise SystemExit(f"--other-voxel {kind}: the nuclei stack has no finer z-step (z2 or xy2)")
 
 
-def score_other_voxels(model, stack, truth, voxel, kinds) -> dict:
-    """3D object F1 of a 3D network on the stack as acquired with each voxel of ``kinds``: predicted
+def score_other_voxels(data, model, stack, truth, voxel, kinds, synthetic_seed) -> dict:
+    """3D object F1 of a 3D network on the sample acquired with each voxel of ``kinds``: predicted
     with its voxel size (resampled) and as it is."""
     out = {}
     for kind in kinds:
-        other, reference, size = other_voxel(stack, truth, voxel, kind)
+        other, reference, size = other_voxel(data, stack, truth, voxel, kind, synthetic_seed)
         options = {**label_options(model, pixel_size=size[1:]), "three_d": True, "spacing": size}
         out[kind] = {"voxel_um": list(size), "shape": list(other.shape)}
         for name, pixel_size in (("resampled", size), ("as_is", None)):
             t0 = time.perf_counter()
             probabilities = nu.predict_tiled(model, other, device="cpu", pixel_size=pixel_size)
-            m = match_instances(reference, nu.to_labels(probabilities, **options))
+            labels = nu.to_labels(probabilities, **options)
+            m = match_instances(reference, labels)
             out[kind][name] = {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"],
-                               "n_pred": m["n_pred"], "n_true": m["n_gt"], "seconds": time.perf_counter() - t0}
+                               "n_pred": m["n_pred"], "n_true": m["n_gt"], "seconds": time.perf_counter() - t0,
+                               "found_by_kind": found_by_kind(reference, labels) if data == "synthetic" else None}
     return out
 
 
@@ -463,12 +473,13 @@ def main(argv=None) -> int:
                         help="flipped views each trained network is predicted with, e.g. 1,auto: one row per value "
                              "(the API's default is 1; the widgets' is auto)")
     parser.add_argument("--other-voxel", default="",
-                        help="also score each 3D network on the stack with another voxel: z2 (every second plane), "
-                             "xy2 (2 x 2 binning), e.g. z2,xy2; with the stack's voxel size and as it is")
+                        help="also score each 3D network on the sample with another voxel: z2 (twice the z-step), "
+                             "zhalf (half of it; synthetic only), xy2 (2 x 2 binning), e.g. z2,xy2; predicted with "
+                             "the sample's voxel size and as it is")
     args = parser.parse_args(argv)
     other_voxels = [k for k in args.other_voxel.split(",") if k]
-    if set(other_voxels) - {"z2", "xy2"}:
-        parser.error("--other-voxel: z2, xy2")
+    if set(other_voxels) - {"z2", "zhalf", "xy2"}:
+        parser.error("--other-voxel: z2, zhalf, xy2")
     ttas = [v if v == "auto" else int(v) for v in args.tta.split(",")]
     weights = {k: v for k, v in (("keep_model", args.keep_model), ("ema_decay", args.ema_decay)) if v is not None}
     torch.set_num_threads(THREADS)
@@ -494,7 +505,8 @@ def main(argv=None) -> int:
             for method in methods:
                 given = xy_only if method == "2d" else annotations
                 for row in run(data, method, seed, args.seconds, stack, truth, voxel, given, save=args.save,
-                               ttas=ttas, other_voxels=other_voxels, **weights):
+                               ttas=ttas, other_voxels=other_voxels, synthetic_seed=args.synthetic_seed,
+                               **weights):
                     row.update({"weights_options": weights, "painting": painted,
                                 "synthetic_seed": args.synthetic_seed if data == "synthetic" else None})
                     rows.append(row)

@@ -44,6 +44,24 @@ def test_paper_network_geometry():
     assert tuple(y.shape) == (1, 2, 20, 20)
 
 
+def test_paper3d_preset_has_the_3d_unets_geometry():
+    """Çiçek et al. (2016): 116 x 132 x 132 voxels in, 28 x 44 x 44 out (z, y, x; no Y/X-only
+    pooling); 3x3x3 convolutions, three poolings, batch norm, 256 channels at the bottom of the
+    synthesis path; 22.4 M parameters against their 19.1 M (their analysis levels double inside)."""
+    from napari_unet.model.fit import default_tile_shape
+
+    config = model_preset("paper3d", n_classes=3)
+    net = UNet.from_config(config)
+    assert net.output_shape((116, 132, 132)) == (28, 44, 44)
+    assert default_tile_shape(net) == (116, 132, 132)
+    assert sum(isinstance(m, nn.Conv3d) for m in net.modules()) == 15  # 14 of 3x3x3 and the 1x1x1 head
+    assert sum(isinstance(m, nn.ConvTranspose3d) for m in net.modules()) == 3
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in net.modules()) == 14
+    assert net.up[0].conv[0].out_channels == 256 and net.head.in_channels == 64
+    n_params = sum(p.numel() for p in net.parameters())
+    assert n_params == config.parameter_count() and abs(n_params - 22.4e6) < 0.05e6, n_params
+
+
 def test_paper_preset_has_dropout_at_end_of_contracting_path():
     net = UNet.from_config(model_preset("paper"))
     assert isinstance(net.dropout, nn.Dropout) and net.dropout.p == 0.5

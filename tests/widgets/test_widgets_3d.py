@@ -172,6 +172,19 @@ def test_the_3d_network_on_an_image_without_z_refuses_to_start(viewer, open_widg
     assert "flat preview" not in viewer.layers
 
 
+def test_the_gpu_preset_is_ciceks_network_at_the_layers_voxel_size(viewer, open_widget, stack):
+    image, _, annotations = stack
+    viewer.add_image(image, name="stack", scale=SCALE)
+    viewer.add_labels(annotations, name="stack annotations", scale=SCALE)
+    train = open_widget("Train")
+    select(train.preset_combo, "paper3d")
+    assert "Çiçek" in train.preset_combo.currentText() and "GPU" in train.preset_combo.currentText()
+    config = train.settings.train_config(train.pair_table.pairs())
+    net = config.model
+    assert (net.spatial_dims, net.padding, net.base_channels, net.depth, net.batch_norm) == (3, "valid", 64, 3, True)
+    assert net.xy_only_pools == 1 and config.pixel_size == SCALE  # a z-step 4 pixels long: Y and X pooled first
+
+
 def test_the_train_widget_trains_a_3d_network_of_the_layers_voxel_size_and_previews_the_plane_in_view(
         viewer, open_widget, qtbot, stack, monkeypatch, notifications):
     from napari_unet import config as config_module

@@ -112,9 +112,9 @@ def _add_train(sub):
                    help="annotation files, one per image in the same order (0 = not annotated, 1 = background, 2, 3, ... = cells or classes)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.unet)")
     p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
-    p.add_argument("--preset", choices=["fast", "paper", "tiny", "fast3d"], default=None,
+    p.add_argument("--preset", choices=["fast", "paper", "tiny", "fast3d", "paper3d"], default=None,
                    help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests), "
-                        "fast3d (a 3D U-Net, as --3d-net)")
+                        "fast3d (a 3D U-Net, as --3d-net), paper3d (Çiçek et al.'s 3D U-Net, for a GPU)")
     p.add_argument("--3d-net", dest="net3d", action="store_true",
                    help="train a 3D U-Net (3x3x3 convolutions) on z-stacks from their painted slices "
                         "(the fast3d preset; the images need a Z axis)")

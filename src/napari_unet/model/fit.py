@@ -59,7 +59,8 @@ def classes_for_training(config, *, in_channels: int, max_class: int, model=None
 
 
 # training tile (network input) per preset; "valid" nets round up to the next valid size
-_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92), "fast3d": (16, 80, 80)}
+_PRESET_TILES = {"paper": (572, 572), "fast": (128, 128), "tiny": (92, 92), "fast3d": (16, 80, 80),
+                 "paper3d": (116, 132, 132)}
 
 
 def model_config_for(config: TrainConfig, in_channels: int, n_classes: int) -> ModelConfig:

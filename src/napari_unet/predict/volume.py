@@ -277,7 +277,7 @@ def _iter_resampled(model: UNet, data, volume: Volume, factors, options: Predict
         lows, highs = source_normalization(model, volume, True)
         normalize = False if lows is None else (lows, highs)
     n_z = volume.shape[0]
-    start, stop, skip = _z_range(options.planes, n_z, 1)
+    start, stop, _ = _z_range(options.planes, n_z, 1)
     spatial = [ax for ax in volume.axes if ax != "C"]
     out_shape = (model.config.n_classes, *(stop - start if ax == "Z" else n
                                            for ax, n in zip(volume.axes, data.shape) if ax != "C"))

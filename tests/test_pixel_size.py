@@ -108,6 +108,31 @@ def test_a_coarser_image_is_resampled_and_agrees_with_full_resolution(monkeypatc
     assert calls == []
 
 
+def test_segment_labels_on_the_datas_grid_with_its_pixel_size(monkeypatch):
+    """``segment(..., pixel_size=)`` resamples the image to the model's grid and back: the labels are
+    made on the image's grid, so the cell diameter must be in its pixels (it was the model's)."""
+    import napari_unet.labels.segment as segment_module
+    from napari_unet.labels.segment import segment
+
+    net = threshold_unet((0.5, 0.5))
+    coarse = make_touching_cells((384, 384), seed=5)[0].reshape(192, 2, 192, 2).mean(axis=(1, 3))  # 1 µm/px
+    probabilities, labels = segment(net, coarse, axes="YX", pixel_size=1.0, large_cells=False, precision="fp32")
+    right = to_labels(probabilities, **label_options(net, pixel_size=1.0))  # 11 px cells
+    wrong = to_labels(probabilities, **label_options(net))  # 22 px: the model's pixels
+    assert np.array_equal(labels, right) and not np.array_equal(labels, wrong)
+    # a 3D network: its objects of the stack's voxel, not of its own
+    net3d = UNet(spatial_dims=3, depth=1, base_channels=2)
+    net3d.metadata = {"mode": "instances", "voxel_size": [2.0, 0.5, 0.5], "pixel_size": [0.5, 0.5]}
+    stack = np.stack([coarse[:64, :64]] * 6)
+    seen = []
+    original = segment_module.to_labels_in_blocks
+    monkeypatch.setattr(segment_module, "to_labels_in_blocks",
+                        lambda p, options: seen.append(options.spacing) or original(p, options))
+    segment(net3d, stack, axes="ZYX", pixel_size=(1.0, 0.5, 0.5))
+    segment(net3d, stack, axes="ZYX")
+    assert seen == [(1.0, 0.5, 0.5), (2.0, 0.5, 0.5)]
+
+
 def test_a_stack_keeps_its_shape_when_resampled():
     net = threshold_unet((0.5, 0.5))
     stack = np.stack([make_touching_cells((100, 90), seed=s)[0] for s in (1, 2)])

@@ -22,7 +22,7 @@ from typing import Any, Generator
 
 import numpy as np
 
-from ..common.pixel_size import voxel_spacing
+from ..common.pixel_size import check_voxel_size, voxel_spacing
 from ..common.progress import Progress, drive, part
 from ..predict.options import PredictOptions
 from .blocks import to_labels_in_blocks
@@ -60,8 +60,9 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
     ``data``: an image or stack with ``axes`` (channels first, as
     :func:`~napari_unet.predict_stack` takes them). ``options``: of
     :func:`~napari_unet.to_labels`, a :class:`~napari_unet.labels.options.LabelOptions` or a dict
-    (default :func:`~napari_unet.label_options` of the model; a 3D network's labels are 3D
-    objects, ``three_d=True`` with the voxel size it was trained on).
+    (default :func:`~napari_unet.label_options` of the model, the cell diameter in the pixels of
+    ``pixel_size``; a 3D network's labels are 3D objects, ``three_d=True`` with the voxel size of
+    ``pixel_size`` (z, y, x), else the one it was trained on).
     ``large_cells``: the half-scale pass, where it applies (instances of planes with a known cell
     diameter). ``device``, ``pixel_size``, ``normalize`` (e.g. a whole stack's range for one of its
     planes) and ``tta``: as :func:`~napari_unet.predict_stack` takes them, for both passes;
@@ -77,10 +78,12 @@ def iter_segment(model, data, *, axes: str, options: LabelOptions | dict | None 
     if normalize is True:
         lows, highs = source_normalization(model, make_source(data, axes, model, "data"), True)
         normalize = False if lows is None else (lows, highs)
-    options = LabelOptions.of(label_options(model) if options is None else options)
+    size = check_voxel_size(pixel_size)  # the labels are made on the data's grid, of this size
+    options = LabelOptions.of(label_options(model, pixel_size=size[-2:] if size else None) if options is None
+                              else options)
     if getattr(model.config, "spatial_dims", 2) == 3 and options.mode == "instances" \
-            and options.three_d is None:  # a 3D network: one id per 3D object
-        voxel = (getattr(model, "metadata", None) or {}).get("voxel_size")
+            and options.three_d is None:  # a 3D network: one id per 3D object, of the data's voxel or its own
+        voxel = size if size is not None and len(size) == 3 else (getattr(model, "metadata", None) or {}).get("voxel_size")
         options = options.but(three_d=True, spacing=tuple(float(v) for v in voxel) if voxel else (1.0, 1.0, 1.0))
     full = PredictOptions(device=device, pixel_size=pixel_size, normalize=normalize, tta=tta, **predict_kwargs)
     share = 1.0 - LARGE_CELLS_SHARE if large_cells and applies(options) else 1.0

@@ -266,3 +266,6 @@ def test_train_a_3d_net_on_a_stack_with_its_voxel_size(tmp_path, capsys):
                          "--pixel-size", size, "--probabilities", "--axes", "ZYX", "-q"]) == 0
     same, finer = (tifffile.imread(next((tmp_path / name).glob("*prob*"))) for name in ("same", "finer"))
     assert same.shape == finer.shape and np.abs(same - finer).max() > 1e-3
+    from napari_unet.files.images import read_pixel_size  # the outputs keep the input's voxel
+
+    assert read_pixel_size(tmp_path / "finer" / "stack_labels.tif") == pytest.approx({"z": 1.0, "y": 0.25, "x": 0.25})

@@ -82,6 +82,15 @@ def test_pixel_size_of_tiff_and_ome_metadata(tmp_path):
     assert read_pixel_size(tmp_path / "ome.ome.tif") == pytest.approx({"z": 1.0, "y": 0.2, "x": 0.2})
     tifffile.imwrite(tmp_path / "plain.tif", image, photometric="minisblack")
     assert read_pixel_size(tmp_path / "plain.tif") is None
+    # what napari-unet writes keeps the pixel sizes it is given (an output keeps its input's scale)
+    from napari_unet.files.images import write_image
+
+    write_image(tmp_path / "out.tif", image, axes="ZYX", pixel_size={"z": 1.5, "y": 0.25, "x": 0.2})
+    assert read_pixel_size(tmp_path / "out.tif") == pytest.approx({"z": 1.5, "y": 0.25, "x": 0.2})
+    write_image(tmp_path / "plane.tif", image[0], axes="YX", pixel_size={"z": 1.5, "y": 0.25, "x": 0.25})
+    assert read_pixel_size(tmp_path / "plane.tif") == pytest.approx({"y": 0.25, "x": 0.25})
+    write_image(tmp_path / "none.tif", image, axes="ZYX")
+    assert read_pixel_size(tmp_path / "none.tif") is None
 
 
 def test_a_coarser_image_is_resampled_and_agrees_with_full_resolution(monkeypatch):

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QMessageBox
 
 def test_batch_two_layers_and_save(viewer, open_widget, qtbot, with_model, cells, tmp_path, notifications):
     viewer.add_image(cells[0], name="a")
-    viewer.add_image(np.stack([cells[0][::-1], cells[0]]), name="b")
+    viewer.add_image(np.stack([cells[0][::-1], cells[0]]), name="b", scale=(2.0, 1.0, 1.0), metadata={"axes": "ZYX"})
     viewer.add_image(np.zeros((32, 32), dtype=np.float32), name="c")
     widget = open_widget("Batch predict")
     assert [layer.name for layer in widget.checked_layers()] == ["a", "b", "c"]  # all by default
@@ -26,6 +26,11 @@ def test_batch_two_layers_and_save(viewer, open_widget, qtbot, with_model, cells
         assert len(np.unique(layer.data)) > 2
         saved = tifffile.imread(tmp_path / "out" / f"{name}_labels.tif")
         np.testing.assert_array_equal(saved, layer.data)
+    # the files keep the layers' scale: b's z-step and pixels, nothing where the layer says nothing
+    from napari_unet.files.images import read_pixel_size
+
+    assert read_pixel_size(tmp_path / "out" / "b_labels.tif") == {"z": 2.0, "y": 1.0, "x": 1.0}
+    assert read_pixel_size(tmp_path / "out" / "a_labels.tif") is None
     assert widget.progress.value() == widget.progress.maximum()
     assert not notifications.errors
 

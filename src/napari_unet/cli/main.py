@@ -289,8 +289,9 @@ def _add_predict(sub):
 
 
 def _physical_options(path: Path, args, axes: str, model, options: LabelOptions) -> tuple:
-    """(pixel size of the input, to_labels options for it): the cell diameter in the input's pixels
-    when both pixel sizes are known; with --3d the voxel spacing (z from the file, else isotropic)."""
+    """(the input's pixel sizes ``{"z", "y", "x"}`` (--pixel-size, else the file's), to_labels
+    options for it): the cell diameter in the input's pixels when both pixel sizes are known; with
+    --3d (or a 3D network) the voxel spacing (z from the file, else isotropic)."""
     from ..files.images import read_pixel_size
     from ..labels.instances import label_options
 
@@ -309,7 +310,7 @@ def _physical_options(path: Path, args, axes: str, model, options: LabelOptions)
             logger.warning("%s records no z step: 3D objects assume cubic voxels", path)
     if (args.three_d or model.config.spatial_dims == 3 and "z" in space) and options.mode == "instances":
         options = options.but(three_d=True, spacing=voxel_spacing(space))  # a 3D network: the stack's voxel
-    return prediction_pixel_size(space, model), options
+    return space, options
 
 
 def _predict_file(model, data, axes: str, args, pixel, options: LabelOptions, bar) -> tuple:
@@ -384,13 +385,14 @@ def _cmd_predict(args) -> int:
         bar = ProgressBar(f"[{number}/{len(jobs)}] {path.name}", enabled=not args.quiet)
         replace = args.overwrite or args.skip_existing  # --skip-existing redoes incomplete outputs only
         with output_lock(outdir / f".{_stem(path)}.napari-unet.lock"):
-            pixel, input_options = _physical_options(path, args, axes, model, options)
-            probabilities, labels = _predict_file(model, data, axes, args, pixel, input_options, bar)
+            space, input_options = _physical_options(path, args, axes, model, options)
+            probabilities, labels = _predict_file(model, data, axes, args, prediction_pixel_size(space, model),
+                                                  input_options, bar)
             out_axes = axes.replace("C", "")
             if "probabilities" in outputs:  # labels last: their presence says the job got to its end
                 prob, prob_axes = to_canonical(probabilities, "C" + out_axes)
-                write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=replace)
-            write_image(outputs["labels"], labels, axes=out_axes, overwrite=replace)
+                write_image(outputs["probabilities"], prob, axes=prob_axes, overwrite=replace, pixel_size=space)
+            write_image(outputs["labels"], labels, axes=out_axes, overwrite=replace, pixel_size=space)
         bar.close(f"{path.name}: {int(labels.max()) if mode == 'instances' else len(np.unique(labels))} "
                   f"{'objects' if mode == 'instances' else 'classes'} -> {outputs['labels']}")
     if not jobs and not args.quiet:

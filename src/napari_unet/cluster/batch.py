@@ -59,7 +59,7 @@ def batch_job(model, items, mode: str, device=None, cell_diameter: float | None 
         error = None
         if path is not None:
             try:
-                write_image(path, labels, axes=axes.replace("C", ""), overwrite=True)
+                write_image(path, labels, axes=axes.replace("C", ""), overwrite=True, pixel_size=space)
             except (OSError, ValueError) as exc:
                 error = exc
         yield ("result", (name, labels, path, error))

@@ -105,7 +105,7 @@ def _read_zarr(path: Path):
     return to_canonical(np.asarray(node[...]), axes)
 
 
-def write_image(path, data, axes: str | None = None, overwrite: bool = False) -> Path:
+def write_image(path, data, axes: str | None = None, overwrite: bool = False, pixel_size: dict | None = None) -> Path:
     """Write an image as TIFF (ImageJ-compatible where possible) or zarr (``.zarr`` path).
 
     Parameters
@@ -118,6 +118,10 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
         Axis names, e.g. ``"ZYX"`` or ``"CYX"``; default from the number of dimensions.
     overwrite : bool
         Replace an existing file; otherwise a :class:`FileExistsError` is raised.
+    pixel_size : dict, optional
+        ``{"z", "y", "x"}`` micrometres (as :func:`read_pixel_size` gives them): an ImageJ TIFF
+        records them (resolution, unit, and the z spacing of a stack), so the output keeps the
+        input's scale in napari and Fiji. Plain zarr arrays record none.
 
     Notes
     -----
@@ -161,9 +165,15 @@ def write_image(path, data, axes: str | None = None, overwrite: bool = False) ->
         kwargs: dict[str, Any] = {"metadata": {"axes": axes}}
         if imagej:
             kwargs["imagej"] = True
+            if pixel_size and "y" in pixel_size and "x" in pixel_size:
+                kwargs["resolution"] = (1.0 / float(pixel_size["x"]), 1.0 / float(pixel_size["y"]))
+                kwargs["metadata"]["unit"] = "um"
+                if "z" in pixel_size and "Z" in axes:
+                    kwargs["metadata"]["spacing"] = float(pixel_size["z"])
         if data.nbytes > 2**32 - 2**25:
             kwargs["bigtiff"] = True
             kwargs.pop("imagej", None)
+            kwargs.pop("resolution", None)  # without ImageJ's unit it would read as inches
         kwargs["compression"] = None
         tifffile.imwrite(tmp, data, **kwargs)
         if path.exists() and not overwrite:  # appeared meanwhile

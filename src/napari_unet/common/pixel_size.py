@@ -111,6 +111,10 @@ def check_voxel_size(value, name: str = "pixel_size") -> tuple[float, ...] | Non
         except ValueError:  # name the three values given, not the pair checked
             raise ValueError(f"{name} must be positive micrometres per pixel, under a metre (1e6), "
                              f"got {tuple(float(v) for v in value)!r}") from None
+    if value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__") \
+            and len(value) not in (2, 3):
+        raise ValueError(f"{name} must be a number, a (y, x) pair or a (z, y, x) voxel of micrometres, got "
+                         f"{len(value)} values {value!r}")
     return check_pixel_size(value, name)
 
 

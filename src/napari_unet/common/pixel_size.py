@@ -103,16 +103,15 @@ def check_voxel_size(value, name: str = "pixel_size") -> tuple[float, ...] | Non
     ...
     ValueError: pixel_size must be positive micrometres per pixel, under a metre (1e6), got (0.0, 0.5, 0.5)
     """
-    if value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__") \
-            and len(value) == 3:
+    sized = value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__")
+    if sized and len(value) == 3:
         try:
             z = check_pixel_size(value[0], f"{name}[0]")[0]
             return (z, *check_pixel_size(value[1:], name))
         except ValueError:  # name the three values given, not the pair checked
             raise ValueError(f"{name} must be positive micrometres per pixel, under a metre (1e6), "
                              f"got {tuple(float(v) for v in value)!r}") from None
-    if value is not None and not isinstance(value, (str, bytes, numbers.Real)) and hasattr(value, "__len__") \
-            and len(value) not in (2, 3):
+    if sized and len(value) != 2:
         raise ValueError(f"{name} must be a number, a (y, x) pair or a (z, y, x) voxel of micrometres, got "
                          f"{len(value)} values {value!r}")
     return check_pixel_size(value, name)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..common.axes import to_canonical
+from ..config import MODEL_PRESETS
 from ..common.pixel_size import prediction_pixel_size, voxel_spacing
 from ..common.progress import ProgressBar, drive, format_seconds
 from ..files.safe_write import check_not_input
@@ -112,7 +113,7 @@ def _add_train(sub):
                    help="annotation files, one per image in the same order (0 = not annotated, 1 = background, 2, 3, ... = cells or classes)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.unet)")
     p.add_argument("--mode", choices=["instances", "classes"], default="instances", help="instances (default) or classes")
-    p.add_argument("--preset", choices=["fast", "paper", "tiny", "fast3d", "paper3d"], default=None,
+    p.add_argument("--preset", choices=list(MODEL_PRESETS), default=None,
                    help="network size: fast (CPU, default), paper (the paper's network, for a GPU), tiny (tests), "
                         "fast3d (a 3D U-Net, as --3d-net), paper3d (Çiçek et al.'s 3D U-Net, for a GPU)")
     p.add_argument("--3d-net", dest="net3d", action="store_true",
